@@ -1,0 +1,43 @@
+# The two commands a newcomer runs: `make run` and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+DATA   ?= var
+STAMP  := $(VENV)/.installed
+
+.PHONY: run test bench venv spk settings-doc clean
+
+$(STAMP): pyproject.toml constraints.txt
+	@$(PYTHON) -m venv --help >/dev/null 2>&1 || { echo "python3 venv is missing: sudo apt-get install python3-venv"; exit 1; }
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[test]'
+	touch $@
+
+venv: $(STAMP)
+
+## Start the archive on embedded SQLite with its data in ./$(DATA); the first run
+## creates an administrator and prints its generated password once.
+run: $(STAMP)
+	$(BIN)/dsmpacs --data-dir $(DATA) user ensure-admin
+	$(BIN)/dsmpacs --data-dir $(DATA) serve
+
+## Run the test suite (real dcmtk peers, real MariaDB when reachable)
+# Two workers for everything but the fake NAS, whose tests share one system user
+# and build in the source tree, so they run afterwards, one at a time.
+test: $(STAMP)
+	$(BIN)/python -m pytest -n 2 --dist loadfile --ignore=tests/dsm
+	$(BIN)/python -m pytest tests/dsm
+
+## Side-by-side ingest benchmark against Orthanc and dcmtk storescp
+bench: $(STAMP)
+	$(BIN)/python -m bench
+
+## Build the Synology DSM package(s) into dist/ (docs/dsm-package.md)
+spk: $(STAMP)
+	PYTHON=$(BIN)/python ./spk_build.sh
+
+settings-doc: $(STAMP)
+	$(BIN)/dsmpacs settings --markdown > docs/settings.md
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info bench/.corpus bench/.work

@@ -1,0 +1,157 @@
+"""Shared pieces of the benchmarks: peers as processes, timing, tables.
+
+Every figure is measured against the peers in the same run, on the same
+machine, and reported as a ratio, because absolute times drift from machine to
+machine. dcmtk and Orthanc run with TCP_NODELAY=1 (see ../shared/reference/peers.md).
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+WORK = ROOT / "bench" / ".work"
+CORPUS = ROOT / "bench" / ".corpus"
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+NODELAY_ENV = dict(os.environ, TCP_NODELAY="1")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port: int, proc: subprocess.Popen, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"port {port} never opened")
+
+
+def fresh_dir(name: str) -> Path:
+    path = WORK / name
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    return path
+
+
+def stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+class DsmPacs:
+    """This archive's DICOM daemon as its own process, on SQLite, as `make run` starts it."""
+    name = "DSM PACS"
+
+    def __init__(self, workdir: Path, extra: tuple[str, ...] = ()):
+        self.workdir = workdir
+        self.port = free_port()
+        self.ae_title = "DSMPACS"
+        self.extra = extra
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> "DsmPacs":
+        cmd = [sys.executable, "-m", "dsmpacs", "--data-dir", str(self.workdir),
+               "--set", "log_level=WARNING", *self.extra, "serve", "--host", "127.0.0.1",
+               "--port", str(self.port)]
+        if "--only" in _serve_options():
+            cmd += ["--only", "dicom"]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=open(self.workdir / "stderr", "wb"),
+                                     cwd=ROOT)
+        wait_port(self.port, self.proc)
+        return self
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def stop(self) -> None:
+        if self.proc:
+            stop(self.proc)
+
+
+def _serve_options() -> str:
+    done = subprocess.run([sys.executable, "-m", "dsmpacs", "serve", "--help"], capture_output=True,
+                          text=True, cwd=ROOT)
+    return done.stdout
+
+
+class StoreScp:
+    """dcmtk storescp: the ceiling for receive speed (writes files, keeps no index)."""
+    name = "dcmtk storescp"
+
+    def __init__(self, workdir: Path):
+        self.workdir = workdir
+        self.port = free_port()
+        self.ae_title = "STORESCP"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> "StoreScp":
+        # -pm accepts the private SOP class; +B writes the data set as received, like we do.
+        self.proc = subprocess.Popen(["storescp", "-pm", "+B", "+uf", "-aet", self.ae_title,
+                                      "-od", str(self.workdir), str(self.port)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                     env=NODELAY_ENV)
+        wait_port(self.port, self.proc)
+        return self
+
+    def stop(self) -> None:
+        if self.proc:
+            stop(self.proc)
+
+
+class OrthancPeer:
+    name = "Orthanc"
+
+    def __init__(self, workdir: Path):
+        from tests.orthanc import Orthanc
+
+        self.orthanc = Orthanc(workdir)
+        self.ae_title = self.orthanc.ae_title
+
+    @property
+    def port(self) -> int:
+        return self.orthanc.dicom_port
+
+    def start(self) -> "OrthancPeer":
+        self.orthanc.start()
+        return self
+
+    def stop(self) -> None:
+        self.orthanc.stop()
+
+
+def peak_rss_mb(pid: int) -> float:
+    """VmHWM: the process's peak resident set size so far."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def table(headers: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(str(x)) for x in col) for col in zip(headers, *rows)]
+    line = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths))  # noqa: E731
+    return "\n".join([line(headers), line(["-" * w for w in widths]), *map(line, rows)])

@@ -1,0 +1,3 @@
+from dsmpacs.cli import main
+
+main()

@@ -1,0 +1,47 @@
+"""The domain: storage, index and the single ingest path. No protocol lives here."""
+from __future__ import annotations
+
+import logging
+
+import pydicom.config
+
+from dsmpacs.archive import database
+from dsmpacs.archive.index import Index
+from dsmpacs.archive.ingest import Ingest
+from dsmpacs.archive.storage import Storage
+from dsmpacs.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class Archive:
+    """Storage, index and ingest for one process, built from Settings."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.storage = Storage(settings.effective_storage_root, settings.min_free_mb * 2**20)
+        self.db = database.open_database(settings.effective_database_url,
+                                         max_connections=settings.max_associations * 2 + 8)
+        database.bind(self.db)
+        self.index = Index(self.db)
+        self.ingest = Ingest(self.storage, self.index, settings.duplicate_policy)
+        # The archive validates what it needs itself and keeps bytes unchanged;
+        # pydicom's per-value warnings would only flood the log with sender quirks.
+        pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
+
+    def open(self, *, upgrade: bool = False, create_storage: bool = True) -> None:
+        """Prepare storage and check (or bring forward) the index schema."""
+        self.storage.prepare(create=create_storage)
+        if upgrade:
+            database.upgrade(self.db, backup_dir=self.settings.data_dir / "backups")
+        else:
+            database.check(self.db)
+
+    def recover(self) -> None:
+        """Crash recovery; only before any listener accepts work."""
+        from dsmpacs.archive.maintenance import quarantine_orphans
+        self.storage.clean_tmp()
+        quarantine_orphans(self, newest_days=2)
+
+    def close(self) -> None:
+        self.db.close_all() if hasattr(self.db, "close_all") else self.db.close()

@@ -1,0 +1,123 @@
+"""Verify, reindex and crash recovery: the archive checking itself against its files."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Callable
+
+from dsmpacs.archive.attributes import extract
+from dsmpacs.archive.index import InstanceExists, StoredFile
+from dsmpacs.archive.models import Instance, Patient, Series, Study
+from dsmpacs.archive.part10 import InvalidDataset, read_header
+from dsmpacs.archive.storage import StagedFile
+from dsmpacs.archive.uids import is_valid_uid
+
+log = logging.getLogger(__name__)
+Progress = Callable[[int], None]
+
+
+@dataclass
+class VerifyReport:
+    checked: int = 0
+    missing: list[str] = field(default_factory=list)      # SOP Instance UIDs
+    mismatched: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.missing and not self.mismatched
+
+
+def verify(archive, progress: Progress | None = None) -> VerifyReport:
+    """Re-hash every indexed file and compare size and SHA-256 with the index."""
+    report = VerifyReport()
+    for row in archive.index.iter_instances():
+        report.checked += 1
+        try:
+            size, digest = archive.storage.hash_file(row.path)
+        except FileNotFoundError:
+            report.missing.append(row.sop_instance_uid)
+            log.error("missing file for %s: %s", row.sop_instance_uid, row.path)
+        else:
+            if size != row.size or digest != row.sha256:
+                report.mismatched.append(row.sop_instance_uid)
+                log.error("checksum mismatch for %s: %s", row.sop_instance_uid, row.path)
+        if progress:
+            progress(1)
+    return report
+
+
+@dataclass
+class ReindexReport:
+    indexed: int = 0
+    unreadable: list[str] = field(default_factory=list)
+    duplicates: list[str] = field(default_factory=list)
+
+
+def _index_file(archive, relpath: str, origin: str) -> str:
+    """Index one published file; returns "indexed", "unreadable" or "duplicate"."""
+    try:
+        header = read_header(archive.storage.path(relpath))
+    except InvalidDataset:
+        return "unreadable"
+    ds = header.dataset
+    if not all(is_valid_uid(str(ds.get(k, "")).rstrip("\x00 ")) for k in
+               ("SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID")):
+        return "unreadable"
+    size, digest = archive.storage.hash_file(relpath)
+    stored = StoredFile(relpath, size, digest, header.dataset_offset, header.transfer_syntax_uid)
+    try:
+        archive.index.add_instance(extract(ds), stored, origin=origin,
+                                   calling_ae=str(header.meta.get("SourceApplicationEntityTitle", "")))
+    except InstanceExists:
+        return "duplicate"
+    return "indexed"
+
+
+def reindex(archive, progress: Progress | None = None) -> ReindexReport:
+    """Rebuild patient, study, series and instance rows from the files alone.
+    Other tables (remote AEs, users, quarantine records) are kept."""
+    with archive.index.write():
+        for model in (Instance, Series, Study, Patient):
+            model.delete().execute()
+    report = ReindexReport()
+    for relpath in archive.storage.iter_published():
+        outcome = _index_file(archive, relpath, "reindex")
+        if outcome == "indexed":
+            report.indexed += 1
+        elif outcome == "duplicate":
+            report.duplicates.append(relpath)
+            _to_quarantine(archive, relpath, "second file with an already indexed SOP Instance UID",
+                           "duplicate")
+        else:
+            report.unreadable.append(relpath)
+            log.error("reindex: %s is not a readable instance", relpath)
+        if progress:
+            progress(1)
+    return report
+
+
+def _to_quarantine(archive, relpath: str, reason: str, label: str = "orphan") -> str:
+    path = archive.storage.path(relpath)
+    size = path.stat().st_size
+    qpath = archive.storage.quarantine(StagedFile(path, size, ""), label)
+    archive.index.add_quarantine(sop_instance_uid="", sop_class_uid="", path=qpath, reason=reason,
+                                 size=size, sha256="", calling_ae="", origin="recovery")
+    log.warning("moved %s to %s: %s", relpath, qpath, reason)
+    return qpath
+
+
+def quarantine_orphans(archive, newest_days: int = 2) -> int:
+    """Files published but never indexed (a crash between rename and commit) were
+    never acknowledged. Move them out of the archive so they cannot be served,
+    but keep them for an administrator. Only the newest day directories can hold
+    such files from the last run."""
+    candidates = list(archive.storage.iter_published(newest_days=newest_days))
+    moved = 0
+    for start in range(0, len(candidates), 500):
+        chunk = candidates[start:start + 500]
+        indexed = archive.index.indexed_paths(chunk)
+        for relpath in chunk:
+            if relpath not in indexed:
+                _to_quarantine(archive, relpath, "published but not indexed (interrupted store)")
+                moved += 1
+    return moved

@@ -1,0 +1,28 @@
+"""Schema deltas, one module per version: ``m0002_<what>.py`` defines ``up(db)``.
+
+Version 1 is the schema in models.py as first released. A fresh index is created
+from the current models and stamped with LATEST_VERSION, so a migration only has
+to bring an index of the previous version forward: add a column with
+``playhouse.migrate``, create a new table from a model, fill derived values.
+When you add one, bump LATEST_VERSION and add a test that upgrades an index of
+the previous version.
+"""
+from __future__ import annotations
+
+import importlib
+import pkgutil
+
+import peewee
+
+LATEST_VERSION = 1
+
+
+def _module_for(version: int):
+    for info in pkgutil.iter_modules(__path__):
+        if info.name.startswith(f"m{version:04d}_"):
+            return importlib.import_module(f"{__name__}.{info.name}")
+    raise LookupError(f"no migration module for schema version {version}")
+
+
+def apply(version: int, db: peewee.Database) -> None:
+    _module_for(version).up(db)

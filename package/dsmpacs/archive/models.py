@@ -1,0 +1,207 @@
+"""Index tables (peewee). SQLite in WAL mode by default, MariaDB by URL.
+
+The DICOM attribute columns of the four levels are generated from
+``attributes.ATTRIBUTES``, so the list of matchable attributes, the extraction
+and the schema cannot disagree. What is declared by hand below is what the
+archive adds: keys, search forms, counters and file bookkeeping.
+
+Text columns use a binary collation on MariaDB (set when the tables are
+created), so that comparisons and index ranges behave exactly as in SQLite and
+in Python. Case-insensitive person-name matching uses the normalised
+``*_alpha/_ideo/_phon`` columns instead of a collation.
+"""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from peewee import (
+    BigIntegerField,
+    BooleanField,
+    CharField,
+    DatabaseProxy,
+    DateTimeField,
+    ForeignKeyField,
+    IntegerField,
+    Model,
+    TextField,
+)
+
+from dsmpacs.archive.attributes import INTEGER_VRS, NAME_SEARCH, Level, attributes_at
+
+database_proxy = DatabaseProxy()
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+class BaseModel(Model):
+    class Meta:
+        database = database_proxy
+        legacy_table_names = False
+
+
+# patient_name: literal matching when pn_case_insensitive is off (the default
+# matches the indexed *_alpha/_ideo/_phon search forms instead).
+_INDEXED = {"patient_id", "patient_name", "patient_birth_date", "study_date", "accession_number",
+            "modality", "sop_class_uid"}
+_UNIQUE = {"study_instance_uid", "series_instance_uid", "sop_instance_uid"}
+
+
+def _attribute_fields(level: Level) -> dict[str, object]:
+    out: dict[str, object] = {}
+    for attr in attributes_at(level):
+        if attr.vr in INTEGER_VRS:
+            out[attr.column] = IntegerField(default=0 if attr.derived else None, null=not attr.derived)
+        elif attr.vr in ("LT", "ST", "UT"):
+            out[attr.column] = TextField(default="")
+        else:
+            out[attr.column] = CharField(max_length=attr.max_length, default="",
+                                         index=attr.column in _INDEXED,
+                                         unique=attr.column in _UNIQUE)
+    return out
+
+
+def _name_search_fields(column: str) -> dict[str, object]:
+    # Normalised component groups of a PN; each indexed so prefix patterns use it.
+    return {f"{column}_{group}": CharField(max_length=128, default="", index=True)
+            for group in ("alpha", "ideo", "phon")}
+
+
+def _model(name: str, level: Level, extra: dict[str, object], doc: str) -> type[BaseModel]:
+    namespace = {"__module__": __name__, "__doc__": doc, **_attribute_fields(level), **extra}
+    return type(name, (BaseModel,), namespace)
+
+
+def _name_columns(level: Level) -> dict[str, object]:
+    return {k: v for column, at in NAME_SEARCH.items() if at is level
+            for k, v in _name_search_fields(column).items()}
+
+
+Patient = _model("Patient", Level.PATIENT, {
+    # PatientID + issuer identify a patient; without an ID, name and birth date do.
+    "patient_key": CharField(max_length=64, unique=True),
+    **_name_columns(Level.PATIENT),
+    "specific_character_set": CharField(max_length=64, default=""),
+    "created_at": DateTimeField(default=utcnow),
+}, "One row per patient identity (PatientID and issuer).")
+
+Study = _model("Study", Level.STUDY, {
+    "patient": ForeignKeyField(Patient, backref="studies", on_delete="CASCADE"),
+    **_name_columns(Level.STUDY),
+    "specific_character_set": CharField(max_length=64, default=""),
+    "created_at": DateTimeField(default=utcnow),
+    "updated_at": DateTimeField(default=utcnow, index=True),
+}, "One row per StudyInstanceUID, with its series and instance counts.")
+
+Series = _model("Series", Level.SERIES, {
+    "study": ForeignKeyField(Study, backref="series", on_delete="CASCADE"),
+    "specific_character_set": CharField(max_length=64, default=""),
+    "created_at": DateTimeField(default=utcnow),
+    "updated_at": DateTimeField(default=utcnow),
+}, "One row per SeriesInstanceUID.")
+
+Instance = _model("Instance", Level.IMAGE, {
+    "series": ForeignKeyField(Series, backref="instances", on_delete="CASCADE"),
+    "transfer_syntax_uid": CharField(max_length=64),
+    "specific_character_set": CharField(max_length=64, default=""),
+    "path": CharField(max_length=255, unique=True),     # relative to the storage root
+    "size": BigIntegerField(),
+    "sha256": CharField(max_length=64),                  # of the whole stored file
+    "dataset_offset": IntegerField(),                    # where the dataset bytes start
+    "received_at": DateTimeField(default=utcnow, index=True),
+    "calling_ae": CharField(max_length=16, default=""),
+    "origin": CharField(max_length=16, default=""),      # dicom, stow, import, reindex
+}, "One row per stored SOP instance and its file.")
+
+
+class Quarantine(BaseModel):
+    """A copy that was kept but not archived: a different payload under a stored UID,
+    or a file found after a crash without its index row."""
+    sop_instance_uid = CharField(max_length=64, index=True)
+    sop_class_uid = CharField(max_length=64, default="")
+    path = CharField(max_length=255, unique=True)
+    reason = CharField(max_length=255)
+    size = BigIntegerField(default=0)
+    sha256 = CharField(max_length=64, default="")
+    calling_ae = CharField(max_length=16, default="")
+    origin = CharField(max_length=16, default="")
+    received_at = DateTimeField(default=utcnow, index=True)
+
+
+class RemoteAE(BaseModel):
+    """A registered DICOM peer: the angiography system, the 3D workstation, another PACS."""
+    name = CharField(max_length=64, unique=True)
+    ae_title = CharField(max_length=16, index=True)
+    host = CharField(max_length=255)
+    port = IntegerField()
+    may_store = BooleanField(default=True)             # may send us C-STORE
+    may_find = BooleanField(default=True)              # may query us (C-FIND)
+    may_retrieve = BooleanField(default=True)          # may C-MOVE / C-GET from us
+    is_move_destination = BooleanField(default=True)   # we may send to it (C-MOVE target, push)
+    tls = BooleanField(default=False)
+    description = CharField(max_length=255, default="")
+    created_at = DateTimeField(default=utcnow)
+    updated_at = DateTimeField(default=utcnow)
+
+
+class User(BaseModel):
+    """A person who signs in to the web UI or DICOMweb (see archive/users.py)."""
+    username = CharField(max_length=64)
+    username_key = CharField(max_length=64, unique=True)   # NFKC casefolded: one account per name
+    password_hash = CharField(max_length=255)
+    role = CharField(max_length=16)                       # admin, radiologist, viewer
+    disabled = BooleanField(default=False)
+    # Bumped when the password changes or the account is disabled: every session
+    # and cached credential carrying an older epoch stops working.
+    epoch = IntegerField(default=1)
+    created_at = DateTimeField(default=utcnow)
+    updated_at = DateTimeField(default=utcnow)
+    last_login_at = DateTimeField(null=True)
+
+
+class ApiToken(BaseModel):
+    """A bearer token for API clients; only its SHA-256 is stored."""
+    user = ForeignKeyField(User, backref="tokens", on_delete="CASCADE")
+    label = CharField(max_length=64, default="")
+    token_hash = CharField(max_length=64, unique=True)
+    prefix = CharField(max_length=12)                     # shown so a token can be recognised
+    created_at = DateTimeField(default=utcnow)
+    last_used_at = DateTimeField(null=True)
+
+
+class AuditEvent(BaseModel):
+    """Who did what, when, from where: views, exports, deletions, logins, admin changes.
+    The actor is kept by name, so the trail outlives a removed account."""
+    at = DateTimeField(default=utcnow, index=True)
+    actor = CharField(max_length=64, index=True)
+    action = CharField(max_length=32, index=True)
+    outcome = CharField(max_length=16, default="ok")
+    study_instance_uid = CharField(max_length=64, default="", index=True)
+    detail = CharField(max_length=1024, default="")
+    address = CharField(max_length=64, default="")
+
+
+class AssociationLog(BaseModel):
+    """One DICOM association (incoming or outgoing), written once when it ends."""
+    direction = CharField(max_length=3)                   # in, out
+    calling_ae = CharField(max_length=16, default="")
+    called_ae = CharField(max_length=16, default="")
+    peer = CharField(max_length=128, default="")          # address:port of the other side
+    started_at = DateTimeField(default=utcnow)
+    ended_at = DateTimeField(default=utcnow, index=True)
+    outcome = CharField(max_length=16)                    # released, aborted, rejected, failed
+    services = CharField(max_length=128, default="")      # e.g. "C-ECHO C-STORE"
+    completed = IntegerField(default=0)                   # instances/operations that succeeded
+    warnings = IntegerField(default=0)
+    failed = IntegerField(default=0)
+    bytes = BigIntegerField(default=0)
+    detail = CharField(max_length=255, default="")
+
+
+class SchemaVersion(BaseModel):
+    version = IntegerField()
+
+
+MODELS: tuple[type[BaseModel], ...] = (SchemaVersion, Patient, Study, Series, Instance, Quarantine,
+                                        RemoteAE, User, ApiToken, AuditEvent, AssociationLog)

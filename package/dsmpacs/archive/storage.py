@@ -1,0 +1,389 @@
+"""Content store: staged writes, atomic publication, checksums, free-space guard.
+
+Layout under the storage root::
+
+    .tmp/                  staged files; everything here is garbage after a crash
+    .quarantine/           conflicting or orphaned copies, kept for an administrator
+    YYYY/MM/DD/<32 hex>.dcm published instances, named by the server
+
+A file becomes visible only by ``rename`` from ``.tmp`` after it was fsynced,
+and the rename is made durable by an fsync of the directory. Paths are
+generated here from a random UUID and never from a UID that came over the wire.
+
+The storage root is created only by ``prepare(create=True)``. While running, a
+missing root is an error, never a reason to mkdir: on a NAS it means the
+volume or share is gone, and recreating it would fill the system partition.
+"""
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import errno
+import hashlib
+import logging
+import os
+import shutil
+import uuid
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import BinaryIO, Iterator
+
+log = logging.getLogger(__name__)
+
+TMP_DIR = ".tmp"
+QUARANTINE_DIR = ".quarantine"
+_COPY_CHUNK = 1 << 20
+
+
+class StorageError(Exception):
+    """The store cannot write: no space, root missing or read-only (DIMSE 0xA700)."""
+
+
+def _load_sync_file_range():
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+        fn = libc.sync_file_range
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = (ctypes.c_int, ctypes.c_longlong, ctypes.c_longlong, ctypes.c_uint)
+    fn.restype = ctypes.c_int
+    return fn
+
+
+_sync_file_range = _load_sync_file_range()
+_SYNC_FILE_RANGE_WRITE = 2
+
+
+def start_writeback(fd: int, offset: int, length: int) -> None:
+    """Ask the kernel to start writing a range to disk without waiting (Linux).
+
+    Data arriving from the network is pushed towards the disk while the rest
+    still arrives, so the fsync before publication only waits for the tail.
+    Where the call does not exist the final fsync simply does all the work.
+    """
+    if _sync_file_range is not None and length > 0:
+        _sync_file_range(fd, offset, length, _SYNC_FILE_RANGE_WRITE)
+
+
+@dataclass(frozen=True)
+class StagedFile:
+    """A complete Part 10 file in the tmp dir, hashed while it was written."""
+    path: Path
+    size: int
+    sha256: str
+    synced: bool = True     # False: written but not yet fsynced (see Storage.start_sync)
+
+
+class SpoolWriter:
+    """A write-only file in the tmp dir that hashes what passes through it.
+
+    It never raises on write: a failure (ENOSPC, EROFS, a vanished root) is kept
+    and reported by ``staged()``, and the partial file is removed at once. The
+    DICOM receiver writes through it from a network thread, where an exception
+    would abort the association instead of letting us answer 0xA700.
+    """
+
+    def __init__(self, tmp_dir: Path, suffix: str = ".part"):
+        self.name = str(tmp_dir / f"{uuid.uuid4().hex}{suffix}")
+        self.error: OSError | None = None
+        self._hash = hashlib.sha256()
+        self._size = 0
+        self._written_back = 0      # bytes handed to start_writeback so far
+        self._fh: BinaryIO | None = None
+        try:
+            self._fh = open(self.name, "xb")
+        except OSError as exc:
+            self.error = exc
+
+    @property
+    def file(self) -> "SpoolWriter":
+        # pynetdicom calls ``spool.file.flush()``; NamedTemporaryFile exposes .file.
+        return self
+
+    def write(self, data: bytes) -> int:
+        if self.error is None and self._fh is not None:
+            try:
+                self._fh.write(data)
+                self._hash.update(data)
+                self._size += len(data)
+            except OSError as exc:
+                self._fail(exc)
+        return len(data)
+
+    def flush(self) -> None:
+        if self.error is None and self._fh is not None:
+            try:
+                self._fh.flush()
+                start_writeback(self._fh.fileno(), self._written_back, self._size - self._written_back)
+                self._written_back = self._size
+            except OSError as exc:
+                self._fail(exc)
+
+    def _fail(self, exc: OSError) -> None:
+        self.error = exc
+        self._discard()
+
+    def _discard(self) -> None:
+        if self._fh is not None:
+            try:
+                self._fh.close()
+            except OSError:
+                pass
+            self._fh = None
+        try:
+            os.unlink(self.name)
+        except OSError:
+            pass
+
+    def close(self, *, sync: bool = True) -> None:
+        if self._fh is not None:
+            try:
+                self._fh.flush()
+                if sync:
+                    os.fsync(self._fh.fileno())
+                self._fh.close()
+            except OSError as exc:
+                self._fail(exc)
+            self._fh = None
+
+    def abandon(self) -> None:
+        """Drop the partial file (failed or cancelled transfer)."""
+        self._discard()
+
+    def staged(self, *, sync: bool = True) -> StagedFile:
+        """Close and describe the staged file, or raise StorageError. With
+        ``sync=False`` the fsync is left to the ingest, which overlaps it with work."""
+        self.close(sync=sync)
+        if self.error is not None:
+            raise StorageError(_describe(self.error)) from self.error
+        return StagedFile(Path(self.name), self._size, self._hash.hexdigest(), synced=sync)
+
+    def __enter__(self) -> "SpoolWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None:
+            self.abandon()
+
+
+def _describe(exc: OSError) -> str:
+    if exc.errno == errno.ENOSPC:
+        return "no space left on the storage filesystem"
+    if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return "storage is read-only or not writable"
+    if exc.errno == errno.ENOENT:
+        return "storage root is missing"
+    return f"storage error: {exc.strerror or exc}"
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_fd(fd: int) -> None:
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class Storage:
+    def __init__(self, root: Path, min_free_bytes: int = 0):
+        self.root = Path(root).absolute()
+        self.tmp_dir = self.root / TMP_DIR
+        self.quarantine_dir = self.root / QUARANTINE_DIR
+        self.min_free_bytes = min_free_bytes
+        self._syncer: ThreadPoolExecutor | None = None
+
+    # --- durability of staged files -------------------------------------------
+    def start_sync(self, staged: StagedFile) -> Future | None:
+        """Begin the fsync of an unsynced staged file in the background; fsync waits on
+        the disk with the GIL released, so the caller can parse the header meanwhile."""
+        if staged.synced:
+            return None
+        # Opened here, not in the worker: the file is renamed while the fsync runs.
+        try:
+            fd = os.open(staged.path, os.O_RDONLY)
+        except OSError as exc:
+            failed: Future = Future()
+            failed.set_exception(exc)
+            return failed
+        return self._sync_pool().submit(_fsync_fd, fd)
+
+    @staticmethod
+    def finish_sync(pending: Future | None) -> None:
+        """Wait for ``start_sync``; raises StorageError if the data did not reach the disk."""
+        if pending is None:
+            return
+        try:
+            pending.result()
+        except OSError as exc:
+            raise StorageError(_describe(exc)) from exc
+
+    # --- lifecycle -----------------------------------------------------------
+    def prepare(self, *, create: bool = True) -> None:
+        """Make sure the root and its working directories exist (at start-up only)."""
+        if create:
+            self.root.mkdir(parents=True, exist_ok=True)
+        if not self.root.is_dir():
+            raise StorageError(f"storage root {self.root} is missing")
+        self.tmp_dir.mkdir(exist_ok=True)
+        self.quarantine_dir.mkdir(exist_ok=True)
+
+    def clean_tmp(self) -> int:
+        """Remove staged files left by a crash. Only safe before the listener starts."""
+        removed = 0
+        if self.tmp_dir.is_dir():
+            for entry in self.tmp_dir.iterdir():
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry, ignore_errors=True)
+                else:
+                    entry.unlink(missing_ok=True)
+                removed += 1
+        if removed:
+            log.warning("removed %d staged file(s) left by an interrupted transfer", removed)
+        return removed
+
+    # --- checks --------------------------------------------------------------
+    def free_bytes(self) -> int:
+        return shutil.disk_usage(self.root).free
+
+    def check_writable(self, incoming_bytes: int = 0) -> None:
+        """Raise StorageError when the store cannot take ``incoming_bytes`` more."""
+        if not self.tmp_dir.is_dir():
+            raise StorageError(f"storage root {self.root} is missing")
+        if not os.access(self.tmp_dir, os.W_OK):
+            raise StorageError(f"storage root {self.root} is read-only")
+        try:
+            free = self.free_bytes()
+        except OSError as exc:
+            raise StorageError(_describe(exc)) from exc
+        if free - incoming_bytes < self.min_free_bytes:
+            raise StorageError(f"free space {free // 2**20} MiB is below the reserve of "
+                               f"{self.min_free_bytes // 2**20} MiB")
+
+    # --- writing -------------------------------------------------------------
+    def spool(self, suffix: str = ".part") -> SpoolWriter:
+        return SpoolWriter(self.tmp_dir, suffix)
+
+    def stage_stream(self, head: bytes, body: BinaryIO, length: int | None = None) -> StagedFile:
+        """Write ``head`` then up to ``length`` bytes of ``body`` (all when None)."""
+        with self.spool() as out:
+            out.write(head)
+            remaining = length
+            while remaining is None or remaining > 0:
+                chunk = body.read(_COPY_CHUNK if remaining is None else min(_COPY_CHUNK, remaining))
+                if not chunk:
+                    break
+                out.write(chunk)
+                if remaining is not None:
+                    remaining -= len(chunk)
+            return out.staged()
+
+    def _new_relpath(self, when: datetime) -> str:
+        return f"{when:%Y/%m/%d}/{uuid.uuid4().hex}.dcm"
+
+    def publish(self, staged: StagedFile, when: datetime | None = None) -> str:
+        """Move a staged file to a new generated path; durable when this returns."""
+        relpath, dir_sync = self.publish_pending(staged, when)
+        self.finish_sync(dir_sync)
+        return relpath
+
+    def publish_pending(self, staged: StagedFile, when: datetime | None = None) -> tuple[str, Future]:
+        """Rename a staged file to a new generated path now and fsync its directory in
+        the background. The rename is not durable until the returned future is done
+        (``finish_sync``); the ingest waits for it, and for the file's own fsync,
+        before it commits the index row that makes the instance exist."""
+        when = when or datetime.now(timezone.utc)
+        relpath = self._new_relpath(when)
+        target = self.root / relpath
+        try:
+            self._make_dirs(target.parent)
+            os.rename(staged.path, target)
+        except OSError as exc:
+            raise StorageError(_describe(exc)) from exc
+        return relpath, self._sync_pool().submit(fsync_dir, target.parent)
+
+    def _sync_pool(self) -> ThreadPoolExecutor:
+        if self._syncer is None:
+            self._syncer = ThreadPoolExecutor(max_workers=4, thread_name_prefix="fsync")
+        return self._syncer
+
+    def _make_dirs(self, directory: Path) -> None:
+        if directory.is_dir():
+            return
+        if not self.root.is_dir():
+            raise StorageError(f"storage root {self.root} is missing")
+        missing = []
+        d = directory
+        while not d.exists():
+            missing.append(d)
+            d = d.parent
+        for d in reversed(missing):
+            try:
+                d.mkdir()
+            except FileExistsError:
+                pass
+            fsync_dir(d.parent)
+
+    def quarantine(self, staged: StagedFile, label: str) -> str:
+        """Move a staged file into quarantine; returns its path relative to the root."""
+        name = f"{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{label}-{uuid.uuid4().hex[:12]}.dcm"
+        target = self.quarantine_dir / name
+        try:
+            os.rename(staged.path, target)
+            fsync_dir(self.quarantine_dir)
+        except OSError as exc:
+            raise StorageError(_describe(exc)) from exc
+        return f"{QUARANTINE_DIR}/{name}"
+
+    def discard(self, staged: StagedFile) -> None:
+        try:
+            os.unlink(staged.path)
+        except FileNotFoundError:
+            pass
+
+    def remove(self, relpath: str) -> None:
+        path = self.path(relpath)
+        try:
+            os.unlink(path)
+            fsync_dir(path.parent)
+        except FileNotFoundError:
+            pass
+
+    # --- reading -------------------------------------------------------------
+    def path(self, relpath: str) -> Path:
+        """Absolute path for a stored relpath; refuses anything that leaves the root."""
+        candidate = (self.root / relpath).resolve()
+        if self.root.resolve() not in candidate.parents:
+            raise ValueError(f"path {relpath!r} is outside the storage root")
+        return candidate
+
+    def open(self, relpath: str) -> BinaryIO:
+        return open(self.path(relpath), "rb")
+
+    def hash_file(self, relpath: str) -> tuple[int, str]:
+        h = hashlib.sha256()
+        size = 0
+        with self.open(relpath) as fh:
+            while chunk := fh.read(_COPY_CHUNK):
+                h.update(chunk)
+                size += len(chunk)
+        return size, h.hexdigest()
+
+    def iter_published(self, newest_days: int | None = None) -> Iterator[str]:
+        """Relative paths of published files, optionally only the newest day directories."""
+        day_dirs = sorted(p for p in self.root.glob("[0-9][0-9][0-9][0-9]/[0-9][0-9]/[0-9][0-9]")
+                          if p.is_dir())
+        if newest_days is not None:
+            day_dirs = day_dirs[-newest_days:]
+        for day in day_dirs:
+            for f in sorted(day.iterdir()):
+                if f.suffix == ".dcm" and f.is_file():
+                    yield f.relative_to(self.root).as_posix()

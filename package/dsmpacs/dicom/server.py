@@ -1,0 +1,76 @@
+"""The DICOM listener: one AE, its limits, and the handlers of each service."""
+from __future__ import annotations
+
+import logging
+
+from pynetdicom import AE, _config, evt
+from pynetdicom.sop_class import Verification
+
+from dsmpacs.archive import Archive
+from dsmpacs.archive.access import AccessPolicy
+from dsmpacs.archive.activity import Activity
+from dsmpacs.archive.peers import PeerRegistry
+from dsmpacs.dicom import (
+    associations,
+    commitment,
+    find,
+    retrieve_service,
+    spool,
+    store_service,
+)
+from dsmpacs.dicom.echo import handle_echo
+from dsmpacs.dicom.get import handle_get
+from dsmpacs.dicom.move import handle_move
+from dsmpacs.dicom.scu import client_ae
+from dsmpacs.dicom.store import handle_store
+from dsmpacs.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def build_ae(settings: Settings, archive: Archive) -> AE:
+    """An AE that accepts every storage SOP class and transfer syntax a sender proposes."""
+    # Unknown and private abstract syntaxes are negotiated as storage, with the
+    # first transfer syntax the sender proposes for them.
+    _config.UNRESTRICTED_STORAGE_SERVICE = True
+    # pynetdicom's "standard" handlers format a summary of every PDU and DIMSE message
+    # even when its logger is quiet (about a tenth of the receive thread's time on a
+    # multi-frame run); our own association log says what the operator needs.
+    _config.LOG_HANDLER_LEVEL = "none"
+    ae = client_ae(settings)
+    ae.maximum_associations = settings.max_associations
+    ae.require_called_aet = False     # checked by the access policy (check_called_ae)
+    ae.add_supported_context(Verification)
+    find.install(ae)
+    spool.install(ae, archive.storage)
+    retrieve_service.install(ae)            # C-MOVE and C-GET (dicom/move.py, dicom/get.py)
+    store_service.install()                 # C-STORE answered without pynetdicom's detour
+    commitment.install(ae)
+    return ae
+
+
+def event_handlers(archive: Archive) -> list:
+    # The policy reads the registry on every check: the web UI edits it while we run.
+    policy = AccessPolicy(archive.settings, PeerRegistry(archive.index))
+    return [
+        (evt.EVT_CONN_OPEN, associations.handle_conn_open),
+        (evt.EVT_CONN_CLOSE, associations.handle_conn_close, [Activity(archive.index)]),
+        (evt.EVT_REQUESTED, associations.handle_requested, [policy]),
+        (evt.EVT_ESTABLISHED, associations.handle_established),
+        (evt.EVT_REJECTED, associations.handle_rejected),
+        (evt.EVT_ABORTED, associations.handle_aborted),
+        (evt.EVT_C_ECHO, handle_echo),
+        (evt.EVT_C_STORE, handle_store, [archive, policy]),
+        *find.handlers(archive, policy),
+        (evt.EVT_C_MOVE, handle_move, [archive]),
+        (evt.EVT_C_GET, handle_get, [archive]),
+        (evt.EVT_N_ACTION, commitment.handle_n_action, [archive]),
+    ]
+
+
+def start(settings: Settings, archive: Archive):
+    """Start listening (non-blocking); returns pynetdicom's AssociationServer."""
+    ae = build_ae(settings, archive)
+    server = ae.start_server((settings.dicom_host, settings.dicom_port), block=False,
+                             evt_handlers=event_handlers(archive))
+    return server

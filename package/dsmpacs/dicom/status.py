@@ -1,0 +1,45 @@
+"""The one mapping from store outcomes to DIMSE statuses (PS3.4 Annex B.2.3)."""
+from __future__ import annotations
+
+from pydicom.dataset import Dataset
+
+from dsmpacs.archive.results import StoreOutcome, StoreResult
+
+SUCCESS = 0x0000
+WARNING_COERCION = 0xB000          # stored; see ErrorComment for what differs
+OUT_OF_RESOURCES = 0xA700          # no space, storage missing or read-only
+OUT_OF_RESOURCES_INDEX = 0xA701    # index database unreachable; retry later
+DATASET_MISMATCH = 0xA900          # dataset does not match the command
+CANNOT_UNDERSTAND = 0xC000         # unreadable dataset or invalid UIDs
+NOT_AUTHORIZED = 0x0124            # refused by the access policy
+
+STORE_STATUS: dict[StoreOutcome, int] = {
+    StoreOutcome.STORED: SUCCESS,
+    StoreOutcome.DUPLICATE: SUCCESS,
+    StoreOutcome.REPLACED: SUCCESS,
+    StoreOutcome.STORED_WITH_WARNINGS: WARNING_COERCION,
+    StoreOutcome.CONFLICT_QUARANTINED: WARNING_COERCION,
+    StoreOutcome.OUT_OF_RESOURCES: OUT_OF_RESOURCES,
+    StoreOutcome.INDEX_UNAVAILABLE: OUT_OF_RESOURCES_INDEX,
+    StoreOutcome.UID_MISMATCH: DATASET_MISMATCH,
+    StoreOutcome.INVALID_DATASET: CANNOT_UNDERSTAND,
+    StoreOutcome.REFUSED: NOT_AUTHORIZED,
+}
+
+
+def status_dataset(code: int, comment: str = "") -> Dataset:
+    ds = Dataset()
+    ds.Status = code
+    if comment:
+        # ErrorComment is LO: 64 characters of the default repertoire, and a backslash
+        # would split it into two values (UIDs from hostile senders contain anything).
+        text = "".join(c if " " <= c <= "~" and c != "\\" else "?" for c in comment)
+        ds.ErrorComment = text[:64]
+    return ds
+
+
+def store_status(result: StoreResult) -> Dataset | int:
+    """A bare code for success (cheaper for pynetdicom to encode, and success needs no
+    comment); a Dataset with ErrorComment otherwise."""
+    code = STORE_STATUS[result.outcome]
+    return code if code == SUCCESS else status_dataset(code, result.message)

@@ -1,0 +1,88 @@
+"""Storage SCP (C-STORE), for every storage SOP class, private ones included."""
+from __future__ import annotations
+
+import logging
+
+from pydicom.dataset import Dataset
+
+from dsmpacs.archive import Archive
+from dsmpacs.archive.access import AccessPolicy, Action
+from dsmpacs.archive.database import IndexUnavailable
+from dsmpacs.archive.ingest import Origin
+from dsmpacs.archive.results import StoreOutcome, StoreResult
+from dsmpacs.archive.storage import SpoolWriter, StorageError
+from dsmpacs.archive.uids import clean_uid
+from dsmpacs.dicom import associations
+from dsmpacs.dicom.associations import peer_of
+from dsmpacs.dicom.status import store_status
+from dsmpacs.dicom.store_service import fast_store_handler
+
+log = logging.getLogger(__name__)
+_DECISION = "_dsmpacs_store_decision"
+
+
+def _may_store(assoc, policy: AccessPolicy | None) -> tuple[bool, str]:
+    """The policy's answer, asked once per association: a registry query on every
+    instance of a 2,000-image run would cost more than the rest of the check.
+    Registry edits therefore apply from the next association on. No policy means
+    the archive itself asked for these instances (C-MOVE or C-GET as the client)."""
+    if policy is None:
+        return True, ""
+    decision = getattr(assoc, _DECISION, None)
+    if decision is None:
+        decision = policy.allows(Action.STORE, assoc.requestor.ae_title, assoc.requestor.address)
+        setattr(assoc, _DECISION, decision)
+    return decision
+
+
+@fast_store_handler
+def handle_store(event, archive: Archive, policy: AccessPolicy | None) -> Dataset | int:
+    """C-STORE. The dataset was streamed to a staged file by dicom/spool.py.
+
+    Statuses:
+      0x0000 Success: stored, or an identical copy was already stored
+      0xB000 Warning: stored unchanged, but some text could not be decoded in its
+             character set; or a different payload under a stored UID was kept in
+             quarantine while the first copy stays archived (see ErrorComment)
+      0xA700 Refused, out of resources: no space, storage root missing or read-only
+      0xA701 Refused, out of resources: index database unreachable
+      0xA900 Error: the dataset's SOP Class/Instance UID differs from the command's
+      0xC000 Error: unreadable dataset, or a missing or invalid (path-like) UID
+      0x0124 Refused: the calling AE may not store (access policy)
+    """
+    req = event.request
+    spool = getattr(req, "_dataset_file", None)
+    uids = dict(sop_class_uid=clean_uid(req.AffectedSOPClassUID)[:64],
+                sop_instance_uid=clean_uid(req.AffectedSOPInstanceUID)[:64])
+    if not isinstance(spool, SpoolWriter):
+        # Chunked receive is installed for our AE; anything else is a wiring bug.
+        log.error("C-STORE dataset was not spooled to storage; refusing")
+        return store_status(StoreResult(StoreOutcome.OUT_OF_RESOURCES, "internal spool error", **uids))
+    calling = event.assoc.requestor.ae_title
+    try:
+        allowed, reason = _may_store(event.assoc, policy)
+    except IndexUnavailable as exc:
+        spool.abandon()
+        log.warning("refused %s from %s (%s): %s", uids["sop_instance_uid"], calling,
+                    peer_of(event.assoc), exc)
+        return store_status(StoreResult(StoreOutcome.INDEX_UNAVAILABLE, "index database unreachable",
+                                        **uids))
+    if not allowed:
+        spool.abandon()
+        associations.count(event.assoc, "C-STORE", ok=False)
+        log.warning("refused %s from %s (%s): %s", uids["sop_instance_uid"], calling,
+                    peer_of(event.assoc), reason)
+        return store_status(StoreResult(StoreOutcome.REFUSED, "calling AE may not store", **uids))
+    try:
+        staged = spool.staged(sync=False)     # ingest fsyncs it while parsing the header
+    except StorageError as exc:
+        result = StoreResult(StoreOutcome.OUT_OF_RESOURCES, str(exc), **uids)
+        log.warning("refused %s from %s: %s", uids["sop_instance_uid"], peer_of(event.assoc), exc)
+        associations.count(event.assoc, "C-STORE", ok=False)
+        return store_status(result)
+    origin = Origin("dicom", event.assoc.requestor.ae_title, peer_of(event.assoc))
+    result = archive.ingest.store(staged, origin, expected_sop_class_uid=req.AffectedSOPClassUID,
+                                  expected_sop_instance_uid=req.AffectedSOPInstanceUID)
+    associations.count(event.assoc, "C-STORE", ok=result.archived, warning=result.outcome.is_warning,
+                       size=staged.size)
+    return store_status(result)

@@ -1,0 +1,331 @@
+"""One typed Settings object, loaded in layers.
+
+Precedence, lowest first: the defaults below, ``config.toml`` in the data
+directory, ``DSMPACS_<FIELD>`` environment variables, then CLI flags. Nothing
+here runs at import time; factories receive a ``Settings`` instance.
+
+Every field carries its documentation in its metadata. ``docs/settings.md`` is
+generated from it (``dsmpacs settings --markdown``) and a test keeps the two
+equal, so the reference cannot drift from the code.
+"""
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Mapping
+from urllib.parse import urlsplit, urlunsplit
+
+ENV_PREFIX = "DSMPACS_"
+CONFIG_FILE = "config.toml"
+REDACTED = "********"
+
+
+class SettingsError(ValueError):
+    """A setting has a value the product cannot run with."""
+
+
+def setting(default: Any, doc: str, *, secret: bool = False, choices: tuple[str, ...] = (),
+            minimum: float | None = None, maximum: float | None = None):
+    return field(default=default, metadata={
+        "doc": doc, "secret": secret, "choices": choices, "minimum": minimum, "maximum": maximum,
+    })
+
+
+_AE_TITLE_RE = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")  # printable ASCII, no backslash
+
+
+def valid_ae_title(value: str) -> bool:
+    """PS3.5 AE VR: 1-16 characters, no backslash, no control characters, not all spaces."""
+    return bool(_AE_TITLE_RE.match(value)) and bool(value.strip())
+
+
+@dataclass(frozen=True)
+class Settings:
+    # --- where things live -------------------------------------------------
+    data_dir: Path = setting(
+        Path("data"),
+        "Directory for config.toml, the SQLite index, logs and PID files. On DSM this is "
+        "SYNOPKG_PKGVAR. Nothing mutable lives beside the code.")
+    storage_root: Path | None = setting(
+        None,
+        "Directory that holds the DICOM files (on DSM, the package's shared folder). Its "
+        ".tmp/ and .quarantine/ subdirectories keep staged and conflicting files on the same "
+        "filesystem, so a rename publishes a file atomically. Default: <data_dir>/storage.")
+    database_url: str | None = setting(
+        None,
+        "Index database. sqlite:///PATH for the embedded index (WAL mode), or "
+        "mysql://USER:PASSWORD@HOST:PORT/DATABASE for MariaDB. Default: "
+        "sqlite:///<data_dir>/index.sqlite3.", secret=True)
+    log_level: str = setting(
+        "INFO", "Log level for the daemon's log.",
+        choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    log_file: Path | None = setting(
+        None, "Log file of the DICOM daemon and the CLI, rotated at 10 MB with 5 kept. The web "
+        "process and the supervising `serve` process write beside it, with -web and -serve "
+        "added to the name. Default: <data_dir>/logs/dsmpacs.log.")
+
+    # --- DICOM listener ----------------------------------------------------
+    ae_title: str = setting(
+        "DSMPACS", "This archive's AE title: 1-16 characters, no backslash or control characters.")
+    dicom_host: str = setting(
+        "0.0.0.0", "Address the DICOM listener binds to. 0.0.0.0 listens on every interface.")
+    dicom_port: int = setting(
+        11112, "DICOM port. Ports below 1024 cannot be bound by a DSM 7 package.",
+        minimum=0, maximum=65535)
+    max_associations: int = setting(
+        16, "Concurrent DICOM associations accepted; further requests are rejected as "
+        "transient (local limit exceeded).", minimum=1, maximum=1000)
+    max_pdu: int = setting(
+        262144, "Maximum PDU length this archive receives, in bytes (0 means unlimited). "
+        "Larger PDUs mean fewer round trips for big multi-frame runs.",
+        minimum=0, maximum=2**32 - 1)
+    acse_timeout: float = setting(
+        30.0, "Seconds to wait for association negotiation messages.", minimum=1)
+    dimse_timeout: float = setting(
+        60.0, "Seconds to wait for a DIMSE message from the peer.", minimum=1)
+    network_timeout: float = setting(
+        120.0, "Seconds an association may stay idle before it is aborted.", minimum=1)
+    connection_timeout: float = setting(
+        10.0, "Seconds to wait for a TCP connection when this archive is the client.", minimum=1)
+
+    # --- web server --------------------------------------------------------
+    web_host: str = setting(
+        "0.0.0.0", "Address the web server (UI and DICOMweb) binds to.")
+    web_port: int = setting(
+        8080, "Web port for the UI and DICOMweb.", minimum=0, maximum=65535)
+    web_threads: int = setting(
+        8, "Worker threads of the web server: requests served at the same time (rendering, "
+        "DICOMweb transfers). More threads use more memory.", minimum=1, maximum=64)
+    web_trusted_proxy: str = setting(
+        "", "Address of a reverse proxy in front of the web server (for example 127.0.0.1 "
+        "for DSM's own reverse proxy). Its X-Forwarded-For and X-Forwarded-Proto headers are "
+        "then believed for the client address (rate limits, audit trail) and the scheme. "
+        "Empty: no proxy is trusted and those headers are ignored.")
+    web_secure_cookies: bool = setting(
+        False, "Always mark the session and language cookies Secure, so browsers send them over "
+        "HTTPS only. They are marked Secure anyway when a request arrives over HTTPS (directly, "
+        "or through web_trusted_proxy with X-Forwarded-Proto); turn this on when the UI is only "
+        "reached through HTTPS. Leave it off for plain HTTP or logins will not stick.")
+    web_session_hours: float = setting(
+        12.0, "A login lasts this many hours at most; the session cookie also ends when the "
+        "browser is closed.", minimum=0.1, maximum=720)
+    login_limit_per_user: int = setting(
+        10, "Failed logins allowed for one user name within login_limit_window; further "
+        "attempts for that name are refused (HTTP 429) until older failures age out.",
+        minimum=1, maximum=10000)
+    login_limit_per_address: int = setting(
+        30, "Failed logins allowed from one client address within login_limit_window, "
+        "whatever the user name.", minimum=1, maximum=100000)
+    login_limit_window: int = setting(
+        900, "Seconds over which failed logins are counted for the limits above.",
+        minimum=10, maximum=86400)
+
+    # --- ingest ------------------------------------------------------------
+    duplicate_policy: str = setting(
+        "keep-first",
+        "What happens when an instance arrives whose SOP Instance UID is already stored with "
+        "different content. keep-first keeps the stored copy and puts the new one in "
+        "quarantine; overwrite replaces the stored copy. An identical resend is always "
+        "answered with success and stores nothing new.",
+        choices=("keep-first", "overwrite"))
+    min_free_mb: int = setting(
+        512, "Free space, in MiB, that must remain on the storage filesystem; an instance "
+        "that would go below it is refused with 0xA700.", minimum=0)
+
+    # --- query (C-FIND, QIDO-RS) -------------------------------------------
+    pn_case_insensitive: bool = setting(
+        True, "Person names (PatientName, ReferringPhysicianName...) match case-insensitively "
+        "and after Unicode NFKC normalisation, and a pattern without '=' matches the "
+        "alphabetic, ideographic or phonetic group. false: literal, case-sensitive matching "
+        "on the whole stored value.")
+    query_limit: int = setting(
+        1000, "Most matches one C-FIND returns. A query with more matches returns the first "
+        "query_limit and ends with 0xA700 (Out of resources) asking for a narrower query. "
+        "0 means unlimited.", minimum=0)
+
+    # --- access policy -----------------------------------------------------
+    unknown_ae_may_store: bool = setting(
+        True, "Calling AEs that are not registered may send C-ECHO and C-STORE. Only registered "
+        "AEs may ever query (C-FIND) or retrieve (C-MOVE, C-GET), whatever this says.")
+    strict_ae_check: bool = setting(
+        False, "Reject associations from calling AE titles that are not registered, at "
+        "association time.")
+    check_called_ae: bool = setting(
+        False, "Reject associations whose called AE title is not this archive's ae_title.")
+    check_peer_host: bool = setting(
+        False, "A registered AE title is trusted only when the association comes from the host "
+        "registered for it (guards against a spoofed AE title).")
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            meta = f.metadata
+            if meta["choices"] and value not in meta["choices"]:
+                raise SettingsError(f"{f.name} must be one of {', '.join(meta['choices'])}, "
+                                    f"not {value!r}")
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                if meta["minimum"] is not None and value < meta["minimum"]:
+                    raise SettingsError(f"{f.name} must be at least {meta['minimum']}, not {value}")
+                if meta["maximum"] is not None and value > meta["maximum"]:
+                    raise SettingsError(f"{f.name} must be at most {meta['maximum']}, not {value}")
+        if not valid_ae_title(self.ae_title):
+            raise SettingsError(f"ae_title {self.ae_title!r} is not a valid AE title "
+                                "(1-16 printable ASCII characters, no backslash)")
+        if self.database_url and not self.database_url.startswith(("sqlite:", "mysql:")):
+            raise SettingsError("database_url must start with sqlite:// or mysql://")
+
+    # --- derived values ----------------------------------------------------
+    @property
+    def effective_storage_root(self) -> Path:
+        return self.storage_root or self.data_dir / "storage"
+
+    @property
+    def effective_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.data_dir / 'index.sqlite3').absolute()}"
+
+    @property
+    def effective_log_file(self) -> Path:
+        return self.log_file or self.data_dir / "logs" / "dsmpacs.log"
+
+    # --- loading -----------------------------------------------------------
+    @classmethod
+    def load(cls, *, data_dir: str | Path | None = None, env: Mapping[str, str] | None = None,
+             overrides: Mapping[str, Any] | None = None) -> "Settings":
+        """Build Settings from the layers. ``overrides`` are CLI flags (None values ignored)."""
+        env = os.environ if env is None else env
+        overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+        if data_dir is not None:
+            overrides["data_dir"] = data_dir
+        known = {f.name: f for f in fields(cls)}
+        for name in overrides:
+            if name not in known:
+                raise SettingsError(f"unknown setting {name!r}")
+
+        env_values = {}
+        for key, raw in env.items():
+            if key.startswith(ENV_PREFIX) and key != ENV_PREFIX + "CONFIG":
+                name = key[len(ENV_PREFIX):].lower()
+                if name not in known:
+                    raise SettingsError(f"unknown setting in environment: {key}")
+                env_values[name] = raw
+
+        chosen_dir = overrides.get("data_dir", env_values.get("data_dir", cls.data_dir))
+        file_values = _read_config(Path(chosen_dir) / CONFIG_FILE, known)
+
+        values: dict[str, Any] = {}
+        for layer, source in ((file_values, "config.toml"), (env_values, "environment"),
+                              (overrides, "command line")):
+            for name, raw in layer.items():
+                values[name] = _coerce(known[name], raw, source)
+        return cls(**values)
+
+    def with_overrides(self, **changes: Any) -> "Settings":
+        return replace(self, **changes)
+
+    # --- presentation ------------------------------------------------------
+    def redacted(self) -> dict[str, str]:
+        """Effective values as strings, secrets hidden; what `dsmpacs settings` prints."""
+        out = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name == "storage_root":
+                value = self.effective_storage_root
+            elif f.name == "database_url":
+                value = redact_url(self.effective_database_url)
+            elif f.name == "log_file":
+                value = self.effective_log_file
+            elif f.metadata["secret"]:
+                value = REDACTED if value else ""
+            out[f.name] = "" if value is None else str(value)
+        return out
+
+
+def redact_url(url: str) -> str:
+    """Hide the password in a database URL."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:{REDACTED}@{netloc[1]}"))
+
+
+def _read_config(path: Path, known: Mapping[str, Any]) -> dict[str, Any]:
+    if not path.is_file():
+        return {}
+    try:
+        with path.open("rb") as fh:
+            data = tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        raise SettingsError(f"{path}: {exc}") from exc
+    for name in data:
+        if name not in known:
+            raise SettingsError(f"{path}: unknown setting {name!r}")
+    return data
+
+
+def _base_type(f) -> type:
+    hint = typing.get_type_hints(Settings)[f.name]
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        hint = next(a for a in typing.get_args(hint) if a is not type(None))
+    return hint
+
+
+def _coerce(f, raw: Any, source: str) -> Any:
+    kind = _base_type(f)
+    try:
+        if raw == "" and f.default is None:
+            return None
+        if kind is bool:
+            if isinstance(raw, bool):
+                return raw
+            text = str(raw).strip().lower()
+            if text in ("1", "true", "yes", "on"):
+                return True
+            if text in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(raw)
+        if kind is int:
+            if isinstance(raw, bool):
+                raise ValueError(raw)
+            return int(raw)
+        if kind is float:
+            return float(raw)
+        if kind is Path:
+            return Path(os.path.expanduser(str(raw)))
+        return str(raw)
+    except (TypeError, ValueError):
+        raise SettingsError(f"{f.name} from {source}: {raw!r} is not a valid "
+                            f"{kind.__name__}") from None
+
+
+def settings_markdown() -> str:
+    """The settings reference, generated from the field metadata."""
+    lines = [
+        "# Settings reference",
+        "",
+        "Generated by `dsmpacs settings --markdown`; a test keeps this file equal to the code.",
+        "",
+        "Each setting is read, lowest precedence first, from its default, from `config.toml` "
+        "in the data directory (`name = value`), from the environment variable "
+        f"`{ENV_PREFIX}NAME` (upper case), and from `--set name=value` or a dedicated flag on "
+        "the command line. `dsmpacs settings` prints the effective values with secrets hidden.",
+        "",
+        "| Setting | Type | Default | Description |",
+        "|---|---|---|---|",
+    ]
+    for f in fields(Settings):
+        kind = _base_type(f).__name__.replace("PosixPath", "Path")
+        default = "(derived)" if f.default is None else f"`{f.default}`"
+        doc = f.metadata["doc"]
+        if f.metadata["choices"]:
+            doc += " One of: " + ", ".join(f"`{c}`" for c in f.metadata["choices"]) + "."
+        if f.metadata["secret"]:
+            doc += " Secret: shown redacted."
+        lines.append(f"| `{f.name}` | {kind} | {default} | {doc} |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,106 @@
+"""Shared fixtures: real databases, real server processes, real dcmtk peers.
+
+On a developer's machine without MariaDB or dcmtk the tests that need them
+skip with the reason shown. In CI (CI=true) a missing peer fails instead.
+"""
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import pytest
+
+from dsmpacs.settings import Settings
+from tests.browser import browser, page  # noqa: F401  (fixtures for UI tests)
+from tests.peers import MARIADB, mariadb_connection, require
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def mariadb_admin():
+    try:
+        conn = mariadb_connection()
+    except Exception as exc:  # pymysql raises several kinds
+        require(False, f"MariaDB at {MARIADB['host']}:{MARIADB['port']} unreachable: {exc}")
+    yield conn
+    conn.close()
+
+
+@pytest.fixture
+def mariadb_url(mariadb_admin):
+    """A fresh, uniquely named MariaDB database, dropped afterwards."""
+    name = f"dsmpacs_t_{uuid.uuid4().hex[:12]}"
+    with mariadb_admin.cursor() as cur:
+        cur.execute(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_general_ci")
+    yield f"mysql://{MARIADB['user']}@{MARIADB['host']}:{MARIADB['port']}/{name}"
+    with mariadb_admin.cursor() as cur:
+        cur.execute(f"DROP DATABASE IF EXISTS `{name}`")
+
+
+@pytest.fixture(params=["sqlite", pytest.param("mariadb", marks=pytest.mark.mariadb)])
+def database_url(request, tmp_path):
+    """Every index test runs against SQLite and against the real MariaDB server."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'index.sqlite3'}"
+    return request.getfixturevalue("mariadb_url")
+
+
+@pytest.fixture
+def settings(tmp_path, database_url) -> Settings:
+    return Settings.load(data_dir=tmp_path / "data", env={}, overrides={
+        "database_url": database_url, "dicom_host": "127.0.0.1", "dicom_port": 0,
+        "min_free_mb": 0, "log_level": "DEBUG"})
+
+
+@pytest.fixture
+def archive(settings):
+    from dsmpacs.archive import Archive
+
+    arc = Archive(settings)
+    arc.open(upgrade=True)
+    yield arc
+    arc.close()
+
+
+@pytest.fixture
+def web_app(settings, archive):
+    """The Flask app over the in-process archive (unit-level view tests)."""
+    from dsmpacs.web.app import create_app
+
+    app = create_app(settings, archive)
+    app.testing = True
+    return app
+
+
+@pytest.fixture
+def client(web_app):
+    return web_app.test_client()
+
+
+@pytest.fixture
+def server_factory(tmp_path):
+    """Start ``dsmpacs serve`` as a real process; stopped at teardown."""
+    from tests.peers import ServerProcess
+
+    started: list[ServerProcess] = []
+
+    def start(data_dir: Path | None = None, only: str | None = None, **sets) -> ServerProcess:
+        proc = ServerProcess(data_dir or tmp_path / "server", sets, only=only)
+        proc.start()
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        proc.stop()
+
+
+@pytest.fixture
+def server(server_factory, database_url):
+    return server_factory(database_url=database_url)
+
+
+def pytest_report_header(config):
+    return [f"CI={os.environ.get('CI', '')} (in CI a missing peer is a failure, not a skip)"]

@@ -1,0 +1,191 @@
+"""Helpers for real peers: the archive as a process, dcmtk tools, MariaDB."""
+from __future__ import annotations
+
+import os
+import queue
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+IN_CI = os.environ.get("CI", "").lower() == "true"
+MARIADB = {"host": "127.0.0.1", "port": 3306, "user": "root", "password": ""}
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def require(condition: bool, reason: str) -> None:
+    """Skip when a peer is missing on a developer machine; fail in CI."""
+    if not condition:
+        if IN_CI:
+            pytest.fail(f"missing in CI (a skip would hide it): {reason}")
+        pytest.skip(reason)
+
+
+def wait_until(condition, timeout: float = 30, what: str = "condition"):
+    """Poll ``condition`` until it returns something truthy (returned), or fail."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def mariadb_connection(**kw):
+    import pymysql
+
+    return pymysql.connect(host=MARIADB["host"], port=MARIADB["port"], user=MARIADB["user"],
+                           password=MARIADB["password"], autocommit=True, connect_timeout=3, **kw)
+
+
+def tool(name: str) -> str:
+    path = shutil.which(name)
+    require(path is not None, f"{name} not installed (apt-get install dcmtk)")
+    return path
+
+
+def dcmtk(name: str, *args: str, timeout: float = 300, check: bool = False,
+          cwd: str | os.PathLike | None = None) -> subprocess.CompletedProcess:
+    """Run a dcmtk tool with TCP_NODELAY=1, as every benchmark and test should."""
+    env = dict(os.environ, TCP_NODELAY="1")
+    done = subprocess.run([tool(name), *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout, env=env, cwd=cwd)
+    if check and done.returncode != 0:
+        raise AssertionError(f"{name} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
+    return done
+
+
+class ServerProcess:
+    """``python -m dsmpacs serve`` on ephemeral ports, as real OS processes.
+
+    By default both children run (DICOM daemon and web server); ``only="dicom"``
+    or ``only="web"`` runs one. ``start`` returns once every expected ready line
+    was printed: ``.port`` is the DICOM port, ``.web_port``/``.web_url`` the web one.
+    """
+
+    def __init__(self, data_dir: Path, sets: dict[str, object], only: str | None = None):
+        self.data_dir = Path(data_dir)
+        self.sets = {"dicom_host": "127.0.0.1", "dicom_port": 0, "web_host": "127.0.0.1", "web_port": 0,
+                     "min_free_mb": 0, "log_level": "DEBUG", **sets}
+        self.only = only
+        self.proc: subprocess.Popen | None = None
+        self.port: int | None = None
+        self.web_port: int | None = None
+        self.ae_title = str(self.sets.get("ae_title", "DSMPACS"))
+        self.lines: "queue.Queue[str]" = queue.Queue()
+        self.stderr_path = self.data_dir / "server.stderr"
+
+    def command(self) -> list[str]:
+        cmd = [sys.executable, "-m", "dsmpacs", "--data-dir", str(self.data_dir)]
+        for key, value in self.sets.items():
+            cmd += ["--set", f"{key}={value}"]
+        return cmd + ["serve"] + (["--only", self.only] if self.only else [])
+
+    def start(self, timeout: float = 60) -> "ServerProcess":
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        env.pop("DSMPACS_DATA_DIR", None)
+        self._stderr = open(self.stderr_path, "ab")
+        # Its own process group: kill() takes the parent and both children down at
+        # once, like a power cut, and nothing outlives the test.
+        self.proc = subprocess.Popen(self.command(), stdout=subprocess.PIPE, stderr=self._stderr,
+                                     env=env, cwd=ROOT, text=True, start_new_session=True)
+        threading.Thread(target=self._pump, daemon=True).start()
+        want_dicom = self.only in (None, "dicom")
+        want_web = self.only in (None, "web")
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if (self.port is not None or not want_dicom) and (self.web_port is not None or not want_web):
+                return self
+            try:
+                line = self.lines.get(timeout=0.2)
+            except queue.Empty:
+                if self.proc.poll() is not None:
+                    break
+                continue
+            if line.startswith("DICOM listening on"):
+                self.port = int(line.split()[3].rsplit(":", 1)[1])
+            elif line.startswith("Web listening on"):
+                self.web_port = int(line.split()[3].rstrip("/").rsplit(":", 1)[1])
+        self._kill_group()                    # nothing half-started outlives the test
+        raise AssertionError(f"server did not start:\n{self.log()}")
+
+    def _pump(self) -> None:
+        assert self.proc and self.proc.stdout
+        for line in self.proc.stdout:
+            self.lines.put(line.strip())
+
+    def log(self) -> str:
+        try:
+            return self.stderr_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    @property
+    def storage(self) -> Path:
+        return Path(str(self.sets.get("storage_root", self.data_dir / "storage")))
+
+    @property
+    def web_url(self) -> str:
+        assert self.web_port is not None, "the web server is not running"
+        return f"http://127.0.0.1:{self.web_port}"
+
+    def url(self, path: str = "/") -> str:
+        return self.web_url + path
+
+    def child_pid(self, role: str) -> int | None:
+        """The pid of the dicom or web process, from its run file."""
+        import json
+
+        try:
+            return int(json.loads((self.data_dir / "run" / f"{role}.json").read_text())["pid"])
+        except (OSError, ValueError, KeyError):
+            return None
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, timeout: float = 20) -> int | None:
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._kill_group()
+        self._stderr.close()
+        return self.proc.returncode
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self._kill_group()
+        self.proc.wait()
+        self._stderr.close()
+
+    def _kill_group(self) -> None:
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+    # --- talking to it with dcmtk ------------------------------------------
+    def storescu(self, *files: Path | str, extra: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
+        """storescu -v, so the response status is in stderr."""
+        return dcmtk("storescu", "-v", "-aec", self.ae_title, *extra, "127.0.0.1", self.port, *files)
+
+    def dcmsend(self, *files: Path | str, extra: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
+        """dcmsend proposes any SOP class, private ones included (storescu refuses those)."""
+        return dcmtk("dcmsend", "-v", "-nuc", "-aec", self.ae_title, *extra, "127.0.0.1", self.port,
+                     *files)
+
+    def echoscu(self) -> subprocess.CompletedProcess:
+        return dcmtk("echoscu", "-aec", self.ae_title, "127.0.0.1", self.port)

@@ -1,0 +1,117 @@
+"""The single ingest path, in process, against SQLite and the real MariaDB."""
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+
+from dsmpacs.archive import database
+from dsmpacs.archive.ingest import Origin
+from dsmpacs.archive.models import Instance, Patient, Quarantine, SchemaVersion, Series, Study
+from dsmpacs.archive.results import StoreOutcome
+from tests import factories as f
+
+ORIGIN = Origin("import", "TESTSCU")
+
+
+def store(archive, ds, tmp_path: Path, name: str | None = None, source_ae: str = ""):
+    path = f.write(ds, tmp_path / (name or f"{ds.SOPInstanceUID}.dcm"))
+    return archive.ingest.store(archive.ingest.restage(path, source_ae), ORIGIN), path
+
+
+def test_store_indexes_levels_and_counts(archive, tmp_path):
+    patient = f.Patient("Li^Si=李^四", "LS1", charset="ISO_IR 192")
+    study = "1.2.826.0.1.3680043.10.9.1"
+    results = []
+    for series_no, modality in ((1, "XA"), (2, "XA"), (3, "SR")):
+        series = f"{study}.{series_no}"
+        for n in range(3):
+            ds = f.secondary_capture(patient=patient, study_uid=study, series_uid=series,
+                                     modality=modality, instance_number=n + 1, series_number=series_no)
+            results.append(store(archive, ds, tmp_path)[0])
+    assert {r.outcome for r in results} == {StoreOutcome.STORED}
+    with archive.index.read():
+        st = Study.get(Study.study_instance_uid == study)
+        assert (st.number_of_study_related_series, st.number_of_study_related_instances) == (3, 9)
+        assert st.modalities_in_study == "SR\\XA"
+        assert Series.get(Series.series_instance_uid == f"{study}.2").number_of_series_related_instances == 3
+        p = Patient.get(Patient.patient_id == "LS1")
+        assert (p.patient_name, p.patient_name_ideo, p.patient_name_alpha) == ("Li^Si=李^四", "李^四", "li^si")
+        assert Instance.select().count() == 9
+
+
+def test_identical_content_in_another_envelope_is_a_duplicate(archive, tmp_path):
+    ds = f.secondary_capture()
+    first, path = store(archive, ds, tmp_path, "a.dcm")
+    # Same dataset bytes, but a different file meta (source AE): still the same instance.
+    again = archive.ingest.store(archive.ingest.restage(path, "OTHERAE"), ORIGIN)
+    assert first.outcome is StoreOutcome.STORED and again.outcome is StoreOutcome.DUPLICATE
+    assert again.path == first.path
+    assert len(list(archive.storage.iter_published())) == 1
+    assert list(archive.storage.tmp_dir.iterdir()) == []
+
+
+def test_conflict_keeps_first_and_records_quarantine(archive, tmp_path):
+    ds = f.secondary_capture()
+    first, a = store(archive, ds, tmp_path, "a.dcm")
+    second, b = store(archive, f.secondary_capture(sop_uid=ds.SOPInstanceUID), tmp_path, "b.dcm")
+    assert second.outcome is StoreOutcome.CONFLICT_QUARANTINED
+    row = archive.index.find_instance(ds.SOPInstanceUID)
+    with archive.storage.open(row.path) as fh:
+        fh.seek(row.dataset_offset)
+        assert fh.read() == f.dataset_bytes(a)
+    with archive.index.read():
+        q = Quarantine.get(Quarantine.sop_instance_uid == ds.SOPInstanceUID)
+    assert f.dataset_bytes(archive.storage.root / q.path) == f.dataset_bytes(b)
+
+
+def test_undecodable_text_is_stored_with_a_warning(archive, tmp_path):
+    ds = f.secondary_capture(patient=f.Patient("X", "BAD1", charset="ISO_IR 192"))
+    path = f.write(ds, tmp_path / "bad.dcm")
+    raw = path.read_bytes().replace(b"X ", b"\xff\xfe", 1)      # invalid UTF-8, same length
+    path.write_bytes(raw)
+    result = archive.ingest.import_file(path, ORIGIN)
+    assert result.outcome is StoreOutcome.STORED_WITH_WARNINGS and "PatientName" in result.message
+    row = archive.index.find_instance(ds.SOPInstanceUID)
+    with archive.storage.open(row.path) as fh:
+        fh.seek(row.dataset_offset)
+        assert fh.read() == f.dataset_bytes(path)      # stored unchanged despite the warning
+
+
+def test_concurrent_stores_of_one_study_keep_counts_right(archive, tmp_path):
+    study = "1.2.826.0.1.3680043.10.9.2"
+    paths = [f.write(f.secondary_capture(study_uid=study, series_uid=f"{study}.{i % 3}",
+                                         modality="XA" if i % 3 else "CT"), tmp_path / f"{i}.dcm")
+             for i in range(24)]
+    errors: list[BaseException] = []
+
+    def worker(chunk):
+        try:
+            for p in chunk:
+                assert archive.ingest.import_file(p, ORIGIN).outcome is StoreOutcome.STORED
+        except BaseException as exc:   # surfaced below
+            errors.append(exc)
+        finally:
+            archive.db.close()
+
+    threads = [threading.Thread(target=worker, args=(paths[i::4],)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    with archive.index.read():
+        st = Study.get(Study.study_instance_uid == study)
+        assert (st.number_of_study_related_series, st.number_of_study_related_instances) == (3, 24)
+        assert st.modalities_in_study == "CT\\XA"
+        assert Patient.select().count() == 1
+
+
+def test_an_index_newer_than_the_code_is_refused(archive):
+    with archive.index.write():
+        SchemaVersion.create(version=database.LATEST_VERSION + 1)
+    with pytest.raises(database.IndexTooNew, match="newer than this program"):
+        database.check(archive.db)
+    with pytest.raises(database.IndexTooNew):
+        database.upgrade(archive.db)
