@@ -1,0 +1,68 @@
+"""Who may do what: the access policy for DICOM peers.
+
+Unknown calling AEs may echo and store by default (a new modality in the
+suite should not lose a run because nobody registered it yet), but only
+registered AEs may query and retrieve: those reveal patient data. A strict
+mode refuses unknown AEs outright. Every refusal is logged with the peer's
+address by the protocol layer that asked.
+"""
+from __future__ import annotations
+
+import logging
+import socket
+from enum import Enum
+from functools import lru_cache
+
+from dsmpacs.archive.peers import Peer, PeerRegistry
+from dsmpacs.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class Action(Enum):
+    ASSOCIATE = "associate"
+    ECHO = "echo"
+    STORE = "store"
+    FIND = "find"
+    RETRIEVE = "retrieve"          # C-MOVE or C-GET as the requester
+    COMMIT = "commit"              # storage commitment request
+
+
+@lru_cache(maxsize=256)
+def _addresses(host: str) -> frozenset[str]:
+    try:
+        return frozenset(info[4][0] for info in socket.getaddrinfo(host, None))
+    except OSError:
+        return frozenset({host})
+
+
+class AccessPolicy:
+    def __init__(self, settings: Settings, registry: PeerRegistry):
+        self.settings = settings
+        self.registry = registry
+
+    def peer_for(self, calling_ae: str, address: str) -> Peer | None:
+        """The registered entry matching the calling AE (and host, when checked)."""
+        for peer in self.registry.by_ae_title(calling_ae):
+            if not self.settings.check_peer_host or address in _addresses(peer.host):
+                return peer
+        return None
+
+    def allows(self, action: Action, calling_ae: str, address: str) -> tuple[bool, str]:
+        """(allowed, reason when refused)."""
+        peer = self.peer_for(calling_ae, address)
+        if peer is None:
+            if self.settings.strict_ae_check:
+                return False, f"calling AE {calling_ae!r} from {address} is not registered"
+            if action in (Action.ASSOCIATE, Action.ECHO):
+                return True, ""
+            if action is Action.STORE and self.settings.unknown_ae_may_store:
+                return True, ""
+            return False, f"calling AE {calling_ae!r} from {address} is not registered for {action.value}"
+        permitted = {
+            Action.ASSOCIATE: True, Action.ECHO: True, Action.STORE: peer.may_store,
+            Action.FIND: peer.may_find, Action.RETRIEVE: peer.may_retrieve,
+            Action.COMMIT: peer.may_store,
+        }[action]
+        return (True, "") if permitted else (
+            False, f"remote AE {peer.name!r} ({calling_ae}) may not {action.value}")

@@ -1,0 +1,109 @@
+"""The registry of remote AEs, kept in the index so the web UI can manage it."""
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, fields
+
+import peewee
+
+from dsmpacs.archive.index import Index
+from dsmpacs.archive.models import RemoteAE, utcnow
+from dsmpacs.settings import valid_ae_title
+
+_SPEC_RE = re.compile(r"^(?P<aet>[^@]{1,16})@(?P<host>\[[^\]]+\]|[^:]+):(?P<port>\d{1,5})$")
+
+
+class PeerError(ValueError):
+    """A registry entry is invalid or does not exist."""
+
+
+@dataclass(frozen=True)
+class Peer:
+    name: str
+    ae_title: str
+    host: str
+    port: int
+    may_store: bool = True
+    may_find: bool = True
+    may_retrieve: bool = True
+    is_move_destination: bool = True
+    tls: bool = False
+    description: str = ""
+
+    def validate(self) -> None:
+        if not self.name or len(self.name) > 64:
+            raise PeerError("name must be 1-64 characters")
+        if not valid_ae_title(self.ae_title):
+            raise PeerError(f"{self.ae_title!r} is not a valid AE title")
+        if not self.host or len(self.host) > 255 or any(c.isspace() for c in self.host):
+            raise PeerError(f"{self.host!r} is not a host name or address")
+        if not 1 <= int(self.port) <= 65535:
+            raise PeerError(f"port {self.port} is outside 1-65535")
+
+    @classmethod
+    def parse(cls, spec: str) -> "Peer":
+        """An ad-hoc peer from ``AE@HOST:PORT`` (not registered)."""
+        m = _SPEC_RE.match(spec.strip())
+        if not m:
+            raise PeerError(f"{spec!r} is neither a registered remote AE nor AE@HOST:PORT")
+        peer = cls(name=spec.strip(), ae_title=m["aet"], host=m["host"].strip("[]"), port=int(m["port"]))
+        peer.validate()
+        return peer
+
+    def __str__(self) -> str:
+        return f"{self.ae_title}@{self.host}:{self.port}"
+
+    @classmethod
+    def from_row(cls, row: RemoteAE) -> "Peer":
+        return cls(**{f.name: getattr(row, f.name) for f in fields(cls)})
+
+
+class PeerRegistry:
+    def __init__(self, index: Index):
+        self.index = index
+
+    def list(self) -> list[Peer]:
+        with self.index.read():
+            return [Peer.from_row(r) for r in RemoteAE.select().order_by(RemoteAE.name)]
+
+    def get(self, name: str) -> Peer | None:
+        with self.index.read():
+            row = RemoteAE.get_or_none(RemoteAE.name == name)
+        return Peer.from_row(row) if row else None
+
+    def by_ae_title(self, ae_title: str) -> list[Peer]:
+        """Every entry with this AE title (one AE title may be registered for several hosts)."""
+        with self.index.read():
+            return [Peer.from_row(r) for r in RemoteAE.select()
+                    .where(RemoteAE.ae_title == ae_title.strip()).order_by(RemoteAE.name)]
+
+    def resolve(self, spec: str) -> Peer:
+        """A registered name, or ``AE@HOST:PORT`` for a peer that is not registered."""
+        return self.get(spec) or Peer.parse(spec)
+
+    def move_destination(self, ae_title: str) -> Peer | None:
+        """The registered entry C-MOVE may send to, or None (answered with 0xA801)."""
+        return next((p for p in self.by_ae_title(ae_title) if p.is_move_destination), None)
+
+    def add(self, peer: Peer) -> Peer:
+        peer.validate()
+        try:
+            with self.index.write():
+                RemoteAE.create(**asdict(peer))
+        except peewee.IntegrityError:
+            raise PeerError(f"a remote AE named {peer.name!r} already exists") from None
+        return peer
+
+    def update(self, name: str, **changes) -> Peer:
+        current = self.get(name)
+        if current is None:
+            raise PeerError(f"no remote AE named {name!r}")
+        updated = Peer(**{**asdict(current), **changes})
+        updated.validate()
+        with self.index.write():
+            RemoteAE.update(**asdict(updated), updated_at=utcnow()).where(RemoteAE.name == name).execute()
+        return updated
+
+    def remove(self, name: str) -> bool:
+        with self.index.write():
+            return RemoteAE.delete().where(RemoteAE.name == name).execute() > 0

@@ -1,0 +1,109 @@
+"""`dsmpacs ae add|list|remove|echo`: the registry of remote AEs."""
+from __future__ import annotations
+
+import sys
+
+import click
+
+from dsmpacs.cli import Context, main, open_archive, pass_ctx
+from dsmpacs.cli.table import print_table
+
+
+def _registry(ctx: Context):
+    from dsmpacs.archive.peers import PeerRegistry
+
+    archive = open_archive(ctx, upgrade=True)
+    return archive, PeerRegistry(archive.index)
+
+
+@main.group()
+def ae() -> None:
+    """Remote AEs: who may store, query and retrieve, and where C-MOVE may send."""
+
+
+@ae.command("add")
+@click.argument("name")
+@click.argument("ae_title")
+@click.argument("host")
+@click.argument("port", type=click.IntRange(1, 65535))
+@click.option("--store/--no-store", "may_store", default=True, show_default=True,
+              help="May send us C-STORE.")
+@click.option("--find/--no-find", "may_find", default=True, show_default=True,
+              help="May query us (C-FIND).")
+@click.option("--retrieve/--no-retrieve", "may_retrieve", default=True, show_default=True,
+              help="May retrieve from us (C-MOVE, C-GET).")
+@click.option("--move-destination/--no-move-destination", "is_move_destination", default=True,
+              show_default=True, help="We may send to it (C-MOVE destination, push).")
+@click.option("--tls/--no-tls", default=False, show_default=True, help="Use TLS to reach it.")
+@click.option("--description", default="", help="Free text, e.g. the room or the vendor.")
+@pass_ctx
+def ae_add(ctx: Context, name: str, ae_title: str, host: str, port: int, **flags) -> None:
+    """Register a remote AE: NAME AE_TITLE HOST PORT."""
+    from dsmpacs.archive.peers import Peer, PeerError
+
+    archive, registry = _registry(ctx)
+    try:
+        peer = registry.add(Peer(name=name, ae_title=ae_title, host=host, port=port, **flags))
+    except PeerError as exc:
+        raise click.ClickException(str(exc)) from None
+    finally:
+        archive.close()
+    click.echo(f"added {peer.name}: {peer}")
+
+
+@ae.command("list")
+@pass_ctx
+def ae_list(ctx: Context) -> None:
+    """List the registered remote AEs and what each may do."""
+    archive, registry = _registry(ctx)
+    try:
+        peers = registry.list()
+    finally:
+        archive.close()
+    if not peers:
+        click.echo("no remote AEs registered")
+        return
+    yes = {True: "yes", False: "-"}
+    print_table(["name", "AE title", "host", "port", "store", "find", "retrieve", "move dest",
+                 "tls", "description"],
+                [[p.name, p.ae_title, p.host, str(p.port), yes[p.may_store], yes[p.may_find],
+                  yes[p.may_retrieve], yes[p.is_move_destination], yes[p.tls], p.description]
+                 for p in peers])
+
+
+@ae.command("remove")
+@click.argument("name")
+@pass_ctx
+def ae_remove(ctx: Context, name: str) -> None:
+    """Remove a registered remote AE."""
+    archive, registry = _registry(ctx)
+    try:
+        removed = registry.remove(name)
+    finally:
+        archive.close()
+    if not removed:
+        raise click.ClickException(f"no remote AE named {name!r}")
+    click.echo(f"removed {name}")
+
+
+@ae.command("echo")
+@click.argument("name")
+@pass_ctx
+def ae_echo(ctx: Context, name: str) -> None:
+    """C-ECHO a registered remote AE."""
+    from dsmpacs.dicom.scu import AssociationFailed, echo
+
+    archive, registry = _registry(ctx)
+    try:
+        peer = registry.get(name)
+    finally:
+        archive.close()
+    if peer is None:
+        raise click.ClickException(f"no remote AE named {name!r} (see `dsmpacs ae list`)")
+    try:
+        status = echo(ctx.settings(), peer)
+    except AssociationFailed as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"C-ECHO {peer.name} ({peer}): status 0x{status:04X}")
+    if status != 0:
+        sys.exit(1)
