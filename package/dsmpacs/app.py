@@ -1,0 +1,113 @@
+"""Composition root: builds the Archive once per process and hands it to the servers.
+
+``serve`` runs the DICOM daemon and the web server as two child processes
+(see supervisor.py); ``serve_dicom`` and ``serve_web`` are what each child
+runs, and what ``serve --only dicom|web`` runs directly.
+"""
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+
+from dsmpacs import runfiles
+from dsmpacs.archive import Archive
+from dsmpacs.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def build_archive(settings: Settings, *, upgrade: bool = False) -> Archive:
+    archive = Archive(settings)
+    archive.open(upgrade=upgrade)
+    return archive
+
+
+def wait_for_stop() -> None:
+    """Block until SIGTERM or SIGINT."""
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    stop.wait()
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+def prepare(settings: Settings) -> None:
+    """What must happen once before either listener accepts work: create or
+    migrate the index, and recover from a crash (staged files, orphans)."""
+    archive = build_archive(settings, upgrade=True)
+    try:
+        archive.recover()
+    finally:
+        archive.close()
+
+
+def serve(settings: Settings, commands: dict[str, list[str]]) -> int:
+    """Prepare, then run the child processes (role -> command line) until stopped."""
+    from dsmpacs.supervisor import supervise
+
+    prepare(settings)
+    return supervise(commands)
+
+
+def serve_dicom(settings: Settings, *, recover: bool = True) -> None:
+    """Run the DICOM daemon until SIGTERM/SIGINT."""
+    from dsmpacs.dicom import server as dicom_server
+
+    archive = build_archive(settings, upgrade=True)
+    if recover:
+        archive.recover()
+    server = dicom_server.start(settings, archive)
+    host, port = server.server_address[:2]
+    runfiles.write(settings, "dicom", host=host, port=port, ae_title=settings.ae_title)
+    heartbeat = runfiles.start_heartbeat(settings, "dicom", lambda: server.socket.fileno() >= 0)
+    log.info("DICOM listener up on %s:%s as %s", host, port, settings.ae_title)
+    print(f"DICOM listening on {host}:{port} as AE title {settings.ae_title}", flush=True)
+    try:
+        wait_for_stop()
+    finally:
+        heartbeat.set()
+        runfiles.remove(settings, "dicom")
+        server.shutdown()
+        archive.close()
+        log.info("DICOM listener stopped")
+
+
+def serve_web(settings: Settings) -> None:
+    """Run the web server (UI, DICOMweb, /-/ introspection) until SIGTERM/SIGINT."""
+    from waitress import create_server
+
+    from dsmpacs.web.app import create_app
+
+    archive = build_archive(settings, upgrade=True)
+    app = create_app(settings, archive)
+    proxy = {}
+    if settings.web_trusted_proxy:
+        proxy = dict(trusted_proxy=settings.web_trusted_proxy, trusted_proxy_count=1,
+                     trusted_proxy_headers={"x-forwarded-for", "x-forwarded-proto"})
+    server = create_server(app, host=settings.web_host, port=settings.web_port,
+                           threads=settings.web_threads, ident="dsmpacs",
+                           clear_untrusted_proxy_headers=True, **proxy)
+    host, port = server.effective_host, server.effective_port
+    runfiles.write(settings, "web", host=host, port=port)
+    heartbeat = runfiles.start_heartbeat(settings, "web", lambda: True)
+
+    def stop(*_):
+        # waitress's loop turns SystemExit into an orderly shutdown of its workers.
+        raise SystemExit(0)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, stop)
+    log.info("web server up on %s:%s", host, port)
+    print(f"Web listening on http://{_url_host(host)}:{port}/", flush=True)
+    try:
+        server.run()
+    finally:
+        heartbeat.set()
+        runfiles.remove(settings, "web")
+        server.close()
+        archive.close()
+        log.info("web server stopped")

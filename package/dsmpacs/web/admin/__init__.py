@@ -1,0 +1,29 @@
+"""Administration pages (admin role only): storage, activity, remote AEs, access
+policy, users and tokens, quarantine, audit trail."""
+from __future__ import annotations
+
+from flask import Blueprint, request
+
+from dsmpacs.archive.users import Permission
+from dsmpacs.web import auth
+
+bp = Blueprint("admin", __name__)
+PAGE_SIZE = 50
+
+
+@bp.before_request
+def _admins_only():
+    auth.require(Permission.ADMIN)
+
+
+def page_args() -> tuple[int, int]:
+    """(page number from 1, offset) from ?page=."""
+    try:
+        page = max(1, int(request.args.get("page", "1")))
+    except ValueError:
+        page = 1
+    return page, (page - 1) * PAGE_SIZE
+
+
+# Each module adds its routes to bp when imported.
+from dsmpacs.web.admin import activity, overview, peers, policy, trail, users  # noqa: E402,F401

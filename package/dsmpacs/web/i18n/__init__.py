@@ -1,0 +1,110 @@
+"""UI text in English and Simplified Chinese.
+
+Catalogs are plain JSON, one directory per language and one file per area
+(core.json, admin.json; add studies.json, viewer.json...), so that people
+working on different pages never edit the same file. Keys are dotted
+(``admin.users.title``); values are plain text with ``{name}`` placeholders,
+never markup (Jinja escapes the result like any other string). Keys starting
+with ``js.`` are also handed to the browser (``DSM.t`` in static/js/app.js).
+
+A test checks that every key exists in every language with the same
+placeholders, and that every ``_("...")`` used in a template exists.
+
+The language is the ``dsmpacs_lang`` cookie when the user chose one, else
+the best match of the browser's Accept-Language, else English.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from functools import lru_cache
+from pathlib import Path
+
+from flask import Flask, flash, g, request
+
+log = logging.getLogger(__name__)
+
+LANGUAGES = {"en": "English", "zh-Hans": "简体中文"}
+DEFAULT = "en"
+COOKIE = "dsmpacs_lang"
+CATALOG_DIR = Path(__file__).resolve().parent
+
+
+class CatalogError(ValueError):
+    pass
+
+
+@lru_cache(maxsize=None)
+def catalog(lang: str) -> dict[str, str]:
+    """Every key of one language, merged from its files."""
+    merged: dict[str, str] = {}
+    for path in sorted((CATALOG_DIR / lang).glob("*.json")):
+        data = json.loads(path.read_text(encoding="utf-8"))
+        for key, value in data.items():
+            if key in merged:
+                raise CatalogError(f"{path.name}: key {key!r} is already defined in another file")
+            if not isinstance(value, str):
+                raise CatalogError(f"{path.name}: {key!r} is not a string")
+            merged[key] = value
+    return merged
+
+
+def negotiate(cookie_value: str | None, accept_languages) -> str:
+    """The cookie's language if valid, else the first acceptable browser language."""
+    if cookie_value in LANGUAGES:
+        return cookie_value
+    for value, _quality in accept_languages:
+        primary = value.lower().split("-")[0]
+        if primary == "zh":
+            # Simplified is the only Chinese we have; it serves zh-TW readers better than English.
+            return "zh-Hans"
+        if primary == "en":
+            return "en"
+    return DEFAULT
+
+
+_missing_logged: set[str] = set()
+
+
+def translate(lang: str, key: str, **params) -> str:
+    text = catalog(lang).get(key)
+    if text is None:
+        text = catalog(DEFAULT).get(key)
+        if key not in _missing_logged:
+            _missing_logged.add(key)
+            log.warning("no text for %r in %s", key, lang)
+        if text is None:
+            return key
+    if params:
+        try:
+            return text.format_map(params)
+        except (KeyError, IndexError, ValueError):
+            log.warning("text %r in %s does not fit its parameters %s", key, lang, sorted(params))
+    return text
+
+
+def current_language() -> str:
+    lang = g.get("lang")
+    if lang is None:
+        lang = g.lang = negotiate(request.cookies.get(COOKIE), request.accept_languages)
+    return lang
+
+
+def _(key: str, **params) -> str:
+    """Translate for the current request."""
+    return translate(current_language(), key, **params)
+
+
+def notify(key: str, category: str = "ok", **params) -> None:
+    """Flash a message by catalog key; it is translated when shown (categories:
+    ok, error, info)."""
+    flash({"key": key, "params": {k: str(v) for k, v in params.items()}}, category)
+
+
+def js_strings(lang: str) -> dict[str, str]:
+    return {k: v for k, v in catalog(lang).items() if k.startswith("js.")}
+
+
+def init_app(app: Flask) -> None:
+    app.jinja_env.globals.update(_=_, LANGUAGES=LANGUAGES, current_language=current_language,
+                                 js_strings=lambda: js_strings(current_language()))

@@ -1,0 +1,46 @@
+"""The domain objects one web process uses, built once in create_app."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from flask import current_app
+
+from dsmpacs import configfile
+from dsmpacs.archive import Archive
+from dsmpacs.archive.activity import Activity
+from dsmpacs.archive.audit import AuditTrail
+from dsmpacs.archive.peers import PeerRegistry
+from dsmpacs.archive.statistics import Statistics
+from dsmpacs.archive.users import Users
+from dsmpacs.settings import Settings
+from dsmpacs.web.ratelimit import LoginThrottle
+
+EXTENSION = "dsmpacs"
+
+
+@dataclass
+class Services:
+    settings: Settings
+    archive: Archive
+    users: Users
+    audit: AuditTrail
+    activity: Activity
+    statistics: Statistics
+    peers: PeerRegistry
+    throttle: LoginThrottle
+    # config.toml as read when this process started: tells a value changed since
+    # (effective at the next start) from one set on the command line.
+    config_at_start: dict
+
+    @classmethod
+    def build(cls, settings: Settings, archive: Archive) -> "Services":
+        return cls(settings=settings, archive=archive, users=Users(archive.index),
+                   audit=AuditTrail(archive.index), activity=Activity(archive.index),
+                   statistics=Statistics(archive.index), peers=PeerRegistry(archive.index),
+                   throttle=LoginThrottle(settings.login_limit_per_user, settings.login_limit_per_address,
+                                          settings.login_limit_window),
+                   config_at_start=configfile.read_values(settings))
+
+
+def services() -> Services:
+    return current_app.extensions[EXTENSION]
