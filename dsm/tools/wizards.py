@@ -1,0 +1,283 @@
+"""The install, upgrade and uninstall wizards, in English and Simplified Chinese.
+
+One description yields every file in WIZARD_UIFILES/. The install and upgrade
+wizards are shell scripts (`*_uifile.sh`) because they fill in live values: the
+NAS's own addresses, and the current settings. DSM runs them before showing the
+wizard and reads the JSON they write to SYNOPKG_TEMP_LOGFILE. The uninstall
+wizard is static JSON.
+
+The validators' patterns and messages come from dsmpacs.dsm.wizard, the module
+preinst and postinst check the answers with, so the three cannot disagree.
+The format is the classic ExtJS wizard JSON (reference/spk.md section 4.2).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from dsmpacs.dsm import wizard as w
+
+LANGS = ("enu", "chs")
+
+# Sentinels replaced by shell expansions in the generated scripts.
+_ADDRESSES = "@@ADDRESSES@@"
+_CURRENT = {name: f"@@{name.upper()}@@"
+            for name in ("ae_title", "dicom_host", "dicom_port", "web_port", "share", "database")}
+
+TEXT = {
+    "network_title": ("DICOM network", "DICOM 网络"),
+    "intro": ("DSM PACS receives images from modalities such as angiography systems over DICOM, "
+              "keeps them unchanged in a shared folder, and shows them in a web browser.",
+              "DSM PACS 通过 DICOM 接收血管造影机等设备发送的影像，原样保存在共享文件夹中，并可在网页浏览器中查看。"),
+    "host_desc": ("The address the DICOM service listens on. Keep <b>All interfaces</b>, or choose "
+                  "this NAS's address on the modality network if the NAS has a port dedicated to it. "
+                  "The web interface listens on all interfaces.",
+                  "DICOM 服务监听的地址。保持<b>所有网络接口</b>，或在 NAS 有专用于设备网络的网口时选择该网口的地址。"
+                  "网页界面监听所有网络接口。"),
+    "host": ("Listen on", "监听地址"),
+    "all_interfaces": ("All interfaces", "所有网络接口"),
+    "dicom_desc": ("Modalities and workstations send to this AE title and port. The web viewer "
+                   "opens on the web port; the DSM desktop icon points to it. Ports below 1024 "
+                   "cannot be used by a DSM package.",
+                   "设备和工作站向此 AE 标题和端口发送影像。网页浏览器使用 Web 端口，DSM 桌面图标指向它。"
+                   "DSM 套件不能使用 1024 以下的端口。"),
+    "ae_title": ("AE title", "AE 标题"),
+    "dicom_port": ("DICOM port", "DICOM 端口"),
+    "web_port": ("Web port", "Web 端口"),
+    "storage_title": ("Storage and administrator", "存储与管理员"),
+    "share_desc": ("The shared folder that holds the DICOM files. DSM creates it on the volume "
+                   "where the package is installed if it does not exist yet. Back it up with "
+                   "Hyper Backup.",
+                   "保存 DICOM 文件的共享文件夹。如果它还不存在，DSM 会在安装本套件的存储空间上创建它。"
+                   "请用 Hyper Backup 备份它。"),
+    "share": ("Shared folder", "共享文件夹"),
+    "admin_desc": ("Password of the web interface's first administrator, user name <b>admin</b>.",
+                   "网页界面第一个管理员（用户名 <b>admin</b>）的密码。"),
+    "admin_password": ("Password", "密码"),
+    "admin_confirm": ("Confirm password", "确认密码"),
+    "database_title": ("Index database", "索引数据库"),
+    "database_desc": ("The index lets DSM PACS find studies in milliseconds. The built-in SQLite "
+                      "suits one NAS; MariaDB 10 suits large archives.",
+                      "索引让 DSM PACS 在毫秒内找到检查。内置 SQLite 适合单台 NAS；MariaDB 10 适合大型归档。"),
+    "db_sqlite": ("Built-in SQLite (recommended)", "内置 SQLite（推荐）"),
+    "db_mariadb_create": ("MariaDB 10 on this NAS: DSM creates the database and the user "
+                          "(needs the MariaDB root password)",
+                          "本 NAS 上的 MariaDB 10：由 DSM 创建数据库和用户（需要 MariaDB 的 root 密码）"),
+    "db_mariadb_existing": ("MariaDB 10 with a database and a user that already exist",
+                            "使用已存在的 MariaDB 10 数据库和用户"),
+    "mariadb_desc": ("Only for MariaDB 10. On DSM, open MariaDB 10 and tick <b>Enable TCP/IP "
+                     "connection</b>; its port is often 3307.",
+                     "仅用于 MariaDB 10。在 DSM 中打开 MariaDB 10 并勾选<b>启用 TCP/IP 连接</b>；其端口通常为 3307。"),
+    "mariadb_host": ("Host", "主机"),
+    "mariadb_port": ("Port", "端口"),
+    "mariadb_database": ("Database", "数据库"),
+    "mariadb_user": ("User", "用户名"),
+    "mariadb_password_desc": ("The user's password, and the MariaDB root password if DSM is to "
+                              "create the database and the user.",
+                              "该用户的密码；若由 DSM 创建数据库和用户，还需 MariaDB 的 root 密码。"),
+    "mariadb_password": ("User's password", "用户密码"),
+    "mariadb_root_password": ("root password", "root 密码"),
+    "upgrade_title": ("Upgrade DSM PACS", "升级 DSM PACS"),
+    "upgrade_desc": ("The settings, the index and the images are kept. Current settings: "
+                     "AE title <b>{ae_title}</b>, DICOM port <b>{dicom_port}</b> on {dicom_host}, "
+                     "web port <b>{web_port}</b>, shared folder <b>{share}</b>, index {database}. "
+                     "To change them, edit config.toml in the package's data folder and restart "
+                     "the package (see the administrator guide).",
+                     "设置、索引和影像都会保留。当前设置：AE 标题 <b>{ae_title}</b>，DICOM 端口 "
+                     "<b>{dicom_port}</b>（{dicom_host}），Web 端口 <b>{web_port}</b>，共享文件夹 "
+                     "<b>{share}</b>，索引 {database}。如需修改，请编辑套件数据文件夹中的 config.toml "
+                     "并重新启动套件（见管理员指南）。"),
+    "uninstall_title": ("Uninstall DSM PACS", "卸载 DSM PACS"),
+    "uninstall_desc": ("The DICOM files in the shared folder are kept either way: DSM never "
+                       "deletes a shared folder. Delete it in Control Panel > Shared Folder if the "
+                       "images are no longer needed.",
+                       "无论选择哪项，共享文件夹中的 DICOM 文件都会保留：DSM 从不删除共享文件夹。"
+                       "如果不再需要这些影像，请在“控制面板 > 共享文件夹”中删除它。"),
+    "keep_data": ("Keep the data: settings, index and logs stay, and a later installation "
+                  "uses them again", "保留数据：设置、索引和日志保留，以后重新安装时继续使用"),
+    "delete_data": ("Delete the package's data: settings, index (including its tables in "
+                    "MariaDB) and logs", "删除套件数据：设置、索引（包括 MariaDB 中的数据表）和日志"),
+}
+
+
+def t(key: str, lang: str) -> str:
+    english, chinese = TEXT[key]
+    return chinese if lang == "chs" else english
+
+
+def _validator(key: str, lang: str, *, allow_blank: bool = False) -> dict:
+    pattern = w.FIELD_PATTERNS[key]
+    return {"allowBlank": allow_blank,
+            "regex": {"expr": "/" + w.PATTERNS[pattern] + "/", "errorText": w.message(pattern, lang)}}
+
+
+def _field(key: str, label: str, lang: str, *, allow_blank: bool = False, default: str | None = None) -> dict:
+    item = {"key": key, "desc": label, "validator": _validator(key, lang, allow_blank=allow_blank)}
+    value = w.DEFAULTS.get(key) if default is None else default
+    if value is not None:
+        item["defaultValue"] = value
+    return item
+
+
+def install_steps(lang: str) -> list[dict]:
+    store = {"xtype": "arraystore", "fields": ["address", "label"], "data": _ADDRESSES}
+    network = {"step_title": t("network_title", lang), "invalid_next_disabled_v2": True, "items": [
+        {"desc": t("intro", lang)},
+        {"type": "combobox", "desc": t("host_desc", lang), "subitems": [{
+            "key": w.DICOM_HOST, "desc": t("host", lang), "defaultValue": w.DEFAULTS[w.DICOM_HOST],
+            "displayField": "label", "valueField": "address", "editable": True,
+            "forceSelection": False, "mode": "local", "store": store,
+            "validator": _validator(w.DICOM_HOST, lang)}, {
+            # RoonServer's wizards report that DSM fills the last combobox of a wizard
+            # with its first entry; this hidden one takes that place.
+            "key": "wizard_placeholder", "desc": "placeholder", "hidden": True,
+            "displayField": "label", "valueField": "address", "editable": False, "mode": "local",
+            "store": {"xtype": "arraystore", "fields": ["address", "label"], "data": [["", ""]]}}]},
+        {"type": "textfield", "desc": t("dicom_desc", lang), "subitems": [
+            _field(w.AE_TITLE, t("ae_title", lang), lang),
+            _field(w.DICOM_PORT, t("dicom_port", lang), lang),
+            _field(w.WEB_PORT, t("web_port", lang), lang)]},
+    ]}
+    storage = {"step_title": t("storage_title", lang), "invalid_next_disabled_v2": True, "items": [
+        {"type": "textfield", "desc": t("share_desc", lang), "subitems": [
+            _field(w.SHARE_NAME, t("share", lang), lang)]},
+        {"type": "password", "desc": t("admin_desc", lang), "subitems": [
+            _field(w.ADMIN_PASSWORD, t("admin_password", lang), lang),
+            _field(w.ADMIN_PASSWORD_CONFIRM, t("admin_confirm", lang), lang)]},
+    ]}
+    database = {"step_title": t("database_title", lang), "invalid_next_disabled_v2": True, "items": [
+        {"type": "singleselect", "desc": t("database_desc", lang), "subitems": [
+            {"key": w.DB_SQLITE, "desc": t("db_sqlite", lang), "defaultValue": True},
+            {"key": w.DB_MARIADB_CREATE, "desc": t("db_mariadb_create", lang), "defaultValue": False},
+            {"key": w.DB_MARIADB_EXISTING, "desc": t("db_mariadb_existing", lang),
+             "defaultValue": False}]},
+        {"type": "textfield", "desc": t("mariadb_desc", lang), "subitems": [
+            _field(w.MARIADB_HOST, t("mariadb_host", lang), lang, allow_blank=True),
+            _field(w.MARIADB_PORT, t("mariadb_port", lang), lang, allow_blank=True),
+            _field(w.MARIADB_DATABASE, t("mariadb_database", lang), lang, allow_blank=True),
+            _field(w.MARIADB_USER, t("mariadb_user", lang), lang, allow_blank=True)]},
+        {"type": "password", "desc": t("mariadb_password_desc", lang), "subitems": [
+            _field(w.MARIADB_PASSWORD, t("mariadb_password", lang), lang, allow_blank=True),
+            _field(w.MARIADB_ROOT_PASSWORD, t("mariadb_root_password", lang), lang, allow_blank=True)]},
+    ]}
+    return [network, storage, database]
+
+
+def upgrade_steps(lang: str) -> list[dict]:
+    """Shows the current settings; hands DSM the values conf/resource is rendered with."""
+    return [{"step_title": t("upgrade_title", lang), "items": [
+        {"desc": t("upgrade_desc", lang).format(**_CURRENT)},
+        # conf/resource is rendered again with the upgrade's answers: the data-share
+        # must keep its name, and the mariadb10-db worker must not create anything.
+        {"type": "textfield", "subitems": [
+            {"key": w.SHARE_NAME, "desc": t("share", lang), "defaultValue": _CURRENT["share"],
+             "hidden": True}]},
+        {"type": "multiselect", "subitems": [
+            {"key": w.DB_MARIADB_CREATE, "desc": "create database", "defaultValue": False,
+             "hidden": True}]},
+    ]}]
+
+
+def uninstall_steps(lang: str) -> list[dict]:
+    return [{"step_title": t("uninstall_title", lang), "items": [
+        {"type": "singleselect", "desc": t("uninstall_desc", lang), "subitems": [
+            {"key": w.KEEP_DATA, "desc": t("keep_data", lang), "defaultValue": True},
+            {"key": w.DELETE_DATA, "desc": t("delete_data", lang), "defaultValue": False}]},
+    ]}]
+
+
+def _heredoc_json(steps: list[dict]) -> str:
+    """JSON for an unquoted heredoc: escape what the shell would expand, then put the
+    shell expansions in place of the sentinels."""
+    text = json.dumps(steps, ensure_ascii=False, indent=1)
+    text = text.replace("\\", "\\\\").replace("$", "\\$").replace("`", "\\`")
+    text = text.replace(f'"{_ADDRESSES}"', "[${addresses}]")
+    for name, sentinel in _CURRENT.items():
+        text = text.replace(sentinel, "${" + name + "}")
+    return text
+
+
+_HEADER = """#!/bin/sh
+# Generated by dsm/tools/wizards.py ({what}, {lang}); edit that file, not this one.
+# DSM runs this before showing the wizard, and shows the JSON written to SYNOPKG_TEMP_LOGFILE.
+"""
+
+_ADDRESSES_SH = """PATH="$PATH:/sbin:/usr/sbin"
+
+# "All interfaces", then each IPv4 address of the NAS but loopback, for the drop-down.
+list_addresses() {{
+    printf '["0.0.0.0", "%s"]' "{all_interfaces}"
+    ip -o -4 addr show 2>/dev/null | while read -r _ iface _ cidr _; do
+        address=${{cidr%/*}}
+        case $address in
+            127.* | "") continue ;;
+        esac
+        printf ', ["%s", "%s (%s)"]' "$address" "$address" "$iface"
+    done
+}}
+
+addresses=$(list_addresses)
+"""
+
+_CURRENT_SH = """# The current values: config.toml in the package's data folder, and what the
+# installation recorded in its etc folder (see `dsmpacs dsm postinst`).
+pkg="${SYNOPKG_PKGNAME:-dsmpacs}"
+config="${SYNOPKG_PKGVAR:-${PACS_DSM_ROOT:-}/var/packages/$pkg/var}/config.toml"
+installer="${PACS_DSM_ROOT:-}/var/packages/$pkg/etc/installer.conf"
+
+# A `name = value` line of config.toml, its TOML quoting undone, then escaped for JSON.
+setting() {
+    sed -n "s/^$1 *= *//p" "$config" 2>/dev/null | head -n 1 \\
+        | sed -e 's/^"\\(.*\\)"$/\\1/' -e 's/\\\\\\(.\\)/\\1/g' \\
+        | sed -e 's/\\\\/\\\\\\\\/g' -e 's/"/\\\\"/g'
+}
+
+ae_title=$(setting ae_title)
+dicom_host=$(setting dicom_host)
+dicom_port=$(setting dicom_port)
+web_port=$(setting web_port)
+share=$(sed -n 's/^share_name=//p' "$installer" 2>/dev/null | head -n 1)
+share=${share:-pacs}
+case $(setting database_url) in
+    mysql:*) database="MariaDB" ;;
+    *) database="SQLite" ;;
+esac
+"""
+
+
+def install_script(lang: str) -> str:
+    return (_HEADER.format(what="install wizard", lang=lang)
+            + _ADDRESSES_SH.format(all_interfaces=t("all_interfaces", lang))
+            + '\ncat >"${SYNOPKG_TEMP_LOGFILE:?}" <<EOF\n' + _heredoc_json(install_steps(lang))
+            + "\nEOF\n")
+
+
+def _defaults_sh() -> str:
+    """A setting absent from config.toml has its default value."""
+    pairs = (("ae_title", w.AE_TITLE), ("dicom_host", w.DICOM_HOST), ("dicom_port", w.DICOM_PORT),
+             ("web_port", w.WEB_PORT))
+    return "".join(f'{name}=${{{name}:-{w.DEFAULTS[key]}}}\n' for name, key in pairs)
+
+
+def upgrade_script(lang: str) -> str:
+    return (_HEADER.format(what="upgrade wizard", lang=lang) + _CURRENT_SH + _defaults_sh()
+            + '\ncat >"${SYNOPKG_TEMP_LOGFILE:?}" <<EOF\n' + _heredoc_json(upgrade_steps(lang))
+            + "\nEOF\n")
+
+
+def write_all(out: Path) -> list[Path]:
+    """Write WIZARD_UIFILES/*: scripts 0755 (DSM refuses a non-executable one), JSON 0644."""
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for lang in LANGS:
+        suffix = "" if lang == "enu" else f"_{lang}"
+        for name, text, mode in (
+                (f"install_uifile{suffix}.sh", install_script(lang), 0o755),
+                (f"upgrade_uifile{suffix}.sh", upgrade_script(lang), 0o755),
+                (f"uninstall_uifile{suffix}",
+                 json.dumps(uninstall_steps(lang), ensure_ascii=False, indent=1) + "\n", 0o644)):
+            path = out / name
+            path.write_text(text, encoding="utf-8")
+            path.chmod(mode)
+            written.append(path)
+    return written

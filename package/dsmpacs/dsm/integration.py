@@ -1,0 +1,67 @@
+"""The files through which DSM knows the package's ports: the .sc service file and ui/config.
+
+Both carry ports, and the ports are the wizard's choice (or a later edit of
+config.toml), so spk_build.sh ships them with the defaults and postinst writes
+them again from the effective settings into the package's target directory.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from dsmpacs.settings import Settings
+
+PACKAGE = "dsmpacs"
+APP_ID = "com.dsmpacs.web"                    # INFO dsmappname; the key in ui/config
+SERVICE_FILE = "app/dsmpacs.sc"               # relative to target; conf/resource port-config
+UI_CONFIG = "ui/config"                       # relative to target; INFO dsmuidir="ui"
+ICON_SIZES = (16, 24, 32, 48, 64, 72, 256)    # the desktop icon sizes DSM asks for
+ICON_TEMPLATE = "images/dsmpacs_{0}.png"      # relative to ui/; DSM fills in the size
+
+
+def service_file(settings: Settings) -> str:
+    """INI read by DSM's firewall and port-forwarding pages (section names: [a-zA-Z0-9.-])."""
+    services = (
+        ("dsmpacs-dicom", "DICOM", "DSM PACS: DICOM storage, query and retrieve",
+         settings.dicom_port),
+        ("dsmpacs-web", "DSM PACS web", "DSM PACS: web viewer and DICOMweb (HTTP)",
+         settings.web_port),
+    )
+    blocks = [
+        f'[{name}]\ntitle="{title}"\ndesc="{desc}"\nport_forward="no"\ndst.ports="{port}/tcp"\n'
+        for name, title, desc, port in services
+    ]
+    return "\n".join(blocks)
+
+
+def ui_config(settings: Settings) -> dict:
+    """A DSM desktop icon that opens the web UI on its own port in a new window."""
+    return {".url": {APP_ID: {
+        "type": "url",
+        "title": "DSM PACS",
+        "desc": "DICOM archive and web viewer",
+        "icon": ICON_TEMPLATE,
+        "protocol": "http",
+        "port": str(settings.web_port),
+        "url": "/",
+        "allUsers": True,
+        "grantPrivilege": "all",
+        "advanceGrantPrivilege": True,
+    }}}
+
+
+def _replace(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def write(target: Path, settings: Settings) -> list[Path]:
+    """Write both files into the package's target directory; returns their paths."""
+    sc = target / SERVICE_FILE
+    ui = target / UI_CONFIG
+    _replace(sc, service_file(settings))
+    _replace(ui, json.dumps(ui_config(settings), indent=2) + "\n")
+    return [sc, ui]

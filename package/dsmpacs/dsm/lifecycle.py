@@ -1,0 +1,187 @@
+"""What the DSM lifecycle scripts delegate: install-time setup, the services to run,
+waiting for them to listen, and removing the index on "delete data"."""
+from __future__ import annotations
+
+import socket
+import time
+from pathlib import Path
+from typing import Mapping
+
+import click
+
+from dsmpacs.archive.users import UserError
+from dsmpacs.dsm import admin, configfile, integration, wizard
+from dsmpacs.settings import CONFIG_FILE, Settings
+
+
+class LifecycleError(Exception):
+    """A reason the step cannot go on, worded for the administrator."""
+
+
+def storage_root_for(package_dir: Path, share_name: str) -> Path:
+    # DSM 7 links each data-share into /var/packages/<pkg>/shares/<name>. The link
+    # keeps working if the share moves to another volume, and the package user may
+    # resolve it (`synoshare --get` is refused to package users).
+    return package_dir / "shares" / share_name
+
+
+INSTALLER_RECORD = "installer.conf"
+
+
+def write_installer_record(package_dir: Path, answers: wizard.Answers) -> None:
+    """What the upgrade wizard needs from the installation and config.toml does not say:
+    the data-share's name, which DSM's conf/resource is rendered with again."""
+    etc = package_dir / "etc"
+    etc.mkdir(parents=True, exist_ok=True)
+    (etc / INSTALLER_RECORD).write_text(
+        "# Written at installation by `dsmpacs dsm postinst`; read by the upgrade wizard.\n"
+        f"share_name={answers.share_name}\ndatabase={answers.database}\n", encoding="utf-8")
+
+
+def postinst(data_dir: Path, target: Path, package_dir: Path, env: Mapping[str, str]) -> list[str]:
+    """Write config.toml from the wizard unless one exists, then the port files. Returns
+    notices for the administrator."""
+    status = env.get("SYNOPKG_PKG_STATUS", "INSTALL")
+    lang = env.get("SYNOPKG_DSM_LANGUAGE", "enu")
+    notices: list[str] = []
+    written = False
+    if not (data_dir / CONFIG_FILE).exists():
+        if status == "UPGRADE":
+            raise LifecycleError(
+                f"{data_dir / CONFIG_FILE} is missing, so this upgrade does not know where the "
+                f"images are. Restore the file from a backup, or uninstall with 'keep data' and "
+                f"install again.")
+        try:
+            answers = wizard.parse(env, lang)
+        except wizard.AnswersError as exc:
+            raise LifecycleError(str(exc)) from None
+        root = storage_root_for(package_dir, answers.share_name)
+        written = configfile.write_new(data_dir, answers.config_values(str(root)))
+        try:
+            admin.write_initial_admin(data_dir, answers.admin_password)
+        except UserError as exc:
+            raise LifecycleError(f"admin password: {exc}") from None
+        write_installer_record(package_dir, answers)
+    settings = Settings.load(data_dir=data_dir, env={})
+    if status == "INSTALL" and not written:
+        notices.append(
+            f"DSM PACS found the settings of an earlier installation in {data_dir / CONFIG_FILE} "
+            f"and kept them; the values entered in the wizard were not applied. The images are "
+            f"in {settings.effective_storage_root}.")
+    integration.write(target, settings)
+    return notices
+
+
+def prestart(settings: Settings, target: Path, serve: click.Command) -> list[tuple[str, list[str]]]:
+    """Everything start needs before the services run; returns the services to start.
+
+    The port files are written again because an administrator may have changed the
+    ports in config.toml since the installation. Then the checks, each failure with
+    its reason, and the index schema brought forward (SQLite backed up first) once,
+    before two processes could race to do it.
+    """
+    from dsmpacs import checks
+    from dsmpacs.archive import Archive, database
+
+    integration.write(target, settings)
+    problems = checks.run(settings, list(checks.CHECKS))
+    if problems:
+        raise LifecycleError("\n".join(problems))
+    from dsmpacs.archive.users import Users
+
+    archive = Archive(settings)
+    try:
+        database.upgrade(archive.db, backup_dir=settings.data_dir / "backups")
+        admin.create_initial_admin(settings.data_dir, Users(archive.index))
+    except database.IndexProblem as exc:
+        raise LifecycleError(str(exc)) from None
+    finally:
+        archive.close()
+    return services(serve)
+
+
+def services(serve: click.Command) -> list[tuple[str, list[str]]]:
+    """The processes to start, each as (name, dsmpacs arguments).
+
+    With ``serve --only dicom|web`` there is one process per service, so each has
+    its own PID file and a crash of one is visible in the status. A ``serve``
+    without ``--only`` runs the DICOM service alone.
+    """
+    only = next((p for p in serve.params if p.name == "only"), None)
+    if only is None:
+        return [("dicom", ["serve"])]
+    choices = list(getattr(only.type, "choices", ("dicom", "web")))
+    return [(name, ["serve", "--only", name]) for name in ("dicom", "web") if name in choices]
+
+
+def _alive(pid: int) -> bool:
+    """Running, and not a zombie waiting for the start script to reap it."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+
+
+def _listening(host: str, port: int) -> bool:
+    target = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(host, host)
+    try:
+        with socket.create_connection((target, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no output)"
+
+
+def wait_ready(settings: Settings, run_dir: Path, log_dir: Path, timeout: float) -> list[str]:
+    """Wait until every service with a PID file in run_dir listens on its port."""
+    endpoints = {"dicom": (settings.dicom_host, settings.dicom_port),
+                 "web": (settings.web_host, settings.web_port)}
+    pending = {p.stem: p for p in run_dir.glob("*.pid")}
+    if not pending:
+        return [f"No service was started (no PID file in {run_dir})."]
+    deadline = time.monotonic() + timeout
+    while True:
+        for name, pid_file in list(pending.items()):
+            pid = int(pid_file.read_text().strip() or 0)
+            log = log_dir / f"{name}.console.log"
+            if not pid or not _alive(pid):
+                return [f"The {name} service stopped while starting. Its last output "
+                        f"({log}):\n{_tail(log)}"]
+            if name not in endpoints or _listening(*endpoints[name]):
+                del pending[name]
+        if not pending:
+            return []
+        if time.monotonic() > deadline:
+            return [f"The {' and '.join(sorted(pending))} service did not listen within "
+                    f"{timeout:.0f} s; see {log_dir}."]
+        time.sleep(0.2)
+
+
+def drop_index(settings: Settings) -> str:
+    """Remove the index tables from MariaDB ("delete data" at uninstall).
+
+    An SQLite index is a file in the data directory, which postuninst removes with
+    the rest of the package's own data. The MariaDB database and user stay: only
+    the MariaDB administrator may drop them.
+    """
+    url = settings.effective_database_url
+    if url.startswith("sqlite:"):
+        return "index: SQLite file, removed with the data directory"
+    from dsmpacs.archive import database
+    from dsmpacs.archive.models import MODELS
+
+    db = database.open_database(url, max_connections=2)
+    database.bind(db)
+    try:
+        with database.session(db):
+            db.drop_tables(list(MODELS), safe=True)
+    finally:
+        db.close_all()
+    return f"index: tables dropped from MariaDB database {db.database}"

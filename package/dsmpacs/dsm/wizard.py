@@ -1,0 +1,248 @@
+"""The DSM install wizard's fields: their rules, and the answers DSM hands to the scripts.
+
+Package Center passes each wizard field to preinst and postinst as an environment
+variable named by the field's key (``true``/``false`` for radio buttons).
+
+Standard library only, and nothing imported from dsmpacs: preinst runs this file
+with the interpreter package's Python before the application is unpacked
+(spk_build.sh copies it next to the scripts). spk_build.sh also takes each
+field's pattern from here for the wizard's validators, so the wizard, preinst and
+postinst apply one set of rules. Patterns use the common subset of JavaScript and
+Python regular expressions, because the wizard evaluates them in the browser.
+"""
+from __future__ import annotations
+
+import os
+import re
+import sys
+from dataclasses import dataclass
+from typing import Mapping
+from urllib.parse import quote
+
+# --- keys (= environment variable names) ---------------------------------------
+DICOM_HOST = "wizard_dicom_host"
+AE_TITLE = "wizard_ae_title"
+DICOM_PORT = "wizard_dicom_port"
+WEB_PORT = "wizard_web_port"
+SHARE_NAME = "wizard_share_name"
+ADMIN_PASSWORD = "wizard_admin_password"
+ADMIN_PASSWORD_CONFIRM = "wizard_admin_password_confirm"
+DB_SQLITE = "wizard_db_sqlite"
+DB_MARIADB_CREATE = "wizard_db_mariadb_create"      # DSM's mariadb10-db worker creates db + user
+DB_MARIADB_EXISTING = "wizard_db_mariadb_existing"  # the administrator created them
+MARIADB_HOST = "wizard_mariadb_host"
+MARIADB_PORT = "wizard_mariadb_port"
+MARIADB_DATABASE = "wizard_mariadb_database"
+MARIADB_USER = "wizard_mariadb_user"
+MARIADB_PASSWORD = "wizard_mariadb_password"
+MARIADB_ROOT_PASSWORD = "wizard_mariadb_root_password"
+KEEP_DATA = "wizard_keep_data"
+DELETE_DATA = "wizard_delete_data"
+
+DEFAULTS = {
+    DICOM_HOST: "0.0.0.0", AE_TITLE: "DSMPACS", DICOM_PORT: "11112", WEB_PORT: "8080",
+    SHARE_NAME: "pacs", MARIADB_HOST: "127.0.0.1", MARIADB_PORT: "3307",
+    MARIADB_DATABASE: "dsmpacs", MARIADB_USER: "dsmpacs",
+}
+
+# --- patterns ------------------------------------------------------------------
+_OCTET = r"(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])"
+# Characters DSM's resource templating or the shell could alter on the way to MariaDB.
+_UNSAFE = r"\x00-\x1F\"&'<>\\`"
+
+PATTERNS = {
+    # PS3.5 AE VR: printable ASCII without backslash, 1-16 characters, not only spaces.
+    "ae_title": r"^(?! *$)[\x20-\x5B\x5D-\x7E]{1,16}$",
+    # DSM 7 packages run unprivileged, so ports below 1024 cannot be bound.
+    "port": (r"^(102[4-9]|10[3-9][0-9]|1[1-9][0-9]{2}|[2-9][0-9]{3}|[1-5][0-9]{4}|"
+             r"6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])$"),
+    "any_port": r"^([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])$",
+    "ipv4": rf"^({_OCTET}\.){{3}}{_OCTET}$",
+    # DSM shared-folder names: no leading/trailing space, none of DSM's reserved characters.
+    "share": r"^(?! )(?!.* $)[^\x00-\x1F!\"#$%&'()*+,\/:;<=>?@\[\]^`{|}~\\]{1,32}$",
+    "admin_password": r"^[^\x00-\x1F\x7F]{10,128}$",   # archive/users.py MIN_PASSWORD_LENGTH
+    "host": r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$",
+    "db_name": r"^[A-Za-z0-9_]{1,64}$",
+    "db_user": r"^[A-Za-z0-9_]{1,32}$",
+    "db_password": rf"^[^{_UNSAFE}]{{1,128}}$",
+}
+
+# Field key -> the pattern it must match (when given).
+FIELD_PATTERNS = {
+    DICOM_HOST: "ipv4", AE_TITLE: "ae_title", DICOM_PORT: "port", WEB_PORT: "port",
+    SHARE_NAME: "share", ADMIN_PASSWORD: "admin_password", ADMIN_PASSWORD_CONFIRM: "admin_password",
+    MARIADB_HOST: "host", MARIADB_PORT: "any_port", MARIADB_DATABASE: "db_name",
+    MARIADB_USER: "db_user", MARIADB_PASSWORD: "db_password", MARIADB_ROOT_PASSWORD: "db_password",
+}
+
+# --- messages, English and Simplified Chinese --------------------------------------
+MESSAGES = {
+    "ae_title": ("AE title: 1 to 16 letters, digits, spaces or punctuation; no backslash, "
+                 "not only spaces.",
+                 "AE 标题：1 到 16 个字母、数字、空格或标点；不能含反斜杠，也不能全是空格。"),
+    "port": ("Port: a number from 1024 to 65535 (DSM packages cannot use ports below 1024).",
+             "端口：1024 到 65535 之间的数字（DSM 套件不能使用 1024 以下的端口）。"),
+    "any_port": ("Port: a number from 1 to 65535.", "端口：1 到 65535 之间的数字。"),
+    "ipv4": ("Address: 0.0.0.0 for all interfaces, or an IPv4 address of this NAS such as "
+             "192.168.1.10.",
+             "地址：0.0.0.0 表示所有网络接口，或填写本 NAS 的 IPv4 地址，例如 192.168.1.10。"),
+    "share": ("Shared folder: 1 to 32 characters, no leading or trailing space, none of "
+              "! \" # $ % & ' ( ) * + , / : ; < = > ? @ [ ] ^ ` { | } ~ \\",
+              "共享文件夹：1 到 32 个字符，首尾不能是空格，不能含 "
+              "! \" # $ % & ' ( ) * + , / : ; < = > ? @ [ ] ^ ` { | } ~ \\"),
+    "admin_password": ("Administrator password: at least 10 characters.",
+                       "管理员密码：至少 10 个字符。"),
+    "host": ("MariaDB host: a host name or an IPv4 address, such as 127.0.0.1.",
+             "MariaDB 主机：主机名或 IPv4 地址，例如 127.0.0.1。"),
+    "db_name": ("MariaDB database: letters, digits and underscores, at most 64.",
+                "MariaDB 数据库名：字母、数字和下划线，最多 64 个。"),
+    "db_user": ("MariaDB user: letters, digits and underscores, at most 32.",
+                "MariaDB 用户名：字母、数字和下划线，最多 32 个。"),
+    "db_password": ("MariaDB password: up to 128 characters, none of \" & ' < > \\ ` "
+                    "(DSM cannot pass them on to MariaDB).",
+                    "MariaDB 密码：最多 128 个字符，不能含 \" & ' < > \\ `（DSM 无法把这些字符传给 MariaDB）。"),
+    "ports_differ": ("The DICOM port and the web port must differ.",
+                     "DICOM 端口和 Web 端口不能相同。"),
+    "passwords_differ": ("The two administrator passwords are not the same.",
+                         "两次输入的管理员密码不一致。"),
+    "choose_database": ("Choose one index database: SQLite or MariaDB 10.",
+                        "请选择一种索引数据库：SQLite 或 MariaDB 10。"),
+    "mariadb_fields": ("MariaDB 10 was chosen: enter its host, port, database, user and password.",
+                       "已选择 MariaDB 10：请填写主机、端口、数据库、用户名和密码。"),
+    "root_password": ("To let DSM create the MariaDB database and user, enter the MariaDB root "
+                      "password.",
+                      "要由 DSM 创建 MariaDB 数据库和用户，请填写 MariaDB 的 root 密码。"),
+}
+
+
+def message(key: str, lang: str = "enu") -> str:
+    english, chinese = MESSAGES[key]
+    return chinese if lang == "chs" else english
+
+
+def matches(pattern: str, value: str) -> bool:
+    return re.fullmatch(PATTERNS[pattern], value) is not None
+
+
+def _true(value: str | None) -> bool:
+    return (value or "").strip().lower() == "true"
+
+
+@dataclass(frozen=True)
+class Answers:
+    """What the administrator chose in the install wizard, checked."""
+
+    ae_title: str
+    dicom_host: str
+    dicom_port: int
+    web_port: int
+    share_name: str
+    admin_password: str
+    database: str                  # "sqlite" or "mariadb"
+    mariadb_create: bool = False   # DSM's mariadb10-db worker created the database and user
+    mariadb_host: str = ""
+    mariadb_port: int = 0
+    mariadb_database: str = ""
+    mariadb_user: str = ""
+    mariadb_password: str = ""
+
+    def database_url(self) -> str | None:
+        """None for the built-in SQLite index (its default place in the data directory)."""
+        if self.database != "mariadb":
+            return None
+        user = quote(self.mariadb_user, safe="")
+        password = quote(self.mariadb_password, safe="")
+        return (f"mysql://{user}:{password}@{self.mariadb_host}:{self.mariadb_port}/"
+                f"{self.mariadb_database}")
+
+    def config_values(self, storage_root: str) -> dict[str, object]:
+        """The settings config.toml gets from the wizard, in a stable order."""
+        values: dict[str, object] = {
+            "ae_title": self.ae_title, "dicom_host": self.dicom_host,
+            "dicom_port": self.dicom_port, "web_port": self.web_port,
+            "storage_root": storage_root,
+        }
+        url = self.database_url()
+        if url:
+            values["database_url"] = url
+        return values
+
+
+class AnswersError(ValueError):
+    def __init__(self, problems: list[str]):
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+def problems(env: Mapping[str, str], lang: str = "enu") -> list[str]:
+    """Every reason the answers cannot be used, in the user's language."""
+    found: list[str] = []
+
+    def bad(key: str) -> None:
+        text = message(key, lang)
+        if text not in found:
+            found.append(text)
+
+    def value(key: str) -> str:
+        return env.get(key, "")
+
+    for key in (AE_TITLE, DICOM_HOST, DICOM_PORT, WEB_PORT, SHARE_NAME, ADMIN_PASSWORD):
+        if not matches(FIELD_PATTERNS[key], value(key)):
+            bad(FIELD_PATTERNS[key])
+    if value(DICOM_PORT) and value(DICOM_PORT) == value(WEB_PORT):
+        bad("ports_differ")
+    if value(ADMIN_PASSWORD) != value(ADMIN_PASSWORD_CONFIRM):
+        bad("passwords_differ")
+
+    chosen = [key for key in (DB_SQLITE, DB_MARIADB_CREATE, DB_MARIADB_EXISTING) if _true(value(key))]
+    if len(chosen) != 1:
+        bad("choose_database")
+    elif chosen[0] != DB_SQLITE:
+        fields = (MARIADB_HOST, MARIADB_PORT, MARIADB_DATABASE, MARIADB_USER, MARIADB_PASSWORD)
+        if any(not value(key) for key in fields):
+            bad("mariadb_fields")
+        for key in fields:
+            if value(key) and not matches(FIELD_PATTERNS[key], value(key)):
+                bad(FIELD_PATTERNS[key])
+        if chosen[0] == DB_MARIADB_CREATE:
+            root = value(MARIADB_ROOT_PASSWORD)
+            if not root:
+                bad("root_password")
+            elif not matches("db_password", root):
+                bad("db_password")
+    return found
+
+
+def parse(env: Mapping[str, str], lang: str = "enu") -> Answers:
+    """The checked answers, or AnswersError listing every problem."""
+    found = problems(env, lang)
+    if found:
+        raise AnswersError(found)
+    database = "sqlite" if _true(env.get(DB_SQLITE)) else "mariadb"
+    common = dict(
+        ae_title=env[AE_TITLE], dicom_host=env[DICOM_HOST], dicom_port=int(env[DICOM_PORT]),
+        web_port=int(env[WEB_PORT]), share_name=env[SHARE_NAME],
+        admin_password=env[ADMIN_PASSWORD], database=database)
+    if database == "sqlite":
+        return Answers(**common)
+    return Answers(**common, mariadb_create=_true(env.get(DB_MARIADB_CREATE)),
+                   mariadb_host=env[MARIADB_HOST], mariadb_port=int(env[MARIADB_PORT]),
+                   mariadb_database=env[MARIADB_DATABASE], mariadb_user=env[MARIADB_USER],
+                   mariadb_password=env[MARIADB_PASSWORD])
+
+
+def main(argv: list[str], env: Mapping[str, str]) -> int:
+    """``python wizard.py check``: preinst's check of the install wizard's answers."""
+    if argv[1:] != ["check"]:
+        print("usage: wizard.py check", file=sys.stderr)
+        return 2
+    if env.get("SYNOPKG_PKG_STATUS") == "UPGRADE":
+        return 0  # the upgrade wizard changes nothing; the existing config stays
+    found = problems(env, env.get("SYNOPKG_DSM_LANGUAGE", "enu"))
+    for line in found:
+        print(line)
+    return 1 if found else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv, os.environ))

@@ -1,0 +1,135 @@
+#!/bin/sh
+# Build the Synology DSM 7 package(s) of DSM PACS into dist/ (docs/dsm-package.md).
+#
+#   make spk        (or ./spk_build.sh with the variables below)
+#
+#   PYTHON                  build interpreter with pip and Pillow (default: .venv/bin/python)
+#   PYTHON_PACKAGE          SynoCommunity interpreter package the SPK depends on (python311)
+#   SPK_BUILD               build number after the "-" of the DSM version (default: the number
+#                           of commits, so each commit's package orders after the previous one)
+#   SPK_CONSTRAINTS         exact pins of the bundled wheels (default: constraints.txt)
+#   SPK_EXTRA_REQUIREMENTS  more requirements to bundle, e.g. optional pixel-data decoders
+#   SPK_OUT                 output directory (default: dist)
+#
+# The package holds every wheel the application needs, so it installs with no
+# network. If they are all pure Python the result is one noarch .spk; otherwise
+# one .spk per DSM arch family (x86_64, armv8), each with manylinux2014 wheels,
+# which load on DSM 7.1's glibc 2.26.
+set -eu
+umask 022
+
+ROOT=$(cd "$(dirname "$0")" && pwd)
+PYTHON=${PYTHON:-$ROOT/.venv/bin/python}
+PYTHON_PACKAGE=${PYTHON_PACKAGE:-python311}
+CONSTRAINTS=${SPK_CONSTRAINTS:-$ROOT/constraints.txt}
+EXTRA=${SPK_EXTRA_REQUIREMENTS:-}
+OUT=${SPK_OUT:-$ROOT/dist}
+
+die() {
+    echo "spk_build: $*" >&2
+    exit 1
+}
+
+case $PYTHON_PACKAGE in
+    python311) PYVER=3.11 ;;
+    python312) PYVER=3.12 ;;
+    python313) PYVER=3.13 ;;
+    *) die "PYTHON_PACKAGE must be python311, python312 or python313, not $PYTHON_PACKAGE" ;;
+esac
+CPTAG="cp$(echo "$PYVER" | tr -d .)"
+
+[ -x "$PYTHON" ] || die "no build Python at $PYTHON: run 'make venv' or set PYTHON"
+"$PYTHON" -c 'import PIL' 2>/dev/null || die "$PYTHON needs Pillow to draw the icons"
+
+tool() {
+    PYTHONPATH="$ROOT/package" "$PYTHON" "$ROOT/dsm/tools/spktool.py" "$@"
+}
+
+if [ -z "${SPK_BUILD:-}" ]; then
+    SPK_BUILD=$(git -C "$ROOT" rev-list --count HEAD 2>/dev/null || echo 1)
+fi
+case $SPK_BUILD in
+    "" | *[!0-9]*) die "SPK_BUILD must be a number, not '$SPK_BUILD'" ;;
+esac
+BUILD=$(printf '%04d' "$(echo "$SPK_BUILD" | sed -e 's/^0*//' -e 's/^$/0/')")
+VERSION="$(tool version "$ROOT/pyproject.toml")-$BUILD"
+
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/spk-build.XXXXXX")
+trap 'rm -rf "$WORK"' EXIT
+trap 'exit 1' INT TERM
+
+echo "spk_build: DSM PACS $VERSION for $PYTHON_PACKAGE" >&2
+
+# The application as a wheel, then everything it needs for one DSM arch family.
+"$PYTHON" -m pip wheel --quiet --disable-pip-version-check --no-deps \
+    --wheel-dir "$WORK/project" "$ROOT" >&2
+PROJECT_WHEEL=$(find "$WORK/project" -name 'dsmpacs-*.whl')
+[ -n "$PROJECT_WHEEL" ] || die "pip wheel made no dsmpacs wheel"
+
+download() {
+    family=$1
+    case $family in
+        x86_64) machine=x86_64 ;;
+        armv8) machine=aarch64 ;;
+    esac
+    mkdir -p "$WORK/wheels-$family"
+    # shellcheck disable=SC2086 # EXTRA is a list of requirements
+    "$PYTHON" -m pip download --quiet --disable-pip-version-check --only-binary=:all: \
+        --platform "manylinux2014_$machine" --platform "manylinux_2_17_$machine" \
+        --python-version "$PYVER" --implementation cp --abi "$CPTAG" \
+        --constraint "$CONSTRAINTS" --dest "$WORK/wheels-$family" \
+        "$PROJECT_WHEEL" $EXTRA >&2 \
+        || die "no wheel set for DSM $family (manylinux2014 $machine, Python $PYVER): pip's \
+reason is above. Pin, in $CONSTRAINTS, a version that publishes manylinux2014 wheels."
+    tool wheels "$family" "$PYVER" "$WORK/wheels-$family" "$CONSTRAINTS"
+}
+
+# (Assigned first: under set -e a failed command substitution stops the script here.)
+kind=$(download x86_64)
+if [ "$kind" = "pure" ]; then
+    mv "$WORK/wheels-x86_64" "$WORK/wheels-noarch"
+    ARCHES="noarch"
+else
+    download armv8 >/dev/null
+    ARCHES="x86_64 armv8"
+fi
+
+build_spk() {
+    arch=$1
+    stage="$WORK/spk-$arch"
+    payload="$WORK/payload-$arch"
+    mkdir -p "$stage/scripts" "$stage/conf" "$payload"
+
+    # package.tgz: unpacked by DSM into /var/packages/dsmpacs/target.
+    cp -R "$WORK/wheels-$arch" "$payload/wheels"
+    tool assets "$stage" "$payload"
+    tar --create --gzip --owner=0 --group=0 --numeric-owner \
+        --file="$stage/package.tgz" -C "$payload" app ui wheels
+
+    for script in "$ROOT"/dsm/scripts/*; do
+        sed -e "s/@PYTHON_PACKAGE@/$PYTHON_PACKAGE/" -e "s/@PYTHON_VERSION@/$PYVER/" \
+            "$script" >"$stage/scripts/$(basename "$script")"
+        chmod 0755 "$stage/scripts/$(basename "$script")"
+    done
+    chmod 0644 "$stage/scripts/common"
+    # preinst checks the wizard's answers with the application's own rules.
+    cp "$ROOT/package/dsmpacs/dsm/wizard.py" "$stage/scripts/wizard.py"
+    chmod 0644 "$stage/scripts/wizard.py"
+    cp "$ROOT/dsm/conf/privilege" "$ROOT/dsm/conf/resource" "$stage/conf/"
+    tool license "$payload/wheels" >"$stage/LICENSE"
+
+    checksum=$(md5sum "$stage/package.tgz" | cut -d ' ' -f 1)
+    extractsize=$(du -sk "$payload" | cut -f 1)
+    tool info "version=$VERSION" "arch=$arch" "install_dep_packages=$PYTHON_PACKAGE" \
+        "checksum=$checksum" "extractsize=$extractsize" >"$stage/INFO"
+
+    mkdir -p "$OUT"
+    spk="$OUT/dsmpacs-$arch-$VERSION.spk"
+    tar --create --owner=0 --group=0 --numeric-owner --file="$spk" -C "$stage" \
+        INFO package.tgz scripts conf WIZARD_UIFILES PACKAGE_ICON.PNG PACKAGE_ICON_256.PNG LICENSE
+    echo "$spk"
+}
+
+for arch in $ARCHES; do
+    build_spk "$arch"
+done

@@ -1,0 +1,616 @@
+"""A stand-in for DSM's Package Center, enough to run a .spk's lifecycle on plain Linux.
+
+It follows the DSM 7 developer guide (reference/spk.md sections 1, 3, 4 and 5):
+it checks INFO and the checksum, runs the wizard scripts and fills in answers,
+creates the package user from conf/privilege, lays out /var/packages/<name>
+with target, var, etc, home and tmp linked to a fake volume's @app* folders,
+renders conf/resource with the wizard's answers, plays the port-config,
+data-share and mariadb10-db workers at their documented times, and runs each
+lifecycle script in DSM's order, as the package user, with the SYNOPKG_*
+variables. Install and upgrade steps run with no network (`unshare --net`).
+
+Everything lives under one scratch root; the package's scripts find it through
+PACS_DSM_ROOT. The harness runs as root, like DSM.
+"""
+from __future__ import annotations
+
+import grp
+import hashlib
+import json
+import os
+import pwd
+import re
+import shutil
+import subprocess
+import tarfile
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DSM_ENV = {"SYNOPKG_DSM_VERSION_MAJOR": "7", "SYNOPKG_DSM_VERSION_MINOR": "2",
+           "SYNOPKG_DSM_VERSION_BUILD": "72806", "SYNOPKG_DSM_ARCH": "geminilake",
+           "SYNOPKG_USERNAME": "admin"}
+PATH = "/usr/syno/sbin:/usr/syno/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+VOLUME = "volume1"
+APP_DIRS = {"target": "@appstore", "var": "@appdata", "etc": "@appconf", "home": "@apphome",
+            "tmp": "@apptemp"}
+SCRIPT_TIMEOUT = 300
+
+
+class DSMError(AssertionError):
+    """DSM would refuse this package, or one of its steps failed."""
+
+
+@dataclass
+class ScriptRun:
+    name: str
+    returncode: int
+    message: str          # what Package Center would show (SYNOPKG_TEMP_LOGFILE)
+    output: str           # the script's stdout and stderr (DSM's package log)
+
+    def __str__(self) -> str:
+        return (f"{self.name} exited {self.returncode}\n--- shown to the user:\n{self.message}"
+                f"\n--- log:\n{self.output}")
+
+
+@dataclass
+class Spk:
+    """An uploaded .spk, unpacked the way Package Center does before installing."""
+
+    path: Path
+    dir: Path
+    info: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.info["package"]
+
+    @property
+    def version(self) -> str:
+        return self.info["version"]
+
+
+def read_info(text: str) -> dict[str, str]:
+    info = {}
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        match = re.fullmatch(r'([a-z_0-9]+)="([^"]*)"', line)
+        if not match:
+            raise DSMError(f"invalid INFO line (DSM error 261): {line!r}")
+        info[match[1]] = match[2]
+    return info
+
+
+def render_mustache(template: str, values: dict[str, str]) -> str:
+    return re.sub(r"\{\{\s*([A-Za-z0-9_]+)\s*\}\}", lambda m: values.get(m[1], ""), template)
+
+
+def wizard_fields(steps: list[dict]) -> list[tuple[str, dict]]:
+    """(item type, subitem) for every keyed field of a wizard."""
+    out = []
+    for step in steps:
+        for item in step.get("items", []):
+            for sub in item.get("subitems", []):
+                if "key" in sub:
+                    out.append((item.get("type", ""), sub))
+    return out
+
+
+def fill_wizard(steps: list[dict], answers: dict[str, object]) -> dict[str, str]:
+    """The environment DSM passes on: each field's default, or the given answer,
+    checked with the field's own validator the way the wizard's page would."""
+    fields = wizard_fields(steps)
+    known = {sub["key"] for _, sub in fields}
+    unknown = set(answers) - known
+    if unknown:
+        raise DSMError(f"the wizard has no field {sorted(unknown)}")
+    env: dict[str, str] = {}
+    for kind, sub in fields:
+        value = answers.get(sub["key"], sub.get("defaultValue", ""))
+        if isinstance(value, bool):
+            value = "true" if value else "false"
+        value = str(value)
+        validator = sub.get("validator") or {}
+        if not (value == "" and validator.get("allowBlank", True)) and "regex" in validator:
+            expr = validator["regex"]["expr"]
+            assert expr.startswith("/") and expr.endswith("/"), expr
+            if not re.fullmatch(expr[1:-1], value):
+                raise DSMError(f"the wizard refuses {sub['key']}={value!r}: "
+                               f"{validator['regex']['errorText']}")
+        elif value == "" and validator.get("allowBlank") is False:
+            raise DSMError(f"the wizard requires {sub['key']}")
+        env[sub["key"]] = value
+    return env
+
+
+class FakeDSM:
+    """One NAS: a scratch root holding /var/packages, a volume and DSM's folders."""
+
+    def __init__(self, root: Path, python: str, *, lang: str = "enu",
+                 mariadb_admin: dict | None = None):
+        self.root = root
+        self.python = python
+        self.lang = lang
+        self.mariadb_admin = mariadb_admin
+        self.volume = root / VOLUME
+        self.packages = root / "var" / "packages"
+        self.services_d = root / "usr" / "local" / "etc" / "services.d"
+        self.harness = root / "@harness"
+        self.installed: Spk | None = None
+        self.answers: dict[str, str] = {}
+        self.running = False
+        self.user: str | None = None
+        for path in (self.volume, self.packages, self.services_d, self.harness):
+            path.mkdir(parents=True, exist_ok=True)
+        for path in (root, root / "var", root / "usr", self.volume, self.packages):
+            path.chmod(0o755)
+        self._install_python_package()
+        self._install_synopkghelper()
+
+    # --- the machine -------------------------------------------------------------
+    def _install_python_package(self) -> None:
+        """The interpreter package the .spk depends on, as SynoCommunity lays it out."""
+        version = re.search(r"(\d+\.\d+)$", subprocess.run(
+            [self.python, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+            capture_output=True, text=True, check=True).stdout.strip())[1]
+        name = "python" + version.replace(".", "")
+        bin_dir = self.packages / name / "target" / "bin"
+        bin_dir.mkdir(parents=True, exist_ok=True)
+        link = bin_dir / f"python{version}"
+        if not link.exists():
+            link.symlink_to(self.python)
+        (self.packages / name / "INFO").write_text(f'package="{name}"\nversion="{version}.0-1"\n')
+        for path in (self.packages / name, bin_dir.parent, bin_dir):
+            path.chmod(0o755)
+
+    def _install_synopkghelper(self) -> None:
+        """DSM's helper that re-acquires a resource; here it records the request, and the
+        harness (playing DSM) carries it out after the script."""
+        helper = self.root / "usr" / "syno" / "sbin" / "synopkghelper"
+        helper.parent.mkdir(parents=True, exist_ok=True)
+        helper.write_text('#!/bin/sh\necho "$@" >>"${SYNOPKG_PKGTMP:?}/.synopkghelper.calls"\n')
+        helper.chmod(0o755)
+        for path in (self.root / "usr", self.root / "usr" / "syno", helper.parent):
+            path.chmod(0o755)
+
+    @property
+    def uid(self) -> int:
+        return pwd.getpwnam(self.user).pw_uid
+
+    @property
+    def gid(self) -> int:
+        return grp.getgrnam(self.user).gr_gid
+
+    def package_dir(self, name: str | None = None) -> Path:
+        return self.packages / (name or self.installed.name)
+
+    def app_dir(self, kind: str, name: str | None = None) -> Path:
+        """The real folder behind /var/packages/<name>/<kind>."""
+        return self.volume / APP_DIRS[kind] / (name or self.installed.name)
+
+    def share(self, name: str) -> Path:
+        return self.volume / name
+
+    # --- unpacking an upload -----------------------------------------------------
+    def unpack(self, spk_path: Path) -> Spk:
+        with tarfile.open(spk_path, "r:") as tar:  # a plain tar, as pkg_make_spk writes it
+            members = tar.getnames()
+        for required in ("INFO", "package.tgz", "scripts", "conf", "PACKAGE_ICON.PNG",
+                         "PACKAGE_ICON_256.PNG"):
+            if required not in members:
+                raise DSMError(f"invalid file format: {spk_path.name} has no {required}")
+        upload = Path(tempfile.mkdtemp(prefix="pkginstall-", dir=self.harness))
+        upload.chmod(0o755)
+        with tarfile.open(spk_path) as tar:
+            tar.extractall(upload, filter="tar")
+        spk = Spk(spk_path, upload, read_info((upload / "INFO").read_text()))
+        for key in ("package", "version", "os_min_ver", "description", "arch", "maintainer"):
+            if key not in spk.info:
+                raise DSMError(f"INFO lacks {key}")
+        if spk.info["checksum"] != hashlib.md5((upload / "package.tgz").read_bytes()).hexdigest():
+            raise DSMError("Cannot continue to install package: spk checksum is incorrect")
+        if spk.info["arch"] not in ("noarch", "x86_64", "geminilake", "apollolake"):
+            raise DSMError(f"this NAS (geminilake, x86_64) cannot run arch {spk.info['arch']}")
+        for dep in filter(None, spk.info.get("install_dep_packages", "").split(":")):
+            dep_name = re.split(r"[<>=]", dep)[0]
+            if not (self.packages / dep_name / "INFO").exists():
+                raise DSMError(f"{spk.name} needs the package {dep_name}, which is not installed")
+        return spk
+
+    # --- running scripts -----------------------------------------------------------
+    def _env(self, spk: Spk, status: str, extra: dict[str, str], log: Path) -> dict[str, str]:
+        name = spk.name
+        env = {"PATH": PATH, "LANG": "C.UTF-8", "PACS_DSM_ROOT": str(self.root),
+               **DSM_ENV, "SYNOPKG_DSM_LANGUAGE": self.lang,
+               "SYNOPKG_PKGNAME": name, "SYNOPKG_PKGVER": spk.version,
+               "SYNOPKG_PKGDEST": str(self.package_dir(name) / "target"),
+               "SYNOPKG_PKGDEST_VOL": f"/{VOLUME}",
+               "SYNOPKG_PKGVAR": str(self.package_dir(name) / "var"),
+               "SYNOPKG_PKGTMP": str(self.package_dir(name) / "tmp"),
+               "SYNOPKG_PKGHOME": str(self.package_dir(name) / "home"),
+               "SYNOPKG_PKGINST_TEMP_DIR": str(spk.dir),
+               "SYNOPKG_TEMP_SPKFILE": str(spk.path),
+               "SYNOPKG_TEMP_UPGRADE_FOLDER": str(self.harness / "upgrade"),
+               "SYNOPKG_TEMP_LOGFILE": str(log),
+               "SYNOPKG_PKG_STATUS": status}
+        env.update(extra)
+        return env
+
+    def _logfile(self) -> Path:
+        """SYNOPKG_TEMP_LOGFILE: a fresh file the script may write."""
+        fd, name = tempfile.mkstemp(prefix="logfile-", dir=self.harness)
+        os.close(fd)
+        if self.user:
+            os.chown(name, self.uid, self.gid)
+        return Path(name)
+
+    def run_script(self, spk: Spk, script: Path, *args: str, status: str = "",
+                   extra: dict[str, str] | None = None, network: bool = True,
+                   as_root: bool = False) -> ScriptRun:
+        log = self._logfile()
+        env = self._env(spk, status, {**self.answers, **(extra or {})}, log)
+        cmd = ["/bin/sh", str(script), *args]
+        if not as_root:
+            cmd = ["setpriv", f"--reuid={self.uid}", f"--regid={self.gid}", "--clear-groups",
+                   "--", *cmd]
+        if not network:
+            cmd = ["unshare", "--net", "--", *cmd]
+        done = subprocess.run(cmd, env=env, cwd="/", capture_output=True, text=True,
+                              timeout=SCRIPT_TIMEOUT)
+        message = log.read_text(errors="replace")
+        log.unlink()
+        return ScriptRun(f"{script.name} {' '.join(args)}".strip(), done.returncode, message,
+                         done.stdout + done.stderr)
+
+    def _lifecycle(self, spk: Spk, script: str, *, status: str, installed: bool = False,
+                   network: bool = True, extra: dict[str, str] | None = None) -> ScriptRun:
+        base = self.package_dir(spk.name) / "scripts" if installed else spk.dir / "scripts"
+        run = self.run_script(spk, base / script, status=status, network=network, extra=extra)
+        if run.returncode != 0:
+            raise DSMError(str(run))
+        return run
+
+    # --- wizard ------------------------------------------------------------------------
+    def wizard(self, spk: Spk, kind: str, answers: dict[str, object], *,
+               as_root: bool) -> dict[str, str]:
+        suffix = "" if self.lang == "enu" else f"_{self.lang}"
+        base = spk.dir / "WIZARD_UIFILES" / f"{kind}_uifile{suffix}"
+        if base.with_name(base.name + ".sh").exists():
+            script = base.with_name(base.name + ".sh")
+            if not os.access(script, os.X_OK):
+                raise DSMError(f"invalid file format: {script.name} is not executable")
+            run = self.run_script(spk, script, as_root=as_root, status=kind.upper())
+            if run.returncode != 0:
+                raise DSMError(str(run))
+            text = run.message
+        elif base.exists():
+            text = base.read_text()
+        elif answers:
+            raise DSMError(f"answers given, but the package has no {kind} wizard")
+        else:
+            return {}
+        return fill_wizard(json.loads(text), answers)
+
+    # --- resources -----------------------------------------------------------------------
+    def resource(self, name: str | None = None) -> dict:
+        path = self.package_dir(name) / "conf" / "resource"
+        return json.loads(path.read_text()) if path.exists() else {}
+
+    def _install_metadata(self, spk: Spk) -> None:
+        """DSM keeps INFO, conf (resource rendered with the wizard's answers), scripts
+        and WIZARD_UIFILES in /var/packages/<name>."""
+        pkg = self.package_dir(spk.name)
+        for item in ("INFO", "scripts", "conf", "WIZARD_UIFILES"):
+            dest = pkg / item
+            if dest.is_dir():
+                shutil.rmtree(dest)
+            if (spk.dir / item).is_dir():
+                shutil.copytree(spk.dir / item, dest)
+            elif (spk.dir / item).exists():
+                shutil.copy2(spk.dir / item, dest)
+        template = (spk.dir / "conf" / "resource").read_text()
+        rendered = render_mustache(template, self.answers)
+        try:
+            json.loads(rendered)
+        except ValueError as exc:
+            raise DSMError(f"conf/resource is not JSON once rendered: {exc}\n{rendered}") from None
+        (pkg / "conf" / "resource").write_text(rendered)
+
+    def _privilege(self, spk: Spk) -> None:
+        privilege = json.loads((spk.dir / "conf" / "privilege").read_text())
+        if privilege.get("defaults", {}).get("run-as") != "package":
+            raise DSMError("Failed to install. The package should run with a lower privilege level.")
+        for entry in privilege.get("ctrl-script", []) + privilege.get("executable", []):
+            if entry.get("run-as") == "root":
+                raise DSMError("third-party packages may not run anything as root")
+        if privilege.get("tool"):
+            raise DSMError("privilege tool entries (capabilities) are refused for third-party packages")
+        self.user = privilege.get("username", spk.name)
+        group = privilege.get("groupname", self.user)
+        if group != self.user:
+            raise DSMError("the harness models username == groupname only")
+        try:
+            pwd.getpwnam(self.user)
+        except KeyError:
+            subprocess.run(["useradd", "--system", "--user-group", "--no-create-home",
+                            "--home-dir", str(self.package_dir(spk.name) / "home"),
+                            "--shell", "/usr/sbin/nologin", self.user], check=True)
+
+    def _layout(self, spk: Spk) -> None:
+        pkg = self.package_dir(spk.name)
+        pkg.mkdir(parents=True, exist_ok=True)
+        pkg.chmod(0o755)
+        for kind in APP_DIRS:
+            real = self.app_dir(kind, spk.name)
+            real.mkdir(parents=True, exist_ok=True)
+            real.parent.chmod(0o755)
+            os.chown(real, self.uid, self.gid)
+            real.chmod(0o700 if kind == "home" else 0o755)
+            link = pkg / kind
+            if not link.is_symlink():
+                link.symlink_to(real)
+
+    def _acquire_mariadb(self, stage: str) -> None:
+        """The mariadb10-db worker: check the admin login before preinst; create the
+        database and grant the user before postinst, when the flags say so."""
+        config = self.resource().get("mariadb10-db")
+        if not config:
+            return
+        create = str(config.get("create-db", {}).get("flag", "")).lower() == "true"
+        grant = str(config.get("grant-user", {}).get("flag", "")).lower() == "true"
+        if not (create or grant):
+            return
+        if self.mariadb_admin is None:
+            raise DSMError("the package asks the MariaDB 10 package for a database; none here")
+        import pymysql
+
+        admin = dict(self.mariadb_admin)
+        if config.get("admin-pw-m10", "") != admin.get("password", ""):
+            raise DSMError("mariadb10-db: the MariaDB root password is wrong")
+        conn = pymysql.connect(host=admin["host"], port=admin["port"], user=admin["user"],
+                               password=admin["password"], autocommit=True)
+        try:
+            if stage == "postinst":
+                with conn.cursor() as cur:
+                    if create:
+                        cur.execute(f"CREATE DATABASE IF NOT EXISTS `{config['create-db']['db-name']}` "
+                                    "CHARACTER SET utf8mb4")
+                    if grant:
+                        g = config["grant-user"]
+                        cur.execute(f"CREATE USER IF NOT EXISTS '{g['user-name']}'@'{g.get('host', 'localhost')}' "
+                                    "IDENTIFIED BY %s", (g["user-pw"],))
+                        cur.execute(f"GRANT ALL PRIVILEGES ON `{g['db-name']}`.* TO "
+                                    f"'{g['user-name']}'@'{g.get('host', 'localhost')}'")
+        finally:
+            conn.close()
+
+    def _acquire_port_config(self, name: str, *, replace: bool = False) -> None:
+        config = self.resource(name).get("port-config")
+        if not config:
+            return
+        source = self.package_dir(name) / "target" / config["protocol-file"]
+        dest = self.services_d / f"{name}.sc"
+        if not source.exists():
+            raise DSMError(f"port-config: {config['protocol-file']} is not in the package")
+        if replace or not dest.exists():
+            shutil.copy(source, dest)
+
+    def _helper_requests(self, name: str) -> None:
+        calls = self.package_dir(name) / "tmp" / ".synopkghelper.calls"
+        if calls.exists():
+            for line in calls.read_text().splitlines():
+                if line.split() == ["update", name, "port-config"]:
+                    self._acquire_port_config(name, replace=True)
+            calls.unlink()
+
+    def _acquire_data_share(self) -> None:
+        for share in self.resource().get("data-share", {}).get("shares", []):
+            name = share["name"]
+            if not name:
+                raise DSMError("data-share: a shared folder without a name")
+            path = self.share(name)
+            if not path.exists():
+                path.mkdir()
+                os.chown(path, 0, self.gid)
+                path.chmod(0o770)
+            if self.user in share.get("permission", {}).get("rw", []):
+                os.chown(path, 0, self.gid)
+                path.chmod(0o770)
+            links = self.package_dir() / "shares"
+            links.mkdir(exist_ok=True)
+            links.chmod(0o755)
+            link = links / name
+            if not link.is_symlink():
+                link.symlink_to(path)
+
+    def _release(self) -> None:
+        name = self.installed.name
+        (self.services_d / f"{name}.sc").unlink(missing_ok=True)
+        shutil.rmtree(self.package_dir() / "shares", ignore_errors=True)  # links only
+
+    @staticmethod
+    def _empty(path: Path) -> None:
+        for child in path.iterdir():
+            if child.is_dir() and not child.is_symlink():
+                shutil.rmtree(child)
+            else:
+                child.unlink()
+
+    def _unpack_payload(self, spk: Spk) -> None:
+        target = self.app_dir("target", spk.name)
+        with tarfile.open(spk.dir / "package.tgz") as tar:
+            tar.extractall(target, filter="tar")
+        # run-as package: DSM hands the package's files to its user.
+        for path in [target, *target.rglob("*")]:
+            os.lchown(path, self.uid, self.gid)
+
+    # --- Package Center's operations ---------------------------------------------------
+    def install(self, spk_path: Path, answers: dict[str, object], *, start: bool = True) -> list[ScriptRun]:
+        spk = self.unpack(spk_path)
+        self.answers = self.wizard(spk, "install", answers, as_root=True)
+        self._privilege(spk)
+        self._layout(spk)
+        self.installed = spk
+        runs = []
+        self._install_metadata(spk)  # the resource the workers read
+        self._acquire_mariadb("preinst")
+        runs.append(self._lifecycle(spk, "preinst", status="INSTALL", network=False))
+        self._unpack_payload(spk)
+        self._install_metadata(spk)
+        self._acquire_port_config(spk.name)
+        self._acquire_mariadb("postinst")
+        runs.append(self._lifecycle(spk, "postinst", status="INSTALL", installed=True, network=False))
+        self._helper_requests(spk.name)
+        if start:
+            runs.append(self.start(status="INSTALL"))
+        return runs
+
+    def start(self, *, status: str = "START") -> ScriptRun:
+        self._acquire_data_share()
+        pre = self.script("prestart", status=status)
+        if pre.returncode != 0:
+            raise DSMError(str(pre))
+        run = self.script("start", status=status)
+        self._helper_requests(self.installed.name)
+        if run.returncode != 0:
+            raise DSMError(str(run))
+        self.running = True
+        return run
+
+    def try_start(self) -> ScriptRun:
+        """Start, returning the failure instead of raising (to read the reason)."""
+        self._acquire_data_share()
+        run = self.script("start", status="START")
+        self._helper_requests(self.installed.name)
+        self.running = run.returncode == 0
+        return run
+
+    def script(self, action: str, *, status: str = "", extra: dict[str, str] | None = None) -> ScriptRun:
+        return self.run_script(self.installed, self.package_dir() / "scripts" / "start-stop-status",
+                               action, status=status, extra=extra)
+
+    def status(self) -> int:
+        return self.script("status").returncode
+
+    def stop(self, *, status: str = "STOP", extra: dict[str, str] | None = None) -> ScriptRun:
+        for action in ("prestop", "stop"):
+            run = self.script(action, status=status, extra=extra)
+            if run.returncode != 0:
+                raise DSMError(str(run))
+        self.running = False
+        return run
+
+    def upgrade(self, spk_path: Path, answers: dict[str, object] | None = None) -> list[ScriptRun]:
+        old = self.installed
+        spk = self.unpack(spk_path)
+        if spk.name != old.name:
+            raise DSMError("an upgrade must keep the package name")
+        was_running = self.running
+        if was_running:
+            self.stop(status="UPGRADE")
+        extra = {"SYNOPKG_OLD_PKGVER": old.version}
+        self.answers = self.wizard(spk, "upgrade", answers or {}, as_root=False)
+        runs = [self._lifecycle(spk, "preupgrade", status="UPGRADE", network=False, extra=extra)]
+        runs.append(self._lifecycle(old, "preuninst", status="UPGRADE", installed=True, extra=extra))
+        self._empty(self.app_dir("target"))
+        self._empty(self.app_dir("tmp"))
+        runs.append(self._lifecycle(old, "postuninst", status="UPGRADE", installed=True, extra=extra))
+        runs.append(self._lifecycle(spk, "preinst", status="UPGRADE", network=False, extra=extra))
+        self.installed = spk
+        self._unpack_payload(spk)
+        self._install_metadata(spk)
+        self._acquire_port_config(spk.name)
+        self._acquire_mariadb("postinst")
+        runs.append(self._lifecycle(spk, "postinst", status="UPGRADE", installed=True,
+                                    network=False, extra=extra))
+        self._helper_requests(spk.name)
+        runs.append(self._lifecycle(spk, "postupgrade", status="UPGRADE", installed=True,
+                                    network=False, extra=extra))
+        if was_running:
+            runs.append(self.start(status="UPGRADE"))
+        return runs
+
+    def uninstall(self, answers: dict[str, object]) -> list[ScriptRun]:
+        spk = self.installed
+        if self.running:
+            self.stop(status="UNINSTALL")
+        # The uninstall wizard is read from the installed package.
+        installed = Spk(spk.path, self.package_dir(), spk.info)
+        self.answers = self.wizard(installed, "uninstall", answers, as_root=False)
+        runs = [self._lifecycle(spk, "preuninst", status="UNINSTALL", installed=True)]
+        self._empty(self.app_dir("target"))
+        self._release()
+        runs.append(self._lifecycle(spk, "postuninst", status="UNINSTALL", installed=True))
+        # var, etc and home have no remove timing in DSM's FHS: they stay on the volume.
+        shutil.rmtree(self.package_dir())
+        shutil.rmtree(self.app_dir("target"))
+        shutil.rmtree(self.app_dir("tmp"))
+        self.installed = None
+        return runs
+
+    # --- observations ------------------------------------------------------------------
+    def pids(self) -> dict[str, int]:
+        run_dir = self.package_dir() / "var" / "run"
+        return {p.stem: int(p.read_text()) for p in run_dir.glob("*.pid")}
+
+    def processes_of_root_path(self) -> list[tuple[int, int, str]]:
+        """(pid, uid, cmdline) of every process whose command line mentions the scratch root."""
+        found = []
+        for proc in Path("/proc").iterdir():
+            if not proc.name.isdigit():
+                continue
+            try:
+                cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                uid = int(re.search(r"^Uid:\s+(\d+)", (proc / "status").read_text(), re.M)[1])
+            except (OSError, TypeError):
+                continue
+            if str(self.root) in cmdline and int(proc.name) != os.getpid():
+                found.append((int(proc.name), uid, cmdline.strip()))
+        return found
+
+    def allowed_dirs(self) -> list[Path]:
+        name = self.installed.name if self.installed else "dsmpacs"
+        shares = [self.share(s["name"]) for s in self.resource(name).get("data-share", {})
+                  .get("shares", [])] if self.installed else []
+        return [self.app_dir(kind, name) for kind in APP_DIRS] + shares + [self.harness]
+
+    def files_owned_outside(self, allowed: list[Path]) -> list[str]:
+        """Paths the package user owns outside the allowed folders: anywhere in the scratch
+        root, and in the world-writable places an unprivileged user can reach."""
+        allowed_text = [str(p) for p in allowed]
+        hits = []
+        for dirpath, dirnames, filenames in os.walk(self.root):
+            for entry in dirnames + filenames:
+                path = os.path.join(dirpath, entry)
+                if any(path == a or path.startswith(a + "/") for a in allowed_text):
+                    continue
+                if os.lstat(path).st_uid == self.uid:
+                    hits.append(path)
+        outside = [d for d in ("/tmp", "/var/tmp", "/dev/shm", "/run/lock") if os.path.isdir(d)]
+        found = subprocess.run(["find", *outside, "-xdev", "-path", str(self.root), "-prune",
+                                "-o", "-uid", str(self.uid), "-print"],
+                               capture_output=True, text=True)
+        return hits + found.stdout.split()
+
+    def as_package_user(self, *cmd: str, network: bool = True) -> subprocess.CompletedProcess:
+        """Run a command the way an administrator would over SSH as the package user."""
+        env = {"PATH": PATH, "LANG": "C.UTF-8", "HOME": str(self.package_dir() / "home"),
+               "TMPDIR": str(self.package_dir() / "tmp")}
+        full = ["setpriv", f"--reuid={self.uid}", f"--regid={self.gid}", "--clear-groups", "--", *cmd]
+        return subprocess.run(full, env=env, cwd="/", capture_output=True, text=True, timeout=120)
+
+    def dsmpacs(self, *args: str) -> subprocess.CompletedProcess:
+        return self.as_package_user(str(self.package_dir() / "target" / "env" / "bin" / "dsmpacs"),
+                                    "--data-dir", str(self.package_dir() / "var"), *args)
+
+    def remove_user(self) -> None:
+        """DSM removes the package user with the package; so does the harness, at the end."""
+        if self.user:
+            try:
+                pwd.getpwnam(self.user)
+            except KeyError:
+                return
+            done = subprocess.run(["userdel", self.user], capture_output=True, text=True)
+            if done.returncode != 0:
+                raise DSMError(f"could not remove the package user: {done.stderr}")

@@ -1,0 +1,219 @@
+"""The Python behind the lifecycle scripts (dsmpacs.dsm.*), one step at a time."""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import stat
+import subprocess
+import sys
+import time
+import tomllib
+from pathlib import Path
+
+import click
+import pytest
+from click.testing import CliRunner
+
+from dsmpacs.archive.users import UserError, Users, verify_password
+from dsmpacs.cli import main
+from dsmpacs.dsm import admin, configfile, integration, lifecycle
+from dsmpacs.settings import Settings
+from tests.dsm.test_wizard_rules import good_env
+
+
+# --- config.toml ----------------------------------------------------------------------------
+def test_config_round_trips_through_toml(tmp_path):
+    values = {"ae_title": 'A "Q" B', "dicom_port": 4242, "storage_root": "/v/shares/PACS \\ 影像",
+              "database_url": "mysql://u:p%40ss@127.0.0.1:3307/db", "log_level": "INFO"}
+    assert configfile.write_new(tmp_path, values)
+    path = tmp_path / "config.toml"
+    assert tomllib.loads(path.read_text()) == values
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    settings = Settings.load(data_dir=tmp_path, env={})
+    assert settings.dicom_port == 4242 and str(settings.storage_root) == "/v/shares/PACS \\ 影像"
+    assert tomllib.loads(configfile.render({"x": "tab\there\x01"}))["x"] == "tab\there\x01"
+
+
+def test_an_existing_config_is_never_replaced(tmp_path):
+    (tmp_path / "config.toml").write_text("dicom_port = 1234\n")
+    assert not configfile.write_new(tmp_path, {"dicom_port": 4242})
+    assert (tmp_path / "config.toml").read_text() == "dicom_port = 1234\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.toml"]
+
+
+# --- postinst ---------------------------------------------------------------------------
+def layout(tmp_path: Path) -> tuple[Path, Path, Path]:
+    package_dir = tmp_path / "var" / "packages" / "dsmpacs"
+    target, var = package_dir / "target", package_dir / "var"
+    for path in (target, var):
+        path.mkdir(parents=True)
+    return package_dir, target, var
+
+
+def test_postinst_writes_config_admin_and_port_files(tmp_path):
+    package_dir, target, var = layout(tmp_path)
+    env = good_env(**{"wizard_dicom_port": "4242", "wizard_web_port": "8042",
+                      "wizard_share_name": "PACS 影像", "SYNOPKG_PKG_STATUS": "INSTALL"})
+    assert lifecycle.postinst(var, target, package_dir, env) == []
+    settings = Settings.load(data_dir=var, env={})
+    assert (settings.dicom_port, settings.web_port, settings.ae_title) == (4242, 8042, "ANGIO_PACS")
+    assert settings.effective_storage_root == package_dir / "shares" / "PACS 影像"
+    assert 'dst.ports="4242/tcp"' in (target / integration.SERVICE_FILE).read_text()
+    ui = json.loads((target / integration.UI_CONFIG).read_text())
+    assert ui[".url"][integration.APP_ID]["port"] == "8042"
+    record = (package_dir / "etc" / lifecycle.INSTALLER_RECORD).read_text()
+    assert "share_name=PACS 影像\n" in record and "database=sqlite\n" in record
+    first = json.loads((var / admin.FILE_NAME).read_text())
+    assert stat.S_IMODE((var / admin.FILE_NAME).stat().st_mode) == 0o600
+    assert first["username"] == "admin"
+    assert first["password_hash"].startswith("scrypt$")
+    assert verify_password("Angio-suite-2026", first["password_hash"])
+    assert not verify_password("angio-suite-2026", first["password_hash"])
+    assert "Angio-suite-2026" not in (var / admin.FILE_NAME).read_text()
+
+
+def test_first_start_creates_the_wizards_admin_once(tmp_path, archive):
+    admin.write_initial_admin(tmp_path, "Angio-suite-2026")
+    users = Users(archive.index)
+    assert admin.create_initial_admin(tmp_path, users)
+    assert users.authenticate("admin", "Angio-suite-2026") is not None
+    assert not (tmp_path / admin.FILE_NAME).exists()
+    # a later install that finds accounts leaves them alone and still removes the file
+    admin.write_initial_admin(tmp_path, "Another-password-1")
+    assert not admin.create_initial_admin(tmp_path, users)
+    assert users.authenticate("admin", "Angio-suite-2026") is not None
+    assert not (tmp_path / admin.FILE_NAME).exists()
+
+
+def test_a_weak_wizard_password_stops_postinst_with_the_reason(tmp_path):
+    """The wizard's rule and the account rule agree (10 characters at least)."""
+    package_dir, target, var = layout(tmp_path)
+    with pytest.raises(lifecycle.LifecycleError, match="at least 10 characters"):
+        lifecycle.postinst(var, target, package_dir, good_env(
+            wizard_admin_password="nine-char", wizard_admin_password_confirm="nine-char",
+            SYNOPKG_PKG_STATUS="INSTALL"))
+    with pytest.raises(UserError, match="at least 10 characters"):
+        admin.write_initial_admin(tmp_path, "nine-char")
+
+
+def test_postinst_keeps_an_existing_config_and_says_so_on_install(tmp_path):
+    package_dir, target, var = layout(tmp_path)
+    (var / "config.toml").write_text("web_port = 9090\n")
+    notices = lifecycle.postinst(var, target, package_dir, good_env(SYNOPKG_PKG_STATUS="INSTALL"))
+    assert len(notices) == 1 and "kept them" in notices[0]
+    assert (var / "config.toml").read_text() == "web_port = 9090\n"
+    assert '"9090"' in (target / integration.UI_CONFIG).read_text()
+    assert lifecycle.postinst(var, target, package_dir, {"SYNOPKG_PKG_STATUS": "UPGRADE"}) == []
+    assert not (var / admin.FILE_NAME).exists()
+
+
+def test_postinst_refuses_an_upgrade_without_config(tmp_path):
+    package_dir, target, var = layout(tmp_path)
+    with pytest.raises(lifecycle.LifecycleError, match="config.toml is missing"):
+        lifecycle.postinst(var, target, package_dir, {"SYNOPKG_PKG_STATUS": "UPGRADE"})
+
+
+def test_postinst_command_reports_every_bad_answer(tmp_path, monkeypatch):
+    package_dir, target, var = layout(tmp_path)
+    for key, value in good_env(wizard_ae_title="A\\B", wizard_web_port="80").items():
+        monkeypatch.setenv(key, value)
+    result = CliRunner().invoke(main, ["--data-dir", str(var), "dsm", "postinst", "--target",
+                                       str(target), "--package-dir", str(package_dir)])
+    assert result.exit_code == 1
+    assert "AE title" in result.output and "1024 to 65535" in result.output
+    assert not (var / "config.toml").exists()
+
+
+# --- services and readiness --------------------------------------------------------------
+def test_services_follow_what_serve_offers():
+    @click.command()
+    def plain():
+        pass
+
+    @click.command()
+    @click.option("--only", type=click.Choice(["dicom", "web"]))
+    def split(only):
+        pass
+
+    assert lifecycle.services(plain) == [("dicom", ["serve"])]
+    assert lifecycle.services(split) == [("dicom", ["serve", "--only", "dicom"]),
+                                         ("web", ["serve", "--only", "web"])]
+
+
+def test_prestart_refreshes_port_files_checks_upgrades_and_lists_services(tmp_path):
+    package_dir, target, var = layout(tmp_path)
+    dicom, web = free_port(), free_port()
+    (var / "config.toml").write_text(f"dicom_host = \"127.0.0.1\"\ndicom_port = {dicom}\n"
+                                     f"web_port = {web}\nmin_free_mb = 0\n")
+    args = ["--data-dir", str(var), "dsm", "prestart", "--target", str(target)]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.splitlines()[0].split()[:2] == ["dicom", "serve"]
+    assert f'dst.ports="{web}/tcp"' in (target / integration.SERVICE_FILE).read_text()
+    assert "index ok" in CliRunner().invoke(main, ["--data-dir", str(var), "db", "check"]).output
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", dicom))
+        taken.listen()
+        refused = CliRunner().invoke(main, args)
+    assert refused.exit_code == 1
+    assert f"DICOM port {dicom} is already in use" in refused.stderr and refused.stdout == ""
+
+
+LISTENER = "import socket, sys, time\ns = socket.socket(); s.bind(('127.0.0.1', int(sys.argv[1])))\n" \
+           "s.listen(); print('up', flush=True); time.sleep(60)\n"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_wait_ready_until_listening_then_reports_a_dead_or_silent_service(tmp_path):
+    run_dir, log_dir = tmp_path / "run", tmp_path / "logs"
+    run_dir.mkdir()
+    log_dir.mkdir()
+    port = free_port()
+    settings = Settings(data_dir=tmp_path, dicom_host="127.0.0.1", dicom_port=port)
+    proc = subprocess.Popen([sys.executable, "-c", LISTENER, str(port)], stdout=subprocess.PIPE)
+    try:
+        (run_dir / "dicom.pid").write_text(f"{proc.pid}\n")
+        assert lifecycle.wait_ready(settings, run_dir, log_dir, timeout=30) == []
+    finally:
+        proc.kill()
+        proc.wait()
+
+    # A service that exited: its console log explains why.
+    (log_dir / "dicom.console.log").write_text("Error: cannot listen on 127.0.0.1: in use\n")
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (run_dir / "dicom.pid").write_text(f"{dead.pid}\n")
+    problems = lifecycle.wait_ready(settings, run_dir, log_dir, timeout=5)
+    assert "stopped while starting" in problems[0] and "cannot listen" in problems[0]
+
+    # A service that runs but never listens.
+    quiet = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        (run_dir / "dicom.pid").write_text(f"{quiet.pid}\n")
+        problems = lifecycle.wait_ready(settings, run_dir, log_dir, timeout=0.5)
+        assert "did not listen within" in problems[0]
+    finally:
+        quiet.kill()
+        quiet.wait()
+
+
+def test_a_zombie_is_not_alive():
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    while True:  # exited but not reaped: still in the process table
+        state = Path(f"/proc/{child.pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        if state == "Z":
+            break
+        time.sleep(0.01)
+    assert os.path.exists(f"/proc/{child.pid}") and not lifecycle._alive(child.pid)
+    child.wait()
+
+
+def test_drop_index_leaves_an_sqlite_index_to_postuninst(tmp_path):
+    settings = Settings(data_dir=tmp_path)
+    assert "removed with the data directory" in lifecycle.drop_index(settings)

@@ -1,0 +1,139 @@
+"""The install wizard's rules (dsmpacs.dsm.wizard): the patterns the wizard, preinst and
+postinst share, checked against independent definitions of what is valid."""
+from __future__ import annotations
+
+import ipaddress
+import os
+import subprocess
+import sys
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+import pytest
+
+from dsmpacs.dsm import wizard as w
+from dsmpacs.settings import Settings, valid_ae_title
+
+MODULE = Path(w.__file__)
+
+
+def good_env(**changes: str) -> dict[str, str]:
+    env = {w.AE_TITLE: "ANGIO_PACS", w.DICOM_HOST: "0.0.0.0", w.DICOM_PORT: "11112",
+           w.WEB_PORT: "8080", w.SHARE_NAME: "pacs", w.ADMIN_PASSWORD: "Angio-suite-2026",
+           w.ADMIN_PASSWORD_CONFIRM: "Angio-suite-2026", w.DB_SQLITE: "true",
+           w.DB_MARIADB_CREATE: "false", w.DB_MARIADB_EXISTING: "false",
+           w.MARIADB_HOST: "127.0.0.1", w.MARIADB_PORT: "3307", w.MARIADB_DATABASE: "dsmpacs",
+           w.MARIADB_USER: "dsmpacs", w.MARIADB_PASSWORD: "", w.MARIADB_ROOT_PASSWORD: ""}
+    env.update(changes)
+    return env
+
+
+def test_ae_title_pattern_is_the_settings_rule():
+    samples = [chr(c) for c in range(0, 128)] + [
+        "", " ", "   ", "A" * 16, "A" * 17, "ANGIO\\", "  X", "X  ", "中文", "ANGIO-3D_1",
+        "A\tB", "ws@1", "a b c", "\x7f", "é"]
+    for value in samples:
+        assert w.matches("ae_title", value) == valid_ae_title(value), repr(value)
+
+
+def test_port_patterns_are_the_numeric_ranges():
+    for number in range(0, 70000):
+        assert w.matches("port", str(number)) == (1024 <= number <= 65535), number
+        assert w.matches("any_port", str(number)) == (1 <= number <= 65535), number
+    for text in ("01024", "+1024", "1024 ", "", "1e4", "８０８０"):
+        assert not w.matches("port", text), text
+
+
+def test_ipv4_pattern_is_the_address_grammar():
+    samples = ["0.0.0.0", "127.0.0.1", "192.168.1.10", "255.255.255.255", "256.1.1.1", "1.2.3",
+               "01.2.3.4", "1.2.3.4.5", "10.0.0.1 ", "::1", "a.b.c.d", "1.2.3.04"]
+    for value in samples:
+        try:
+            ipaddress.IPv4Address(value)
+            valid = True
+        except ValueError:
+            valid = False
+        assert w.matches("ipv4", value) == valid, value
+
+
+@pytest.mark.parametrize("name,ok", [
+    ("pacs", True), ("PACS 影像", True), ("dicom.archive-2", True), ("x" * 32, True),
+    ("x" * 33, False), ("", False), (" pacs", False), ("pacs ", False), ("a/b", False),
+    ('a"b', False), ("a&b", False), ("a\\b", False), ("a:b", False), ("a\nb", False)])
+def test_share_names(name, ok):
+    assert w.matches("share", name) is ok
+
+
+def test_database_passwords_avoid_what_dsm_templating_would_alter():
+    assert w.matches("db_password", "Pw-3f9a!#$%*+,./:;=?@[]^_{|}~")
+    for char in "\"&'<>\\`\n":
+        assert not w.matches("db_password", f"abc{char}def"), repr(char)
+
+
+def test_defaults_are_valid():
+    for key, value in w.DEFAULTS.items():
+        assert w.matches(w.FIELD_PATTERNS[key], value), key
+
+
+def test_good_answers_parse_to_the_config_values():
+    answers = w.parse(good_env())
+    assert answers.database == "sqlite" and answers.database_url() is None
+    assert answers.config_values("/var/packages/dsmpacs/shares/pacs") == {
+        "ae_title": "ANGIO_PACS", "dicom_host": "0.0.0.0", "dicom_port": 11112, "web_port": 8080,
+        "storage_root": "/var/packages/dsmpacs/shares/pacs"}
+
+
+def test_mariadb_answers_give_a_url_that_keeps_the_password():
+    password = "p@ss:w/rd#1%"
+    answers = w.parse(good_env(**{w.DB_SQLITE: "false", w.DB_MARIADB_EXISTING: "true",
+                                  w.MARIADB_PASSWORD: password}))
+    url = answers.database_url()
+    parts = urlsplit(url)
+    assert (parts.hostname, parts.port, parts.path) == ("127.0.0.1", 3307, "/dsmpacs")
+    assert unquote(parts.password) == password and unquote(parts.username) == "dsmpacs"
+    assert Settings(database_url=url).database_url == url
+
+
+@pytest.mark.parametrize("changes,problem", [
+    ({w.AE_TITLE: "A" * 17}, "ae_title"),
+    ({w.DICOM_PORT: "104"}, "port"),
+    ({w.WEB_PORT: "11112"}, "ports_differ"),
+    ({w.ADMIN_PASSWORD_CONFIRM: "something else"}, "passwords_differ"),
+    ({w.ADMIN_PASSWORD: "short", w.ADMIN_PASSWORD_CONFIRM: "short"}, "admin_password"),
+    ({w.DB_SQLITE: "false"}, "choose_database"),
+    ({w.DB_MARIADB_CREATE: "true"}, "choose_database"),
+    ({w.DB_SQLITE: "false", w.DB_MARIADB_EXISTING: "true"}, "mariadb_fields"),
+    ({w.DB_SQLITE: "false", w.DB_MARIADB_CREATE: "true", w.MARIADB_PASSWORD: "Pw-12345"},
+     "root_password"),
+    ({w.DB_SQLITE: "false", w.DB_MARIADB_EXISTING: "true", w.MARIADB_PASSWORD: "a<b"}, "db_password"),
+    ({w.DICOM_HOST: "my-nas"}, "ipv4"),
+])
+def test_each_problem_is_named_in_both_languages(changes, problem):
+    env = good_env(**changes)
+    assert w.message(problem, "enu") in w.problems(env, "enu")
+    assert w.message(problem, "chs") in w.problems(env, "chs")
+    with pytest.raises(w.AnswersError):
+        w.parse(env)
+
+
+def test_existing_mariadb_needs_no_root_password():
+    env = good_env(**{w.DB_SQLITE: "false", w.DB_MARIADB_EXISTING: "true", w.MARIADB_PASSWORD: "Pw-12345"})
+    assert w.problems(env) == []
+    assert not w.parse(env).mariadb_create
+
+
+def test_runs_standalone_with_only_the_standard_library(tmp_path):
+    """preinst runs the file with the interpreter package's Python, dsmpacs not installed."""
+    python = next((p for p in ("/usr/bin/python3.11", "/usr/bin/python3") if os.path.exists(p)),
+                  sys.executable)
+    copy = tmp_path / "wizard.py"
+    copy.write_bytes(MODULE.read_bytes())
+
+    def check(env: dict[str, str]) -> subprocess.CompletedProcess:
+        return subprocess.run([python, "-I", str(copy), "check"], capture_output=True, text=True,
+                              env={"PATH": "/usr/bin:/bin", **env}, cwd=tmp_path)
+
+    assert check(good_env()).returncode == 0
+    bad = check(good_env(**{w.DICOM_PORT: "80", "SYNOPKG_DSM_LANGUAGE": "chs"}))
+    assert bad.returncode == 1 and w.message("port", "chs") in bad.stdout
+    assert check({"SYNOPKG_PKG_STATUS": "UPGRADE"}).returncode == 0
