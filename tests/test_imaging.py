@@ -1,0 +1,194 @@
+"""Frame access by offset and server-side rendering, checked against pydicom's full decode."""
+from __future__ import annotations
+
+import io
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+from PIL import Image
+from pydicom.encaps import encapsulate, encapsulate_extended
+from pydicom.uid import (
+    JPEG2000Lossless,
+    JPEGBaseline8Bit,
+    JPEGLosslessSV1,
+    JPEGLSLossless,
+    RLELossless,
+)
+
+from dsmpacs.imaging import frames as fr
+from dsmpacs.imaging.decode import decode_frame
+from tests import factories
+
+FRAMES = 5
+
+
+def xa_file(tmp_path: Path, frames: int = FRAMES, size: int = 48, name: str = "xa.dcm") -> Path:
+    ds = factories.xa_run(frames=frames, size=size)
+    return factories.write(ds, tmp_path / name)
+
+
+def full_decode(path: Path) -> np.ndarray:
+    arr = pydicom.dcmread(path).pixel_array
+    return arr if arr.ndim == 3 and pydicom.dcmread(path, stop_before_pixels=True).get("NumberOfFrames", 1) > 1 \
+        else arr[None]
+
+
+def assert_frames_match(path: Path) -> fr.PixelLayout:
+    layout = fr.read_layout(path)
+    assert layout is not None
+    expected = full_decode(path)
+    assert expected.shape[0] == layout.number_of_frames
+    for i in range(layout.number_of_frames):
+        got = decode_frame(layout, fr.read_frame(path, layout, i))
+        np.testing.assert_array_equal(got, expected[i], err_msg=f"frame {i}")
+    with pytest.raises(fr.FrameNotFound):
+        fr.read_frame(path, layout, layout.number_of_frames)
+    with pytest.raises(fr.FrameNotFound):
+        fr.read_frame(path, layout, -1)
+    return layout
+
+
+def compress_with_pydicom(src: Path, dst: Path, syntax) -> Path:
+    ds = pydicom.dcmread(src)
+    ds.compress(syntax)
+    ds.save_as(dst, enforce_file_format=True)
+    return dst
+
+
+def dcmtk(tool: str, args: list[str], src: Path, dst: Path) -> Path:
+    if shutil.which(tool) is None:
+        pytest.skip(f"{tool} (dcmtk) not installed")
+    subprocess.run([tool, *args, str(src), str(dst)], check=True, capture_output=True)
+    return dst
+
+
+def test_native_multiframe_by_offset(tmp_path):
+    path = xa_file(tmp_path)
+    layout = fr.read_layout(path)
+    assert (layout.rows, layout.columns, layout.number_of_frames) == (48, 48, FRAMES)
+    assert not layout.encapsulated and layout.pixel_data_length == 48 * 48 * 2 * FRAMES
+    assert "PixelData" not in layout.header and layout.header.Modality == "XA"
+    raw = path.read_bytes()
+    assert raw[layout.pixel_data_offset:layout.pixel_data_offset + 8] == \
+        pydicom.dcmread(path).PixelData[:8]
+    expected = pydicom.dcmread(path).pixel_array
+    for i in range(FRAMES):
+        assert fr.read_frame(path, layout, i) == expected[i].astype("<u2").tobytes()
+    assert_frames_match(path)
+
+
+def test_no_pixel_data_gives_none(tmp_path):
+    path = factories.write(factories.csa_non_image(payload_size=1000), tmp_path / "csa.dcm")
+    assert fr.read_layout(path) is None
+
+
+@pytest.mark.parametrize("syntax", [RLELossless, JPEGLSLossless, JPEG2000Lossless])
+def test_encapsulated_frames_match_full_decode(tmp_path, syntax):
+    path = compress_with_pydicom(xa_file(tmp_path), tmp_path / "c.dcm", syntax)
+    layout = assert_frames_match(path)
+    assert layout.encapsulated and layout.transfer_syntax_uid == syntax
+
+
+def test_jpeg_lossless_from_dcmtk(tmp_path):
+    path = dcmtk("dcmcjpeg", ["+e1"], xa_file(tmp_path), tmp_path / "jl.dcm")
+    layout = assert_frames_match(path)
+    assert layout.transfer_syntax_uid == JPEGLosslessSV1
+
+
+def _jpeg_frames(n: int, size: int = 32) -> tuple[list[bytes], np.ndarray]:
+    y, x = np.mgrid[0:size, 0:size]
+    pixels = np.stack([((x * 7 + y * 3 + k * 40) % 256).astype(np.uint8) for k in range(n)])
+    encoded = []
+    for frame in pixels:
+        buf = io.BytesIO()
+        Image.fromarray(frame).save(buf, format="JPEG", quality=95)
+        encoded.append(buf.getvalue())
+    return encoded, pixels
+
+
+def _jpeg_dataset(encoded: list[bytes], pixel_data: bytes, size: int = 32):
+    ds = factories.base_dataset(factories.XA, modality="XA")
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.Rows = ds.Columns = size
+    ds.BitsAllocated = ds.BitsStored = 8
+    ds.HighBit, ds.PixelRepresentation = 7, 0
+    ds.NumberOfFrames = len(encoded)
+    ds.PixelData = pixel_data
+    ds["PixelData"].VR = "OB"
+    ds._jpeg = True
+    return ds
+
+
+@pytest.mark.parametrize("table", ["basic", "none", "extended", "split-fragments"])
+def test_jpeg_baseline_offset_tables(tmp_path, table):
+    """Every way a frame's fragments can be found: BOT, no table with one fragment
+    per frame, the Extended Offset Table, and frames split over several fragments."""
+    encoded, _pixels = _jpeg_frames(4)
+    if table == "basic":
+        data = encapsulate(encoded, has_bot=True)
+    elif table == "none":
+        data = encapsulate(encoded, has_bot=False)
+    elif table == "split-fragments":
+        data = encapsulate(encoded, fragments_per_frame=3, has_bot=False)
+    if table == "extended":
+        data, offsets, lengths = encapsulate_extended(encoded)
+    ds = _jpeg_dataset(encoded, data)
+    if table == "extended":
+        ds.ExtendedOffsetTable, ds.ExtendedOffsetTableLengths = offsets, lengths
+    path = factories.write(ds, tmp_path / f"{table}.dcm", JPEGBaseline8Bit)
+    layout = fr.read_layout(path)
+    for i, frame in enumerate(encoded):
+        got = fr.read_frame(path, layout, i)
+        # JPEG frames are padded to an even length inside fragments.
+        assert got.rstrip(b"\0") == frame.rstrip(b"\0"), i
+    assert_frames_match(path)
+
+
+def test_single_frame_in_several_fragments(tmp_path):
+    encoded, pixels = _jpeg_frames(1)
+    ds = _jpeg_dataset(encoded, encapsulate(encoded, fragments_per_frame=4))
+    del ds.NumberOfFrames
+    path = factories.write(ds, tmp_path / "one.dcm", JPEGBaseline8Bit)
+    layout = fr.read_layout(path)
+    assert layout.number_of_frames == 1
+    assert fr.read_frame(path, layout, 0).rstrip(b"\0") == encoded[0].rstrip(b"\0")
+
+
+def test_one_bit_frames_not_byte_aligned(tmp_path):
+    """3x3 1-bit frames are 9 bits each: frames after the first start mid-byte."""
+    from pydicom.pixels import pack_bits
+
+    rng = np.random.default_rng(7)
+    frames = rng.integers(0, 2, size=(5, 3, 3), dtype=np.uint8)
+    ds = factories.base_dataset(factories.SC)
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.Rows = ds.Columns = 3
+    ds.BitsAllocated = ds.BitsStored = 1
+    ds.HighBit, ds.PixelRepresentation, ds.NumberOfFrames = 0, 0, 5
+    ds.PixelData = pack_bits(frames)
+    path = factories.write(ds, tmp_path / "bits.dcm")
+    layout = fr.read_layout(path)
+    for i in range(5):
+        np.testing.assert_array_equal(decode_frame(layout, fr.read_frame(path, layout, i)), frames[i])
+
+
+def test_truncated_native_pixel_data_is_reported(tmp_path):
+    path = xa_file(tmp_path)
+    layout = fr.read_layout(path)
+    path.write_bytes(path.read_bytes()[:layout.pixel_data_offset + 100])
+    with pytest.raises(fr.PixelDataError):
+        fr.read_frame(path, layout, FRAMES - 1)
+
+
+def test_deflated_file_frames(tmp_path):
+    """Deflate hides offsets: frames come from a full read, still one frame at a time to callers."""
+    from pydicom.uid import DeflatedExplicitVRLittleEndian
+
+    path = factories.write(factories.xa_run(frames=3, size=16), tmp_path / "d.dcm",
+                           DeflatedExplicitVRLittleEndian)
+    layout = assert_frames_match(path)
+    assert layout.pixel_data_offset == -1
