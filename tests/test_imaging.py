@@ -192,3 +192,123 @@ def test_deflated_file_frames(tmp_path):
                            DeflatedExplicitVRLittleEndian)
     layout = assert_frames_match(path)
     assert layout.pixel_data_offset == -1
+
+
+# --- rendering ------------------------------------------------------------------------
+from dsmpacs.imaging import lut, render as rd  # noqa: E402
+
+
+def mono_file(tmp_path: Path, pixels: np.ndarray, name: str = "m.dcm", *, modality: str = "CT",
+              photometric: str = "MONOCHROME2", **attrs) -> Path:
+    ds = factories.base_dataset(factories.XA if modality == "XA" else factories.CT, modality=modality)
+    factories._image(ds, pixels.astype(np.uint16), 12)
+    ds.PhotometricInterpretation = photometric
+    for keyword, value in attrs.items():
+        setattr(ds, keyword, value)
+    return factories.write(ds, tmp_path / name)
+
+
+def png_pixels(data: bytes) -> np.ndarray:
+    image = Image.open(io.BytesIO(data))
+    return np.asarray(image)
+
+
+def test_window_gives_known_grey_levels(tmp_path):
+    # Stored 864, 1064, 1264 with intercept -1024 are -160, 40 and 240 HU.
+    pixels = np.array([[864, 1064, 1264, 0]] * 4)
+    path = mono_file(tmp_path, pixels, RescaleIntercept=-1024, RescaleSlope=1)
+    out = png_pixels(rd.render(path, 0, window=(40, 400)))
+    assert out.shape == (4, 4)
+    assert list(out[0]) == [0, 128, 255, 0]
+    # Without a window and without presets: the frame's own range, min black, max white.
+    auto = png_pixels(rd.render(path, 0))
+    assert auto[0, 3] == 0 and auto[0, 2] == 255
+
+
+def test_file_presets_and_explicit_override(tmp_path):
+    pixels = np.array([[0, 100, 200, 4000]] * 2)
+    path = mono_file(tmp_path, pixels, WindowCenter=[100, 2000], WindowWidth=[200, 4000],
+                     WindowCenterWidthExplanation=["NARROW", "WIDE"])
+    layout = fr.read_layout(path)
+    presets = rd.window_presets(layout)
+    assert [(p.center, p.width, p.name) for p in presets] == [(100, 200, "NARROW"), (2000, 4000, "WIDE")]
+    assert list(png_pixels(rd.render(path, 0))[0]) == [0, 128, 255, 255]      # first preset
+    assert list(png_pixels(rd.render(path, 0, window=(2000, 4000)))[0])[3] == 255
+    assert png_pixels(rd.render(path, 0, window=(2000, 4000)))[0, 1] < 20
+
+
+def test_monochrome1_inverts(tmp_path):
+    pixels = np.array([[0, 1000, 2000, 4000]] * 2)
+    m2 = png_pixels(rd.render(mono_file(tmp_path, pixels, "a.dcm"), 0, window=(2000, 4000)))
+    m1 = png_pixels(rd.render(mono_file(tmp_path, pixels, "b.dcm", photometric="MONOCHROME1"), 0,
+                              window=(2000, 4000)))
+    np.testing.assert_array_equal(m1, 255 - m2)
+    assert m1[0, 0] == 255 and m1[0, 3] == 0
+
+
+def dsa_run(tmp_path: Path) -> Path:
+    """Frame 0 and 1: the same background; frame 2: a 'vessel' of contrast (darker) in rows 4-7."""
+    rng = np.random.default_rng(3)
+    background = rng.integers(1500, 2500, size=(16, 16))
+    contrast = background.copy()
+    contrast[4:8, :] = contrast[4:8, :] // 2
+    pixels = np.stack([background, background, contrast])
+    return mono_file(tmp_path, pixels, "dsa.dcm", modality="XA", CineRate=8,
+                     WindowCenter=2048, WindowWidth=4096)
+
+
+def test_subtracting_identical_frames_is_uniform(tmp_path):
+    path = dsa_run(tmp_path)
+    flat = png_pixels(rd.render(path, 1, mask_index=0))
+    assert flat.min() == flat.max() and 127 <= flat.max() <= 129    # mid grey
+    plain = png_pixels(rd.render(path, 1))
+    assert plain.std() > 5           # the unsubtracted frame is not flat
+
+
+def test_subtraction_shows_the_contrast_only(tmp_path):
+    path = dsa_run(tmp_path)
+    sub = png_pixels(rd.render(path, 2, mask_index=0))
+    vessel, rest = sub[4:8], np.concatenate([sub[:4], sub[8:]])
+    assert (rest == rest[0, 0]).all() and 127 <= rest[0, 0] <= 129
+    assert vessel.max() < 60             # ln(1/2) * 1000 = -693: dark
+    rendered = rd.render_image(path, 2, mask_index=0)
+    assert rendered.window.center == 0
+    # An explicit window applies to the difference in milli-log units.
+    wide = png_pixels(rd.render(path, 2, mask_index=0, window=(0, 4000)))
+    assert 80 < wide[5, 0] < 127
+    with pytest.raises(rd.FrameNotFound):
+        rd.render(path, 2, mask_index=3)
+
+
+def test_frame_rate_and_thumbnail_and_jpeg(tmp_path):
+    path = dsa_run(tmp_path)
+    assert rd.frame_rate(fr.read_layout(path)) == 8
+    assert rd.frame_rate(fr.read_layout(mono_file(tmp_path, np.zeros((2, 4, 4)), "ft.dcm",
+                                                  FrameTime=40))) == 25
+    assert lut.frame_rate(pydicom.Dataset()) == lut.DEFAULT_FRAME_RATE
+    big = mono_file(tmp_path, np.arange(200 * 100).reshape(200, 100) % 4096, "big.dcm")
+    thumb = Image.open(io.BytesIO(rd.render(big, 0, max_size=64, fmt="jpeg")))
+    assert thumb.format == "JPEG" and thumb.size == (32, 64)
+    with pytest.raises(rd.NoPixelData):
+        rd.render(factories.write(factories.csa_non_image(payload_size=10), tmp_path / "n.dcm"), 0)
+
+
+def test_rgb_passthrough(tmp_path):
+    rng = np.random.default_rng(5)
+    rgb = rng.integers(0, 256, size=(8, 8, 3), dtype=np.uint8)
+    ds = factories.base_dataset(factories.SC)
+    ds.SamplesPerPixel, ds.PhotometricInterpretation, ds.PlanarConfiguration = 3, "RGB", 0
+    ds.Rows = ds.Columns = 8
+    ds.BitsAllocated = ds.BitsStored = 8
+    ds.HighBit, ds.PixelRepresentation = 7, 0
+    ds.PixelData = rgb.tobytes()
+    path = factories.write(ds, tmp_path / "rgb.dcm")
+    np.testing.assert_array_equal(png_pixels(rd.render(path, 0)), rgb)
+
+
+def test_compressed_renders_like_native(tmp_path):
+    native = xa_file(tmp_path, frames=3, size=32)
+    j2k = compress_with_pydicom(native, tmp_path / "j2k.dcm", JPEG2000Lossless)
+    for i in range(3):
+        assert rd.render(j2k, i, window=(2000, 3000)) == rd.render(native, i, window=(2000, 3000))
+    assert rd.render(j2k, 2, mask_index=0) == rd.render(native, 2, mask_index=0)

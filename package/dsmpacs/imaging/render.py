@@ -1,0 +1,172 @@
+"""Render one frame of a stored instance as PNG or JPEG ("cloud display").
+
+Only the asked frame (and the mask frame for subtraction) is read and decoded.
+Grey images go through Modality LUT, window and MONOCHROME1 inversion; colour
+images (RGB, YBR converted to RGB, palette colour) are passed through.
+Rendering is for display only: the stored file is never changed.
+"""
+from __future__ import annotations
+
+import io
+import os
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+from dsmpacs.imaging.decode import DecodeError, decode_frame
+from dsmpacs.imaging.frames import FrameNotFound, PixelDataError, PixelLayout, read_frame, read_layout
+from dsmpacs.imaging.lut import Window, apply_window, auto_window, frame_rate, modality, window_presets
+from dsmpacs.imaging.subtraction import log_subtract, subtraction_window, supports_subtraction
+
+__all__ = ["render", "render_image", "Rendered", "RenderError", "NoPixelData", "FrameNotFound",
+           "window_presets", "frame_rate", "layout_of", "default_window", "supports_subtraction",
+           "FORMATS"]
+
+FORMATS = {"png": ("PNG", "image/png"), "jpeg": ("JPEG", "image/jpeg"), "jpg": ("JPEG", "image/jpeg")}
+
+
+class RenderError(ValueError):
+    """The frame cannot be shown (undecodable, inconsistent header, bad request)."""
+
+
+class NoPixelData(RenderError):
+    """The instance has no image (a structured report, a CSA Non-Image object...)."""
+
+
+@dataclass(frozen=True)
+class Rendered:
+    data: bytes
+    media_type: str
+    window: Window | None        # the window applied; None for colour images
+
+
+# --- layout cache: a cine loop renders the same file's frames over and over -------------
+_layouts: OrderedDict[tuple, PixelLayout | None] = OrderedDict()
+_layouts_lock = threading.Lock()
+_LAYOUT_CACHE = 128
+
+
+def layout_of(path) -> PixelLayout | None:
+    st = os.stat(path)
+    key = (os.fspath(path), st.st_size, st.st_mtime_ns)
+    with _layouts_lock:
+        if key in _layouts:
+            _layouts.move_to_end(key)
+            return _layouts[key]
+    layout = read_layout(path)
+    with _layouts_lock:
+        _layouts[key] = layout
+        while len(_layouts) > _LAYOUT_CACHE:
+            _layouts.popitem(last=False)
+    return layout
+
+
+def _require_layout(path) -> PixelLayout:
+    try:
+        layout = layout_of(path)
+    except (OSError, ValueError) as exc:
+        raise RenderError(f"cannot read the image header: {exc}") from exc
+    if layout is None:
+        raise NoPixelData("the instance has no pixel data")
+    if layout.rows < 1 or layout.columns < 1:
+        raise RenderError("the image has no rows or columns")
+    return layout
+
+
+def _pixels(path, layout: PixelLayout, index: int) -> np.ndarray:
+    try:
+        return decode_frame(layout, read_frame(path, layout, index))
+    except FrameNotFound:
+        raise
+    except (DecodeError, PixelDataError, OSError) as exc:
+        raise RenderError(str(exc)) from exc
+
+
+def _is_grey(layout: PixelLayout) -> bool:
+    return layout.samples_per_pixel == 1 and layout.photometric_interpretation != "PALETTE COLOR"
+
+
+def _grey_values(path, layout: PixelLayout, index: int) -> np.ndarray:
+    pixels = _pixels(path, layout, index)
+    if layout.pixel_representation == 0 and layout.bits_stored < layout.bits_allocated:
+        pixels = pixels & ((1 << layout.bits_stored) - 1)   # overlay or junk in the unused bits
+    return modality(pixels, layout.header)
+
+
+def default_window(path, frame_index: int = 0, mask_index: int | None = None) -> Window | None:
+    """The window render() uses when none is given: the file's first preset, else the
+    frame's range; for subtraction, one centred on zero. None for colour images."""
+    layout = _require_layout(path)
+    if not _is_grey(layout):
+        return None
+    values = _grey_values(path, layout, frame_index)
+    if mask_index is not None:
+        return subtraction_window(log_subtract(values, _grey_values(path, layout, mask_index)))
+    presets = window_presets(layout)
+    return presets[0] if presets else auto_window(values)
+
+
+def render_image(path, frame_index: int, *, window: tuple[float, float] | Window | None = None,
+                 mask_index: int | None = None, fmt: str = "png", max_size: int | None = None,
+                 quality: int = 90) -> Rendered:
+    if fmt not in FORMATS:
+        raise RenderError(f"unknown image format {fmt!r}")
+    layout = _require_layout(path)
+    if isinstance(window, tuple):
+        window = Window(float(window[0]), float(window[1]))
+    if window is not None and window.width < 1:
+        raise RenderError("window width must be at least 1")
+    used: Window | None = None
+    if _is_grey(layout):
+        values = _grey_values(path, layout, frame_index)
+        if mask_index is not None:
+            if not 0 <= mask_index < layout.number_of_frames:
+                raise FrameNotFound(f"mask frame {mask_index} is outside 0..{layout.number_of_frames - 1}")
+            values = log_subtract(values, _grey_values(path, layout, mask_index))
+            used = window or subtraction_window(values)
+        else:
+            presets = window_presets(layout)
+            used = window or (presets[0] if presets else auto_window(values))
+        grey = apply_window(values, used.center, used.width)
+        if layout.photometric_interpretation == "MONOCHROME1" and mask_index is None:
+            grey = 255 - grey       # MONOCHROME1: low values are white
+        image = Image.fromarray(grey, mode="L")
+    else:
+        image = Image.fromarray(_colour(path, layout, frame_index), mode="RGB")
+    if max_size:
+        image.thumbnail((max_size, max_size), Image.Resampling.LANCZOS)
+    pil_format, media_type = FORMATS[fmt]
+    out = io.BytesIO()
+    if pil_format == "JPEG":
+        image.save(out, format="JPEG", quality=max(1, min(int(quality), 100)))
+    else:
+        image.save(out, format="PNG", compress_level=1)   # speed over size: cine re-requests
+    return Rendered(out.getvalue(), media_type, used)
+
+
+def _colour(path, layout: PixelLayout, index: int) -> np.ndarray:
+    pixels = _pixels(path, layout, index)
+    if layout.photometric_interpretation == "PALETTE COLOR":
+        from pydicom.pixels import apply_color_lut
+        try:
+            pixels = apply_color_lut(pixels, layout.header)
+        except (ValueError, KeyError, AttributeError) as exc:
+            raise RenderError(f"palette colour: {exc}") from exc
+    if pixels.ndim == 2:
+        pixels = np.stack([pixels] * 3, axis=-1)
+    if pixels.dtype != np.uint8:
+        top = float(pixels.max()) or 1.0
+        bits = 8 if top <= 255 else 16
+        pixels = np.clip(pixels.astype(np.float32) * 255.0 / (2 ** bits - 1), 0, 255).astype(np.uint8)
+    return np.ascontiguousarray(pixels[..., :3])
+
+
+def render(path, frame_index: int, *, window=None, mask_index: int | None = None, fmt: str = "png",
+           max_size: int | None = None, quality: int = 90) -> bytes:
+    """PNG or JPEG bytes of one frame (0-based), windowed, optionally DSA-subtracted
+    against ``mask_index`` and shrunk to fit ``max_size`` pixels."""
+    return render_image(path, frame_index, window=window, mask_index=mask_index, fmt=fmt,
+                        max_size=max_size, quality=quality).data
