@@ -124,6 +124,10 @@ class Settings:
     login_limit_window: int = setting(
         900, "Seconds over which failed logins are counted for the limits above.",
         minimum=10, maximum=86400)
+    stow_max_mb: int = setting(
+        1000, "Largest STOW-RS upload (one request body), in MiB; a larger one is refused with "
+        "HTTP 413 and nothing of it is stored. The web server (waitress) itself refuses bodies "
+        "above 1 GiB.", minimum=1, maximum=1024)
 
     # --- ingest ------------------------------------------------------------
     duplicate_policy: str = setting(
@@ -144,9 +148,10 @@ class Settings:
         "alphabetic, ideographic or phonetic group. false: literal, case-sensitive matching "
         "on the whole stored value.")
     query_limit: int = setting(
-        1000, "Most matches one C-FIND returns. A query with more matches returns the first "
-        "query_limit and ends with 0xA700 (Out of resources) asking for a narrower query. "
-        "0 means unlimited.", minimum=0)
+        1000, "Most matches one C-FIND or one QIDO-RS response returns. A C-FIND with more "
+        "matches returns the first query_limit and ends with 0xA700 (Out of resources) asking "
+        "for a narrower query; QIDO-RS returns a page of query_limit with a Warning header, and "
+        "the client asks for more with offset. 0 means unlimited.", minimum=0)
 
     # --- access policy -----------------------------------------------------
     unknown_ae_may_store: bool = setting(

@@ -1,0 +1,86 @@
+"""What every DICOMweb view shares: the blueprints, errors, URLs and instance look-up."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from flask import Blueprint, Response, abort, g, request
+
+from dsmpacs.archive.attributes import Level
+from dsmpacs.archive.retrieve import RetrieveError, RetrieveKeys, StoredInstance, select_instances
+from dsmpacs.archive.uids import is_valid_uid
+from dsmpacs.web import auth
+from dsmpacs.web.services import services
+
+log = logging.getLogger("dsmpacs.web.dicomweb")
+
+PREFIX = "/dicom-web"
+bp = auth.api_blueprint(Blueprint("dicomweb", __name__, url_prefix=PREFIX))
+# WADO-URI lives at /wado, outside /dicom-web, but is an API all the same.
+uri_bp = auth.api_blueprint(Blueprint("wado_uri", __name__))
+
+
+def fail(code: int, message: str):
+    """End the request with an HTTP error whose body says why (and log it)."""
+    g.dicomweb_error = message
+    abort(code, description=message)
+
+
+def _log_errors(response: Response) -> Response:
+    if response.status_code >= 400:
+        user = auth.current_user()
+        log.warning("DICOMweb %s %s from %s (%s) -> %d %s", request.method, request.full_path.rstrip("?"),
+                    request.remote_addr, user.username if user else "anonymous",
+                    response.status_code, g.get("dicomweb_error", ""))
+    return response
+
+
+bp.after_request(_log_errors)
+uri_bp.after_request(_log_errors)
+
+
+def base_url() -> str:
+    """Absolute URL of /dicom-web for this request (the host the client used)."""
+    return request.host_url.rstrip("/") + request.script_root + PREFIX
+
+
+def study_url(base: str, study: str) -> str:
+    return f"{base}/studies/{study}"
+
+
+def series_url(base: str, study: str, series: str) -> str:
+    return f"{base}/studies/{study}/series/{series}"
+
+
+def instance_url(base: str, study: str, series: str, instance: str) -> str:
+    return f"{base}/studies/{study}/series/{series}/instances/{instance}"
+
+
+def check_uids(*uids: str) -> None:
+    for uid in uids:
+        if not is_valid_uid(uid):
+            fail(400, f"{uid[:80]!r} is not a valid UID")
+
+
+def select(study: str, series: str | None = None, instance: str | None = None) -> list[StoredInstance]:
+    """The stored instances of a study, series or instance; 404 when there are none."""
+    check_uids(*(u for u in (study, series, instance) if u is not None))
+    if instance is not None:
+        keys = RetrieveKeys(Level.IMAGE, study_instance_uids=(study,), series_instance_uids=(series,),
+                            sop_instance_uids=(instance,))
+    elif series is not None:
+        keys = RetrieveKeys(Level.SERIES, study_instance_uids=(study,), series_instance_uids=(series,))
+    else:
+        keys = RetrieveKeys(Level.STUDY, study_instance_uids=(study,))
+    try:
+        found = select_instances(services().archive.index, keys)
+    except RetrieveError as exc:
+        fail(400, str(exc))
+    if not found:
+        what = "instance" if instance else "series" if series else "study"
+        fail(404, f"no such {what}")
+    return found
+
+
+def file_of(instance: StoredInstance) -> Path:
+    return services().archive.storage.path(instance.path)

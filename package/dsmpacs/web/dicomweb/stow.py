@@ -1,0 +1,190 @@
+"""STOW-RS: POST /dicom-web/studies[/{study}] with multipart/related; type="application/dicom".
+
+Two phases, so that a malformed or oversized request stores nothing: first the
+whole body is split into parts, each written to a spool file in the storage's
+tmp directory (never held in memory); then each part goes through the single
+ingest path (archive/ingest.py), exactly like an imported file. The response
+(PS3.18 10.5.3) lists every instance under ReferencedSOPSequence or
+FailedSOPSequence. HTTP status: 200 all stored, 202 stored with warnings or some
+failed, 409 none stored.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from flask import Response, request
+
+from dsmpacs.archive.audit import AuditAction
+from dsmpacs.archive.ingest import Origin
+from dsmpacs.archive.part10 import InvalidDataset, read_header
+from dsmpacs.archive.results import StoreOutcome, StoreResult
+from dsmpacs.archive.storage import SpoolWriter, StorageError
+from dsmpacs.archive.uids import clean_uid
+from dsmpacs.archive.users import Permission
+from dsmpacs.web import audit, auth
+from dsmpacs.web.dicomweb import multipart
+from dsmpacs.web.dicomweb.common import base_url, bp, check_uids, fail, instance_url, log, study_url
+from dsmpacs.web.services import services
+
+DICOM = "application/dicom"
+
+# PS3.18 Table 10.5.3-2 failure reasons and PS3.4 warning codes, from the one store outcome.
+PROCESSING_FAILURE = 0x0110
+DUPLICATE_CONFLICT = 0x0111
+OUT_OF_RESOURCES = 0xA700
+STUDY_MISMATCH = 0xA900
+CANNOT_UNDERSTAND = 0xC000
+COERCION_WARNING = 0xB000
+FAILURE_REASON = {
+    StoreOutcome.OUT_OF_RESOURCES: OUT_OF_RESOURCES,
+    StoreOutcome.INDEX_UNAVAILABLE: PROCESSING_FAILURE,
+    StoreOutcome.INVALID_DATASET: CANNOT_UNDERSTAND,
+    StoreOutcome.UID_MISMATCH: STUDY_MISMATCH,
+    StoreOutcome.CONFLICT_QUARANTINED: DUPLICATE_CONFLICT,
+    StoreOutcome.REFUSED: PROCESSING_FAILURE,
+}
+
+
+def _max_bytes() -> int:
+    return services().settings.stow_max_mb * 2**20
+
+
+def _spool_body(boundary: str) -> list[SpoolWriter]:
+    storage = services().archive.storage
+    sinks: list[SpoolWriter] = []
+
+    def open_sink(headers: dict[str, str]) -> SpoolWriter:
+        media = headers.get("content-type", DICOM).split(";")[0].strip().lower()
+        if media != DICOM:
+            fail(415, f"part {len(sinks) + 1} is {media[:60]!r}; only application/dicom parts are accepted")
+        sinks.append(storage.spool(".stow"))
+        return sinks[-1]
+
+    try:
+        count = multipart.read_parts(request.stream, boundary, open_sink, _max_bytes())
+        if count == 0:
+            fail(400, "the multipart body holds no parts")
+        for sink in sinks:
+            sink.close(sync=False)
+            if sink.error is not None:
+                raise StorageError(str(sink.error))
+    except multipart.TooLarge:
+        _abandon(sinks)
+        fail(413, f"request body larger than stow_max_mb ({services().settings.stow_max_mb} MiB)")
+    except multipart.MalformedMultipart as exc:
+        _abandon(sinks)
+        fail(400, f"malformed multipart body: {exc}")
+    except StorageError as exc:
+        _abandon(sinks)
+        fail(503, f"cannot spool the upload: {exc}")
+    except BaseException:
+        _abandon(sinks)
+        raise
+    return sinks
+
+
+def _abandon(sinks: list[SpoolWriter]) -> None:
+    for sink in sinks:
+        sink.abandon()
+
+
+def _store_one(path: Path, study: str | None, origin: Origin) -> StoreResult:
+    archive = services().archive
+    try:
+        header = read_header(path)
+    except InvalidDataset as exc:
+        return StoreResult(StoreOutcome.INVALID_DATASET, str(exc))
+    ds = header.dataset
+    if study is not None and clean_uid(ds.get("StudyInstanceUID", "")) != study:
+        return StoreResult(StoreOutcome.UID_MISMATCH, "Study Instance UID differs from the request's",
+                           sop_class_uid=clean_uid(ds.get("SOPClassUID", "")),
+                           sop_instance_uid=clean_uid(ds.get("SOPInstanceUID", "")))
+    return archive.ingest.import_file(path, origin)
+
+
+def _sop_item(result: StoreResult) -> dict:
+    return {"00081150": {"vr": "UI", "Value": [result.sop_class_uid]} if result.sop_class_uid
+            else {"vr": "UI"},
+            "00081155": {"vr": "UI", "Value": [result.sop_instance_uid]} if result.sop_instance_uid
+            else {"vr": "UI"}}
+
+
+def response_body(results: list[StoreResult], base: str, study: str | None) -> tuple[dict, int]:
+    referenced, failed, warned = [], [], False
+    for result in results:
+        item = _sop_item(result)
+        if result.archived:
+            item["00081190"] = {"vr": "UR", "Value": [instance_url(
+                base, result.study_instance_uid, result.series_instance_uid, result.sop_instance_uid)]}
+            if result.outcome.is_warning:
+                warned = True
+                item["00081196"] = {"vr": "US", "Value": [COERCION_WARNING]}
+            referenced.append(item)
+        else:
+            item["00081197"] = {"vr": "US", "Value": [FAILURE_REASON.get(result.outcome, PROCESSING_FAILURE)]}
+            failed.append(item)
+    body: dict = {}
+    studies = {r.study_instance_uid for r in results if r.archived}
+    if study is not None or len(studies) == 1:
+        body["00081190"] = {"vr": "UR", "Value": [study_url(base, study or next(iter(studies)))]}
+    if failed:
+        body["00081198"] = {"vr": "SQ", "Value": failed}
+    if referenced:
+        body["00081199"] = {"vr": "SQ", "Value": referenced}
+    status = 409 if not referenced else 202 if failed or warned else 200
+    return body, status
+
+
+def store(study: str | None) -> Response:
+    if study is not None:
+        check_uids(study)
+    length = request.content_length
+    if length is not None and length > _max_bytes():
+        fail(413, f"request body of {length} bytes is larger than stow_max_mb "
+                  f"({services().settings.stow_max_mb} MiB)")
+    content_type = request.headers.get("Content-Type", "")
+    if not content_type.lower().startswith("multipart/related"):
+        fail(415, 'STOW-RS takes multipart/related; type="application/dicom"')
+    try:
+        boundary = multipart.boundary_of(content_type)
+    except multipart.MalformedMultipart as exc:
+        fail(400, str(exc))
+    part_type = multipart.parameter(content_type, "type").lower()
+    if part_type and part_type != DICOM:
+        fail(415, f"type={part_type[:60]!r} is not supported; send application/dicom parts")
+
+    sinks = _spool_body(boundary)
+    user = auth.current_user()
+    origin = Origin("stow", peer=f"{user.username if user else '?'}@{request.remote_addr}")
+    results: list[StoreResult] = []
+    try:
+        for sink in sinks:
+            try:
+                results.append(_store_one(Path(sink.name), study, origin))
+            except Exception as exc:      # one bad part must not lose the others' answers
+                log.exception("STOW-RS part failed: %s", exc)
+                results.append(StoreResult(StoreOutcome.REFUSED, f"processing failure: {exc}"))
+    finally:
+        _abandon(sinks)              # the uploads were copied (restaged) by the ingest
+    body, status = response_body(results, base_url(), study)
+    stored = sum(r.archived for r in results)
+    for uid in sorted({r.study_instance_uid for r in results if r.archived}):
+        audit.record(AuditAction.STORE, study_instance_uid=uid, detail=f"STOW-RS, {stored} of {len(results)}")
+    if status != 200:
+        log.warning("STOW-RS from %s: %d of %d stored; %s", origin, stored, len(results),
+                    "; ".join(f"{r.sop_instance_uid or '?'}: {r.outcome.value} {r.message}"
+                              for r in results if not r.archived or r.outcome.is_warning)[:2000])
+    return Response(json.dumps(body), status=status, content_type="application/dicom+json")
+
+
+@bp.post("/studies")
+@auth.requires(Permission.EXPORT)
+def store_instances():
+    return store(None)
+
+
+@bp.post("/studies/<study>")
+@auth.requires(Permission.EXPORT)
+def store_study_instances(study: str):
+    return store(study)
