@@ -40,8 +40,18 @@ uri_bp.after_request(_log_errors)
 
 
 def base_url() -> str:
-    """Absolute URL of /dicom-web for this request (the host the client used)."""
-    return request.host_url.rstrip("/") + request.script_root + PREFIX
+    """Absolute URL of /dicom-web for this request, on the host the client used.
+
+    dicomweb-client sends ``Host`` without the port; then, unless a reverse proxy
+    (web_trusted_proxy) answers for us, the port this server listens on is added,
+    or its BulkDataURIs and RetrieveURLs would point at port 80."""
+    host = request.host
+    port = request.environ.get("SERVER_PORT", "")
+    default = "443" if request.scheme == "https" else "80"
+    if (":" not in host.rsplit("]", 1)[-1] and port and port != default
+            and not services().settings.web_trusted_proxy):
+        host = f"{host}:{port}"
+    return f"{request.scheme}://{host}{request.script_root}{PREFIX}"
 
 
 def study_url(base: str, study: str) -> str:

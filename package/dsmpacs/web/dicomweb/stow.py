@@ -96,7 +96,9 @@ def _store_one(path: Path, study: str | None, origin: Origin) -> StoreResult:
     except InvalidDataset as exc:
         return StoreResult(StoreOutcome.INVALID_DATASET, str(exc))
     ds = header.dataset
-    if study is not None and clean_uid(ds.get("StudyInstanceUID", "")) != study:
+    found = clean_uid(ds.get("StudyInstanceUID", ""))
+    # Without a Study Instance UID the ingest refuses the part as invalid (0xC000).
+    if study is not None and found and found != study:
         return StoreResult(StoreOutcome.UID_MISMATCH, "Study Instance UID differs from the request's",
                            sop_class_uid=clean_uid(ds.get("SOPClassUID", "")),
                            sop_instance_uid=clean_uid(ds.get("SOPInstanceUID", "")))
