@@ -55,12 +55,13 @@ def create_app(settings: Settings, archive: Archive) -> Flask:
 
 def register_blueprints(app: Flask) -> None:
     """Every blueprint of the web app. Add yours here: one import, one line."""
-    from dsmpacs.web import admin, dicomweb, home, introspection, login
+    from dsmpacs.web import admin, browse, dicomweb, home, introspection, login
 
     app.register_blueprint(login.bp)
     app.register_blueprint(home.bp)
     app.register_blueprint(introspection.bp)
     app.register_blueprint(admin.bp, url_prefix="/admin")
+    app.register_blueprint(browse.bp)          # study browser and viewer (docs/viewer.md)
     dicomweb.register(app)            # /dicom-web and /wado
     # Next: the study browser (item 2), the viewer (item 3) and DICOMweb under
     # /dicom-web (item 4; wrap it in auth.api_blueprint).

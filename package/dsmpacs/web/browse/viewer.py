@@ -1,0 +1,141 @@
+"""The viewer: a page, JSON describing a study's series and images, and frames
+rendered on the server (window/level, DSA subtraction) as PNG or JPEG.
+
+The browser never decodes DICOM: phones and thin clients get plain images.
+"""
+from __future__ import annotations
+
+import logging
+import math
+
+from flask import abort, jsonify, render_template, request, url_for
+
+from dsmpacs.archive.browse import instance_file, study_detail, study_files
+from dsmpacs.archive.uids import is_valid_uid
+from dsmpacs.imaging import render as rendering
+from dsmpacs.imaging.subtraction import supports_subtraction
+from dsmpacs.web import audit
+from dsmpacs.web.browse import bp
+from dsmpacs.web.browse.study import image_response
+from dsmpacs.web.filters import dicom_date, person_name
+from dsmpacs.web.services import services
+
+log = logging.getLogger(__name__)
+
+MAX_RENDER_SIZE = 4096
+
+
+@bp.route("/viewer")
+def viewer():
+    studies = [request.args.get("study", ""), request.args.get("compare", "")]
+    studies = [s for s in studies if s]
+    if not studies or not all(is_valid_uid(s) for s in studies):
+        abort(400, "study=<StudyInstanceUID> is required")
+    index = services().archive.index
+    details = [study_detail(index, s) for s in studies]
+    if any(d is None for d in details):
+        abort(404)
+    for uid in studies:
+        audit.record_view(uid, detail="viewer")
+    return render_template("studies/viewer.html", details=details)
+
+
+@bp.route("/viewer/studies/<study_uid>.json")
+def study_json(study_uid: str):
+    """The study's series, each with its images as (instance, frame count) in order."""
+    detail = study_detail(services().archive.index, study_uid)
+    if detail is None:
+        abort(404)
+    files = study_files(services().archive.index, study_uid)
+    series = []
+    for s in detail.series:
+        series.append({
+            "uid": s.series_instance_uid, "number": s.series_number, "modality": s.modality,
+            "description": s.description, "frames": s.frames,
+            "subtraction": s.modality.upper() in ("XA", "XRF", "RF"),
+            "thumbnail": url_for("studies.thumbnail", study_uid=study_uid, series_uid=s.series_instance_uid),
+            "instances": [{"uid": f.sop_instance_uid, "frames": f.frames, "number": f.instance_number}
+                          for f in files if f.series_instance_uid == s.series_instance_uid],
+        })
+    return jsonify({
+        "study": study_uid, "patient_name": person_name(detail.patient.patient_name),
+        "patient_id": detail.patient.patient_id, "date": dicom_date(detail.study.study_date),
+        "description": detail.study.study_description, "series": series,
+    })
+
+
+def _file_or_404(study_uid: str, series_uid: str, sop_uid: str):
+    found = instance_file(services().archive.index, study_uid, series_uid, sop_uid)
+    if found is None:
+        abort(404)
+    return found, services().archive.storage.path(found.path)
+
+
+@bp.route("/viewer/info/<study_uid>/<series_uid>/<sop_uid>.json")
+def instance_info(study_uid: str, series_uid: str, sop_uid: str):
+    """What the viewer needs to show an instance: presets, frame rate and the window
+    render uses by default (for ?frame=F, subtracted from ?mask=M when given)."""
+    found, path = _file_or_404(study_uid, series_uid, sop_uid)
+    frame, mask = _number("frame"), _number("mask")
+    try:
+        layout = rendering.layout_of(path)
+        if layout is None:
+            return jsonify({"frames": 0, "image": False})
+        frame_index = int(frame) if frame is not None else layout.number_of_frames // 2
+        if not 0 <= frame_index < layout.number_of_frames or (
+                mask is not None and not 0 <= int(mask) < layout.number_of_frames):
+            abort(404)
+        window = rendering.default_window(path, frame_index, int(mask) if mask is not None else None)
+    except (rendering.RenderError, OSError, ValueError) as exc:
+        return jsonify({"frames": found.frames, "image": False, "error": str(exc)})
+    return jsonify({
+        "image": True, "frames": layout.number_of_frames, "rows": layout.rows, "columns": layout.columns,
+        "frame_rate": rendering.frame_rate(layout),
+        "presets": [p.as_dict() for p in rendering.window_presets(layout)],
+        "window": window.as_dict() if window else None,
+        "grey": window is not None,
+        "subtraction": window is not None and supports_subtraction(layout.header),
+        "photometric": layout.photometric_interpretation,
+    })
+
+
+def _number(name: str) -> float | None:
+    value = request.args.get(name, "")
+    if value == "":
+        return None
+    try:
+        number = float(value)
+    except ValueError:
+        abort(400, f"{name} must be a number")
+    if not math.isfinite(number):
+        abort(400, f"{name} must be a number")
+    return number
+
+
+@bp.route("/render/<study_uid>/<series_uid>/<sop_uid>/<int:frame>.<fmt>")
+def render_frame(study_uid: str, series_uid: str, sop_uid: str, frame: int, fmt: str):
+    """One frame as an image: ?wc=&ww= (window), ?mask=N (subtract frame N, XA/XRF),
+    ?size=N (fit in N pixels). Frames count from 0."""
+    if fmt not in rendering.FORMATS:
+        abort(404)
+    found, path = _file_or_404(study_uid, series_uid, sop_uid)
+    center, width = _number("wc"), _number("ww")
+    window = (center, width) if center is not None and width is not None else None
+    if window is not None and width < 1:
+        abort(400, "ww must be at least 1")
+    mask = _number("mask")
+    mask_index = int(mask) if mask is not None else None
+    size = _number("size")
+    max_size = int(min(max(size, 16), MAX_RENDER_SIZE)) if size is not None else None
+    audit.record_view(study_uid, detail="viewer")
+    etag = f"r-{found.sha256[:24]}-{frame}-{window}-{mask_index}-{max_size}-{fmt}"
+    try:
+        return image_response(lambda: rendering.render_image(
+            path, frame, window=window, mask_index=mask_index, fmt=fmt, max_size=max_size), etag)
+    except rendering.FrameNotFound:
+        abort(404)
+    except rendering.NoPixelData:
+        abort(404)
+    except rendering.RenderError as exc:
+        log.warning("cannot render %s frame %d: %s", sop_uid, frame, exc)
+        abort(422, str(exc))
