@@ -143,6 +143,11 @@ class FakeDSM:
         self.user: str | None = None
         for path in (self.volume, self.packages, self.services_d, self.harness):
             path.mkdir(parents=True, exist_ok=True)
+        # What the package writes outside its folders is judged against this moment: the
+        # package user's uid is reused by later runs, and an earlier run that was killed can
+        # leave files of that uid in /tmp.
+        self.started = self.harness / ".started"
+        self.started.touch()
         for path in (root, root / "var", root / "usr", self.volume, self.packages):
             path.chmod(0o755)
         self._install_python_package()
@@ -589,9 +594,9 @@ class FakeDSM:
                     hits.append(path)
         outside = [d for d in ("/tmp", "/var/tmp", "/dev/shm", "/run/lock") if os.path.isdir(d)]
         found = subprocess.run(["find", *outside, "-xdev", "-path", str(self.root), "-prune",
-                                "-o", "-uid", str(self.uid), "-print"],
+                                "-o", "-uid", str(self.uid), "-newer", str(self.started), "-print0"],
                                capture_output=True, text=True)
-        return hits + found.stdout.split()
+        return hits + [p for p in found.stdout.split("\0") if p]
 
     def as_package_user(self, *cmd: str, network: bool = True) -> subprocess.CompletedProcess:
         """Run a command the way an administrator would over SSH as the package user."""
