@@ -10,7 +10,6 @@ otherwise 406.
 from __future__ import annotations
 
 import json
-import logging
 import tempfile
 from pathlib import Path
 from typing import Iterator

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from flask import Response, request
 
+from dsmpacs.archive.transcode import can_convert
 from dsmpacs.archive.users import Permission
 from dsmpacs.web import audit, auth
+from dsmpacs.web.dicomweb import multipart
 from dsmpacs.web.dicomweb.common import fail, file_of, select, uri_bp
-from dsmpacs.web.dicomweb.wado import DICOM, _converted, multipart
-from dsmpacs.archive.transcode import can_convert
+from dsmpacs.web.dicomweb.wado import DICOM, _converted
 from dsmpacs.web.services import services
 
 IMAGES = ("image/jpeg", "image/png")
