@@ -29,6 +29,7 @@ from dsmpacs.web.services import Services, services
 log = logging.getLogger(__name__)
 
 KEEP_FINISHED_SECONDS = 3600
+_lock = threading.Lock()           # guards the counters a job's thread updates
 MAX_JOBS = 200
 
 
@@ -91,34 +92,35 @@ def _run(svc: Services, job: Job, peer, instances, address: str) -> None:
             else:
                 job.sent += 1
                 job.converted += int(result.converted)
+    state, message = "failed", ""
     try:
         push(client_ae(svc.settings), svc.archive.storage, peer, instances, progress)
-        job.state = "done" if job.failed == 0 else "failed"
+        state = "done" if job.failed == 0 else "failed"
     except (AssociationFailed, OSError, RuntimeError, ValueError) as exc:
-        job.state, job.message = "failed", str(exc)
+        message = str(exc)
         summary.outcome = "failed"
     except Exception as exc:  # a thread must not die silently with the job left "running"
         log.exception("sending study %s to %s", job.study_instance_uid, peer)
-        job.state, job.message = "failed", str(exc)
+        message = str(exc)
         summary.outcome = "failed"
     finally:
-        job.finished_at = time.monotonic()
         summary.ended_at = utcnow()
-        summary.completed, summary.failed = job.sent, job.failed + (job.total - job.sent - job.failed)
+        summary.completed, summary.failed = job.sent, job.total - job.sent
         summary.detail = f"web send of study {job.study_instance_uid} by {job.owner}"[:255]
         try:
             svc.activity.record(summary)
             svc.audit.record(job.owner, AuditAction.SEND, study_instance_uid=job.study_instance_uid,
                              detail=f"to {job.peer}: sent {job.sent} ({job.converted} converted), "
-                                    f"failed {job.total - job.sent}{': ' + job.message if job.message else ''}",
-                             address=address, outcome="ok" if job.state == "done" else "failed")
+                                    f"failed {job.total - job.sent}{': ' + message if message else ''}",
+                             address=address, outcome="ok" if state == "done" else "failed")
         except Exception:
             log.exception("could not record the outcome of sending %s", job.study_instance_uid)
+        # Finished only once recorded: whoever polls sees the audit row with the result.
+        with _lock:
+            job.state, job.message, job.finished_at = state, message, time.monotonic()
         log.info("web send %s of %s to %s: %s, %d/%d sent", job.id, job.study_instance_uid, job.peer,
-                 job.state, job.sent, job.total)
+                 state, job.sent, job.total)
 
-
-_lock = threading.Lock()
 
 
 @bp.route("/studies/<study_uid>/send", methods=["POST"])

@@ -56,7 +56,8 @@ def stream_zip(members: Iterable[tuple[str, Path, int]]) -> Iterator[bytes]:
             with open(path, "rb") as source, archive.open(info, mode="w", force_zip64=size >= 2**31) as dest:
                 while chunk := source.read(CHUNK):
                     dest.write(chunk)
-                    if sink.position and len(sink.parts) > 0:
+                    if sink.parts:
                         yield sink.take()
-            yield sink.take()
-    yield sink.take()
+            if sink.parts:
+                yield sink.take()          # the member's data descriptor
+    yield sink.take()                      # the central directory
