@@ -100,7 +100,7 @@ def test_wrong_password_is_401_and_audited(client, archive):
 def test_login_never_redirects_off_site(client, archive, target):
     make_user(archive, "rad1", "radiologist")
     response = client_login(client, "rad1", next=target)
-    assert response.status_code == 302 and response.headers["Location"] == "/"
+    assert response.status_code == 302 and response.headers["Location"] == "/studies"   # the landing page
 
 
 def test_password_change_ends_other_sessions(web_app, archive):
@@ -237,9 +237,9 @@ def test_admin_nav_link_only_for_admins(client, archive):
 def test_basic_and_bearer_authenticate_api_paths_only(client, archive):
     make_user(archive, "rad1", "radiologist")
     _, token = Users(archive.index).create_token("rad1", "test")
-    # authenticated: past the 401 (no DICOMweb routes yet, so 404)
-    assert client.get("/dicom-web/studies", headers=basic("rad1", "correct horse battery")).status_code == 404
-    assert client.get("/dicom-web/studies", headers={"Authorization": f"Bearer {token}"}).status_code == 404
+    # authenticated: past the 401 to an empty search (204)
+    assert client.get("/dicom-web/studies", headers=basic("rad1", "correct horse battery")).status_code == 204
+    assert client.get("/dicom-web/studies", headers={"Authorization": f"Bearer {token}"}).status_code == 204
     assert client.get("/dicom-web/studies", headers=basic("rad1", "wrong password!")).status_code == 401
     assert client.get("/dicom-web/studies", headers={"Authorization": "Bearer dsm_nope"}).status_code == 401
     # UI pages take the session only

@@ -6,12 +6,9 @@ in it, find it again, uninstall keeping the data, reinstall, find it again, and
 uninstall deleting the data. Everything runs as the package user; nothing may run
 as root or write outside the package's folders and its shared folder.
 
-Two checks wait for other branches; switch them on when those land:
-  CFIND   the C-FIND SCP (qr-find): the instance is found over DIMSE C-FIND.
-  WEB_UI  `serve --only web` (web-core): the web service runs as the second process,
-          its port answers, and QIDO-RS finds the instance as the wizard's admin.
-Until then the instance is found through the index (`dsmpacs db check`, a lookup
-by SOP Instance UID) and its stored bytes are compared with what was sent.
+Each time, the instance is found three ways: in the index (a lookup by SOP Instance
+UID, with the stored bytes compared to what was sent), over DIMSE C-FIND on the
+wizard's port, and over QIDO-RS as the wizard's administrator on the web port.
 """
 from __future__ import annotations
 
@@ -36,9 +33,6 @@ from tests import factories as f
 from tests.dsm.harness import DSMError, FakeDSM
 from tests.peers import MARIADB, dcmtk, mariadb_connection, require
 from tests.webclient import WebSession
-
-CFIND = True
-QIDO = False   # switched on once /dicom-web/ exists
 
 ADMIN_PASSWORD = "Angio-suite-2026"
 
@@ -126,8 +120,6 @@ def find_over_web(answers: dict, sent: Path) -> None:
     web = WebSession(SimpleNamespace(web_url=base))
     web.login("admin", ADMIN_PASSWORD)          # the wizard's admin signs in to the UI
     assert web.get("/-/settings").status_code == 200      # an admin-only page
-    if not QIDO:
-        return
     token = base64.b64encode(f"admin:{ADMIN_PASSWORD}".encode()).decode()
     request = urllib.request.Request(
         f"{base}/dicom-web/instances?SOPInstanceUID={f.read_uid(sent)}",
@@ -139,8 +131,7 @@ def find_over_web(answers: dict, sent: Path) -> None:
 
 def find(dsm: FakeDSM, answers: dict, sent: Path, workdir: Path) -> dict:
     row = find_in_index(dsm, sent)
-    if CFIND:
-        find_over_cfind(dsm, answers, sent, workdir)
+    find_over_cfind(dsm, answers, sent, workdir)
     find_over_web(answers, sent)
     return row
 

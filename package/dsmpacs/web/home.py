@@ -1,7 +1,7 @@
-"""The landing page and the user's own account page."""
+"""The user's own account page (the landing page is the study browser)."""
 from __future__ import annotations
 
-from flask import Blueprint, current_app, redirect, render_template, request, url_for
+from flask import Blueprint, redirect, render_template, request, url_for
 
 from dsmpacs.archive.audit import AuditAction
 from dsmpacs.archive.users import MIN_PASSWORD_LENGTH, UserError
@@ -10,20 +10,6 @@ from dsmpacs.web.i18n import notify
 from dsmpacs.web.services import services
 
 bp = Blueprint("home", __name__)
-
-STUDY_BROWSER_ENDPOINT = "studies.index"
-
-
-@bp.route("/")
-def index():
-    """The study browser once it is registered; until then the archive's summary
-    and the studies received last."""
-    if STUDY_BROWSER_ENDPOINT in current_app.view_functions:
-        return redirect(url_for(STUDY_BROWSER_ENDPOINT))
-    svc = services()
-    return render_template("home.html", totals=svc.statistics.totals(),
-                           studies=svc.statistics.recent_studies(limit=20))
-
 
 @bp.route("/account", methods=["GET", "POST"])
 def account():

@@ -13,7 +13,7 @@ bp = Blueprint("auth", __name__)
 def safe_next(target: str | None) -> str:
     """Only a path on this site: never //host or a scheme (open redirect)."""
     if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
-        return url_for("home.index")
+        return url_for("studies.index")
     return target
 
 

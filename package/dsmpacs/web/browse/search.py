@@ -56,8 +56,10 @@ def filters_from(form) -> tuple[dict[str, str], list[str]]:
     return filters, invalid
 
 
+@bp.route("/")
 @bp.route("/studies")
 def index():
+    """The landing page: a reader opens the archive to find a patient."""
     filters, invalid = filters_from(request.args)
     try:
         page = max(1, int(request.args.get("page", "1")))
