@@ -4,7 +4,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-SECTIONS = ["bench.ingest", "bench.find"]
+SECTIONS = ["bench.ingest", "bench.find", "bench.web"]
 
 
 def main() -> int:
