@@ -63,21 +63,13 @@ class StudyDetail:
 
 
 def search_studies(index: Index, filters: Mapping[str, str], *, page: int = 1, per_page: int = 25) -> StudyPage:
-    """One page of matching studies, the most recently indexed first.
-
-    The matcher returns rows in index order; newest-first paging counts the
-    matches once and reads the page from the end."""
+    """One page of matching studies, the latest study date first (undated ones last,
+    then the most recently indexed), so a patient's newest visit heads the list."""
     search = Search(index)
     page = max(1, page)
-    query = Query(Level.STUDY, dict(filters), STUDY_COLUMNS)
-    total = search.count(query)
-    end = total - (page - 1) * per_page
-    start = max(0, end - per_page)
-    rows: list[dict] = []
-    if end > 0:
-        rows = list(search.search(Query(Level.STUDY, dict(filters), STUDY_COLUMNS,
-                                        limit=end - start, offset=start)))
-        rows.reverse()
+    total = search.count(Query(Level.STUDY, dict(filters), STUDY_COLUMNS))
+    rows = search.newest_first(Query(Level.STUDY, dict(filters), STUDY_COLUMNS, limit=per_page,
+                                     offset=(page - 1) * per_page), "StudyDate", "StudyTime")
     _add_links(index, rows)
     return StudyPage(rows, page, per_page, total)
 

@@ -181,6 +181,22 @@ class Search:
             if remaining is not None:
                 remaining -= len(rows)
 
+    def newest_first(self, query: Query, *keywords: str) -> list[dict[str, object]]:
+        """One page (``limit``/``offset``) ordered by ``keywords`` descending, then newest row:
+        for people paging through results, where the most recent study date comes first.
+        Each keyword must be a stored column of the query's level or above."""
+        level_model = MODELS[query.level]
+        returned = query.returned()
+        order = [self._column(KEYS[k]).desc() for k in keywords] + [level_model.id.desc()]
+        select = self.select(query, list(dict.fromkeys([*returned, *keywords]))).order_by(*order)
+        if query.limit is not None:
+            select = select.limit(query.limit)
+        if query.offset:
+            select = select.offset(query.offset)
+        with self.index.read():
+            rows = list(select.dicts())
+        return [_clean(row, returned) for row in rows]
+
     def count(self, query: Query) -> int:
         """Number of matches, ignoring limit and offset."""
         level_model = MODELS[query.level]
