@@ -28,23 +28,44 @@ def mariadb_admin():
     conn.close()
 
 
-@pytest.fixture
-def mariadb_url(mariadb_admin):
-    """A fresh, uniquely named MariaDB database, dropped afterwards."""
+def _fresh_mariadb(admin):
+    """A fresh, uniquely named MariaDB database (its URL), dropped afterwards."""
     name = f"dsmpacs_t_{uuid.uuid4().hex[:12]}"
-    with mariadb_admin.cursor() as cur:
+    with admin.cursor() as cur:
         cur.execute(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_general_ci")
     yield f"mysql://{MARIADB['user']}@{MARIADB['host']}:{MARIADB['port']}/{name}"
-    with mariadb_admin.cursor() as cur:
+    with admin.cursor() as cur:
         cur.execute(f"DROP DATABASE IF EXISTS `{name}`")
 
 
-@pytest.fixture(params=["sqlite", pytest.param("mariadb", marks=pytest.mark.mariadb)])
+@pytest.fixture
+def mariadb_url(mariadb_admin):
+    yield from _fresh_mariadb(mariadb_admin)
+
+
+@pytest.fixture(scope="module")
+def module_mariadb_url(mariadb_admin):
+    """One database for a module whose tests share a server."""
+    yield from _fresh_mariadb(mariadb_admin)
+
+
+DATABASES = ["sqlite", pytest.param("mariadb", marks=pytest.mark.mariadb)]
+
+
+@pytest.fixture(params=DATABASES)
 def database_url(request, tmp_path):
     """Every index test runs against SQLite and against the real MariaDB server."""
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'index.sqlite3'}"
     return request.getfixturevalue("mariadb_url")
+
+
+@pytest.fixture(scope="module", params=DATABASES)
+def module_database_url(request, tmp_path_factory):
+    """database_url for module-scoped servers."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path_factory.mktemp('index') / 'index.sqlite3'}"
+    return request.getfixturevalue("module_mariadb_url")
 
 
 @pytest.fixture

@@ -19,10 +19,10 @@ from tests.webclient import add_user, server_archive
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory):
-    """One web server for the module, with a few studies imported through the ingest path."""
+def env(tmp_path_factory, module_database_url):
+    """One web server per index kind, with a few studies imported through the ingest path."""
     root = tmp_path_factory.mktemp("dicomweb-client")
-    server = ServerProcess(root / "server", {}, only="web").start()
+    server = ServerProcess(root / "server", {"database_url": module_database_url}, only="web").start()
     try:
         password = add_user(server, "rad1", "radiologist")
         data = {"paged": [], "xa": None, "jpeg": None}
