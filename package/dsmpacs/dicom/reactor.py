@@ -16,7 +16,9 @@ end:
   timers (ARTIM, idle timeout) and for being stopped;
 * the association thread waits on its DIMSE message queue's condition for at
   most the same 1 ms, so a complete message is served at once, and release,
-  abort and timeouts are noticed exactly as before.
+  abort and timeouts are noticed exactly as before;
+* the reactor's "paused" flag can no longer be cleared by the side thread that
+  serves an N-EVENT-REPORT, which deadlocked release() (see _set_paused).
 
 The waits only apply on those two threads of pynetdicom's own classes; every
 other caller of ``time.sleep`` in those modules gets the real one.
@@ -117,6 +119,23 @@ class _AssociationClock:
                 queue.not_empty.wait(seconds)
 
 
+def _get_paused(assoc) -> bool:
+    return assoc.__dict__.get("_dsmpacs_paused", False)
+
+
+def _set_paused(assoc, value: bool) -> None:
+    # pynetdicom serves an incoming N-EVENT-REPORT on a short-lived thread of its own,
+    # whose _serve_request ends with ``_is_paused = False``. If the association's
+    # reactor paused meanwhile (for release() or a send_*), that write hides the pause
+    # and the caller spins forever waiting for it: a modality releasing right after
+    # its storage commitment report hung this way (pynetdicom issue 820). Only the
+    # association's own thread may clear the flag; anyone may set it (kill() does).
+    running = "_started" in assoc.__dict__ and assoc.is_alive()   # (Thread.__init__ runs late)
+    if not value and running and threading.current_thread() is not assoc:
+        return
+    assoc.__dict__["_dsmpacs_paused"] = value
+
+
 def install() -> None:
     """Patch pynetdicom once per process (idempotent)."""
     global _installed
@@ -151,4 +170,5 @@ def install() -> None:
     _dul.DULServiceProvider.run_reactor = run_reactor
     _dul.time = _DulClock()
     _association.time = _AssociationClock()
+    _association.Association._is_paused = property(_get_paused, _set_paused)
     _installed = True
