@@ -88,9 +88,12 @@ def serve_web(settings: Settings) -> None:
     if settings.web_trusted_proxy:
         proxy = dict(trusted_proxy=settings.web_trusted_proxy, trusted_proxy_count=1,
                      trusted_proxy_headers={"x-forwarded-for", "x-forwarded-proto"})
+    # waitress refuses bodies above its own 1 GiB default; a STOW-RS of a whole
+    # angiography study is larger, so the limit follows stow_max_mb (plus framing).
     server = create_server(app, host=settings.web_host, port=settings.web_port,
                            threads=settings.web_threads, ident="dsmpacs",
-                           clear_untrusted_proxy_headers=True, **proxy)
+                           clear_untrusted_proxy_headers=True,
+                           max_request_body_size=(settings.stow_max_mb + 1) * 2**20, **proxy)
     host, port = server.effective_host, server.effective_port
     runfiles.write(settings, "web", host=host, port=port)
     heartbeat = runfiles.start_heartbeat(settings, "web", lambda: True)

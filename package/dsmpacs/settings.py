@@ -126,8 +126,9 @@ class Settings:
         minimum=10, maximum=86400)
     stow_max_mb: int = setting(
         1000, "Largest STOW-RS upload (one request body), in MiB; a larger one is refused with "
-        "HTTP 413 and nothing of it is stored. The web server (waitress) itself refuses bodies "
-        "above 1 GiB.", minimum=1, maximum=1024)
+        "HTTP 413 and nothing of it is stored. The web server buffers a body on disk in the "
+        "system's temporary directory while it arrives, so that needs this much free space.",
+        minimum=1, maximum=16384)
 
     # --- ingest ------------------------------------------------------------
     duplicate_policy: str = setting(

@@ -62,6 +62,4 @@ def register_blueprints(app: Flask) -> None:
     app.register_blueprint(introspection.bp)
     app.register_blueprint(admin.bp, url_prefix="/admin")
     app.register_blueprint(browse.bp)          # study browser and viewer (docs/viewer.md)
-    dicomweb.register(app)            # /dicom-web and /wado
-    # Next: the study browser (item 2), the viewer (item 3) and DICOMweb under
-    # /dicom-web (item 4; wrap it in auth.api_blueprint).
+    dicomweb.register(app)                      # /dicom-web and /wado (docs/dicomweb.md)
