@@ -185,7 +185,7 @@ def test_admin_deletes_after_confirmation_with_csrf(client, archive, tmp_path):
     assert not any(p.exists() for p in paths)
     assert study_files(archive.index, XA_STUDY) == []
     assert client.get(f"/studies/{XA_STUDY}", headers=HTML).status_code == 404
-    assert study_rows(client.get("/studies", headers=HTML)) == [OLD_STUDY, CN_STUDY]   # the patient stays
+    assert study_rows(client.get("/studies", headers=HTML)) == [CN_STUDY, OLD_STUDY]   # the patient stays
     deleted = AuditTrail(archive.index).recent(action="delete")
     assert deleted[0].study_instance_uid == XA_STUDY and "2 instances" in deleted[0].detail
 
