@@ -82,3 +82,12 @@ def page(browser, tmp_path):
     pg.failed_loads = failed_loads
     yield pg
     context.close()
+
+
+def sign_in(page, server, username: str, password: str) -> None:
+    """Sign in through the login form, as a person would, and wait for the signed-in page."""
+    page.goto(server.url("/"))
+    page.fill("input[name=username]", username)
+    page.fill("input[name=password]", password)
+    page.click("[data-login-form] button[type=submit]")
+    page.wait_for_selector("[data-action=logout]")

@@ -5,20 +5,13 @@ from __future__ import annotations
 import pytest
 
 from tests import factories as f
+from tests.browser import sign_in
 from tests.webclient import add_user
 
 
 @pytest.fixture
 def live(server_factory):
     return server_factory()
-
-
-def sign_in(page, server, username: str, password: str) -> None:
-    page.goto(server.url("/"))
-    page.fill("input[name=username]", username)
-    page.fill("input[name=password]", password)
-    page.click("[data-login-form] button[type=submit]")
-    page.wait_for_selector("[data-action=logout]")
 
 
 def test_login_switch_language_and_logout(live, page):

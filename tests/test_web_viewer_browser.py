@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from tests import factories as f
+from tests.browser import sign_in
 from tests.webclient import add_user
 
 STUDY_A = "1.2.826.0.1.3680043.8.498.8101"
@@ -15,14 +16,6 @@ STUDY_B = "1.2.826.0.1.3680043.8.498.8102"
 @pytest.fixture
 def live(server_factory):
     return server_factory()
-
-
-def sign_in(page, server, username: str, password: str) -> None:
-    page.goto(server.url("/"))
-    page.fill("input[name=username]", username)
-    page.fill("input[name=password]", password)
-    page.click("[data-login-form] button[type=submit]")
-    page.wait_for_selector("[data-action=logout]")
 
 
 def index_of(page, nth: int = 0) -> int:
