@@ -125,3 +125,11 @@ def server(server_factory, database_url):
 
 def pytest_report_header(config):
     return [f"CI={os.environ.get('CI', '')} (in CI a missing peer is a failure, not a skip)"]
+
+
+def pytest_configure(config):
+    # The test process is a composition root too: servers and clients built in
+    # process speak DICOM through the same engine as the product's processes.
+    from dsmpacs.app import install_engine
+
+    install_engine()

@@ -1,4 +1,4 @@
-"""The guard on pynetdicom's reactor "paused" flag (dsmpacs.dicom.reactor).
+"""The guard on pynetdicom's reactor "paused" flag (dsmpacs.dicom.engine.reactor).
 
 pynetdicom serves an incoming N-EVENT-REPORT on a thread of its own that clears
 the flag when it finishes; when that lands after the association's reactor paused
@@ -13,7 +13,7 @@ import threading
 from pynetdicom import AE
 from pynetdicom.association import Association
 
-from dsmpacs.dicom import reactor
+from dsmpacs.dicom.engine import reactor
 
 
 def _write_from_side_thread(assoc: Association, value: bool) -> None:

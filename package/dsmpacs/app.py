@@ -17,6 +17,17 @@ from dsmpacs.settings import Settings
 log = logging.getLogger(__name__)
 
 
+def install_engine() -> None:
+    """Install this archive's changes to pynetdicom (dicom/engine/), once per process.
+
+    Called by the process entry point (``dsmpacs.cli.main``) before any command
+    runs, so the daemon, the web process (which sends studies) and every client
+    command speak DICOM through the same engine."""
+    from dsmpacs.dicom import engine
+
+    engine.install()
+
+
 def build_archive(settings: Settings, *, upgrade: bool = False) -> Archive:
     archive = Archive(settings)
     archive.open(upgrade=upgrade)

@@ -92,6 +92,11 @@ class Settings:
         120.0, "Seconds an association may stay idle before it is aborted.", minimum=1)
     connection_timeout: float = setting(
         10.0, "Seconds to wait for a TCP connection when this archive is the client.", minimum=1)
+    dicom_extra_transfer_syntaxes: str = setting(
+        "", "Comma-separated transfer syntax UIDs accepted besides the standard ones (a "
+        "vendor's private syntax, for example). A presentation context that proposes none of "
+        "the standard syntaxes and none of these is rejected (result 4), so nothing is stored "
+        "that no reader can decode.")
 
     # --- web server --------------------------------------------------------
     web_host: str = setting(

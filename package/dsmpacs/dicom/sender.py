@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
 
-from pynetdicom import _config, build_context, evt
+from pynetdicom import build_context, evt
 from pynetdicom.status import code_to_category
 
 from dsmpacs.archive.retrieve import Context, StoredInstance, choose_transfer_syntax, describe
@@ -62,9 +62,8 @@ class InstanceSender:
 
     def __init__(self, assoc, storage: Storage, *, contexts=None, originator_ae: str | None = None,
                  originator_message_id: int | None = None):
-        # Send Part 10 files by path: pynetdicom then streams the dataset bytes
-        # from disk in PDU-sized reads instead of decoding them.
-        _config.STORE_SEND_CHUNKED_DATASET = True
+        # Files are sent by path: with the engine's chunked send, pynetdicom streams
+        # the dataset bytes from disk in PDU-sized reads instead of decoding them.
         self.assoc = assoc
         self.storage = storage
         self.originator_ae = originator_ae
