@@ -9,6 +9,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from dsmpacs.archive import Archive
+from dsmpacs.archive.audit import AuditTrail
+from dsmpacs.archive.migrations import LATEST_VERSION
 from dsmpacs.cli import main
 from tests import factories as f
 from tests.peers import dcmtk
@@ -93,7 +96,7 @@ def test_reindex_rebuilds_the_index_from_files(settings, corpus, archive):
 
 def test_db_check_upgrade_and_backup(settings, corpus, tmp_path):
     folder, _, _ = corpus
-    assert "version 0 -> 1" in run(settings, "db", "upgrade").output
+    assert f"version 0 -> {LATEST_VERSION}" in run(settings, "db", "upgrade").output
     assert "up to date" in run(settings, "db", "upgrade").output
     run(settings, "import", str(folder))
     check = run(settings, "db", "check")
@@ -107,6 +110,14 @@ def test_db_check_upgrade_and_backup(settings, corpus, tmp_path):
     else:
         text = out.read_text()
         assert "CREATE TABLE `instance`" in text and text.count("INSERT INTO `instance`") >= 1
+    # the administrative commands are in the audit trail, with who ran them
+    archive = Archive(settings)
+    try:
+        actions = [e.action for e in AuditTrail(archive.index).recent()]
+        assert actions[:2] == ["db-backup", "import"] and actions[-1] == "db-upgrade"
+        assert all(e.actor.startswith("cli") for e in AuditTrail(archive.index).recent())
+    finally:
+        archive.close()
 
 
 def test_echo_and_send_against_a_running_archive(server, tmp_path):

@@ -64,6 +64,29 @@ def serve(settings: Settings, commands: dict[str, list[str]]) -> int:
     return supervise(commands)
 
 
+AUDIT_HOUSEKEEPING_SECONDS = 24 * 3600
+
+
+def start_audit_housekeeping(archive: Archive) -> threading.Event:
+    """Prune and verify the audit trail now and then daily, in a daemon thread (one
+    process does it: the DICOM daemon). Set the returned event to stop it."""
+    from dsmpacs.archive.audit import AuditTrail, housekeeping
+
+    stop = threading.Event()
+
+    def run() -> None:
+        while True:
+            try:
+                housekeeping(AuditTrail.of(archive), archive.settings.audit_retention_days)
+            except Exception:       # a bad night must not end the daemon; tomorrow retries
+                log.exception("audit trail housekeeping failed")
+            if stop.wait(AUDIT_HOUSEKEEPING_SECONDS):
+                return
+
+    threading.Thread(target=run, name="audit-housekeeping", daemon=True).start()
+    return stop
+
+
 def serve_dicom(settings: Settings, *, recover: bool = True) -> None:
     """Run the DICOM daemon until SIGTERM/SIGINT."""
     from dsmpacs.dicom import server as dicom_server
@@ -75,11 +98,13 @@ def serve_dicom(settings: Settings, *, recover: bool = True) -> None:
     host, port = server.server_address[:2]
     runfiles.write(settings, "dicom", host=host, port=port, ae_title=settings.ae_title)
     heartbeat = runfiles.start_heartbeat(settings, "dicom", lambda: server.socket.fileno() >= 0)
+    housekeeping = start_audit_housekeeping(archive)
     log.info("DICOM listener up on %s:%s as %s", host, port, settings.ae_title)
     print(f"DICOM listening on {host}:{port} as AE title {settings.ae_title}", flush=True)
     try:
         wait_for_stop()
     finally:
+        housekeeping.set()
         heartbeat.set()
         runfiles.remove(settings, "dicom")
         server.shutdown()

@@ -172,6 +172,24 @@ class Settings:
         False, "A registered AE title is trusted only when the association comes from the host "
         "registered for it (guards against a spoofed AE title).")
 
+    # --- audit trail -------------------------------------------------------
+    audit_key_file: Path | None = setting(
+        None, "File holding the secret keys that chain the audit records (HMAC-SHA-256); it "
+        "is created with mode 0600 on first use and must never be kept in the index, or "
+        "whoever can edit the index could re-sign edited records. Keep a copy with the "
+        "backups of the data directory, apart from index backups. Default: "
+        "<data_dir>/audit.key.")
+    audit_retention_days: int = setting(
+        0, "Audit records older than this many days are deleted by the daily housekeeping of "
+        "the DICOM daemon and by `dsmpacs audit prune`; the pruning itself is recorded, with "
+        "the chain position it continues from, so the rest still verifies. 0 keeps records "
+        "forever.", minimum=0, maximum=36500)
+    audit_page_verify_rows: int = setting(
+        5000, "Records the audit page verifies when it is shown: all of them when the trail is "
+        "this short, otherwise only those added since the last full verification (`dsmpacs "
+        "audit verify`, or the daemon's daily run), so the page stays fast.",
+        minimum=100, maximum=10_000_000)
+
     def __post_init__(self) -> None:
         for f in fields(self):
             value = getattr(self, f.name)
@@ -198,6 +216,10 @@ class Settings:
     @property
     def effective_database_url(self) -> str:
         return self.database_url or f"sqlite:///{(self.data_dir / 'index.sqlite3').absolute()}"
+
+    @property
+    def effective_audit_key_file(self) -> Path:
+        return self.audit_key_file or self.data_dir / "audit.key"
 
     @property
     def effective_log_file(self) -> Path:

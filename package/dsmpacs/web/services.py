@@ -35,7 +35,7 @@ class Services:
     @classmethod
     def build(cls, settings: Settings, archive: Archive) -> "Services":
         return cls(settings=settings, archive=archive, users=Users(archive.index),
-                   audit=AuditTrail(archive.index), activity=Activity(archive.index),
+                   audit=AuditTrail.of(archive), activity=Activity(archive.index),
                    statistics=Statistics(archive.index), peers=PeerRegistry(archive.index),
                    throttle=LoginThrottle(settings.login_limit_per_user, settings.login_limit_per_address,
                                           settings.login_limit_window),
