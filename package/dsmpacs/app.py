@@ -68,16 +68,23 @@ AUDIT_HOUSEKEEPING_SECONDS = 24 * 3600
 
 
 def start_audit_housekeeping(archive: Archive) -> threading.Event:
-    """Prune and verify the audit trail now and then daily, in a daemon thread (one
-    process does it: the DICOM daemon). Set the returned event to stop it."""
+    """Prune and verify the audit trail now and then daily, and export it to syslog when
+    configured, in daemon threads (one process does it: the DICOM daemon). Set the
+    returned event to stop them."""
+    from dsmpacs import syslog_export
     from dsmpacs.archive.audit import AuditTrail, housekeeping
 
     stop = threading.Event()
+    settings = archive.settings
+    exporter = syslog_export.start(settings, AuditTrail.of(archive))
+    if exporter is not None:
+        threading.Thread(target=lambda: (stop.wait(), exporter.stop.set()), daemon=True).start()
 
     def run() -> None:
         while True:
             try:
-                housekeeping(AuditTrail.of(archive), archive.settings.audit_retention_days)
+                keep = syslog_export.delivered(settings) if exporter is not None else None
+                housekeeping(AuditTrail.of(archive), settings.audit_retention_days, keep)
             except Exception:       # a bad night must not end the daemon; tomorrow retries
                 log.exception("audit trail housekeeping failed")
             if stop.wait(AUDIT_HOUSEKEEPING_SECONDS):

@@ -190,6 +190,17 @@ class Settings:
         "audit verify`, or the daemon's daily run), so the page stays fast.",
         minimum=100, maximum=10_000_000)
 
+    audit_syslog_host: str = setting(
+        "", "Syslog collector that receives a copy of every audit record (RFC 5424 over TLS, "
+        "RFC 5425 framing), sent by the DICOM daemon in order. Records written while the "
+        "collector is unreachable are sent when it is back; pruning keeps records not yet "
+        "sent. Empty: no export.")
+    audit_syslog_port: int = setting(
+        6514, "TCP port of the syslog collector (6514 is syslog over TLS).", minimum=1, maximum=65535)
+    audit_syslog_ca_file: Path | None = setting(
+        None, "CA certificate (PEM) that signed the syslog collector's certificate. Default: "
+        "the system's trusted CAs. The collector's name must match audit_syslog_host.")
+
     def __post_init__(self) -> None:
         for f in fields(self):
             value = getattr(self, f.name)

@@ -261,8 +261,10 @@ class AuditTrail:
         return seq + 1
 
     # --- retention -------------------------------------------------------------------
-    def prune(self, days: int, *, actor: str = "system", address: str = "") -> int:
-        """Delete records older than ``days`` and record that, with the MAC of the last
+    def prune(self, days: int, *, actor: str = "system", address: str = "",
+              keep_after: int | None = None) -> int:
+        """Delete records older than ``days`` (and not after ``keep_after``, e.g. records a
+        syslog export has not delivered yet) and record that, with the MAC of the last
         deleted record so that the chain still verifies. Returns how many were deleted."""
         if days <= 0:
             return 0
@@ -270,7 +272,10 @@ class AuditTrail:
 
         def work() -> int:
             head = self._head()
-            last = (AuditEvent.select(AuditEvent.seq, AuditEvent.mac).where(AuditEvent.at < cutoff)
+            old = AuditEvent.at < cutoff
+            if keep_after is not None:
+                old &= AuditEvent.seq <= keep_after
+            last = (AuditEvent.select(AuditEvent.seq, AuditEvent.mac).where(old)
                     .order_by(AuditEvent.seq.desc()).limit(1).tuples().first())
             if last is None:
                 return 0
@@ -406,11 +411,11 @@ class AuditTrail:
         return read_state(self.state_file).full_at
 
 
-def housekeeping(trail: AuditTrail, retention_days: int) -> Verification:
+def housekeeping(trail: AuditTrail, retention_days: int, keep_after: int | None = None) -> Verification:
     """The daily job: prune by retention, then walk the whole chain (which is what the
     audit page's quick check continues from). A broken chain is logged as an error."""
     if retention_days:
-        trail.prune(retention_days)
+        trail.prune(retention_days, keep_after=keep_after)
     result = trail.verify()
     if result.ok:
         log.info("audit trail verified: %d records, intact", result.checked)

@@ -65,7 +65,10 @@ def audit_prune(ctx: Context, days: int | None) -> None:
         if not days:
             click.echo("audit_retention_days is 0 (keep forever): nothing pruned")
             return
-        deleted = trail.prune(days, actor=cli_actor(), address="local")
+        from dsmpacs.syslog_export import delivered
+
+        keep = delivered(archive.settings) if archive.settings.audit_syslog_host else None
+        deleted = trail.prune(days, actor=cli_actor(), address="local", keep_after=keep)
     finally:
         archive.close()
     click.echo(f"pruned {deleted} records older than {days} days")
