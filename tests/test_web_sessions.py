@@ -133,21 +133,24 @@ def test_the_idle_timeout_ends_a_session(server_factory, database_url):
     idle = 3.0
     server = server_factory(database_url=database_url, web_idle_minutes=idle / 60)
     password = add_user(server, "rad1", "radiologist")
-    web = Browser(server)
+    web, abandoned = Browser(server), Browser(server)
     web.login("rad1", password)
+    abandoned.login("rad1", password)
     # Activity keeps it alive well past one idle period ...
     started = time.monotonic()
     while time.monotonic() - started < 1.5 * idle:
         assert signed_in(web)
         time.sleep(idle / 4)
     # ... and after one idle period without a request it is gone.
-    with server_archive(server) as archive, archive.index.read():
-        last_seen = WebSession.select().first().last_seen_at
+    last_seen = max(s.last_seen_at for s in sessions_of(server, "rad1"))
     wait_until(lambda: (utcnow() - last_seen).total_seconds() > idle + 0.2, timeout=idle + 5,
                what="one idle period")
     assert not signed_in(web)
-    with server_archive(server) as archive, archive.index.read():
-        assert WebSession.select().count() == 0          # ended, not just refused
+    assert len(sessions_of(server, "rad1")) == 1             # ended, not just refused
+    # The abandoned one's row goes at the next sign-in.
+    Browser(server).login("rad1", password)
+    assert len(sessions_of(server, "rad1")) == 1
+    assert not signed_in(abandoned)
 
 
 def test_api_clients_are_not_affected(server):

@@ -87,6 +87,9 @@ class Sessions:
         sid = secrets.token_urlsafe(32)
         now = utcnow()
         with self.index.write():
+            # Sessions abandoned without signing out would otherwise stay as rows;
+            # sign-ins are rare enough to sweep them here.
+            self._end_where((WebSession.expires_at <= now) | (WebSession.last_seen_at <= now - self.idle))
             WebSession.create(token_hash=_hash(sid), user=account.id, epoch=account.epoch, stage=stage,
                               created_at=now, last_seen_at=now, expires_at=now + self.lifetime,
                               # A fresh password (and code) is as good as a re-authentication.
@@ -184,13 +187,6 @@ class Sessions:
     @staticmethod
     def _end_where(where) -> int:
         return WebSession.delete().where(where).execute()
-
-    def prune(self) -> int:
-        """Delete rows of sessions that ended by time (resolve deletes the ones it meets)."""
-        now = utcnow()
-        with self.index.write():
-            return self._end_where((WebSession.expires_at <= now)
-                                   | (WebSession.last_seen_at <= now - self.idle))
 
     def reauthenticate(self, state: SessionState, *, password: str = "", code: str = "",
                        users, second_factor) -> bool | str:

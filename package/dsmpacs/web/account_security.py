@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import segno
 from flask import Blueprint, abort, redirect, render_template, request, url_for
+from markupsafe import Markup
 
 from dsmpacs.archive.audit import AuditAction
 from dsmpacs.archive.sessions import STAGE_ENROL, STAGE_OK, STAGE_TOTP
@@ -65,7 +66,8 @@ def _enrolling_account() -> tuple[Account, bool]:
 
 def _enrol_page(account: Account, required: bool, secret: str, error: str | None, status: int = 200):
     uri = services().second_factor.provisioning_uri(account, secret)
-    qr = segno.make(uri, error="m").svg_inline(scale=5, dark="#000", light="#fff")
+    # Markup: the SVG is segno's drawing of our own URI, no user text in it.
+    qr = Markup(segno.make(uri, error="m").svg_inline(scale=5, dark="#000", light="#fff"))
     return render_template("totp_enrol.html", qr=qr, secret=secret, required=required, error=error,
                            next=request.values.get("next", "")), status
 
