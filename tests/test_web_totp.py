@@ -9,12 +9,14 @@ import time
 
 import pyotp
 import pytest
+import requests
 from click.testing import CliRunner
 
 from dsmpacs.archive.audit import AuditTrail
 from dsmpacs.archive.models import WebSession, utcnow
+from dsmpacs.archive.totp import roles_requiring
 from dsmpacs.archive.users import Users
-from dsmpacs.settings import Settings
+from dsmpacs.settings import Settings, SettingsError
 from tests.peers import ServerProcess, wait_until
 from tests.webclient import WebSession as Browser
 from tests.webclient import add_user, server_archive
@@ -54,15 +56,20 @@ def enrol(server, username: str, password: str) -> tuple[Browser, str, list[str]
     assert location.startswith("/account/totp")
     page = web.get(location)
     secret = SECRET_RE.search(page.text).group(1)
-    assert "<svg" in page.text and "data-totp-qr" in page.text
+    qr = web.get("/account/totp/qr.svg")
+    assert qr.headers["Content-Type"].startswith("image/svg+xml") and b"<svg" in qr.content
+    assert qr.headers["Cache-Control"] == "no-store"
     done = web.post_form("/account/totp", {"code": code_at(secret)})
     assert done.status_code == 200, done.text[:500]
     codes = CODES_RE.findall(done.text)
     return web, secret, codes
 
 
-def test_the_product_requires_totp_for_admins_by_default():
-    assert "admin" in Settings.load(env={}).require_totp_roles.split(",")
+def test_the_product_requires_totp_for_admins_by_default(tmp_path):
+    setting = Settings.load(data_dir=tmp_path, env={}).require_totp_roles
+    assert "admin" in roles_requiring(setting)
+    with pytest.raises(SettingsError, match="admn"):
+        roles_requiring("admn, viewer")          # a typo must not turn the requirement off
 
 
 def test_an_admin_must_enrol_before_anything_else(server):
@@ -76,6 +83,7 @@ def test_an_admin_must_enrol_before_anything_else(server):
 
     page = web.get(location)
     secret = SECRET_RE.search(page.text).group(1)
+    assert requests.get(server.url("/account/totp/qr.svg"), timeout=10).status_code == 401   # not anyone's
     wrong = web.post_form("/account/totp", {"code": "000000" if code_at(secret) != "000000" else "111111"})
     assert wrong.status_code == 400
     assert web.get("/admin/users", allow_redirects=False).status_code == 302
@@ -122,7 +130,7 @@ def test_sign_in_needs_a_fresh_code_and_refuses_wrong_and_replayed_ones(server):
     again.get("/login/totp")
     assert again.post_form("/login/totp", {"code": codes[0]}).status_code == 401
     assert again.post_form("/login/totp", {"code": codes[1]}).status_code == 302
-    assert "8" in again.get("/account").text.split("data-totp-state")[1][:80]
+    assert re.search(r'data-totp-state="on">On\. 8 unused recovery codes', again.get("/account").text)
 
 
 def test_cli_totp_reset_makes_the_user_enrol_again(server):

@@ -16,10 +16,11 @@ def test_an_admin_enrols_with_the_qr_page_then_confirms_a_user_change(server_fac
     page.fill("input[name=password]", password)
     page.click("[data-login-form] button[type=submit]")
 
-    page.wait_for_selector("[data-totp-qr] svg")
+    page.wait_for_selector("[data-totp-qr] img")
     assert page.locator("[data-totp-required]").is_visible()
-    box = page.locator("[data-totp-qr] svg").bounding_box()
-    assert box["width"] > 100 and box["width"] == box["height"]        # a square code, big enough
+    loaded = page.wait_for_function(
+        "() => { const i = document.querySelector('[data-totp-qr] img'); return i.complete && i.naturalWidth }")
+    assert loaded.json_value() > 100                                    # the SVG drew, big enough
     page.shot("enrol")
     secret = page.locator("[data-totp-secret]").text_content()
     page.fill("[data-totp-enrol] input[name=code]", code_at(secret))

@@ -43,9 +43,16 @@ class CodeCheck(Enum):
 
 
 def roles_requiring(setting: str) -> frozenset[str]:
-    """The roles named in require_totp_roles (unknown names are ignored)."""
-    known = {r.value for r in Role}
-    return frozenset(part.strip() for part in setting.split(",") if part.strip() in known)
+    """The roles named in require_totp_roles. An unknown name is an error, not ignored:
+    a typo must not quietly turn the requirement off."""
+    from dsmpacs.settings import SettingsError
+
+    names = frozenset(part.strip() for part in setting.split(",") if part.strip())
+    unknown = names - {r.value for r in Role}
+    if unknown:
+        raise SettingsError(f"require_totp_roles names unknown roles {', '.join(sorted(unknown))}; "
+                            f"roles are {', '.join(r.value for r in Role)}")
+    return names
 
 
 def _hash(code: str) -> str:

@@ -7,9 +7,10 @@ checks the session's stage itself.
 """
 from __future__ import annotations
 
+import io
+
 import segno
-from flask import Blueprint, abort, redirect, render_template, request, url_for
-from markupsafe import Markup
+from flask import Blueprint, Response, abort, redirect, render_template, request, url_for
 
 from dsmpacs.archive.audit import AuditAction
 from dsmpacs.archive.sessions import STAGE_ENROL, STAGE_OK, STAGE_TOTP
@@ -65,11 +66,24 @@ def _enrolling_account() -> tuple[Account, bool]:
 
 
 def _enrol_page(account: Account, required: bool, secret: str, error: str | None, status: int = 200):
-    uri = services().second_factor.provisioning_uri(account, secret)
-    # Markup: the SVG is segno's drawing of our own URI, no user text in it.
-    qr = Markup(segno.make(uri, error="m").svg_inline(scale=5, dark="#000", light="#fff"))
-    return render_template("totp_enrol.html", qr=qr, secret=secret, required=required, error=error,
+    return render_template("totp_enrol.html", secret=secret, required=required, error=error,
                            next=request.values.get("next", "")), status
+
+
+@bp.route("/account/totp/qr.svg")
+@auth.public
+def enrol_qr():
+    """The QR code of the pending secret, drawn server-side (no script, no third party)."""
+    account, _required = _enrolling_account()
+    secret = services().second_factor.pending_secret(account.id)
+    if secret is None:
+        abort(404)
+    uri = services().second_factor.provisioning_uri(account, secret)
+    out = io.BytesIO()
+    segno.make(uri, error="m").save(out, kind="svg", scale=5, dark="#000", light="#fff")
+    response = Response(out.getvalue(), mimetype="image/svg+xml")
+    response.headers["Cache-Control"] = "no-store"          # it is a secret
+    return response
 
 
 @bp.route("/account/totp", methods=["GET"])

@@ -12,7 +12,7 @@ from dsmpacs.archive.audit import AuditTrail
 from dsmpacs.archive.peers import PeerRegistry
 from dsmpacs.archive.sessions import Sessions
 from dsmpacs.archive.statistics import Statistics
-from dsmpacs.archive.totp import SecondFactor
+from dsmpacs.archive.totp import SecondFactor, roles_requiring
 from dsmpacs.archive.users import Users
 from dsmpacs.settings import Settings
 from dsmpacs.web.ratelimit import LoginThrottle
@@ -38,6 +38,7 @@ class Services:
 
     @classmethod
     def build(cls, settings: Settings, archive: Archive) -> "Services":
+        roles_requiring(settings.require_totp_roles)       # refuse a typo at start, not later
         return cls(settings=settings, archive=archive, users=Users(archive.index),
                    audit=AuditTrail(archive.index), activity=Activity(archive.index),
                    statistics=Statistics(archive.index), peers=PeerRegistry(archive.index),

@@ -22,7 +22,8 @@ ROLES = [r.value for r in Role]
 def _list(**extra):
     svc = services()
     return render_template("admin/users.html", accounts=svc.users.list(), roles=ROLES,
-                           tokens=svc.users.tokens(), session_counts=svc.sessions.counts(), **{"error": None, "form": None, **extra})
+                           tokens=svc.users.tokens(), session_counts=svc.sessions.counts(),
+                           **{"error": None, "form": None, **extra})
 
 
 @bp.route("/users")
