@@ -209,3 +209,17 @@ def test_user_changes_and_deletion_need_a_fresh_password(quick_reauth_server):
         web.get("/admin/users")
         response = web.post_form(path, form)
         assert response.status_code == 403 and "data-reauth" in response.text, path
+
+
+def test_adding_a_phone_to_an_account_needs_a_fresh_password(quick_reauth_server):
+    server = quick_reauth_server
+    password = add_user(server, "rad9", "radiologist")
+    web = Browser(server)
+    web.login("rad9", password)
+    wait_reauth_expired(server, "rad9")
+    asked = web.get("/account/totp")
+    assert asked.status_code == 403 and "data-reauth" in asked.text and "data-totp-secret" not in asked.text
+    confirmed = web.post_form("/reauth", {"reauth_target": "/account/totp", "reauth_method": "GET",
+                                          "reauth_password": password})
+    assert confirmed.status_code == 303 and confirmed.headers["Location"] == "/account/totp"
+    assert SECRET_RE.search(web.get("/account/totp").text)

@@ -93,6 +93,10 @@ def enrol():
     svc = services()
     if svc.second_factor.enrolled(account.id):
         return redirect(url_for("home.account"))
+    if not required and not auth.reauthenticated():
+        # Someone at an unattended browser must not add their phone to this account
+        # (and so lock its owner out at the next sign-in).
+        return auth.reauth_prompt()
     # A fresh secret per visit: one shown on an abandoned page is never confirmed.
     return _enrol_page(account, required, svc.second_factor.begin(account), None)
 
@@ -149,7 +153,9 @@ def reauth():
             auth.login_failed(state.account.username, how)
         return auth.reauth_prompt(error="reauth.wrong", status=401)
     audit.record(AuditAction.REAUTH, detail="code" if code else "password")
-    return redirect(safe_next(request.form.get("reauth_target")), code=307)
+    # 307 re-sends the carried form with its method; a page asked for by GET is fetched again.
+    method_kept = 303 if request.form.get("reauth_method") == "GET" else 307
+    return redirect(safe_next(request.form.get("reauth_target")), code=method_kept)
 
 
 # --- seeing and ending sessions --------------------------------------------------------

@@ -215,12 +215,15 @@ def reauth_prompt(error: str | None = None, status: int = 403):
         response.status_code = status
         return response
     carried = [(k, v) for k, v in request.form.items(multi=True)
-               if k not in ("csrf_token", "reauth_password", "reauth_code", "reauth_target")]
+               if k not in ("csrf_token", "reauth_password", "reauth_code", "reauth_target",
+                            "reauth_method")]
     target = request.form.get("reauth_target") or request.path
+    method = request.form.get("reauth_method") or request.method
     state = current_session()
     has_totp = state is not None and services().second_factor.enrolled(state.account.id)
     return current_app.make_response((render_template(
-        "reauth.html", carried=carried, target=target, error=error, has_totp=has_totp), status))
+        "reauth.html", carried=carried, target=target, method=method, error=error,
+        has_totp=has_totp), status))
 
 
 # --- resolving the user of a request -----------------------------------------------
