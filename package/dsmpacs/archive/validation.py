@@ -33,7 +33,7 @@ from pydicom.uid import UID
 from dsmpacs.archive.inflate import InflateError, InflatingReader
 from dsmpacs.archive.part10 import DEFLATED, LONG_VRS, Header, InvalidDataset
 
-__all__ = ["dataset_problem"]
+__all__ = ["dataset_problem", "skip_encapsulated"]
 
 _ITEM, _ITEM_END, _SEQ_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
 _UNDEFINED = 0xFFFFFFFF
@@ -66,6 +66,11 @@ def dataset_problem(path: Path | str, header: Header) -> str:
     except InflateError as exc:
         return str(exc)
     return _pixel_problem(header, walk.pixels)
+
+
+def skip_encapsulated(fh: BinaryIO, end: int, little: bool = True) -> None:
+    """Move ``fh`` from the start of an encapsulated value past its sequence delimiter."""
+    _Walk(_FileSource(fh, end), False, little)._fragments(_PIXEL_DATA)
 
 
 # --- the walk ------------------------------------------------------------------------
