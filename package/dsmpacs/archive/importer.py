@@ -94,7 +94,6 @@ def _resolve_case_insensitive(base: Path, parts: list[str]) -> Path | None:
 
 
 def _refuse(label: str, reason: str) -> Source:
-    log.warning("import: refused %s: %s", label, reason)
     return Source(label, None, refused=reason)
 
 
@@ -183,6 +182,7 @@ def import_paths(ingest: Ingest, paths: list[Path], origin: Origin,
     try:
         for item in iter_sources(paths, limits):
             if item.refused:
+                log.warning("import: refused %s: %s", item.label, item.refused)
                 report.rejected.append((item.label, item.refused))
             elif isinstance(item.container, zipfile.ZipFile):
                 # Header parsing needs a seekable file; extract the entry to scratch,

@@ -110,7 +110,7 @@ class Ingest:
         sop_class, sop_instance = _sop_uids(header)
         ids = dict(sop_class_uid=sop_class, sop_instance_uid=sop_instance)
 
-        problem = _uid_problem(header, sop_class, sop_instance) or dataset_problem(staged.path, header)
+        problem = dataset_problem(staged.path, header) or _uid_problem(header, sop_class, sop_instance)
         if problem:
             return StoreResult(StoreOutcome.INVALID_DATASET, problem, **ids)
         if expected_instance is not None and clean_uid(expected_instance) != sop_instance:
