@@ -17,11 +17,10 @@ from click.testing import CliRunner
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.uid import ImplicitVRLittleEndian, JPEGBaseline8Bit
-from pynetdicom import AE, _config
 
 from dsmpacs.cli import main
 from tests import factories as f
-from tests.peers import ServerProcess, dcmtk, wait_until
+from tests.peers import ServerProcess, dcmtk, store_unchanged, wait_until
 from tests.webclient import add_user, server_archive
 
 MAX_INFLATED_MB = 64            # the servers' bound, small so a bomb is cheap to build
@@ -69,6 +68,16 @@ def nested_length_past_item(path: Path) -> Path:
         path, struct.pack("<HH2sHL", 0x0009, 0x1001, b"SQ", 0, len(item)) + item)
 
 
+def deep_nesting(path: Path) -> Path:
+    """Sequences nested 100 deep, undefined lengths all the way."""
+    f.write(f.secondary_capture(size=16), path)
+    depth = 100
+    opening = struct.pack("<HH2sHL", 0x0009, 0x1001, b"SQ", 0, 0xFFFFFFFF) \
+        + struct.pack("<HHL", 0xFFFE, 0xE000, 0xFFFFFFFF)
+    closing = struct.pack("<HHL", 0xFFFE, 0xE00D, 0) + struct.pack("<HHL", 0xFFFE, 0xE0DD, 0)
+    return _insert_before_pixel_data(path, opening * depth + closing * depth)
+
+
 def empty_pixel_data(path: Path) -> Path:
     return f.write(_with_pixel_data(f.secondary_capture(size=64), b""), path)
 
@@ -98,6 +107,7 @@ BROKEN = {
     # name: (builder, what ErrorComment says, can storescu send it?)
     "length-past-end": (length_past_end, "length 4294967280 runs past end of data", False),
     "nested-length-past-item": (nested_length_past_item, "runs past the end of its item", False),
+    "deep-nesting": (deep_nesting, "sequences nested deeper than 64", False),
     "empty-pixel-data": (empty_pixel_data, "Pixel Data (7FE0,0010) is empty", True),
     "short-pixel-data": (short_pixel_data, "Pixel Data has 4000 bytes, attributes need 8192", True),
     "no-fragments": (no_fragments, "holds no fragment data", True),
@@ -159,20 +169,8 @@ def storescu(server, path: Path) -> tuple[int, str]:
 def pynetdicom_store(server, path: Path) -> tuple[int, str]:
     """C-STORE a file's dataset bytes unchanged (dcmtk will not load these files)."""
     meta = dcmread(path, stop_before_pixels=True).file_meta
-    ae = AE(ae_title="RAWSCU")
-    ae.add_requested_context(str(meta.MediaStorageSOPClassUID), str(meta.TransferSyntaxUID))
-    old = _config.STORE_SEND_CHUNKED_DATASET
-    _config.STORE_SEND_CHUNKED_DATASET = True        # the file's bytes, never decoded
-    try:
-        assoc = ae.associate("127.0.0.1", server.port, ae_title=server.ae_title)
-        assert assoc.is_established
-        try:
-            rsp = assoc.send_c_store(path)
-        finally:
-            assoc.release()
-    finally:
-        _config.STORE_SEND_CHUNKED_DATASET = old
-    return int(rsp.Status), str(rsp.get("ErrorComment", ""))
+    return store_unchanged(server.port, path, str(meta.MediaStorageSOPClassUID),
+                           str(meta.TransferSyntaxUID), called=server.ae_title)
 
 
 def stow(server, auth, path: Path) -> requests.Response:
@@ -332,18 +330,7 @@ def run_import(settings, *args: str):
                                      *args], catch_exceptions=False)
 
 
-def imported(settings, uid: str) -> bool:
-    from dsmpacs.archive import Archive
-
-    archive = Archive(settings)
-    archive.open()
-    try:
-        return archive.index.find_instance(uid) is not None
-    finally:
-        archive.close()
-
-
-def test_dicomdir_reference_outside_the_medium_is_refused(settings, tmp_path):
+def test_dicomdir_reference_outside_the_medium_is_refused(settings, archive, tmp_path):
     media = tmp_path / "media"
     names = [f"DICOM/IMG{i}" for i in range(3)]
     for i, name in enumerate(names):
@@ -366,10 +353,11 @@ def test_dicomdir_reference_outside_the_medium_is_refused(settings, tmp_path):
     assert "stored 1, duplicates 0, rejected 2" in result.output, result.output
     assert "leaves the medium's root" in result.output
     assert "resolves (symlink) outside the medium's root" in result.output
-    assert not imported(settings, sop_uid(secret)) and not imported(settings, sop_uid(linked))
+    assert archive.index.find_instance(sop_uid(secret)) is None
+    assert archive.index.find_instance(sop_uid(linked)) is None
 
 
-def test_zip_slip_entries_are_refused_and_the_rest_imported(settings, tmp_path):
+def test_zip_slip_entries_are_refused_and_the_rest_imported(settings, archive, tmp_path):
     good = f.write(f.secondary_capture(size=8), tmp_path / "good.dcm")
     evil = [f.write(f.secondary_capture(size=8), tmp_path / f"evil{i}.dcm") for i in range(3)]
     zipped = tmp_path / "upload.zip"
@@ -384,8 +372,8 @@ def test_zip_slip_entries_are_refused_and_the_rest_imported(settings, tmp_path):
     for kind in ("rejected ", "WARNING dsmpacs.archive.importer: import: refused"):   # answer, log
         assert sum(kind in line and "the ZIP entry name leaves the archive's root" in line
                    for line in lines) == 3, result.output
-    assert imported(settings, sop_uid(good))
-    assert not any(imported(settings, sop_uid(p)) for p in evil)
+    assert archive.index.find_instance(sop_uid(good)) is not None
+    assert all(archive.index.find_instance(sop_uid(p)) is None for p in evil)
 
 
 def test_zip_bomb_is_refused_whole(settings, tmp_path):

@@ -99,7 +99,8 @@ def read_header(path: Path | str) -> Header:
     except InflateError as exc:
         raise InvalidDataset(str(exc)) from exc
     except (InvalidDicomError, EOFError, ValueError, KeyError, TypeError, OverflowError,
-            NotImplementedError, AttributeError, IndexError, struct.error) as exc:
+            NotImplementedError, AttributeError, IndexError, struct.error, RecursionError) as exc:
+        # RecursionError: sequences nested thousands deep, a cheap way to crash a parser.
         raise InvalidDataset(f"not a readable DICOM dataset: {exc}") from exc
     ts = str(meta.get("TransferSyntaxUID", "") or "")
     if not ts:
