@@ -278,6 +278,26 @@ def test_sound_dataset_accepted_bit_exact(env, name):
         assert fh.read() == f.dataset_bytes(path)
 
 
+def test_undefined_length_un_is_walked_as_implicit_vr(tmp_path):
+    """A sequence sent as UN with undefined length (a private sequence relayed by a
+    system without its dictionary) holds Implicit VR items (PS3.5 6.2.2): sound."""
+    from dsmpacs.archive.part10 import read_header
+    from dsmpacs.archive.validation import dataset_problem
+
+    path = f.write(f.secondary_capture(size=16), tmp_path / "un.dcm")
+    text = b"SIEMENS "
+    inner = struct.pack("<HHL", 0x0029, 0x1001, len(text)) + text          # implicit VR element
+    item = struct.pack("<HHL", 0xFFFE, 0xE000, 0xFFFFFFFF) + inner + struct.pack("<HHL", 0xFFFE, 0xE00D, 0)
+    un = struct.pack("<HH2sHL", 0x0029, 0x1010, b"UN", 0, 0xFFFFFFFF) + item \
+        + struct.pack("<HHL", 0xFFFE, 0xE0DD, 0)
+    _insert_before_pixel_data(path, un)
+    assert dataset_problem(path, read_header(path)) == ""
+    # The same bytes read as Explicit VR would be garbage: the walk really follows PS3.5 6.2.2.
+    raw = path.read_bytes()
+    path.write_bytes(raw.replace(b"UN\x00\x00\xff\xff\xff\xff", b"SQ\x00\x00\xff\xff\xff\xff"))
+    assert dataset_problem(path, read_header(path)) != ""
+
+
 def test_csa_non_image_accepted(env):
     server, _, root = env
     path = f.write(f.csa_non_image(payload_size=50_000), root / "csa.dcm")

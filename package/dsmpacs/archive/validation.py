@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import BinaryIO
 
 from pydicom.datadict import dictionary_VR
-from pydicom.uid import UID
 
 from dsmpacs.archive.inflate import InflateError, InflatingReader
 from dsmpacs.archive.part10 import DEFLATED, LONG_VRS, Header, InvalidDataset
@@ -43,6 +42,9 @@ _PIXEL_TAGS = {_PIXEL_DATA: "Pixel Data", _FLOAT_PIXEL_DATA: "Float Pixel Data",
 # A hostile dataset can nest sequences until the walk's recursion fails; no
 # real object comes close to this depth.
 _MAX_DEPTH = 64
+_NATIVE_SYNTAXES = frozenset({"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2",
+                              DEFLATED})
+_READ_OVER = 4096           # values up to this size are read past, larger ones seeked over
 
 
 def dataset_problem(path: Path | str, header: Header) -> str:
@@ -78,23 +80,32 @@ class _Source:
 
 
 class _FileSource(_Source):
+    """Tracks its own position: BufferedReader.tell() costs a system call, and the
+    walk asks for the position at every element."""
+
     def __init__(self, fh: BinaryIO, end: int):
-        self._fh, self._end = fh, end
+        self._fh, self._end, self._pos = fh, end, fh.tell()
 
     def read(self, size: int) -> bytes:
-        return self._fh.read(size)
+        data = self._fh.read(size)
+        self._pos += len(data)
+        return data
 
     def tell(self) -> int:
-        return self._fh.tell()
+        return self._pos
 
     def skip(self, count: int) -> bool:
-        if self._fh.tell() + count > self._end:
+        if self._pos + count > self._end:
             return False
-        self._fh.seek(count, os.SEEK_CUR)
+        self._pos += count
+        if count <= _READ_OVER:
+            self._fh.read(count)        # from the buffer: cheaper than a seek's lseek
+        else:
+            self._fh.seek(self._pos)
         return True
 
     def at_end(self) -> bool:
-        return self._fh.tell() >= self._end
+        return self._pos >= self._end
 
 
 @dataclass
@@ -238,7 +249,6 @@ def _int(ds, keyword: str) -> int | None:
 
 def _pixel_problem(header: Header, found: dict[int, _Pixels]) -> str:
     ds = header.dataset
-    ts = UID(header.transfer_syntax_uid)
     for tag, pixels in found.items():
         name = _PIXEL_TAGS[tag]
         frames = max(1, _int(ds, "NumberOfFrames") or 1)
@@ -250,8 +260,8 @@ def _pixel_problem(header: Header, found: dict[int, _Pixels]) -> str:
             continue
         if pixels.length == 0:
             return f"{name} {_tag_text(tag)} is empty"
-        if ts.is_transfer_syntax and ts.is_compressed:
-            continue                    # defined length under a compressed syntax: not ours to size
+        if header.transfer_syntax_uid not in _NATIVE_SYNTAXES:
+            continue                    # a compressed or private syntax: not ours to size
         need = _native_length(ds, tag, frames)
         if need is not None and pixels.length < need:
             return f"{name} has {pixels.length} bytes, attributes need {need}"
