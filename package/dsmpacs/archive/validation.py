@@ -25,7 +25,7 @@ import os
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 
 from pydicom.datadict import dictionary_VR
 
@@ -72,14 +72,15 @@ def skip_encapsulated(fh: BinaryIO, end: int, little: bool = True) -> None:
 
 
 # --- the walk ------------------------------------------------------------------------
-class _Source:
+class _Source(Protocol):
+    """What the walk reads from: a plain file, or an InflatingReader."""
     def read(self, size: int) -> bytes: ...
     def tell(self) -> int: ...
     def skip(self, count: int) -> bool: ...
     def at_end(self) -> bool: ...
 
 
-class _FileSource(_Source):
+class _FileSource:
     """Tracks its own position: BufferedReader.tell() costs a system call, and the
     walk asks for the position at every element."""
 
