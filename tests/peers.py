@@ -13,16 +13,14 @@ from pathlib import Path
 
 import pytest
 
-IN_CI = os.environ.get("CI", "").lower() == "true"
 MARIADB = {"host": "127.0.0.1", "port": 3306, "user": "root", "password": ""}
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def require(condition: bool, reason: str) -> None:
-    """Skip when a peer is missing on a developer machine; fail in CI."""
+    """Skip when a peer is missing. In CI (CI=true) the skip becomes a failure:
+    tests/conftest.py's report hooks own that rule for every skip, this one included."""
     if not condition:
-        if IN_CI:
-            pytest.fail(f"missing in CI (a skip would hide it): {reason}")
         pytest.skip(reason)
 
 
