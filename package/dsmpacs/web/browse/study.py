@@ -39,6 +39,14 @@ def study(study_uid: str):
     return render_template("studies/study.html", d=detail, peers=peers, describe=describe)
 
 
+def refuse_corrupt(found) -> None:
+    """410 when archive/integrity.py says this stored file must not be served."""
+    reason = services().archive.refusal(found, "web")
+    if reason:
+        log.warning("%s %s refused: %s", request.method, request.path, reason)
+        abort(410, reason)
+
+
 def image_response(make, etag: str):
     """An image answer with an ETag; 304 when the browser has it already."""
     if request.if_none_match.contains(etag):
@@ -58,7 +66,11 @@ def thumbnail(study_uid: str, series_uid: str):
     candidates = [f for f in files if f.frames >= 1]
     if not candidates:
         abort(404)
-    first = candidates[0]
+    archive = services().archive
+    # A corrupt instance is never rendered; the series shows its next intact one.
+    first = next((f for f in candidates if archive.refusal(f, "web") is None), None)
+    if first is None:
+        refuse_corrupt(candidates[0])
     frame = first.frames // 2
     path = services().archive.storage.path(first.path)
     etag = f"t-{first.sha256[:24]}-{frame}-{THUMBNAIL_SIZE}"
@@ -76,6 +88,9 @@ def download(study_uid: str):
     """Every stored file of the study, unchanged, as a ZIP streamed from disk."""
     detail = _detail_or_404(study_uid)
     files = study_files(services().archive.index, study_uid)
+    for f in files:
+        # An incomplete ZIP looks complete to whoever receives it: refuse the whole.
+        refuse_corrupt(f)
     storage = services().archive.storage
     members = []
     for n, f in enumerate(files, 1):
