@@ -182,14 +182,15 @@ class VerificationJob:
         with self.index.read():
             oldest = Instance.select(fn.MIN(fn.COALESCE(Instance.verified_at, Instance.received_at))).scalar()
         if oldest is None:
-            return MAX_IDLE
+            # Nothing stored yet: whatever arrives now falls due one period from now.
+            return self.period.total_seconds()
         if isinstance(oldest, str):          # SQLite hands an aggregate back as text
             oldest = datetime.fromisoformat(oldest)
         return (oldest + self.period - utcnow()).total_seconds()
 
     def run(self, stop: threading.Event) -> None:
         """Work in slices until ``stop``; idle until something falls due."""
-        log.info("verification job started (every file within %s days, at most %s)",
+        log.info("verification job started (every file within %g days, at most %s)",
                  self.period.total_seconds() / 86400,
                  f"{self.bytes_per_second / 2**20:g} MiB/s" if self.bytes_per_second > 0 else "unthrottled")
         try:
