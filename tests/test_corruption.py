@@ -17,19 +17,11 @@ from tests import factories as f
 from tests.peers import ServerProcess, dcmtk, wait_until
 from tests.retrieval import StoreSCP, register, run_cli, stored_path
 from tests.test_move_get import dimse_responses
+from tests.test_verification import flip_last_byte
 from tests.webclient import WebSession, add_user, server_archive
 
 STUDY = "1.2.826.0.1.3680043.10.88.1"
 OTHER_STUDY = "1.2.826.0.1.3680043.10.88.2"
-
-
-def flip_last_byte(path: Path) -> None:
-    """One bit pattern of the last pixel changed on disk; the size stays the same."""
-    with open(path, "r+b") as fh:
-        fh.seek(-1, 2)
-        last = fh.read(1)
-        fh.seek(-1, 2)
-        fh.write(bytes([last[0] ^ 0xFF]))
 
 
 def uids(path: Path) -> tuple[str, str, str]:

@@ -7,7 +7,7 @@ from typing import Callable
 
 from dsmpacs.archive.attributes import extract
 from dsmpacs.archive.index import InstanceExists, StoredFile
-from dsmpacs.archive.integrity import Finding, hash_check, record
+from dsmpacs.archive.integrity import Finding, Recorder, hash_check
 from dsmpacs.archive.models import Instance, Patient, Series, Study
 from dsmpacs.archive.part10 import InvalidDataset, read_header
 from dsmpacs.archive.storage import StagedFile
@@ -35,16 +35,18 @@ def verify(archive, progress: Progress | None = None) -> VerifyReport:
     earlier mark. Then list the published files that no index row names: reported,
     never deleted (an administrator decides; `reindex` would take them in)."""
     report = VerifyReport()
+    recorder = Recorder(archive.index, "verify")
     for row in archive.index.iter_instances():
         report.checked += 1
         check = hash_check(archive.storage, row.path, row.size, row.sha256)
-        record(archive.index, row, check, "verify")
+        recorder.add(row, check)
         if check.finding is Finding.MISSING:
             report.missing.append(row.sop_instance_uid)
         elif not check.ok:
             report.mismatched.append(row.sop_instance_uid)
         if progress:
             progress(1)
+    recorder.flush()
     report.orphans = find_orphans(archive)
     for relpath in report.orphans:
         log.warning("verify: %s is in storage but not in the index", relpath)

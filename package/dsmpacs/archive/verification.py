@@ -23,7 +23,7 @@ from datetime import datetime, timedelta
 from peewee import fn
 
 from dsmpacs.archive.database import IndexUnavailable
-from dsmpacs.archive.integrity import hash_check, record
+from dsmpacs.archive.integrity import Recorder, hash_check
 from dsmpacs.archive.models import Instance, JobLease, utcnow
 
 log = logging.getLogger(__name__)
@@ -123,6 +123,7 @@ class VerificationJob:
         if lease is None:
             return SliceReport(leased=False)
         report = SliceReport()
+        recorder = Recorder(self.index, "verification job", batch=self.batch)
         cursor = lease.cursor
         if cursor == 0:
             self._save(0, cycle_started_at=utcnow())
@@ -135,6 +136,7 @@ class VerificationJob:
                     or (max_seconds is not None and time.monotonic() - started >= max_seconds))
 
         while not out_of_budget():
+            recorder.flush()                 # before the position that covers them is saved
             rows = self._due(cursor, cutoff)
             if not rows:
                 report.pass_finished = True
@@ -145,22 +147,25 @@ class VerificationJob:
                 if out_of_budget():
                     break
                 check = hash_check(self.archive.storage, row.path, row.size, row.sha256)
-                record(self.index, row, check, "verification job")
+                recorder.add(row, check)
                 report.checked.append(row.id)
                 report.bytes += check.size
                 if not check.ok:
                     report.corrupt.append(row.sop_instance_uid)
                 cursor = row.id
-                if not self._throttle(report.bytes, started, stop, cursor):
+                if not self._throttle(report.bytes, started, stop, cursor, recorder):
                     return report
                 if time.monotonic() - last_save >= SAVE_EVERY:
                     last_save = time.monotonic()
+                    recorder.flush()
                     if not self._save(cursor):
                         return report
+        recorder.flush()
         self._save(cursor)
         return report
 
-    def _throttle(self, done: int, started: float, stop: threading.Event | None, cursor: int) -> bool:
+    def _throttle(self, done: int, started: float, stop: threading.Event | None, cursor: int,
+                  recorder: Recorder) -> bool:
         """Sleep until ``done`` bytes fit the rate; the lease is renewed during long
         waits. False when the lease was lost."""
         if self.bytes_per_second <= 0:
@@ -174,8 +179,10 @@ class VerificationJob:
                 stop.wait(pause)
             else:
                 time.sleep(pause)
-            if ahead > SAVE_EVERY and not self._save(cursor):
-                return False
+            if ahead > SAVE_EVERY:
+                recorder.flush()
+                if not self._save(cursor):
+                    return False
 
     def next_due_in(self) -> float:
         """Seconds until the oldest verification falls out of the period."""
