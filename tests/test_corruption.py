@@ -212,6 +212,7 @@ def test_zip_and_rendering_refuse_it_and_the_admin_pages_raise_the_alert(env):
         response = web.get(path, allow_redirects=False)
         assert response.status_code == 410, (path, response.status_code)
         assert "Damaged in storage" in response.text
+    assert "are damaged in storage and are not served" in web.get(f"/studies/{study}").text
     # A series with intact instances still shows its thumbnail.
     assert web.get(f"/studies/{study}/series/{env['ct_series']}/thumbnail").headers["Content-Type"] == "image/jpeg"
 

@@ -168,6 +168,13 @@ def corrupt_count(index: Index) -> int:
         return Instance.select().where(Instance.corrupt == True).count()  # noqa: E712
 
 
+def corrupt_in_study(index: Index, study_instance_uid: str) -> int:
+    with index.read():
+        return (Instance.select().join(Series).join(Study)
+                .where((Study.study_instance_uid == study_instance_uid)
+                       & (Instance.corrupt == True)).count())  # noqa: E712
+
+
 def corrupt_instances(index: Index, limit: int = 100) -> list[CorruptInstance]:
     with index.read():
         rows = (Instance.select(Instance.sop_instance_uid, Study.study_instance_uid, Instance.path,

@@ -8,6 +8,7 @@ from flask import Response, abort, redirect, render_template, request, stream_wi
 from dsmpacs.archive.audit import AuditAction
 from dsmpacs.archive.browse import study_detail, study_files
 from dsmpacs.archive.deletion import NotFound, delete_study
+from dsmpacs.archive.integrity import corrupt_in_study
 from dsmpacs.archive.retrieve import describe
 from dsmpacs.archive.users import Permission
 from dsmpacs.imaging import render as rendering
@@ -36,7 +37,8 @@ def study(study_uid: str):
     audit.record_view(study_uid, detail="study page")
     svc = services()
     peers = [p for p in svc.peers.list() if p.is_move_destination] if auth.current_user().can(Permission.SEND) else []
-    return render_template("studies/study.html", d=detail, peers=peers, describe=describe)
+    return render_template("studies/study.html", d=detail, peers=peers, describe=describe,
+                           corrupt=corrupt_in_study(svc.archive.index, study_uid))
 
 
 def refuse_corrupt(found) -> None:
