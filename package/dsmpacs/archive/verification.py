@@ -141,7 +141,9 @@ class VerificationJob:
             if not rows:
                 report.pass_finished = True
                 self._save(0, cycle_finished_at=utcnow())
-                log.info("verification pass finished")
+                if report.checked or cursor:
+                    log.info("verification pass finished (%d file(s) in this last slice)",
+                             len(report.checked))
                 return report
             for row in rows:
                 if out_of_budget():
