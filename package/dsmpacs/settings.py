@@ -147,6 +147,18 @@ class Settings:
         512, "Free space, in MiB, that must remain on the storage filesystem; an instance "
         "that would go below it is refused with 0xA700.", minimum=0)
 
+    # --- integrity ----------------------------------------------------------
+    verify_period_days: float = setting(
+        30.0, "The DICOM daemon re-hashes every stored file in the background at least this "
+        "often, in days. A file that no longer matches the size and SHA-256 recorded when it "
+        "was stored (or is missing) marks its instance corrupt: it is never served again, and "
+        "the administration pages raise an alert until a good copy is restored. Progress is kept "
+        "in the index, so a restart continues where it stopped. 0 turns the job off "
+        "(`dsmpacs verify` and storage commitment still re-hash).", minimum=0)
+    verify_mb_per_s: float = setting(
+        10.0, "Most MiB per second the background verification reads, so that it never competes "
+        "with ingest and retrieval for the disk. 0 means unthrottled.", minimum=0)
+
     # --- query (C-FIND, QIDO-RS) -------------------------------------------
     pn_case_insensitive: bool = setting(
         True, "Person names (PatientName, ReferringPhysicianName...) match case-insensitively "
