@@ -38,6 +38,13 @@ class Archive:
         else:
             database.check(self.db)
 
+    def refusal(self, instance, by: str = "retrieve") -> str | None:
+        """Why ``instance`` (a StoredInstance or InstanceFile) must not be served, or None.
+        The one question every retrieve path asks before reading a stored file
+        (archive/integrity.py)."""
+        from dsmpacs.archive.integrity import refusal
+        return refusal(self.index, self.storage, instance, by)
+
     def recover(self) -> None:
         """Crash recovery; only before any listener accepts work."""
         from dsmpacs.archive.maintenance import quarantine_orphans
