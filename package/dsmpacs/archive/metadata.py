@@ -30,6 +30,7 @@ from dsmpacs.archive.validation import skip_encapsulated
 
 BULK_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "UN"})
 PIXEL_TAGS = (0x7FE00008, 0x7FE00009, 0x7FE00010)
+UNDEFINED_LENGTH = 0xFFFFFFFF
 DEFAULT_THRESHOLD = 1024
 
 
@@ -83,7 +84,7 @@ def _pixel_element(fp, start: int, implicit: bool, little: bool, bits_allocated:
         vr = "OF"
     elif tag == 0x7FE00009:
         vr = "OD"
-    if length == 0xFFFFFFFF:
+    if length == UNDEFINED_LENGTH:
         # Encapsulated: the value runs to its sequence delimiter (items walked, not read).
         fp.seek(offset)
         end = fp.seek(0, 2)
