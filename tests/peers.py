@@ -41,6 +41,28 @@ def mariadb_connection(**kw):
                            password=MARIADB["password"], autocommit=True, connect_timeout=3, **kw)
 
 
+def store_unchanged(port: int, path: Path, sop_class: str, transfer_syntax: str, *,
+                    called: str = "DSMPACS", calling: str = "RAWSCU") -> tuple[int, str]:
+    """C-STORE a file's dataset bytes exactly as they are, however broken (pynetdicom's
+    chunked send; dcmtk refuses to load such files). (status, ErrorComment)."""
+    from pynetdicom import AE, _config
+
+    ae = AE(ae_title=calling)
+    ae.add_requested_context(sop_class, transfer_syntax)
+    old = _config.STORE_SEND_CHUNKED_DATASET
+    _config.STORE_SEND_CHUNKED_DATASET = True
+    try:
+        assoc = ae.associate("127.0.0.1", port, ae_title=called)
+        assert assoc.is_established
+        try:
+            rsp = assoc.send_c_store(path)
+        finally:
+            assoc.release()
+    finally:
+        _config.STORE_SEND_CHUNKED_DATASET = old
+    return int(rsp.Status), str(rsp.get("ErrorComment", ""))
+
+
 def tool(name: str) -> str:
     path = shutil.which(name)
     require(path is not None, f"{name} not installed (apt-get install dcmtk)")

@@ -16,12 +16,12 @@ from pathlib import Path
 import pytest
 from pydicom.dataset import Dataset
 from pydicom.filewriter import write_dataset
-from pynetdicom import AE, _config
+from pynetdicom import AE
 from pynetdicom.sop_class import SecondaryCaptureImageStorage
 
 from dsmpacs.archive.part10 import file_meta_bytes
 from tests import factories as f
-from tests.peers import MARIADB, require
+from tests.peers import MARIADB, require, store_unchanged
 from tests.tcpproxy import TcpProxy
 
 # --- helpers -------------------------------------------------------------------
@@ -58,20 +58,7 @@ def encode(ds: Dataset) -> bytes:
 
 def send_raw(port: int, path: Path) -> tuple[int, str]:
     """C-STORE a file's dataset bytes as they are (pynetdicom, chunked send)."""
-    ae = AE(ae_title="RAWSCU")
-    ae.add_requested_context(SecondaryCaptureImageStorage, "1.2.840.10008.1.2.1")
-    old = _config.STORE_SEND_CHUNKED_DATASET
-    _config.STORE_SEND_CHUNKED_DATASET = True
-    try:
-        assoc = ae.associate("127.0.0.1", port, ae_title="DSMPACS")
-        assert assoc.is_established
-        try:
-            rsp = assoc.send_c_store(path)
-        finally:
-            assoc.release()
-    finally:
-        _config.STORE_SEND_CHUNKED_DATASET = old
-    return int(rsp.Status), str(rsp.get("ErrorComment", ""))
+    return store_unchanged(port, path, SecondaryCaptureImageStorage, "1.2.840.10008.1.2.1")
 
 
 def refused_out_of_resources(done: subprocess.CompletedProcess) -> bool:

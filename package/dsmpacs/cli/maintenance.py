@@ -18,14 +18,15 @@ from dsmpacs.cli import Context, main, open_archive, pass_ctx
 @pass_ctx
 def import_cmd(ctx: Context, paths: tuple[Path, ...], source_ae: str) -> None:
     """Import files, folders, zip files or DICOMDIR media."""
-    from dsmpacs.archive.importer import count_sources, import_paths
+    from dsmpacs.archive.importer import ZipLimits, count_sources, import_paths
     from dsmpacs.archive.ingest import Origin
 
     archive = open_archive(ctx, upgrade=True)
-    total = count_sources(list(paths))
+    limits = ZipLimits(archive.settings.zip_max_mb * 2**20, archive.settings.zip_max_entries)
+    total = count_sources(list(paths), limits)
     with click.progressbar(length=total, label="Importing", file=sys.stderr) as bar:
         report = import_paths(archive.ingest, list(paths), Origin("import", source_ae),
-                              progress=bar.update)
+                              progress=bar.update, limits=limits)
     for source, reason in report.rejected:
         click.echo(f"rejected {source}: {reason}", err=True)
     click.echo(f"stored {report.stored}, duplicates {report.duplicates}, "
