@@ -162,8 +162,8 @@ def test_api_clients_are_not_affected(server):
 
 
 # --- the schema migration ----------------------------------------------------------
-def test_an_index_of_version_1_is_upgraded(settings):
-    """Drop what version 2 added, stamp version 1, and upgrade."""
+def test_an_index_of_version_2_is_upgraded(settings):
+    """Drop what version 3 added, stamp version 2, and upgrade."""
     db = database.open_database(settings.database_url)
     database.bind(db)
     new_tables = (RecoveryCode, TotpCredential, WebSession)
@@ -172,11 +172,11 @@ def test_an_index_of_version_1_is_upgraded(settings):
         with database.session(db):
             db.drop_tables(new_tables)
             SchemaVersion.delete().execute()
-            SchemaVersion.create(version=1)
-        assert database.current_version(db) == 1
+            SchemaVersion.create(version=2)
+        assert database.current_version(db) == 2
         with pytest.raises(database.IndexOutdated):
             database.check(db)
-        assert database.upgrade(db) == (1, 2)
+        assert database.upgrade(db) == (2, 3)
         with database.session(db):
             assert all(db.table_exists(m._meta.table_name) for m in new_tables)
             assert WebSession.select().count() == 0

@@ -49,6 +49,7 @@ def handle_store(event, archive: Archive, policy: AccessPolicy | None) -> Datase
       0xA900 Error: the dataset's SOP Class/Instance UID differs from the command's
       0xC000 Error: unreadable dataset, or a missing or invalid (path-like) UID
       0x0124 Refused: the calling AE may not store (access policy)
+      0xC211 Error: unable to process (an unexpected failure; see the log)
     """
     req = event.request
     spool = getattr(req, "_dataset_file", None)

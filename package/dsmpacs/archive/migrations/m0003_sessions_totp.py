@@ -1,4 +1,4 @@
-"""Version 2: server-side web sessions, TOTP credentials and recovery codes (new tables)."""
+"""Version 3: server-side web sessions, TOTP credentials and recovery codes (new tables)."""
 from __future__ import annotations
 
 import peewee
