@@ -175,6 +175,7 @@ def wait_reauth_expired(server, username: str) -> None:
     wait_until(lambda: utcnow() > until, timeout=10, what="the re-authentication to lapse")
 
 
+@pytest.mark.slow
 def test_user_changes_and_deletion_need_a_fresh_password(quick_reauth_server):
     server = quick_reauth_server
     password = add_user(server, "boss9", "admin")

@@ -3,11 +3,14 @@
 "confirm it is you" and is re-sent by the browser itself."""
 from __future__ import annotations
 
+import pytest
+
 from tests.peers import wait_until
 from tests.test_web_totp import code_at, wait_reauth_expired
 from tests.webclient import add_user, server_archive
 
 
+@pytest.mark.slow
 def test_an_admin_enrols_with_the_qr_page_then_confirms_a_user_change(server_factory, page):
     server = server_factory(require_totp_roles="admin", web_reauth_minutes=0.02, only="web")
     password = add_user(server, "chief", "admin")
