@@ -1,5 +1,6 @@
 """Nothing is acknowledged before it is on disk: the order of file fsync, directory
-fsync, index commit and answer, on every store path and every entry.
+fsync, index commit and answer, on every store path and every entry; and each
+instance is written once and its header parsed once on the way.
 
 The archive runs in this process over an instrumented storage (its two fsync
 methods record when they finish, and sleep first to make a missing wait show)
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import sys
 import threading
 import time
 from contextlib import contextmanager
@@ -25,6 +27,7 @@ from typing import Iterator
 import pytest
 import requests
 
+from dsmpacs.archive import part10
 from dsmpacs.archive.ingest import Origin
 from dsmpacs.archive.models import Instance, Quarantine
 from dsmpacs.archive.storage import Storage
@@ -75,6 +78,11 @@ class InstrumentedStorage(Storage):
         super()._fsync_dir(directory)
         self.recorder.add("dir-fsync", Path(directory))
 
+    def spool(self, suffix: str = ".part"):
+        writer = super().spool(suffix)
+        self.recorder.add("spool", os.stat(writer.name).st_ino)
+        return writer
+
 
 @contextmanager
 def instrumented(archive, recorder: Recorder,
@@ -97,11 +105,24 @@ def instrumented(archive, recorder: Recorder,
                 inside.busy = False
         return result
 
+    # Every header parse, wherever the code calls it from.
+    parse = part10.read_header
+    holders = [m for m in list(sys.modules.values())
+               if getattr(m, "__name__", "").startswith("dsmpacs") and getattr(m, "read_header", None) is parse]
+
+    def counted_parse(path):
+        recorder.add("parse", str(path))
+        return parse(path)
+
     db.commit = commit
+    for module in holders:
+        module.read_header = counted_parse
     try:
         yield storage
     finally:
         db.commit = original
+        for module in holders:
+            module.read_header = parse
 
 
 def state(uid: str) -> tuple[str | None, int]:
@@ -119,6 +140,9 @@ def check_order(archive, recorder: Recorder, uid: str, before: tuple, outcome: s
     synced = [(seq, inode) for seq, inode in files if seq < answer]
     assert len(synced) == 1, f"{outcome}: answered before the file's fsync: {recorder.events}"
     file_fsync, inode = synced[0]
+    # Written once (the file spooled as it arrived is the file fsynced), parsed once.
+    assert [i for _, i in recorder.of("spool")] == [inode], f"{outcome}: {recorder.events}"
+    assert len(recorder.of("parse")) == 1, f"{outcome}: {recorder.of('parse')}"
     if outcome == "duplicate":
         assert after == before, "an identical resend changes nothing in the index"
         return
