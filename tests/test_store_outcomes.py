@@ -49,3 +49,18 @@ def test_a_quarantined_conflict_is_a_failure_everywhere():
     """A modality deletes what it reads as stored; this payload is not the instance."""
     assert dimse_category(STORE_STATUS[StoreOutcome.CONFLICT_QUARANTINED]) is Category.FAILURE
     assert stow_category(StoreOutcome.CONFLICT_QUARANTINED) is Category.FAILURE
+
+
+def test_store_statuses_are_the_documented_ones():
+    """docs/conformance.md section 3 and handle_store's docstring list exactly the
+    statuses the outcome mapping can return (plus none it cannot)."""
+    import re
+
+    from dsmpacs.dicom.store import handle_store
+    from tests.conftest import ROOT
+
+    text = (ROOT / "docs" / "conformance.md").read_text(encoding="utf-8")
+    section = text.split("## 3. Storage SCP (C-STORE)", 1)[1].split("\n## ", 1)[0]
+    documented = {int(code, 16) for code in re.findall(r"\| 0x([0-9A-F]{4}) \|", section)}
+    in_docstring = {int(code, 16) for code in re.findall(r"0x([0-9A-F]{4})", handle_store.__doc__)}
+    assert documented == in_docstring == set(STORE_STATUS.values())
