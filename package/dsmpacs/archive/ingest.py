@@ -125,7 +125,7 @@ class Ingest:
                expected_instance: str | None, expected_study: str | None) -> StoreResult:
         staged = self.storage.start_sync(staged)
         try:
-            header = staged.header if isinstance(staged.header, Header) else read_header(staged.path)
+            header = staged.header or read_header(staged.path)
         except InvalidDataset as exc:
             return StoreResult(StoreOutcome.INVALID_DATASET, str(exc))
         sop_class, sop_instance = _sop_uids(header)

@@ -28,7 +28,10 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import TYPE_CHECKING, BinaryIO, Iterator
+
+if TYPE_CHECKING:
+    from dsmpacs.archive.part10 import Header
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +85,7 @@ class StagedFile:
     sha256: str
     synced: bool = True
     pending: Future | None = field(default=None, compare=False, repr=False)
-    header: object | None = field(default=None, compare=False, repr=False)  # part10.Header
+    header: Header | None = field(default=None, compare=False, repr=False)
 
 
 class SpoolWriter:

@@ -16,6 +16,7 @@ always with the body.
 from __future__ import annotations
 
 import json
+
 from flask import Response, request
 
 from dsmpacs.archive.audit import AuditAction
@@ -73,6 +74,8 @@ def _spool_body(boundary: str) -> list[Part10Stager]:
         count = multipart.read_parts(request.stream, boundary, open_sink, _max_bytes())
         if count == 0:
             fail(400, "the multipart body holds no parts")
+        for sink in sinks:
+            sink.close(sync=False)      # the ingest fsyncs each, overlapped with its own work
     except multipart.TooLarge:
         _abandon(sinks)
         fail(413, f"request body larger than stow_max_mb ({services().settings.stow_max_mb} MiB)")
