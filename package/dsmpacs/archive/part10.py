@@ -31,7 +31,7 @@ HEADER_DEFER_SIZE = 4096
 _PIXEL_TAGS = frozenset({0x7FE00008, 0x7FE00009, 0x7FE00010})
 
 __all__ = ["Header", "InvalidDataset", "read_header", "read_meta_group", "file_meta_bytes",
-           "PYDICOM_IMPLEMENTATION_UID", "LONG_VRS"]
+           "PYDICOM_IMPLEMENTATION_UID"]
 
 
 class InvalidDataset(ValueError):
@@ -67,7 +67,7 @@ def _read_meta(fp: BinaryIO) -> dict[str, str]:
             fp.seek(-len(head), 1)
             return out
         vr = head[4:6]
-        if vr in LONG_VRS:
+        if vr in _LONG_VRS:
             extra = fp.read(4)
             if len(extra) < 4:
                 break
@@ -121,7 +121,7 @@ def read_header(path: Path | str) -> Header:
 
 DEFLATED = "1.2.840.10008.1.2.1.99"
 # VRs with a 4-byte length in explicit VR encoding.
-LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
+_LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
 _ITEM, _ITEM_END, _SEQ_END = (0xFFFE, 0xE000), (0xFFFE, 0xE00D), (0xFFFE, 0xE0DD)
 UNDEFINED = 0xFFFFFFFF
 
@@ -141,7 +141,7 @@ def _walk_elements(fp: BinaryIO, end: int, implicit: bool, little: bool,
             raise InvalidDataset(f"unexpected delimiter ({tag[0]:04X},{tag[1]:04X})")
         if implicit or tag[0] == 0xFFFE:
             length = struct.unpack(order + "L", head[4:8])[0]
-        elif head[4:6] in LONG_VRS:
+        elif head[4:6] in _LONG_VRS:
             extra = fp.read(4)
             if len(extra) < 4:
                 raise InvalidDataset("dataset ends inside an element header")

@@ -18,7 +18,7 @@ import io
 import struct
 from dataclasses import dataclass
 
-from dsmpacs.archive.part10 import LONG_VRS, InvalidDataset, file_meta_bytes, read_meta_group
+from dsmpacs.archive.part10 import _LONG_VRS, InvalidDataset, file_meta_bytes, read_meta_group
 from dsmpacs.archive.storage import SpoolWriter, StagedFile
 
 _PREAMBLE = 128
@@ -81,7 +81,7 @@ class Part10Stager:
             vr = bytes(head[pos + 4:pos + 6])
             if not (vr.isalpha() and vr.isupper()):
                 return -1                           # implicit VR meta: not standard
-            if vr in LONG_VRS:
+            if vr in _LONG_VRS:
                 if len(head) < pos + 12:
                     return None
                 pos += 12 + struct.unpack_from("<L", head, pos + 8)[0]
