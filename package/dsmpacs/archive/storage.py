@@ -253,24 +253,17 @@ class Storage:
             raise StorageError(_describe(exc)) from exc
 
     def _sync_dir_after(self, staged: StagedFile, directory: Path) -> Future:
-        """The directory's fsync, started only once the file's own fsync is done: the
-        new name must never reach the disk before the data it names."""
-        staged = self.start_sync(staged)
-        if staged.pending is None:
-            return self._sync_pool().submit(self._fsync_dir, directory)
-        done: Future = Future()
+        """The directory's fsync, begun only once the file's own fsync is done: the new
+        name must never reach the disk before the data it names."""
+        file_sync = self.start_sync(staged).pending
 
-        def then_directory(file_sync: Future) -> None:
-            # Runs in the fsync worker that finished the file (or here, if it already had).
-            try:
+        def file_then_directory() -> None:
+            if file_sync is not None:
+                # Submitted to this pool before this task (FIFO), so it is running or
+                # done by now: waiting here cannot starve the pool.
                 file_sync.result()
-                self._fsync_dir(directory)
-            except BaseException as exc:
-                done.set_exception(exc)
-            else:
-                done.set_result(None)
-        staged.pending.add_done_callback(then_directory)
-        return done
+            self._fsync_dir(directory)
+        return self._sync_pool().submit(file_then_directory)
 
     # --- lifecycle -----------------------------------------------------------
     def prepare(self, *, create: bool = True) -> None:
