@@ -53,9 +53,11 @@ def test_a_quarantined_conflict_is_a_failure_everywhere():
 
 def test_store_statuses_are_the_documented_ones():
     """docs/conformance.md section 3 and handle_store's docstring list exactly the
-    statuses the outcome mapping can return (plus none it cannot)."""
+    statuses the outcome mapping can return, and the engine's answer to a handler
+    that raised."""
     import re
 
+    from dsmpacs.dicom.engine.store_service import PROCESSING_FAILURE
     from dsmpacs.dicom.store import handle_store
     from tests.conftest import ROOT
 
@@ -63,4 +65,4 @@ def test_store_statuses_are_the_documented_ones():
     section = text.split("## 3. Storage SCP (C-STORE)", 1)[1].split("\n## ", 1)[0]
     documented = {int(code, 16) for code in re.findall(r"\| 0x([0-9A-F]{4}) \|", section)}
     in_docstring = {int(code, 16) for code in re.findall(r"0x([0-9A-F]{4})", handle_store.__doc__)}
-    assert documented == in_docstring == set(STORE_STATUS.values())
+    assert documented == in_docstring == set(STORE_STATUS.values()) | {PROCESSING_FAILURE}
