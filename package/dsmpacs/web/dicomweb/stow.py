@@ -143,7 +143,6 @@ def response_body(results: list[StoreResult], base: str, study: str | None) -> t
         body["00081198"] = {"vr": "SQ", "Value": failed}
     if referenced:
         body["00081199"] = {"vr": "SQ", "Value": referenced}
-    if referenced:
         status = 202 if failed or warned else 200
     elif all(r.outcome in _RETRY_LATER for r in results):
         status = 503            # nothing wrong with the request: worth sending again later
