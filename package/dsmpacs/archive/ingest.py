@@ -5,7 +5,7 @@ The staging contract, the same for every entry: the caller hands over a
 file meta and the sender's dataset bytes unchanged, written once and hashed
 while written. C-STORE (and the archive's own C-MOVE/C-GET retrieves) stream
 the received dataset behind a meta built from the command; STOW-RS builds it
-from each part's own meta while the part arrives (archive/part10.py
+from each part's own meta while the part arrives (archive/staging.py
 ``Part10Stager``); import copies the dataset from the source behind a new
 meta (``restage``) and hands over the header it parsed. The staged file carries
 its sync state, so no outcome can forget to wait for it.
@@ -14,9 +14,11 @@ Order of work for one instance, and why:
 
 1. The staged file's fsync starts in the background while the header is
    parsed, once (unless the stager already parsed it).
-2. The header is checked: readable, UIDs present and syntactically valid, and
-   equal to what the sender announced (C-STORE command, part meta, STOW-RS
-   study in the URL).
+2. The header is checked: readable, the whole dataset's structure sound
+   (archive/validation.py: every length fits, Pixel Data long enough, a
+   deflated dataset inflates within its bound), UIDs present and syntactically
+   valid, and equal to what the sender announced (C-STORE command, part meta,
+   STOW-RS study in the URL).
 3. The file is renamed to a generated path; its directory's fsync starts as
    soon as the file's own fsync is done (the name never reaches the disk
    before the data it names).
