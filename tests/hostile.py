@@ -83,7 +83,10 @@ def associate(port: int, source: str = "127.0.0.1",
               contexts: Contexts = VERIFICATION) -> tuple[socket.socket, tuple[int, bytes] | None]:
     """Send an A-ASSOCIATE-RQ; returns the socket and the answer (None: closed)."""
     sock = connect(port, source)
-    sock.sendall(associate_rq(contexts))
+    try:
+        sock.sendall(associate_rq(contexts))
+    except OSError:             # refused so fast that the request met a reset
+        return sock, None
     return sock, read_pdu(sock)
 
 

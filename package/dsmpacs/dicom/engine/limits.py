@@ -1,4 +1,5 @@
-"""A bound on each DIMSE message, enforced while its fragments arrive.
+"""A bound on each DIMSE message, enforced while its fragments arrive; and no
+fragment on a presentation context that was not accepted.
 
 pynetdicom gathers a DIMSE message from P-DATA fragments until one carries the
 "last fragment" bit, with no bound: a C-STORE dataset is spooled to disk
@@ -8,7 +9,9 @@ the disk or the memory. ``DIMSEServiceProvider.receive_primitive`` is the one
 place every fragment passes; it is wrapped here to count the message's bytes
 before pynetdicom sees them. Past a bound, the partial spool file is removed,
 the event logged, and the association aborted the way pynetdicom aborts an
-undecodable message (Evt19: A-ABORT to the peer, A-P-ABORT to our side).
+undecodable message (Evt19: A-ABORT to the peer, A-P-ABORT to our side). A
+fragment on a presentation context that was not accepted (a C-STORE of a
+refused SOP class or transfer syntax) is aborted the same way.
 """
 from __future__ import annotations
 
@@ -66,6 +69,16 @@ def _excess(message, command: int, data: int, limits: MessageLimits) -> str:
     return ""
 
 
+def _unaccepted_context(assoc, primitive) -> str:
+    # pynetdicom looks the context up only after it opened the spool file, and its
+    # KeyError then kills the DUL thread without an A-ABORT to the peer.
+    accepted = getattr(assoc, "_accepted_cx", {})
+    for context_id, _pdv in primitive.presentation_data_value_list:
+        if context_id not in accepted:
+            return f"P-DATA on presentation context {context_id}, which was not accepted"
+    return ""
+
+
 def install() -> None:
     """Wrap DIMSEServiceProvider.receive_primitive once per process (engine.install)."""
     global _installed
@@ -81,7 +94,8 @@ def install() -> None:
         if message is not None:
             command += message.__dict__.get("_dsmpacs_command", 0)
             data += message.__dict__.get("_dsmpacs_data", 0)
-        reason = _excess(message, command, data, limits_of(self.assoc))
+        reason = (_unaccepted_context(self.assoc, primitive)
+                  or _excess(message, command, data, limits_of(self.assoc)))
         if reason:
             assoc = self.assoc
             log.warning("aborting the association with %s (%s): %s",

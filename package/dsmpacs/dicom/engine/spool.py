@@ -23,9 +23,9 @@ association thread abandons queued, unserved C-STORE datasets when it ends.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
-import queue
 import threading
 from tempfile import NamedTemporaryFile
 
@@ -88,14 +88,10 @@ def abandon(spooled) -> None:
     if isinstance(spooled, SpoolWriter):
         spooled.abandon()
         return
-    try:
+    with contextlib.suppress(OSError):
         spooled.close()
-    except OSError:
-        pass
-    try:
+    with contextlib.suppress(OSError):
         os.unlink(spooled.name)
-    except OSError:
-        pass
 
 
 def abandon_message(message) -> None:
@@ -108,14 +104,18 @@ def abandon_message(message) -> None:
 
 
 def abandon_unserved(dimse) -> None:
-    """Abandon the spool files of received C-STORE requests no handler will serve."""
+    """Abandon the spool files of received C-STORE requests no handler will serve.
+    Other queued messages are left alone: a user thread may still be reading them."""
     pending = getattr(dimse, "msg_queue", None)
-    while pending is not None:
-        try:
-            _context_id, primitive = pending.get_nowait()
-        except queue.Empty:
-            return
-        abandon(getattr(primitive, "_dataset_file", None))
+    if pending is None:
+        return
+    with pending.mutex:
+        items = list(pending.queue)
+        unserved = [primitive for _cx, primitive in items if getattr(primitive, "_dataset_file", None)]
+        pending.queue.clear()
+        pending.queue.extend(item for item in items if not getattr(item[1], "_dataset_file", None))
+    for primitive in unserved:
+        abandon(primitive._dataset_file)
 
 
 def install() -> None:
@@ -142,7 +142,10 @@ def install() -> None:
         try:
             original_assoc_run(self)
         finally:
-            abandon_unserved(self.dimse)
+            # As acceptor, this thread is the only one that serves requests: what it
+            # left queued will not be served. (As requestor, the user's thread may.)
+            if self.is_acceptor:
+                abandon_unserved(self.dimse)
 
     _dul.DULServiceProvider.run_reactor = dul_run_reactor
     _association.Association.run_reactor = assoc_run_reactor

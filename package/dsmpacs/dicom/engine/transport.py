@@ -31,6 +31,7 @@ ends the association (A-P-ABORT once established).
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import socket
@@ -113,10 +114,8 @@ def _recv(self, nr_bytes: int) -> bytearray:
                 return buf[:got]
             got += n
     finally:
-        try:
+        with contextlib.suppress(OSError):
             sock.settimeout(previous_timeout)
-        except OSError:
-            pass
     if header and nr_bytes == 6:
         # A PDU header: remember type and length to check the body read that follows.
         pdu_type, _, length = struct.unpack(">BBL", buf)
@@ -146,15 +145,11 @@ def _cut(self, reason: str) -> None:
     sock = self.socket
     abort = A_ABORT_RQ()
     abort.source, abort.reason_diagnostic = 0x02, 0x00
-    try:
+    with contextlib.suppress(OSError):
         sock.settimeout(1.0)
         sock.sendall(abort.encode())
-    except OSError:
-        pass
-    try:
+    with contextlib.suppress(OSError):
         sock.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass
 
 
 def _peer(sock) -> str:
