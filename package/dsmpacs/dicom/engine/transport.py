@@ -34,7 +34,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import select
 import socket
+import ssl
 import struct
 import time
 
@@ -93,29 +95,20 @@ def _recv(self, nr_bytes: int) -> bytearray:
                         pdu_type, length, _peer(self), limit)
             return bytearray()      # pynetdicom treats a short read as a closed connection
     deadline, late = _deadline(self, header)
+    read = _read_tls if isinstance(sock, ssl.SSLSocket) else _read_plain
     buf = bytearray(nr_bytes)
     view = memoryview(buf)
     got = 0
-    previous_timeout = sock.gettimeout()
-    try:
-        while got < nr_bytes:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                del view
-                _cut(self, f"{late}; {got} of {nr_bytes} bytes read")
-                return buf[:got]
-            sock.settimeout(min(remaining, 3600.0))
-            try:
-                n = sock.recv_into(view[got:], min(nr_bytes - got, READ_CHUNK))
-            except socket.timeout:
-                continue            # the loop head cuts the connection
-            if not n:               # connection closed: return what arrived
-                del view
-                return buf[:got]
-            got += n
-    finally:
-        with contextlib.suppress(OSError):
-            sock.settimeout(previous_timeout)
+    while got < nr_bytes:
+        n = read(sock, view[got:], min(nr_bytes - got, READ_CHUNK), deadline)
+        if n is None:
+            del view
+            _cut(self, f"{late}; {got} of {nr_bytes} bytes read")
+            return buf[:got]
+        if not n:                   # connection closed: return what arrived
+            del view
+            return buf[:got]
+        got += n
     if header and nr_bytes == 6:
         # A PDU header: remember type and length to check the body read that follows.
         pdu_type, _, length = struct.unpack(">BBL", buf)
@@ -126,6 +119,42 @@ def _recv(self, nr_bytes: int) -> bytearray:
                         _peer(self), pdu_type, bytes(buf), _guess(bytes(buf)))
             self.assoc.dul._dsmpacs_ended = True     # pynetdicom answers A-ABORT (Evt19)
     return buf
+
+
+def _read_plain(sock: socket.socket, view: memoryview, size: int, deadline: float) -> int | None:
+    """One recv_into that waits at most until ``deadline`` (None when it passed).
+    The socket stays blocking: a non-blocking attempt first, and poll() only when
+    nothing is there, costs one system call per chunk on the bulk path, where a
+    socket timeout would add a poll() per chunk and two fcntl() per PDU."""
+    while True:
+        try:
+            return sock.recv_into(view, size, socket.MSG_DONTWAIT)
+        except (BlockingIOError, InterruptedError):
+            pass
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return None
+        waiter = select.poll()      # not select(): descriptors above 1024 are normal here
+        waiter.register(sock, select.POLLIN)
+        waiter.poll(min(remaining, 3600.0) * 1000)
+
+
+def _read_tls(sock, view: memoryview, size: int, deadline: float) -> int | None:
+    # SSLSocket.recv_into takes no flags; its own timeout handles records in flight.
+    previous = sock.gettimeout()
+    try:
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None
+            sock.settimeout(min(remaining, 3600.0))
+            try:
+                return sock.recv_into(view, size)
+            except socket.timeout:
+                continue
+    finally:
+        with contextlib.suppress(OSError):
+            sock.settimeout(previous)
 
 
 def _guess(head: bytes) -> str:
