@@ -97,10 +97,9 @@ def install() -> None:
         reason = (_unaccepted_context(self.assoc, primitive)
                   or _excess(message, command, data, limits_of(self.assoc)))
         if reason:
-            assoc = self.assoc
-            log.warning("aborting the association with %s (%s): %s",
-                        getattr(assoc.requestor if assoc.is_acceptor else assoc.acceptor, "ae_title", "?"),
-                        _address(assoc), reason)
+            peer = self.assoc.requestor if self.assoc.is_acceptor else self.assoc.acceptor
+            log.warning("aborting the association with %s (%s:%s): %s", getattr(peer, "ae_title", "?"),
+                        getattr(peer, "address", "?"), getattr(peer, "port", "?"), reason)
             self._dsmpacs_refused = True
             self.dul._dsmpacs_ended = True       # read nothing more (engine/transport.py)
             spool.abandon_message(message)
@@ -115,7 +114,3 @@ def install() -> None:
     _dimse.DIMSEServiceProvider.receive_primitive = receive_primitive
     _installed = True
 
-
-def _address(assoc) -> str:
-    peer = assoc.requestor if assoc.is_acceptor else assoc.acceptor
-    return f"{getattr(peer, 'address', '?')}:{getattr(peer, 'port', '?')}"
