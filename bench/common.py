@@ -19,14 +19,14 @@ import importlib.metadata
 import json
 import os
 import re
-import statistics
-import urllib.request
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -200,9 +200,12 @@ def ratio_cell(peer: list[float], ours: list[float]) -> str:
     return spread(ratios(peer, ours), unit="x")
 
 
-def add_quick(parser: argparse.ArgumentParser) -> None:
+def section_parser(doc: str | None) -> argparse.ArgumentParser:
+    """A section's command line: its docstring as help, and ``--quick``."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true",
                         help="small sizes and few rounds: a smoke run, not a measurement to quote")
+    return parser
 
 
 # --- versions, read from the peers themselves ------------------------------------------

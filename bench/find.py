@@ -41,7 +41,6 @@ from pydicom.uid import generate_uid
 from bench.common import (
     NODELAY_ENV,
     WORK,
-    add_quick,
     dcmtk_version,
     mariadb_version,
     orthanc_version,
@@ -49,6 +48,7 @@ from bench.common import (
     print_versions,
     ratio_cell,
     rotated,
+    section_parser,
     spread,
     table,
 )
@@ -517,7 +517,7 @@ QUICK = Sizes(instances=5_000, runs=8)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = section_parser(__doc__)
     parser.add_argument("--instances", type=int, default=None,
                         help=f"instances in every index (default {FULL.instances:,}, --quick {QUICK.instances:,})")
     parser.add_argument("--orthanc-instances", type=int, default=None,
@@ -526,7 +526,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--runs", type=int, default=None,
                         help=f"timed findscu runs per target (default {FULL.runs}, --quick {QUICK.runs})")
     parser.add_argument("--skip", action="append", default=[], choices=["sqlite", "mariadb", "orthanc"])
-    add_quick(parser)
     return parser
 
 

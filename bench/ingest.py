@@ -20,9 +20,24 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.common import (CORPUS, NODELAY_ENV, DsmPacs, OrthancPeer, StoreScp, add_quick, dcmtk_version,
-                          fresh_dir, orthanc_version, our_version, peak_rss_mb, print_versions, ratio_cell,
-                          rotated, spread, table)
+from bench.common import (
+    CORPUS,
+    NODELAY_ENV,
+    DsmPacs,
+    OrthancPeer,
+    StoreScp,
+    dcmtk_version,
+    fresh_dir,
+    orthanc_version,
+    our_version,
+    peak_rss_mb,
+    print_versions,
+    ratio_cell,
+    rotated,
+    section_parser,
+    spread,
+    table,
+)
 
 CORPUS_VERSION = "2"
 PROFILE = """[[TransferSyntaxes]]
@@ -151,13 +166,12 @@ def rss_while_receiving_big(profile: Path, sizes: Sizes) -> tuple[float, float, 
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = section_parser(__doc__)
     parser.add_argument("--rounds", "--repeat", type=int, default=None,
                         help=f"rounds; each sends the corpus to every target (default {FULL.rounds}, "
                              f"--quick {QUICK.rounds})")
     parser.add_argument("--skip-rss", action="store_true")
     parser.add_argument("--corpora", default="dsa,ct,small")
-    add_quick(parser)
     return parser
 
 

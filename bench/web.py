@@ -37,13 +37,13 @@ import requests
 from bench.common import (
     NODELAY_ENV,
     WORK,
-    add_quick,
     dcmtk_version,
     orthanc_version,
     our_version,
     print_versions,
     ratio_cell,
     rotated,
+    section_parser,
     spread,
     table,
 )
@@ -191,13 +191,12 @@ QUICK = Sizes(runs=6, studies=50)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = section_parser(__doc__)
     parser.add_argument("--runs", type=int, default=None,
                         help=f"timed requests per case and server (default {FULL.runs}, --quick {QUICK.runs})")
     parser.add_argument("--studies", type=int, default=None,
                         help=f"one-instance studies besides the XA run (default {FULL.studies}, "
                              f"--quick {QUICK.studies})")
-    add_quick(parser)
     return parser
 
 
