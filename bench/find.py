@@ -462,8 +462,12 @@ def report(targets: list[Target], orthanc: Target | None, versions: list[str], q
     print(f"C-FIND, Study Root, STUDY level, PatientName={PATTERN}, {len(RETURN_KEYS)} return keys"
           + (" (--quick)" if quick else ""))
 
+    unequal = orthanc is not None and any(t.instances != orthanc.instances for t in targets)
+
     def vs(values: list[float], theirs: list[float] | None) -> str:
-        return ratio_cell(theirs, values) if theirs is not None and values else ""
+        if theirs is None or not values:
+            return ""
+        return ratio_cell(theirs, values) + (" UNEQUAL SIZES" if unequal else "")
     rows = [[t.label, f"{t.instances:,}", f"{t.load_s:.1f}", str(t.matches), spread(t.find_ms, "{:.1f}"),
              f"{p90(t.find_ms):.1f}", f"{median(t.find_ms) / max(t.matches, 1):.2f}",
              f"{median([x.assoc_ms for x in t.findscu]):.1f}", f"{median([x.total_ms for x in t.findscu]):.1f}",
@@ -484,7 +488,7 @@ def report(targets: list[Target], orthanc: Target | None, versions: list[str], q
     print("  load: " + "; ".join(f"{t.label}: {t.load_how}" for t in targets))
     if orthanc:
         ours = [t for t in targets if t is not orthanc]
-        if any(t.instances != orthanc.instances for t in ours):
+        if unequal:
             print("  NOT THE SAME INDEX SIZE: " + ", ".join(f"{t.label} holds {t.instances:,}" for t in targets)
                   + f" instances; Orthanc holds {orthanc.instances / max(ours[0].instances, 1):.0%} of ours, "
                   "so its times are not comparable one to one.")
