@@ -14,6 +14,7 @@ large multi-frame instance.
 from __future__ import annotations
 
 import argparse
+import shutil
 import subprocess
 import sys
 import time
@@ -143,26 +144,31 @@ def run_rounds(corpus: str, folder: Path, profile: Path, rounds: int, versions: 
         print(f"[ingest] {corpus} round {round_no + 1}/{rounds}: "
               + " -> ".join(kind.name for kind in order), file=sys.stderr, flush=True)
         for kind in order:
-            target = kind(fresh_dir(f"{kind.__name__}-{corpus}")).start()
+            workdir = fresh_dir(f"{kind.__name__}-{corpus}")
+            target = kind(workdir).start()
             try:
                 if kind is OrthancPeer and OrthancPeer.name not in versions:
                     versions[OrthancPeer.name] = orthanc_version(target.orthanc.url)
                 times[kind.name].append(push(target, folder, profile))
             finally:
                 target.stop()
+            shutil.rmtree(workdir, ignore_errors=True)      # kept only when the round failed, to read
     return times
 
 
 def rss_while_receiving_big(profile: Path, sizes: Sizes) -> tuple[float, float, float]:
     folder = build_corpus("big", sizes)
     _, megabytes = corpus_stats(folder)
-    target = DsmPacs(fresh_dir("DsmPacs-big")).start()
+    workdir = fresh_dir("DsmPacs-big")
+    target = DsmPacs(workdir).start()
     try:
         before = peak_rss_mb(target.pid)
         push(target, folder, profile)
-        return megabytes, before, peak_rss_mb(target.pid)
+        peak = peak_rss_mb(target.pid)
     finally:
         target.stop()
+    shutil.rmtree(workdir, ignore_errors=True)
+    return megabytes, before, peak
 
 
 def build_parser() -> argparse.ArgumentParser:
