@@ -208,6 +208,13 @@ def section_parser(doc: str | None) -> argparse.ArgumentParser:
     return parser
 
 
+def exit_cleanly_on_sigterm() -> None:
+    """Make SIGTERM (``timeout``, a cancelled CI job) unwind like Ctrl-C, so that every
+    ``finally`` stops its servers: the archive runs in a session of its own and
+    would otherwise outlive the benchmark."""
+    signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(128 + signum))
+
+
 # --- versions, read from the peers themselves ------------------------------------------
 
 def our_version() -> str:

@@ -42,6 +42,7 @@ from bench.common import (
     NODELAY_ENV,
     WORK,
     dcmtk_version,
+    exit_cleanly_on_sigterm,
     mariadb_version,
     orthanc_version,
     our_version,
@@ -535,6 +536,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    exit_cleanly_on_sigterm()
     sizes = QUICK if args.quick else FULL
     instances = max(1, args.instances or sizes.instances)
     orthanc_instances = min(instances, args.orthanc_instances or instances)

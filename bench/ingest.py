@@ -28,6 +28,7 @@ from bench.common import (
     OrthancPeer,
     StoreScp,
     dcmtk_version,
+    exit_cleanly_on_sigterm,
     fresh_dir,
     orthanc_version,
     our_version,
@@ -183,6 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    exit_cleanly_on_sigterm()
     sizes = QUICK if args.quick else FULL
     rounds = max(1, min(args.rounds or sizes.rounds, 100))
     corpora = [c for c in args.corpora.split(",") if c]

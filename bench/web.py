@@ -38,6 +38,7 @@ from bench.common import (
     NODELAY_ENV,
     WORK,
     dcmtk_version,
+    exit_cleanly_on_sigterm,
     orthanc_version,
     our_version,
     print_versions,
@@ -202,6 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    exit_cleanly_on_sigterm()
     sizes = QUICK if args.quick else FULL
     args.runs = max(1, min(args.runs or sizes.runs, 1000))
     args.studies = max(0, args.studies if args.studies is not None else sizes.studies)
