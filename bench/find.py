@@ -518,7 +518,7 @@ class Sizes:
 
 
 FULL = Sizes(instances=100_000, runs=30)
-QUICK = Sizes(instances=5_000, runs=8)
+QUICK = Sizes(instances=3_000, runs=8)
 
 
 def build_parser() -> argparse.ArgumentParser:
