@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from dsmpacs.archive.migrations import LATEST_VERSION
 from dsmpacs.cli import main
 from tests import factories as f
 from tests.peers import dcmtk
@@ -93,7 +94,7 @@ def test_reindex_rebuilds_the_index_from_files(settings, corpus, archive):
 
 def test_db_check_upgrade_and_backup(settings, corpus, tmp_path):
     folder, _, _ = corpus
-    assert "version 0 -> 1" in run(settings, "db", "upgrade").output
+    assert f"version 0 -> {LATEST_VERSION}" in run(settings, "db", "upgrade").output
     assert "up to date" in run(settings, "db", "upgrade").output
     run(settings, "import", str(folder))
     check = run(settings, "db", "check")

@@ -2,7 +2,6 @@
 negotiation, status codes, limits, STOW failures and WADO-URI."""
 from __future__ import annotations
 
-
 import pydicom
 import pytest
 import requests

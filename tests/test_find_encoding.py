@@ -9,7 +9,7 @@ import pytest
 from pydicom.filereader import read_dataset
 
 from dsmpacs.archive.charset import decode_text, encode_text
-from dsmpacs.dicom.wire import encode_elements
+from dsmpacs.dicom.engine.wire import encode_elements
 
 
 @pytest.mark.parametrize("implicit", [True, False])

@@ -1,4 +1,4 @@
-"""The guard on pynetdicom's reactor "paused" flag (dsmpacs.dicom.reactor).
+"""The guard on pynetdicom's reactor "paused" flag (dsmpacs.dicom.engine.reactor).
 
 pynetdicom serves an incoming N-EVENT-REPORT on a thread of its own that clears
 the flag when it finishes; when that lands after the association's reactor paused
@@ -13,7 +13,7 @@ import threading
 from pynetdicom import AE
 from pynetdicom.association import Association
 
-from dsmpacs.dicom import reactor
+from dsmpacs.dicom.engine import reactor
 
 
 def _write_from_side_thread(assoc: Association, value: bool) -> None:
@@ -40,3 +40,36 @@ def test_before_and_after_its_thread_runs_anyone_may_clear_it():
     assoc._is_paused = True
     _write_from_side_thread(assoc, False)
     assert assoc._is_paused is False
+
+
+def test_a_response_wakes_the_requester_even_when_the_idle_reactor_waits_first():
+    """The 60 s C-MOVE stall: the association thread, idle, waits on its DIMSE
+    queue's condition (engine/reactor.py's clock); the requester then waits for
+    its response on the same condition. A put must wake the requester, not only
+    the oldest waiter (the idle thread, which leaves the message queued)."""
+    import time
+
+    reactor.install()
+    msg_queue = Association(AE(), "requestor").dimse.msg_queue
+    idle_waiting = threading.Event()
+
+    def idle_reactor():
+        with msg_queue.not_empty:
+            idle_waiting.set()
+            msg_queue.not_empty.wait(5)      # as the clock's sleep does, only longer
+
+    idle = threading.Thread(target=idle_reactor)
+    idle.start()
+    assert idle_waiting.wait(5)
+    got: list[object] = []
+    requester = threading.Thread(target=lambda: got.append(msg_queue.get(timeout=5)))
+    requester.start()
+    while not msg_queue.not_empty._waiters or len(msg_queue.not_empty._waiters) < 2:
+        time.sleep(0.001)                    # both wait now, the idle thread first
+    start = time.monotonic()
+    msg_queue.put((1, "C-STORE-RSP"))
+    requester.join(5)
+    elapsed = time.monotonic() - start
+    idle.join(5)
+    assert got == [(1, "C-STORE-RSP")]
+    assert elapsed < 1.0, f"the requester woke only after {elapsed:.1f} s"

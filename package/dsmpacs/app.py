@@ -17,6 +17,17 @@ from dsmpacs.settings import Settings
 log = logging.getLogger(__name__)
 
 
+def install_engine() -> None:
+    """Install this archive's changes to pynetdicom (dicom/engine/), once per process.
+
+    Called by the process entry point (``dsmpacs.cli.main``) before any command
+    runs, so the daemon, the web process (which sends studies) and every client
+    command speak DICOM through the same engine."""
+    from dsmpacs.dicom import engine
+
+    engine.install()
+
+
 def build_archive(settings: Settings, *, upgrade: bool = False) -> Archive:
     archive = Archive(settings)
     archive.open(upgrade=upgrade)
@@ -55,12 +66,17 @@ def serve(settings: Settings, commands: dict[str, list[str]]) -> int:
 
 def serve_dicom(settings: Settings, *, recover: bool = True) -> None:
     """Run the DICOM daemon until SIGTERM/SIGINT."""
+    from dsmpacs.archive import verification
     from dsmpacs.dicom import server as dicom_server
 
     archive = build_archive(settings, upgrade=True)
     if recover:
         archive.recover()
     server = dicom_server.start(settings, archive)
+    # Re-hashing runs beside the listener (archive/verification.py); it holds a lease
+    # in the index, so other nodes over the same index leave it alone meanwhile.
+    stop_jobs = threading.Event()
+    verifier = verification.start_background(archive, stop_jobs)
     host, port = server.server_address[:2]
     runfiles.write(settings, "dicom", host=host, port=port, ae_title=settings.ae_title)
     heartbeat = runfiles.start_heartbeat(settings, "dicom", lambda: server.socket.fileno() >= 0)
@@ -70,8 +86,11 @@ def serve_dicom(settings: Settings, *, recover: bool = True) -> None:
         wait_for_stop()
     finally:
         heartbeat.set()
+        stop_jobs.set()
         runfiles.remove(settings, "dicom")
         server.shutdown()
+        if verifier is not None:
+            verifier.join(timeout=30)
         archive.close()
         log.info("DICOM listener stopped")
 

@@ -92,6 +92,11 @@ class Settings:
         120.0, "Seconds an association may stay idle before it is aborted.", minimum=1)
     connection_timeout: float = setting(
         10.0, "Seconds to wait for a TCP connection when this archive is the client.", minimum=1)
+    dicom_extra_transfer_syntaxes: str = setting(
+        "", "Comma-separated transfer syntax UIDs accepted besides the standard ones (a "
+        "vendor's private syntax, for example). A presentation context that proposes none of "
+        "the standard syntaxes and none of these is rejected (result 4), so nothing is stored "
+        "that no reader can decode.")
 
     # --- web server --------------------------------------------------------
     web_host: str = setting(
@@ -138,9 +143,36 @@ class Settings:
         "quarantine; overwrite replaces the stored copy. An identical resend is always "
         "answered with success and stores nothing new.",
         choices=("keep-first", "overwrite"))
+    max_inflated_mb: int = setting(
+        1024, "Largest size, in MiB, a Deflated Explicit VR Little Endian dataset may inflate "
+        "to. Deflated data is inflated as a stream (on receipt, to check it, and to render "
+        "it), so memory stays small whatever this says; the bound caps the work one dataset "
+        "can cause. Twice the largest uncompressed DSA run (about 500 MiB), while a 1 MB "
+        "deflate bomb costs at most this much inflating. A dataset inflating to more is "
+        "refused with 0xC000 (STOW-RS: failure reason 0xC000), and not rendered.",
+        minimum=1, maximum=65536)
+    zip_max_mb: int = setting(
+        65536, "Largest total uncompressed size, in MiB, of the entries of one ZIP file given "
+        "to dsmpacs import; a larger ZIP (a zip bomb declares terabytes) is refused whole with "
+        "its reason, and the other paths are imported.", minimum=1)
+    zip_max_entries: int = setting(
+        100000, "Most entries one ZIP file given to dsmpacs import may hold; a ZIP with more "
+        "is refused whole.", minimum=1)
     min_free_mb: int = setting(
         512, "Free space, in MiB, that must remain on the storage filesystem; an instance "
         "that would go below it is refused with 0xA700.", minimum=0)
+
+    # --- integrity ----------------------------------------------------------
+    verify_period_days: float = setting(
+        30.0, "The DICOM daemon re-hashes every stored file in the background at least this "
+        "often, in days. A file that no longer matches the size and SHA-256 recorded when it "
+        "was stored (or is missing) marks its instance corrupt: it is never served again, and "
+        "the administration pages raise an alert until a good copy is restored. Progress is kept "
+        "in the index, so a restart continues where it stopped. 0 turns the job off "
+        "(`dsmpacs verify` and storage commitment still re-hash).", minimum=0)
+    verify_mb_per_s: float = setting(
+        10.0, "Most MiB per second the background verification reads, so that it never competes "
+        "with ingest and retrieval for the disk. 0 means unthrottled.", minimum=0)
 
     # --- query (C-FIND, QIDO-RS) -------------------------------------------
     pn_case_insensitive: bool = setting(

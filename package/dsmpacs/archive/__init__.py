@@ -5,7 +5,7 @@ import logging
 
 import pydicom.config
 
-from dsmpacs.archive import database
+from dsmpacs.archive import database, inflate
 from dsmpacs.archive.index import Index
 from dsmpacs.archive.ingest import Ingest
 from dsmpacs.archive.storage import Storage
@@ -28,6 +28,7 @@ class Archive:
         # The archive validates what it needs itself and keeps bytes unchanged;
         # pydicom's per-value warnings would only flood the log with sender quirks.
         pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
+        inflate.set_limit(settings.max_inflated_mb * 2**20)
 
     def open(self, *, upgrade: bool = False, create_storage: bool = True) -> None:
         """Prepare storage and check (or bring forward) the index schema."""
@@ -36,6 +37,13 @@ class Archive:
             database.upgrade(self.db, backup_dir=self.settings.data_dir / "backups")
         else:
             database.check(self.db)
+
+    def refusal(self, instance, by: str = "retrieve") -> str | None:
+        """Why ``instance`` (a StoredInstance or InstanceFile) must not be served, or None.
+        The one question every retrieve path asks before reading a stored file
+        (archive/integrity.py)."""
+        from dsmpacs.archive.integrity import refusal
+        return refusal(self.index, self.storage, instance, by)
 
     def recover(self) -> None:
         """Crash recovery; only before any listener accepts work."""

@@ -32,6 +32,7 @@ from dsmpacs.archive.part10 import Header, InvalidDataset, file_meta_bytes, read
 from dsmpacs.archive.results import StoreOutcome, StoreResult
 from dsmpacs.archive.storage import StagedFile, Storage, StorageError
 from dsmpacs.archive.uids import clean_uid, is_valid_uid
+from dsmpacs.archive.validation import dataset_problem
 
 log = logging.getLogger(__name__)
 _COMPARE_CHUNK = 1 << 20
@@ -109,7 +110,7 @@ class Ingest:
         sop_class, sop_instance = _sop_uids(header)
         ids = dict(sop_class_uid=sop_class, sop_instance_uid=sop_instance)
 
-        problem = _uid_problem(header, sop_class, sop_instance)
+        problem = dataset_problem(staged.path, header) or _uid_problem(header, sop_class, sop_instance)
         if problem:
             return StoreResult(StoreOutcome.INVALID_DATASET, problem, **ids)
         if expected_instance is not None and clean_uid(expected_instance) != sop_instance:

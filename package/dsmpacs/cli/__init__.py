@@ -52,6 +52,9 @@ def open_archive(ctx: Context, *, upgrade: bool = False, **flags):
 @click.pass_context
 def main(click_ctx: click.Context, data_dir: str | None, sets: tuple[str, ...]) -> None:
     """DSM PACS: DICOM archive and web viewer."""
+    from dsmpacs.app import install_engine
+
+    install_engine()
     click_ctx.obj = Context(data_dir, sets)
     if click_ctx.invoked_subcommand is None:
         click_ctx.invoke(main.commands["serve"])

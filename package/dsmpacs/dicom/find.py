@@ -6,7 +6,7 @@ encode each row in the character set its data was stored in. IMAGE-level and
 other keys the index does not hold are returned with zero length, and the
 pending status is then 0xFF01 (an optional key was not supported), so a
 query's cost never depends on reading files. Pending responses are encoded and
-sent by dicom/wire.py; pynetdicom sends the final status.
+sent by dicom/engine/wire.py; pynetdicom sends the final status.
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from pydicom.datadict import dictionary_VR, keyword_for_tag
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
-from pynetdicom import _config, evt
+from pynetdicom import evt
 from pynetdicom.sop_class import (
     PatientRootQueryRetrieveInformationModelFind,
     StudyRootQueryRetrieveInformationModelFind,
@@ -32,8 +32,8 @@ from dsmpacs.archive.charset import TEXT_VRS, decode_text, encode_text, parse_ch
 from dsmpacs.archive.database import IndexUnavailable
 from dsmpacs.archive.query import KEYS, Query, QueryError, Search, key_for
 from dsmpacs.dicom.associations import peer_of
+from dsmpacs.dicom.engine.wire import Element, PendingSender
 from dsmpacs.dicom.status import NOT_AUTHORIZED, OUT_OF_RESOURCES, status_dataset
-from dsmpacs.dicom.wire import Element, PendingSender
 
 log = logging.getLogger(__name__)
 
@@ -60,12 +60,7 @@ _LEVEL_TAG = 0x00080052
 
 def install(ae) -> None:
     """Offer both FIND models in Implicit and Explicit VR Little Endian (the encodings
-    dicom/wire.py writes)."""
-    # pynetdicom otherwise renders every request and response identifier as text
-    # (even with its log muted): a cost per match, and it converts the elements
-    # with pydicom's decoder, which keeps ISO 2022 IR 58 escapes in the text.
-    _config.LOG_REQUEST_IDENTIFIERS = False
-    _config.LOG_RESPONSE_IDENTIFIERS = False
+    dicom/engine/wire.py writes)."""
     for sop_class in MODEL_LEVELS:
         ae.add_supported_context(sop_class, [ImplicitVRLittleEndian, ExplicitVRLittleEndian])
 
@@ -171,7 +166,7 @@ def handle_find(event, archive: Archive, policy: AccessPolicy, search: Search):
                 log.warning("C-FIND from %s (%s): more than %d matches; stopped", calling, peer, limit)
                 yield status_dataset(OUT_OF_RESOURCES, f"more than {limit} matches; narrow the query"), None
                 return
-            # Pending responses go out directly (dicom/wire.py); pynetdicom sends the
+            # Pending responses go out directly (dicom/engine/wire.py); pynetdicom sends the
             # final status we yield, or Success when the generator ends.
             sender.send(response_elements(row, request, settings.ae_title))
             sent += 1

@@ -6,7 +6,6 @@ from typing import Iterator, Mapping
 
 from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
 from pydicom.dataset import Dataset
-from pynetdicom import _config
 
 from dsmpacs.archive.charset import TEXT_VRS, encode_text, parse_charset
 from dsmpacs.archive.peers import Peer
@@ -88,9 +87,6 @@ def find(settings: Settings, target: Peer, level: str, keys: Mapping[str, str], 
          model: str = "study", charset: str = "ISO_IR 192") -> Iterator[FindResult]:
     """C-FIND; yields each pending match, then the final status."""
     sop_class = MODELS[model]
-    # Keep the raw elements: pynetdicom's logging would decode them with pydicom,
-    # which leaves ISO 2022 IR 58 escape sequences in the text.
-    _config.LOG_RESPONSE_IDENTIFIERS = False
     identifier = build_identifier(level, keys, charset)
     ae = client_ae(settings)
     ae.add_requested_context(sop_class)

@@ -34,14 +34,14 @@ from pydicom.uid import (
     JPEGLSLossless,
     RLELossless,
 )
-from pynetdicom import _config, build_role, evt
+from pynetdicom import build_role, evt
 from pynetdicom import sop_class as sc
 
 from dsmpacs.archive import Archive
 from dsmpacs.archive.peers import Peer
 from dsmpacs.archive.uids import clean_uid
-from dsmpacs.dicom import spool
 from dsmpacs.dicom.associations import handle_conn_open
+from dsmpacs.dicom.engine import spool
 from dsmpacs.dicom.scu import AssociationFailed, client_ae, echo
 from dsmpacs.dicom.store import handle_store
 from dsmpacs.settings import Settings
@@ -174,10 +174,9 @@ class TemporaryListener:
         self.server = None
 
     def __enter__(self) -> "TemporaryListener":
-        _config.UNRESTRICTED_STORAGE_SERVICE = True
         ae = client_ae(self.settings)
         ae.require_called_aet = False
-        spool.install(ae, self.archive.storage)
+        spool.bind_storage(ae, self.archive.storage)
         try:
             self.server = ae.start_server(
                 (self.settings.dicom_host, self.settings.dicom_port), block=False, evt_handlers=[
@@ -245,8 +244,7 @@ def retrieve_get(settings: Settings, archive: Archive, peer: Peer, study_uid: st
     """C-GET the study (or series) from ``peer``; this process stores what arrives."""
     report = RetrieveReport("get", "this command, on the C-GET association")
     ae = client_ae(settings)
-    _config.UNRESTRICTED_STORAGE_SERVICE = True
-    spool.install(ae, archive.storage)
+    spool.bind_storage(ae, archive.storage)
     ae.add_requested_context(sc.StudyRootQueryRetrieveInformationModelGet)
     roles = []
     for sop_class in GET_STORAGE_CLASSES:

@@ -1,14 +1,10 @@
-"""pynetdicom glue shared by C-MOVE and C-GET: this archive runs the sub-operations.
+"""What C-MOVE and C-GET share: this archive runs the sub-operations.
 
-pynetdicom's own Query/Retrieve SCP wants each instance yielded as a decoded
-Dataset, which (a) loads whole runs into memory, (b) cannot offer an instance
-in its stored transfer syntax and fall back per instance, and (c) sends our
-own AE title as the Move Originator instead of the requester's. So C-MOVE and
-C-GET requests are routed to a handler that receives a ``RetrieveCall`` (the
-request, a way to answer pending and final responses, C-CANCEL state) and
-drives the sub-operations itself. C-FIND and associations of other AEs keep
-pynetdicom's behaviour: the routing applies only when the bound EVT_C_MOVE or
-EVT_C_GET handler is marked with ``@suboperation_handler``.
+engine/retrieve_class.py routes each request whose bound handler is marked
+``@suboperation_handler`` to ``serve``, which hands the handler a
+``RetrieveCall``: the request, a way to answer pending and final responses,
+and C-CANCEL state. The handler selects instances (archive/retrieve.py) and
+drives the sub-operations with ``run_suboperations``.
 """
 from __future__ import annotations
 
@@ -18,7 +14,6 @@ from io import BytesIO
 from typing import Callable
 
 from pydicom.dataset import Dataset
-from pynetdicom import evt
 from pynetdicom.dimse_primitives import C_GET, C_MOVE
 from pynetdicom.dsutils import decode, encode
 from pynetdicom.service_class import QueryRetrieveServiceClass
@@ -33,7 +28,7 @@ from dsmpacs.archive.access import AccessPolicy, Action
 from dsmpacs.archive.database import IndexUnavailable
 from dsmpacs.archive.peers import PeerRegistry
 from dsmpacs.archive.retrieve import RetrieveError, StoredInstance, retrieve_keys, select_instances
-from dsmpacs.dicom import routing
+from dsmpacs.dicom.engine.retrieve_class import suboperation_handler  # noqa: F401 (re-exported)
 from dsmpacs.dicom.sender import SubOperation
 
 log = logging.getLogger(__name__)
@@ -52,15 +47,6 @@ UNABLE_TO_PROCESS = 0xC000
 MAX_SUBOPERATIONS = 65535
 # FailedSOPInstanceUIDList is UI, whose explicit-VR length field has 16 bits.
 _MAX_FAILED_LIST_CHARS = 65000
-
-_MARK = "_dsmpacs_suboperations"
-
-
-def suboperation_handler(func: Callable) -> Callable:
-    """Mark an EVT_C_MOVE / EVT_C_GET handler as taking a RetrieveCall."""
-    setattr(func, _MARK, True)
-    return func
-
 
 @dataclass
 class Counts:
@@ -252,34 +238,21 @@ def run_suboperations(call: RetrieveCall, instances: list[StoredInstance],
     return counts
 
 
-class RetrieveServiceClass(QueryRetrieveServiceClass):
-    """Routes C-MOVE and C-GET to a @suboperation_handler when one is bound."""
-
-    def _dispatch(self, event, kind: str, req, context) -> bool:
-        bound = self.assoc.get_handlers(event)
-        handler, args = bound if isinstance(bound, tuple) else (None, None)
-        if not getattr(handler, _MARK, False):
-            return False
-        call = RetrieveCall(self, req, context, kind)
-        try:
-            handler(call, *(args or []))
-        except IndexUnavailable as exc:
-            log.error("%s from %s: %s", kind, call.peer, exc)
-            if not call.answered:
-                call.final(REFUSED_NO_MATCH_COUNT, comment="index unavailable")
-        except Exception:
-            log.exception("%s handler failed for %s", kind, call.peer)
-            if not call.answered:
-                call.final(UNABLE_TO_PROCESS, comment="internal error; see the archive log")
-        return True
-
-    def _move_scp(self, req, context) -> None:
-        if not self._dispatch(evt.EVT_C_MOVE, "C-MOVE", req, context):
-            super()._move_scp(req, context)
-
-    def _get_scp(self, req, context) -> None:
-        if not self._dispatch(evt.EVT_C_GET, "C-GET", req, context):
-            super()._get_scp(req, context)
+def serve(service: QueryRetrieveServiceClass, kind: str, req, context, handler: Callable,
+          args: list) -> None:
+    """Run a @suboperation_handler for one request (called by engine/retrieve_class.py);
+    answer the final status the handler could not."""
+    call = RetrieveCall(service, req, context, kind)
+    try:
+        handler(call, *args)
+    except IndexUnavailable as exc:
+        log.error("%s from %s: %s", kind, call.peer, exc)
+        if not call.answered:
+            call.final(REFUSED_NO_MATCH_COUNT, comment="index unavailable")
+    except Exception:
+        log.exception("%s handler failed for %s", kind, call.peer)
+        if not call.answered:
+            call.final(UNABLE_TO_PROCESS, comment="internal error; see the archive log")
 
 
 RETRIEVE_SOP_CLASSES = (PatientRootQueryRetrieveInformationModelMove,
@@ -289,8 +262,7 @@ RETRIEVE_SOP_CLASSES = (PatientRootQueryRetrieveInformationModelMove,
 
 
 def install(ae) -> None:
-    """Accept the C-MOVE and C-GET SOP classes on ``ae`` and route their requests
-    through RetrieveServiceClass (dicom/routing.py)."""
+    """Accept the C-MOVE and C-GET SOP classes on ``ae`` (their requests reach
+    ``serve`` through engine/retrieve_class.py)."""
     for sop_class in RETRIEVE_SOP_CLASSES:
         ae.add_supported_context(sop_class)
-    routing.route(QueryRetrieveServiceClass, RetrieveServiceClass)

@@ -7,12 +7,13 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 from pydicom import dcmread
-from pynetdicom import AE, _config, evt
+from pynetdicom import AE, evt
 from pynetdicom.sop_class import Verification
 
 from dsmpacs.archive.peers import Peer
-from dsmpacs.dicom import reactor, transport
+from dsmpacs.dicom import engine
 from dsmpacs.dicom.associations import handle_conn_open
+from dsmpacs.dicom.engine import negotiation
 from dsmpacs.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -20,17 +21,17 @@ MAX_CONTEXTS = 128
 
 
 def client_ae(settings: Settings) -> AE:
-    """An AE with this archive's title, PDU size and timeouts, and pynetdicom's
-    reactors and PDU reading tuned (dicom/reactor.py, dicom/transport.py). The
-    listener's AE (dicom/server.py) starts from the same one."""
-    reactor.install()
-    transport.install()
+    """An AE with this archive's title, PDU size, timeouts and accepted transfer
+    syntaxes. Every AE of the archive starts here, the listener's (dicom/server.py)
+    included; the engine (dicom/engine/) must have been installed."""
+    engine.require_installed()
     ae = AE(ae_title=settings.ae_title)
     ae.acse_timeout = settings.acse_timeout
     ae.dimse_timeout = settings.dimse_timeout
     ae.network_timeout = settings.network_timeout
     ae.connection_timeout = settings.connection_timeout
     ae.maximum_pdu_size = settings.max_pdu
+    negotiation.allow_transfer_syntaxes(ae, settings.dicom_extra_transfer_syntaxes.split(","))
     return ae
 
 
@@ -88,8 +89,6 @@ def send_files(settings: Settings, target: Peer, paths: list[Path],
     ae = client_ae(settings)
     for sop_class, ts in contexts:
         ae.add_requested_context(sop_class, ts)
-    # Stream the dataset from the file instead of decoding it: bytes go out unchanged.
-    _config.STORE_SEND_CHUNKED_DATASET = True
     assoc = ae.associate(target.host, target.port, ae_title=target.ae_title, evt_handlers=HANDLERS)
     if not assoc.is_established:
         raise AssociationFailed(f"association with {target} was rejected or failed")

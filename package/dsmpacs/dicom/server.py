@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import logging
 
-from pynetdicom import AE, _config, evt
+from pynetdicom import AE, evt
 from pynetdicom.sop_class import Verification
 
 from dsmpacs.archive import Archive
@@ -15,10 +15,9 @@ from dsmpacs.dicom import (
     commitment,
     find,
     retrieve_service,
-    spool,
-    store_service,
 )
 from dsmpacs.dicom.echo import handle_echo
+from dsmpacs.dicom.engine import spool
 from dsmpacs.dicom.get import handle_get
 from dsmpacs.dicom.move import handle_move
 from dsmpacs.dicom.scu import client_ae
@@ -29,22 +28,15 @@ log = logging.getLogger(__name__)
 
 
 def build_ae(settings: Settings, archive: Archive) -> AE:
-    """An AE that accepts every storage SOP class and transfer syntax a sender proposes."""
-    # Unknown and private abstract syntaxes are negotiated as storage, with the
-    # first transfer syntax the sender proposes for them.
-    _config.UNRESTRICTED_STORAGE_SERVICE = True
-    # pynetdicom's "standard" handlers format a summary of every PDU and DIMSE message
-    # even when its logger is quiet (about a tenth of the receive thread's time on a
-    # multi-frame run); our own association log says what the operator needs.
-    _config.LOG_HANDLER_LEVEL = "none"
+    """An AE that accepts every storage SOP class (private ones included) in any
+    standard transfer syntax a sender proposes (dicom/engine/negotiation.py)."""
     ae = client_ae(settings)
     ae.maximum_associations = settings.max_associations
     ae.require_called_aet = False     # checked by the access policy (check_called_ae)
     ae.add_supported_context(Verification)
     find.install(ae)
-    spool.install(ae, archive.storage)
+    spool.bind_storage(ae, archive.storage)
     retrieve_service.install(ae)            # C-MOVE and C-GET (dicom/move.py, dicom/get.py)
-    store_service.install()                 # C-STORE answered without pynetdicom's detour
     commitment.install(ae)
     return ae
 

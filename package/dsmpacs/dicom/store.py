@@ -14,8 +14,8 @@ from dsmpacs.archive.storage import SpoolWriter, StorageError
 from dsmpacs.archive.uids import clean_uid
 from dsmpacs.dicom import associations
 from dsmpacs.dicom.associations import peer_of
+from dsmpacs.dicom.engine.store_service import fast_store_handler
 from dsmpacs.dicom.status import store_status
-from dsmpacs.dicom.store_service import fast_store_handler
 
 log = logging.getLogger(__name__)
 _DECISION = "_dsmpacs_store_decision"
@@ -37,7 +37,7 @@ def _may_store(assoc, policy: AccessPolicy | None) -> tuple[bool, str]:
 
 @fast_store_handler
 def handle_store(event, archive: Archive, policy: AccessPolicy | None) -> Dataset | int:
-    """C-STORE. The dataset was streamed to a staged file by dicom/spool.py.
+    """C-STORE. The dataset was streamed to a staged file by dicom/engine/spool.py.
 
     Statuses:
       0x0000 Success: stored, or an identical copy was already stored
@@ -49,6 +49,7 @@ def handle_store(event, archive: Archive, policy: AccessPolicy | None) -> Datase
       0xA900 Error: the dataset's SOP Class/Instance UID differs from the command's
       0xC000 Error: unreadable dataset, or a missing or invalid (path-like) UID
       0x0124 Refused: the calling AE may not store (access policy)
+      0xC211 Error: unable to process (an unexpected failure; see the log)
     """
     req = event.request
     spool = getattr(req, "_dataset_file", None)

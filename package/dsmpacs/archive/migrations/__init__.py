@@ -14,7 +14,7 @@ import pkgutil
 
 import peewee
 
-LATEST_VERSION = 1
+LATEST_VERSION = 2
 
 
 def _module_for(version: int):

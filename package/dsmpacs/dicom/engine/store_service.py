@@ -23,8 +23,6 @@ from pynetdicom import evt
 from pynetdicom.pdu_primitives import P_DATA
 from pynetdicom.service_class import StorageServiceClass
 
-from dsmpacs.dicom import routing
-
 log = logging.getLogger(__name__)
 _MARK = "_dsmpacs_fast_store"
 C_STORE_RSP = 0x8001
@@ -104,8 +102,3 @@ class FastStorageServiceClass(StorageServiceClass):
         pdata.presentation_data_value_list = [[context.context_id, b"\x03" + encode_store_response(
             int(req.MessageID), req.AffectedSOPClassUID, req.AffectedSOPInstanceUID, status, comment)]]
         self.assoc.dul.send_pdu(pdata)
-
-
-def install() -> None:
-    """Route C-STORE through FastStorageServiceClass (once per process)."""
-    routing.route(StorageServiceClass, FastStorageServiceClass)

@@ -17,6 +17,13 @@ end:
 * the association thread waits on its DIMSE message queue's condition for at
   most the same 1 ms, so a complete message is served at once, and release,
   abort and timeouts are noticed exactly as before;
+* that queue wakes every waiter when a message arrives, not one: an SCU
+  request (C-STORE of a C-MOVE sub-operation, C-GET, storage commitment)
+  waits for its response in ``msg_queue.get`` on the same condition while the
+  paused association thread waits in its idle sleep. With Queue's single
+  ``notify`` the response could wake the idle thread, which leaves it queued,
+  and the requester slept on until ``dimse_timeout``: the 60 s C-MOVE stall
+  seen under CPU load;
 * the reactor's "paused" flag can no longer be cleared by the side thread that
   serves an N-EVENT-REPORT, which deadlocked release() (see _set_paused).
 
@@ -26,11 +33,13 @@ other caller of ``time.sleep`` in those modules gets the real one.
 from __future__ import annotations
 
 import os
+import queue
 import select
 import threading
 import time as _time
 
 from pynetdicom import association as _association
+from pynetdicom import dimse as _dimse
 from pynetdicom import dul as _dul
 
 DUL_IDLE_WAIT = 0.01           # upper bound on how long an idle DUL thread sleeps
@@ -119,6 +128,16 @@ class _AssociationClock:
                 queue.not_empty.wait(seconds)
 
 
+class BroadcastQueue(queue.Queue):
+    """A Queue whose put wakes every thread waiting to get (see the module doc)."""
+
+    def _put(self, item) -> None:
+        super()._put(item)
+        # Called with the queue's mutex held, which not_empty shares; put()'s own
+        # notify() that follows is then redundant but harmless.
+        self.not_empty.notify_all()
+
+
 def _get_paused(assoc) -> bool:
     return assoc.__dict__.get("_dsmpacs_paused", False)
 
@@ -137,7 +156,7 @@ def _set_paused(assoc, value: bool) -> None:
 
 
 def install() -> None:
-    """Patch pynetdicom once per process (idempotent)."""
+    """Patch pynetdicom once per process (idempotent; called by engine.install)."""
     global _installed
     if _installed:
         return
@@ -145,6 +164,11 @@ def install() -> None:
     original_send_pdu = _dul.DULServiceProvider.send_pdu
     original_kill = _dul.DULServiceProvider.kill_dul
     original_run = _dul.DULServiceProvider.run_reactor
+    original_dimse_init = _dimse.DIMSEServiceProvider.__init__
+
+    def dimse_init(self, *args, **kwargs):
+        original_dimse_init(self, *args, **kwargs)
+        self.msg_queue = BroadcastQueue()
 
     def __init__(self, *args, **kwargs):
         original_init(self, *args, **kwargs)
@@ -168,6 +192,7 @@ def install() -> None:
     _dul.DULServiceProvider.send_pdu = send_pdu
     _dul.DULServiceProvider.kill_dul = kill_dul
     _dul.DULServiceProvider.run_reactor = run_reactor
+    _dimse.DIMSEServiceProvider.__init__ = dimse_init
     _dul.time = _DulClock()
     _association.time = _AssociationClock()
     _association.Association._is_paused = property(_get_paused, _set_paused)

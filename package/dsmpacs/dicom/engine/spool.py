@@ -1,6 +1,6 @@
 """Make pynetdicom's chunked C-STORE receive write into the archive's tmp dir.
 
-With ``STORE_RECV_CHUNKED_DATASET`` pynetdicom streams each incoming dataset
+With ``STORE_RECV_CHUNKED_DATASET`` (set by engine.install) pynetdicom streams each incoming dataset
 to a ``NamedTemporaryFile`` instead of decoding it in memory. For associations
 of our own AE we replace that file with the storage's ``SpoolWriter``: the
 file lands on the storage filesystem (so publishing is a rename, never a
@@ -18,7 +18,7 @@ from __future__ import annotations
 import threading
 from tempfile import NamedTemporaryFile
 
-from pynetdicom import _config, dimse_messages
+from pynetdicom import dimse_messages
 
 from dsmpacs.archive.part10 import encode_file_meta
 from dsmpacs.archive.storage import SpoolWriter, Storage
@@ -61,10 +61,13 @@ def _spool_factory(*args, **kwargs):
     return spool
 
 
-def install(ae, storage: Storage) -> None:
+def bind_storage(ae, storage: Storage) -> None:
     """Route chunked C-STORE datasets received by ``ae`` into ``storage``."""
     setattr(ae, _AE_ATTRIBUTE, storage)
-    _config.STORE_RECV_CHUNKED_DATASET = True
+
+
+def install() -> None:
+    """Replace pynetdicom's spool file factory and File Meta writer (engine.install)."""
     dimse_messages.NamedTemporaryFile = _spool_factory
     dimse_messages.create_file_meta = _create_file_meta
     dimse_messages.write_file_meta_info = _write_file_meta_info

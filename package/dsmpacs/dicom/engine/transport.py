@@ -18,7 +18,7 @@ import struct
 
 from pynetdicom import transport as _transport
 
-log = logging.getLogger("dsmpacs.dicom.transport")
+log = logging.getLogger(__name__)
 
 P_DATA_TF = 0x04
 OTHER_PDU_LIMIT = 1 << 20          # A-ASSOCIATE, release and abort PDUs are small

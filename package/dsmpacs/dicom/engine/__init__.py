@@ -1,0 +1,106 @@
+"""The DICOM engine: every change this archive makes to pynetdicom, in one package.
+
+pynetdicom does the protocol (PDUs, the DUL state machine, DIMSE encoding,
+association negotiation). Where its behaviour does not fit an archive that
+receives 500 MB angiography runs from hostile networks, the change lives here,
+is installed once per process by ``install()`` from a composition root
+(``dsmpacs.app`` for the servers, ``dsmpacs.cli`` for client commands, the
+test suite's conftest), and is written against exactly one pynetdicom version
+(``WRITTEN_FOR``): ``install()`` refuses any other, so an upgrade is a
+deliberate act that re-reads each module below against the new source.
+
+What each module changes, and the upstream hook it uses or lacks:
+
+* ``reactor``      idle waits of the DUL and association threads end on events,
+                   not 1 ms polls; every waiter on a DIMSE queue is woken (the
+                   60 s C-MOVE stall); the "paused" flag race (pynetdicom #820).
+* ``transport``    PDU reads into one buffer; a bound on announced PDU lengths.
+* ``spool``        chunked C-STORE receive writes into the storage's staging
+                   directory with our File Meta (``_config.STORE_RECV_CHUNKED_DATASET``
+                   is the hook; the file factory is not, so it is replaced).
+* ``negotiation``  transfer-syntax choice as acceptor: unknown syntaxes refused
+                   per context, Explicit VR Little Endian preferred over Implicit.
+* ``routing``      swaps pynetdicom's service classes for ours
+                   (``association.uid_to_service_class`` is the only hook).
+* ``store_service`` C-STORE answered without pynetdicom's per-message detour.
+* ``retrieve_class`` C-MOVE/C-GET sub-operations driven by our handlers.
+* ``wire``         C-FIND pending responses encoded once per request.
+
+Process-wide pynetdicom settings (``pynetdicom._config``) are set here and
+nowhere else.
+"""
+from __future__ import annotations
+
+import pynetdicom
+from pynetdicom import _config
+
+WRITTEN_FOR = "3.0.4"
+_installed = False
+
+
+class EngineVersionError(RuntimeError):
+    """pynetdicom is not the version the engine's changes were written against."""
+
+
+def check_version(version: str | None = None) -> None:
+    found = version if version is not None else pynetdicom.__version__
+    if found != WRITTEN_FOR:
+        raise EngineVersionError(
+            f"dsmpacs.dicom.engine was written against pynetdicom {WRITTEN_FOR}, but {found} is "
+            f"installed. Install pynetdicom=={WRITTEN_FOR} (constraints.txt), or re-read every "
+            f"module of dsmpacs/dicom/engine/ against the new pynetdicom and raise WRITTEN_FOR.")
+
+
+def install() -> None:
+    """Apply every change to pynetdicom, once per process (idempotent)."""
+    global _installed
+    if _installed:
+        return
+    check_version()
+    from pynetdicom.service_class import QueryRetrieveServiceClass, StorageServiceClass
+
+    from dsmpacs.dicom.engine import (
+        negotiation,
+        reactor,
+        retrieve_class,
+        routing,
+        spool,
+        store_service,
+        transport,
+    )
+
+    # Unknown and private abstract syntaxes are negotiated as storage (the
+    # transfer syntax is then chosen by engine/negotiation.py).
+    _config.UNRESTRICTED_STORAGE_SERVICE = True
+    # pynetdicom's "standard" handlers format a summary of every PDU and DIMSE
+    # message even when its logger is quiet (a tenth of the receive thread's time
+    # on a multi-frame run); our association log says what an operator needs.
+    _config.LOG_HANDLER_LEVEL = "none"
+    # pynetdicom would render every C-FIND identifier as text (a cost per match,
+    # and pydicom's decoder leaves ISO 2022 IR 58 escapes in it).
+    _config.LOG_REQUEST_IDENTIFIERS = False
+    _config.LOG_RESPONSE_IDENTIFIERS = False
+    # Datasets are streamed between the socket and files, never decoded whole:
+    # received ones into the staging directory (engine/spool.py), sent ones from
+    # the stored file, so the bytes go out unchanged.
+    _config.STORE_RECV_CHUNKED_DATASET = True
+    _config.STORE_SEND_CHUNKED_DATASET = True
+
+    reactor.install()
+    transport.install()
+    spool.install()
+    negotiation.install()
+    routing.route(StorageServiceClass, store_service.FastStorageServiceClass)
+    routing.route(QueryRetrieveServiceClass, retrieve_class.RetrieveServiceClass)
+    _installed = True
+
+
+def installed() -> bool:
+    return _installed
+
+
+def require_installed() -> None:
+    """Refuse to build an AE before the composition root installed the engine:
+    without it, received datasets would land outside the storage, unhashed."""
+    if not _installed:
+        raise RuntimeError("dsmpacs.dicom.engine.install() was not called by the composition root")

@@ -1,0 +1,120 @@
+"""The DICOM engine (dsmpacs.dicom.engine): its version pin, its single install
+point, and the transfer-syntax negotiation it changes, against real sockets."""
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pynetdicom
+import pytest
+from pydicom import dcmread
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pynetdicom import AE
+from pynetdicom.sop_class import CTImageStorage, Verification
+
+from dsmpacs.dicom import engine
+from dsmpacs.dicom.engine.negotiation import choose
+from tests import factories as f
+from tests.retrieval import register
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGE = ROOT / "package" / "dsmpacs"
+UNKNOWN_SYNTAX = "1.2.3.4.5.6.7.8"
+
+
+def test_engine_is_pinned_to_the_installed_and_constrained_pynetdicom():
+    assert pynetdicom.__version__ == engine.WRITTEN_FOR
+    pins = dict(re.findall(r"^([A-Za-z0-9_.-]+)==(\S+)", (ROOT / "constraints.txt").read_text(), re.M))
+    assert pins["pynetdicom"] == engine.WRITTEN_FOR
+
+
+def test_another_pynetdicom_version_is_refused_with_a_clear_message():
+    with pytest.raises(engine.EngineVersionError, match=r"written against pynetdicom 3\.0\.4.*3\.1\.0"):
+        engine.check_version("3.1.0")
+
+
+def test_pynetdicom_is_changed_only_inside_the_engine_and_installed_from_one_place():
+    outside = [p for p in PACKAGE.rglob("*.py") if "engine" not in p.relative_to(PACKAGE).parts]
+    config_writes = [str(p) for p in outside if re.search(r"_config\.\w+\s*=", p.read_text())]
+    assert config_writes == []
+    callers = [str(p.relative_to(PACKAGE)) for p in outside
+               if re.search(r"\bengine\.install\(\)", p.read_text())]
+    assert callers == ["app.py"]
+    entry = (PACKAGE / "cli" / "__init__.py").read_text()
+    assert "install_engine()" in entry
+
+
+# --- negotiation -------------------------------------------------------------
+
+@pytest.mark.parametrize("proposed, expected", [
+    ([ImplicitVRLittleEndian, ExplicitVRLittleEndian], ExplicitVRLittleEndian),
+    (["1.2.840.10008.1.2.4.70", ImplicitVRLittleEndian, ExplicitVRLittleEndian], "1.2.840.10008.1.2.4.70"),
+    ([UNKNOWN_SYNTAX, ImplicitVRLittleEndian], ImplicitVRLittleEndian),
+    ([UNKNOWN_SYNTAX], None),
+])
+def test_choice_among_proposed_syntaxes(proposed, expected):
+    assert choose([str(p) for p in proposed], None, frozenset()) == expected
+
+
+def _associate(server, *syntaxes: str):
+    ae = AE(ae_title="NEGOTIATOR")
+    ae.add_requested_context(CTImageStorage, list(syntaxes))
+    # Verification keeps the association up when the CT context is rejected
+    # (pynetdicom aborts an association with no accepted context).
+    ae.add_requested_context(Verification)
+    return ae.associate("127.0.0.1", server.port, ae_title=server.ae_title)
+
+
+def test_a_context_of_unknown_transfer_syntaxes_is_rejected_with_result_4(server):
+    assoc = _associate(server, UNKNOWN_SYNTAX)
+    try:
+        assert assoc.is_established
+        assert [str(cx.abstract_syntax) for cx in assoc.accepted_contexts] == [Verification]
+        assert [(str(cx.abstract_syntax), cx.result) for cx in assoc.rejected_contexts] == [
+            (CTImageStorage, 0x04)]
+    finally:
+        assoc.release()
+
+
+def test_a_listed_private_transfer_syntax_is_accepted(server_factory, database_url):
+    server = server_factory(database_url=database_url, dicom_extra_transfer_syntaxes=UNKNOWN_SYNTAX)
+    assoc = _associate(server, UNKNOWN_SYNTAX)
+    try:
+        accepted = {str(cx.abstract_syntax): str(cx.transfer_syntax[0]) for cx in assoc.accepted_contexts}
+        assert accepted[CTImageStorage] == UNKNOWN_SYNTAX
+    finally:
+        assoc.release()
+
+
+def test_explicit_vr_is_chosen_when_implicit_is_proposed_first(server):
+    assoc = _associate(server, ImplicitVRLittleEndian, ExplicitVRLittleEndian)
+    try:
+        accepted = {str(cx.abstract_syntax): str(cx.transfer_syntax[0]) for cx in assoc.accepted_contexts}
+        assert accepted[CTImageStorage] == ExplicitVRLittleEndian
+    finally:
+        assoc.release()
+
+
+def test_pynetdicom_getscu_receives_an_explicit_vr_run_unchanged(server, tmp_path):
+    """pynetdicom's getscu proposes Implicit VR first for every storage class; the run
+    stored as Explicit VR must come back in Explicit VR, not re-encoded."""
+    study_uid = "1.2.826.0.1.3680043.8.498.7701"
+    xa = f.write(f.xa_run(frames=3, size=64, study_uid=study_uid), tmp_path / "xa.dcm",
+                 transfer_syntax=ExplicitVRLittleEndian)
+    assert server.storescu(xa).returncode == 0
+    register(server, "getter", "GETSCU", 104, may_retrieve=True)
+    out = tmp_path / "got"
+    out.mkdir()
+    done = subprocess.run([sys.executable, "-m", "pynetdicom", "getscu", "-aet", "GETSCU",
+                           "-aec", server.ae_title, "-k", "QueryRetrieveLevel=STUDY",
+                           "-k", f"StudyInstanceUID={study_uid}", "-od", str(out),
+                           "127.0.0.1", str(server.port)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    received = list(out.iterdir())
+    assert len(received) == 1, done.stdout + done.stderr
+    got = dcmread(received[0])
+    assert got.file_meta.TransferSyntaxUID == ExplicitVRLittleEndian
+    assert f.dataset_bytes(received[0]) == f.dataset_bytes(xa)
