@@ -58,9 +58,8 @@ FRAME = 20                      # 1-based, as in the URL
 
 def build_corpus(folder: Path, studies: int) -> dict[str, str]:
     """Write the corpus; returns the XA run's UIDs."""
-    from tests import factories as f
-
     from bench.find import _patient_name
+    from tests import factories as f
 
     rng = random.Random(20261123)
     for i in range(studies):

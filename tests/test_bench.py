@@ -8,9 +8,9 @@ import re
 import shutil
 
 import pytest
+
 from bench import __main__ as bench_main
 from bench import common, find, ingest, web
-
 from tests.peers import require
 
 
