@@ -158,6 +158,12 @@ class Settings:
     zip_max_entries: int = setting(
         100000, "Most entries one ZIP file given to dsmpacs import may hold; a ZIP with more "
         "is refused whole.", minimum=1)
+    index_timeout: float = setting(
+        20.0, "Longest time, in seconds, one store (C-STORE, STOW-RS, import) waits for the "
+        "index database while another connection holds a lock on it (a backup, a long "
+        "maintenance job), retries included. It then fails with 0xA701 (HTTP 503 over "
+        "STOW-RS) and leaves nothing behind. At most half of dimse_timeout is used, so a "
+        "sender has its answer before it gives up waiting.", minimum=0.5)
     min_free_mb: int = setting(
         512, "Free space, in MiB, that must remain on the storage filesystem; an instance "
         "that would go below it is refused with 0xA700.", minimum=0)
@@ -225,6 +231,10 @@ class Settings:
     @property
     def effective_database_url(self) -> str:
         return self.database_url or f"sqlite:///{(self.data_dir / 'index.sqlite3').absolute()}"
+
+    @property
+    def effective_index_timeout(self) -> float:
+        return min(self.index_timeout, self.dimse_timeout / 2)
 
     @property
     def effective_log_file(self) -> Path:
