@@ -30,9 +30,11 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 --dist loadfile --ignore=tests/dsm
 	$(BIN)/python -m pytest tests/dsm
 
-## Side-by-side ingest benchmark against Orthanc and dcmtk storescp
+## Benchmarks beside Orthanc and dcmtk (bench/README.md); a smoke run in a few
+## minutes: make bench BENCH_ARGS=--quick
+BENCH_ARGS ?=
 bench: $(STAMP)
-	$(BIN)/python -m bench
+	$(BIN)/python -m bench $(BENCH_ARGS)
 
 ## Build the Synology DSM package(s) into dist/ (docs/dsm-package.md)
 spk: $(STAMP)

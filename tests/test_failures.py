@@ -107,6 +107,29 @@ def test_no_space_left_gives_a700_and_leaves_nothing(server_factory, tmp_path):
         assert srv.alive() and srv.storescu(f.write(f.secondary_capture(), tmp_path / "s2.dcm")).returncode == 0
 
 
+def test_stow_on_a_full_disk_names_a700_in_the_body(server_factory, tmp_path):
+    """STOW-RS says why in its body (FailureReason 0xA700), not with a bare 503."""
+    import requests
+
+    from tests.webclient import add_user
+
+    with tmpfs(tmp_path / "small", "8m") as root:
+        srv = server_factory(storage_root=root / "pacs", only="web")
+        password = add_user(srv, "rad1", "radiologist")
+        big = f.write(f.xa_run(frames=40), tmp_path / "big.dcm")      # 21 MB > 8 MB
+        body = (b"--bnd\r\nContent-Type: application/dicom\r\n\r\n" + big.read_bytes()
+                + b"\r\n--bnd--\r\n")
+        response = requests.post(srv.url("/dicom-web/studies"), data=body, auth=("rad1", password),
+                                 headers={"Content-Type": 'multipart/related; type="application/dicom"; '
+                                                          "boundary=bnd"}, timeout=60)
+        assert response.status_code == 503, response.text
+        failed = response.json()["00081198"]["Value"]
+        assert [item["00081197"]["Value"] for item in failed] == [[0xA700]]
+        assert failed[0]["00081155"]["Value"] == [f.read_uid(big)]
+        assert published_files(root / "pacs") == [] and staged_files(root / "pacs") == []
+        assert "no space left" in srv.log()
+
+
 def test_free_space_reserve_refuses_with_a700(server_factory, tmp_path):
     srv = server_factory(min_free_mb=10**9)       # a reserve no disk can satisfy
     path = f.write(f.secondary_capture(), tmp_path / "sc.dcm")

@@ -80,16 +80,34 @@ class Settings:
     max_associations: int = setting(
         16, "Concurrent DICOM associations accepted; further requests are rejected as "
         "transient (local limit exceeded).", minimum=1, maximum=1000)
+    max_associations_per_address: int = setting(
+        8, "Concurrent connections accepted from one IP address, counted from the TCP accept "
+        "until the association ends; a further connection from that address is closed at once, "
+        "before it reaches association negotiation, and logged. Half the default "
+        "max_associations, so one misbehaving host cannot take every slot, and above the two "
+        "to four parallel associations a busy modality or a migrating PACS opens. Raise it "
+        "when several senders reach the archive through one NAT address.",
+        minimum=1, maximum=1000)
+    max_dimse_message_mb: int = setting(
+        4096, "Largest DIMSE message (command and dataset) received, in MiB, enforced while it "
+        "arrives: past it the association is aborted (A-ABORT), logged, and the partial spool "
+        "file removed. A long angiography run can reach 2 GiB. Datasets that are not C-STORE "
+        "data (queries, storage commitment) are held in memory and bounded at 64 MiB, command "
+        "sets at 64 KiB, whatever this says.", minimum=1, maximum=65536)
     max_pdu: int = setting(
         262144, "Maximum PDU length this archive receives, in bytes (0 means unlimited). "
         "Larger PDUs mean fewer round trips for big multi-frame runs.",
         minimum=0, maximum=2**32 - 1)
     acse_timeout: float = setting(
-        30.0, "Seconds to wait for association negotiation messages.", minimum=1)
+        30.0, "Seconds to wait for association negotiation messages. Also a fixed deadline "
+        "from the TCP accept: a peer whose A-ASSOCIATE-RQ has not fully arrived by then is "
+        "disconnected and logged, however slowly its bytes trickle in.", minimum=1)
     dimse_timeout: float = setting(
         60.0, "Seconds to wait for a DIMSE message from the peer.", minimum=1)
     network_timeout: float = setting(
-        120.0, "Seconds an association may stay idle before it is aborted.", minimum=1)
+        120.0, "Seconds an association may stay idle before it is aborted. Also the time a "
+        "PDU may take to arrive once its first byte came, so a peer stalling mid-PDU is "
+        "aborted too.", minimum=1)
     connection_timeout: float = setting(
         10.0, "Seconds to wait for a TCP connection when this archive is the client.", minimum=1)
     dicom_extra_transfer_syntaxes: str = setting(
@@ -178,6 +196,12 @@ class Settings:
     zip_max_entries: int = setting(
         100000, "Most entries one ZIP file given to dsmpacs import may hold; a ZIP with more "
         "is refused whole.", minimum=1)
+    index_timeout: float = setting(
+        20.0, "Longest time, in seconds, one store (C-STORE, STOW-RS, import) waits for the "
+        "index database while another connection holds a lock on it (a backup, a long "
+        "maintenance job), retries included. It then fails with 0xA701 (HTTP 503 over "
+        "STOW-RS) and leaves nothing behind. At most half of dimse_timeout is used, so a "
+        "sender has its answer before it gives up waiting.", minimum=0.5)
     min_free_mb: int = setting(
         512, "Free space, in MiB, that must remain on the storage filesystem; an instance "
         "that would go below it is refused with 0xA700.", minimum=0)
@@ -245,6 +269,10 @@ class Settings:
     @property
     def effective_database_url(self) -> str:
         return self.database_url or f"sqlite:///{(self.data_dir / 'index.sqlite3').absolute()}"
+
+    @property
+    def effective_index_timeout(self) -> float:
+        return min(self.index_timeout, self.dimse_timeout / 2)
 
     @property
     def effective_log_file(self) -> Path:

@@ -21,9 +21,10 @@ class Archive:
         self.settings = settings
         self.storage = Storage(settings.effective_storage_root, settings.min_free_mb * 2**20)
         self.db = database.open_database(settings.effective_database_url,
-                                         max_connections=settings.max_associations * 2 + 8)
+                                         max_connections=settings.max_associations * 2 + 8,
+                                         lock_timeout=settings.effective_index_timeout)
         database.bind(self.db)
-        self.index = Index(self.db)
+        self.index = Index(self.db, settings.effective_index_timeout)
         self.ingest = Ingest(self.storage, self.index, settings.duplicate_policy)
         # The archive validates what it needs itself and keeps bytes unchanged;
         # pydicom's per-value warnings would only flood the log with sender quirks.

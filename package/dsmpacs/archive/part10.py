@@ -30,7 +30,8 @@ IMPLEMENTATION_VERSION_NAME = ("DSMPACS_" + __version__.replace(".", ""))[:16]
 HEADER_DEFER_SIZE = 4096
 _PIXEL_TAGS = frozenset({0x7FE00008, 0x7FE00009, 0x7FE00010})
 
-__all__ = ["Header", "InvalidDataset", "read_header", "file_meta_bytes", "PYDICOM_IMPLEMENTATION_UID"]
+__all__ = ["Header", "InvalidDataset", "read_header", "read_meta_group", "file_meta_bytes",
+           "PYDICOM_IMPLEMENTATION_UID"]
 
 
 class InvalidDataset(ValueError):
@@ -84,6 +85,14 @@ def _read_meta(fp: BinaryIO) -> dict[str, str]:
     meta = _read_file_meta_info(fp)
     return {kw: str(meta.get(kw, "") or "").rstrip("\x00 ") for kw in _META_KEYWORDS.values()
             if kw in meta}
+
+
+def read_meta_group(fp: BinaryIO) -> dict[str, str]:
+    """The File Meta values by keyword, from a stream positioned after ``DICM``."""
+    try:
+        return _read_meta(fp)
+    except (InvalidDicomError, EOFError, ValueError, KeyError, TypeError, struct.error) as exc:
+        raise InvalidDataset(f"unreadable file meta: {exc}") from exc
 
 
 def read_header(path: Path | str) -> Header:
