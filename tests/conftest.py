@@ -73,7 +73,9 @@ def module_database_url(request, tmp_path_factory):
 def settings(tmp_path, database_url) -> Settings:
     return Settings.load(data_dir=tmp_path / "data", env={}, overrides={
         "database_url": database_url, "dicom_host": "127.0.0.1", "dicom_port": 0,
-        "min_free_mb": 0, "log_level": "DEBUG"})
+        "min_free_mb": 0, "log_level": "DEBUG",
+        # Password-only admins unless a test asks for TOTP (tests/test_web_totp.py).
+        "require_totp_roles": ""})
 
 
 @pytest.fixture

@@ -91,8 +91,10 @@ class ServerProcess:
 
     def __init__(self, data_dir: Path, sets: dict[str, object], only: str | None = None):
         self.data_dir = Path(data_dir)
+        # Admins sign in with a password alone unless a test asks for the product's
+        # default (require_totp_roles="admin"; tests/test_web_totp.py covers it).
         self.sets = {"dicom_host": "127.0.0.1", "dicom_port": 0, "web_host": "127.0.0.1", "web_port": 0,
-                     "min_free_mb": 0, "log_level": "DEBUG", **sets}
+                     "min_free_mb": 0, "log_level": "DEBUG", "require_totp_roles": "", **sets}
         self.only = only
         self.proc: subprocess.Popen | None = None
         self.port: int | None = None

@@ -135,18 +135,38 @@ class Settings:
         "or through web_trusted_proxy with X-Forwarded-Proto); turn this on when the UI is only "
         "reached through HTTPS. Leave it off for plain HTTP or logins will not stick.")
     web_session_hours: float = setting(
-        12.0, "A login lasts this many hours at most; the session cookie also ends when the "
-        "browser is closed.", minimum=0.1, maximum=720)
+        12.0, "A login lasts this many hours at most (absolute lifetime of a server-side "
+        "session), however active; the session cookie also ends when the browser is closed.",
+        minimum=0.1, maximum=720)
+    web_idle_minutes: float = setting(
+        30.0, "A web session unused for this many minutes ends (automatic logoff); the user "
+        "signs in again.", minimum=0.02, maximum=1440)
+    web_reauth_minutes: float = setting(
+        5.0, "After a user confirms their identity again (password or TOTP code) before a "
+        "dangerous action (deleting a study, user, role or token changes), further such actions "
+        "need no new confirmation for this many minutes.", minimum=0.01, maximum=60)
+    require_totp_roles: str = setting(
+        "admin", "Comma-separated roles whose users must sign in with a TOTP code as well as "
+        "their password. A user of such a role without TOTP is sent to enrolment right after "
+        "the password and can do nothing else until enrolled. Empty: TOTP stays optional.")
     login_limit_per_user: int = setting(
-        10, "Failed logins allowed for one user name within login_limit_window; further "
-        "attempts for that name are refused (HTTP 429) until older failures age out.",
+        5, "Failed logins for one user name from one client address before back-off starts: "
+        "each further failure doubles the wait (from 4 seconds up to login_backoff_max) before "
+        "that name may be tried again from that address (HTTP 429). Other addresses are not "
+        "affected, so nobody can lock an account out from elsewhere.",
         minimum=1, maximum=10000)
     login_limit_per_address: int = setting(
-        30, "Failed logins allowed from one client address within login_limit_window, "
-        "whatever the user name.", minimum=1, maximum=100000)
+        30, "Failed logins from one client address, whatever the user name, before back-off "
+        "starts for that address.", minimum=1, maximum=100000)
     login_limit_window: int = setting(
-        900, "Seconds over which failed logins are counted for the limits above.",
-        minimum=10, maximum=86400)
+        900, "Seconds without a failure after which a name and address, or an address, start "
+        "afresh.", minimum=10, maximum=86400)
+    login_backoff_max: int = setting(
+        900, "Longest wait, in seconds, that login back-off imposes.", minimum=1, maximum=86400)
+    login_alert_per_minute: int = setting(
+        30, "More failed logins than this within one minute, over all names and addresses, "
+        "raise a security alert on the admin pages and in the audit trail.",
+        minimum=1, maximum=100000)
     stow_max_mb: int = setting(
         1000, "Largest STOW-RS upload (one request body), in MiB; a larger one is refused with "
         "HTTP 413 and nothing of it is stored. The web server buffers a body on disk in the "

@@ -39,6 +39,13 @@ class AuditAction(str, Enum):
     PEER_REMOVE = "peer-remove"
     PEER_ECHO = "peer-echo"
     SETTINGS_CHANGE = "settings-change"
+    # sessions, second factor, re-authentication (archive/sessions.py, archive/totp.py)
+    SESSION_END = "session-end"
+    TOTP_ENROL = "totp-enrol"
+    TOTP_RESET = "totp-reset"
+    TOTP_FAILED = "totp-failed"
+    REAUTH = "reauth"
+    SECURITY_ALERT = "security-alert"
 
 
 @dataclass(frozen=True)

@@ -170,7 +170,7 @@ class User(BaseModel):
     password_hash = CharField(max_length=255)
     role = CharField(max_length=16)                       # admin, radiologist, viewer
     disabled = BooleanField(default=False)
-    # Bumped when the password changes or the account is disabled: every session
+    # Bumped when the password or role changes or the account is disabled: every session
     # and cached credential carrying an older epoch stops working.
     epoch = IntegerField(default=1)
     created_at = DateTimeField(default=utcnow)
@@ -198,6 +198,37 @@ class AuditEvent(BaseModel):
     study_instance_uid = CharField(max_length=64, default="", index=True)
     detail = CharField(max_length=1024, default="")
     address = CharField(max_length=64, default="")
+
+
+class WebSession(BaseModel):
+    """A signed-in browser (see archive/sessions.py). Only the SHA-256 of the cookie's
+    random id is kept, so a copy of the index lets nobody take over a session."""
+    token_hash = CharField(max_length=64, unique=True)
+    user = ForeignKeyField(User, backref="web_sessions", on_delete="CASCADE")
+    epoch = IntegerField()                                # the account's epoch at sign-in
+    stage = CharField(max_length=8, default="ok")        # ok, totp (code due), enrol (must enrol)
+    created_at = DateTimeField(default=utcnow)
+    last_seen_at = DateTimeField(default=utcnow)
+    expires_at = DateTimeField(index=True)               # absolute end (web_session_hours)
+    reauth_until = DateTimeField(null=True)              # identity confirmed again until then
+    address = CharField(max_length=64, default="")
+    user_agent = CharField(max_length=255, default="")
+
+
+class TotpCredential(BaseModel):
+    """A user's TOTP secret (archive/totp.py); unconfirmed until a first code matched."""
+    user = ForeignKeyField(User, unique=True, backref="totp", on_delete="CASCADE")
+    secret = CharField(max_length=64)
+    confirmed_at = DateTimeField(null=True)
+    last_step = BigIntegerField(default=0)               # newest time step used: no replay
+    created_at = DateTimeField(default=utcnow)
+
+
+class RecoveryCode(BaseModel):
+    """A single-use code that stands in for TOTP; only its SHA-256 is stored."""
+    user = ForeignKeyField(User, backref="recovery_codes", on_delete="CASCADE")
+    code_hash = CharField(max_length=64, unique=True)
+    used_at = DateTimeField(null=True)
 
 
 class AssociationLog(BaseModel):
@@ -235,4 +266,5 @@ class SchemaVersion(BaseModel):
 
 
 MODELS: tuple[type[BaseModel], ...] = (SchemaVersion, Patient, Study, Series, Instance, Quarantine,
-                                        RemoteAE, User, ApiToken, AuditEvent, AssociationLog, JobLease)
+                                        RemoteAE, User, ApiToken, AuditEvent, AssociationLog, JobLease,
+                                        WebSession, TotpCredential, RecoveryCode)

@@ -14,7 +14,7 @@ import pkgutil
 
 import peewee
 
-LATEST_VERSION = 2
+LATEST_VERSION = 3
 
 
 def _module_for(version: int):

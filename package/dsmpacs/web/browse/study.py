@@ -114,6 +114,7 @@ def confirm_delete(study_uid: str):
 
 @bp.route("/studies/<study_uid>/delete", methods=["POST"])
 @auth.requires(Permission.DELETE)
+@auth.reauth_required
 def delete(study_uid: str):
     if request.form.get("confirm") != "yes":
         abort(400, "confirmation missing")
