@@ -3,9 +3,10 @@
 pynetdicom does the protocol (PDUs, the DUL state machine, DIMSE encoding,
 association negotiation). Where its behaviour does not fit an archive that
 receives 500 MB angiography runs from hostile networks, the change lives here,
-is installed once per process by ``install()`` from a composition root
-(``dsmpacs.app`` for the servers, ``dsmpacs.cli`` for client commands, the
-test suite's conftest), and is written against exactly one pynetdicom version
+is installed once per process by ``install()``, called from the composition
+root (``dsmpacs.app.install_engine``, which the process entry point
+``dsmpacs.cli.main`` runs before any command, and the test suite's conftest),
+and is written against exactly one pynetdicom version
 (``WRITTEN_FOR``): ``install()`` refuses any other, so an upgrade is a
 deliberate act that re-reads each module below against the new source.
 
