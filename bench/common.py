@@ -3,16 +3,30 @@
 Every figure is measured against the peers in the same run, on the same
 machine, and reported as a ratio, because absolute times drift from machine to
 machine. dcmtk and Orthanc run with TCP_NODELAY=1 (see ../shared/reference/peers.md).
+
+A ratio is always the peer's time over ours, computed pair by pair (round i of
+the peer against round i of ours) and printed as the median with the min-max
+spread of those pairs: above 1.0x we are faster. Targets take turns within each
+round, in an order that rotates from round to round, so that load from elsewhere
+on the machine falls on all of them alike.
 """
 from __future__ import annotations
 
+import argparse
+import base64
+import functools
+import importlib.metadata
+import json
 import os
+import re
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -92,6 +106,7 @@ class DsmPacs:
             stop(self.proc)
 
 
+@functools.cache
 def _serve_options() -> str:
     done = subprocess.run([sys.executable, "-m", "dsmpacs", "serve", "--help"], capture_output=True,
                           text=True, cwd=ROOT)
@@ -155,3 +170,97 @@ def table(headers: list[str], rows: list[list[str]]) -> str:
     widths = [max(len(str(x)) for x in col) for col in zip(headers, *rows)]
     line = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths))  # noqa: E731
     return "\n".join([line(headers), line(["-" * w for w in widths]), *map(line, rows)])
+
+
+# --- rounds and ratios --------------------------------------------------------------
+
+def rotated(items, round_no: int) -> list:
+    """``items`` started at position ``round_no``: round 0 runs A B C, round 1 B C A..."""
+    items = list(items)
+    shift = round_no % len(items) if items else 0
+    return items[shift:] + items[:shift]
+
+
+def ratios(peer: list[float], ours: list[float]) -> list[float]:
+    """Per-round ratios peer/ours; round i is paired with round i only."""
+    if len(peer) != len(ours):
+        raise ValueError(f"unpaired rounds: {len(peer)} peer, {len(ours)} ours")
+    return [p / o for p, o in zip(peer, ours)]
+
+
+def spread(values: list[float], fmt: str = "{:.2f}", unit: str = "") -> str:
+    """``median (min–max)`` of ``values``, e.g. ``1.23x (1.10–1.40)``."""
+    if not values:
+        return "n/a"
+    return (f"{fmt.format(statistics.median(values))}{unit} "
+            f"({fmt.format(min(values))}–{fmt.format(max(values))})")
+
+
+def ratio_cell(peer: list[float], ours: list[float]) -> str:
+    return spread(ratios(peer, ours), unit="x")
+
+
+def section_parser(doc: str | None) -> argparse.ArgumentParser:
+    """A section's command line: its docstring as help, and ``--quick``."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true",
+                        help="small sizes and few rounds: a smoke run, not a measurement to quote")
+    return parser
+
+
+def exit_cleanly_on_sigterm() -> None:
+    """Make SIGTERM (``timeout``, a cancelled CI job) unwind like Ctrl-C, so that every
+    ``finally`` stops its servers: the archive runs in a session of its own and
+    would otherwise outlive the benchmark."""
+    signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(128 + signum))
+
+
+# --- versions, read from the peers themselves ------------------------------------------
+
+def our_version() -> str:
+    """This archive and the DICOM libraries it runs on, from the installed metadata."""
+    import dsmpacs
+
+    def version(name: str) -> str:
+        try:
+            return importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            return "not installed"
+    return (f"DSM PACS {getattr(dsmpacs, '__version__', None) or version('dsmpacs')} "
+            f"(pynetdicom {version('pynetdicom')}, pydicom {version('pydicom')})")
+
+
+def dcmtk_version(tool: str) -> str:
+    """``storescp --version`` prints ``$dcmtk: storescp v3.6.7 2022-04-22 $``."""
+    try:
+        done = subprocess.run([tool, "--version"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"{tool}: unknown ({exc})"
+    found = re.search(r"\bv(\d[\w.\-]*)", done.stdout + done.stderr)
+    return f"dcmtk {tool} {found.group(1)}" if found else f"{tool}: unknown version"
+
+
+def orthanc_version(base_url: str, auth: tuple[str, str] | None = None) -> str:
+    """Orthanc's own ``/system`` Version and its DICOMweb plugin's, from a running Orthanc."""
+    headers = {}
+    if auth:
+        headers["Authorization"] = "Basic " + base64.b64encode(":".join(auth).encode()).decode()
+
+    def get(path: str):
+        with urllib.request.urlopen(urllib.request.Request(base_url + path, headers=headers),
+                                    timeout=30) as rsp:
+            return json.loads(rsp.read())
+    version = f"Orthanc {get('/system').get('Version', '?')}"
+    if "dicom-web" in get("/plugins"):
+        return f"{version} + DICOMweb plugin {get('/plugins/dicom-web').get('Version', '?')}"
+    return f"{version} (DICOMweb plugin not loaded)"
+
+
+def mariadb_version(conn) -> str:
+    with conn.cursor() as cur:
+        cur.execute("SELECT VERSION()")
+        return f"MariaDB {cur.fetchone()[0]}"
+
+
+def print_versions(section: str, versions: list[str]) -> None:
+    print(f"  versions ({section}, read at run time): " + "; ".join(versions))

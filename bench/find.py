@@ -1,24 +1,27 @@
 """C-FIND benchmark: a study-level ``PatientName=ZHANG*`` query over DICOM.
 
-Builds an index of 100,000 instances (about 20 per series, a few series per
-study, one to three studies per patient, names drawn from common Chinese
-surnames in the forms Chinese modalities send, plus some Western names) on
-SQLite and on MariaDB, starts the real ``dsmpacs serve`` process on each, and
-times the query over one association with pynetdicom (the median of repeated
-runs) and end to end with dcmtk findscu (process start, association, query).
-Orthanc, loaded with the first 10,000 of the same instances by C-STORE, answers
-the same query in the same run.
+Builds an index of N instances (default 100,000; about 20 per series, a few
+series per study, one to three studies per patient, names drawn from common
+Chinese surnames in the forms Chinese modalities send, plus some Western names)
+on SQLite and on MariaDB, starts the real ``dsmpacs serve`` process on each, and
+loads Orthanc with the same N instances of the same corpus by C-STORE. With all
+of them running, every run queries each target once with dcmtk findscu (a new
+association per run, as a workstation does), in an order that rotates from run
+to run; then the same query over one open pynetdicom association, also in turns.
+Orthanc's time over ours is computed run by run and printed as median (min-max).
 
-    .venv/bin/python -m bench.find [--instances 100000] [--orthanc-instances 10000]
+    .venv/bin/python -m bench.find [--instances N] [--runs R] [--quick]
+                                   [--orthanc-instances M] [--skip sqlite|mariadb|orthanc]
 
-The index is filled by bulk INSERTs of the rows ``attributes.extract`` makes from
-each series' header, exactly the columns the ingest path writes; storing 100,000
-files through C-STORE would only measure ingest.
+``--orthanc-instances M`` (M < N) loads Orthanc with only the first M
+instances, for a shorter run; the report then says in capitals that the sizes
+differ. Our index is filled by bulk INSERTs of the rows ``attributes.extract``
+makes from each series' header, exactly the columns the ingest path writes;
+storing N files through C-STORE would only measure ingest (bench/ingest.py).
 """
 from __future__ import annotations
 
 import argparse
-import os
 import random
 import re
 import shutil
@@ -28,23 +31,36 @@ import sys
 import tempfile
 import time
 import uuid
-from dataclasses import dataclass
+from contextlib import ExitStack
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from dsmpacs.archive import Archive  # noqa: E402
-from dsmpacs.archive.attributes import Level, extract  # noqa: E402
-from dsmpacs.archive.index import patient_key  # noqa: E402
-from dsmpacs.archive.models import Instance, Patient, Series, Study, utcnow  # noqa: E402
-from dsmpacs.archive.peers import Peer, PeerRegistry  # noqa: E402
-from dsmpacs.archive.query import Query, Search  # noqa: E402
-from dsmpacs.dicom.scu import HANDLERS  # noqa: E402
-from dsmpacs.settings import Settings  # noqa: E402
+from bench.common import (
+    NODELAY_ENV,
+    WORK,
+    dcmtk_version,
+    exit_cleanly_on_sigterm,
+    mariadb_version,
+    orthanc_version,
+    our_version,
+    print_versions,
+    ratio_cell,
+    rotated,
+    section_parser,
+    spread,
+    table,
+)
+from dsmpacs.archive import Archive
+from dsmpacs.archive.attributes import Level, extract
+from dsmpacs.archive.index import patient_key
+from dsmpacs.archive.models import Instance, Patient, Series, Study, utcnow
+from dsmpacs.archive.peers import Peer, PeerRegistry
+from dsmpacs.archive.query import Query, Search
+from dsmpacs.dicom.scu import HANDLERS
+from dsmpacs.settings import Settings
 
 XA = "1.2.840.10008.5.1.4.1.1.12.1"
 CT = "1.2.840.10008.5.1.4.1.1.2"
@@ -205,8 +221,7 @@ def find_identifier() -> Dataset:
     return ds
 
 
-def time_pynetdicom(port: int, called_ae: str, runs: int) -> tuple[list[float], int]:
-    """Milliseconds from C-FIND request to final status, over one association."""
+def open_association(port: int, called_ae: str):
     from pynetdicom import AE, _config
     from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind as FIND
 
@@ -217,26 +232,25 @@ def time_pynetdicom(port: int, called_ae: str, runs: int) -> tuple[list[float], 
     assoc = ae.associate("127.0.0.1", port, ae_title=called_ae, evt_handlers=HANDLERS)  # TCP_NODELAY
     if not assoc.is_established:
         raise RuntimeError(f"association with {called_ae} on port {port} failed")
-    times, matches = [], 0
-    try:
-        for run in range(runs + 2):               # two warm-up runs, not counted
-            started = time.perf_counter()
-            count, final = 0, None
-            for status, identifier in assoc.send_c_find(find_identifier(), FIND):
-                code = int(status.Status) if "Status" in status else -1
-                if code in (0xFF00, 0xFF01):
-                    count += 1
-                else:
-                    final = code
-            elapsed = (time.perf_counter() - started) * 1000
-            if final != 0:
-                raise RuntimeError(f"C-FIND ended with status {final}")
-            if run >= 2:
-                times.append(elapsed)
-            matches = count
-    finally:
-        assoc.release()
-    return times, matches
+    return assoc
+
+
+def pynetdicom_find(assoc) -> tuple[float, int]:
+    """Milliseconds from C-FIND request to final status over an open association, and the matches."""
+    from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind as FIND
+
+    started = time.perf_counter()
+    count, final = 0, None
+    for status, _identifier in assoc.send_c_find(find_identifier(), FIND):
+        code = int(status.Status) if "Status" in status else -1
+        if code in (0xFF00, 0xFF01):
+            count += 1
+        else:
+            final = code
+    elapsed = (time.perf_counter() - started) * 1000
+    if final != 0:
+        raise RuntimeError(f"C-FIND ended with status {final}")
+    return elapsed, count
 
 
 _LOG_CONFIG = """\
@@ -261,48 +275,47 @@ class FindscuRun:
     matches: int
 
 
-def time_findscu(port: int, called_ae: str, runs: int, workdir: Path) -> list[FindscuRun]:
+def findscu_once(port: int, called_ae: str, workdir: Path) -> FindscuRun:
     """dcmtk findscu (C++), one association per run as a workstation does, timed from
     its own log timestamps so that neither process start-up nor a slow Python
     client is counted in the C-FIND time."""
     config = workdir / "findscu-log.cfg"
-    config.write_text(_LOG_CONFIG)
+    if not config.exists():
+        config.write_text(_LOG_CONFIG)
     args = ["findscu", "-lc", str(config), "-S", "-aet", CALLING_AE, "-aec", called_ae,
             "-k", "QueryRetrieveLevel=STUDY", "-k", f"PatientName={PATTERN}"]
     args += [arg for k in RETURN_KEYS[1:] for arg in ("-k", k)] + ["127.0.0.1", str(port)]
-    env = dict(os.environ, TCP_NODELAY="1")
-    out = []
-    for _ in range(runs + 2):                  # two warm-up runs, not counted
-        started = time.perf_counter()
-        done = subprocess.run(args, capture_output=True, env=env)
-        total = (time.perf_counter() - started) * 1000
-        lines = done.stdout.decode(errors="replace").splitlines() + \
-            done.stderr.decode(errors="replace").splitlines()
-        stamped = [line for line in lines if _STAMP.match(line)]
+    started = time.perf_counter()
+    done = subprocess.run(args, capture_output=True, env=NODELAY_ENV, timeout=600)
+    total = (time.perf_counter() - started) * 1000
+    output = done.stdout.decode(errors="replace") + "\n" + done.stderr.decode(errors="replace")
+    stamped = [line for line in output.splitlines() if _STAMP.match(line)]
 
-        def at(text: str) -> float:
-            return next(_stamp_ms(line) for line in stamped if text in line)
-        try:
-            run = FindscuRun(at("Received Final Find Response") - at("Sending Find Request"),
-                             at("Association Accepted") - at("Requesting Association"), total,
-                             sum(1 for line in stamped if "(Pending)" in line and "Find Response" in line))
-        except StopIteration:
-            raise RuntimeError(f"findscu failed: {done.stderr.decode(errors='replace')[-800:]}") from None
-        if "Received Final Find Response (Success)" not in done.stdout.decode(errors="replace") + \
-                done.stderr.decode(errors="replace"):
-            raise RuntimeError("findscu: the query did not end with Success")
-        out.append(run)
-    return out[2:]
+    def at(text: str) -> float:
+        return next(_stamp_ms(line) for line in stamped if text in line)
+    try:
+        run = FindscuRun(at("Received Final Find Response") - at("Sending Find Request"),
+                         at("Association Accepted") - at("Requesting Association"), total,
+                         sum(1 for line in stamped if "(Pending)" in line and "Find Response" in line))
+    except StopIteration:
+        raise RuntimeError(f"findscu failed: {output[-800:]}") from None
+    if "Received Final Find Response (Success)" not in output:
+        raise RuntimeError("findscu: the query did not end with Success")
+    return run
 
 
 @dataclass
-class Result:
-    target: str
+class Target:
+    """One server answering the query, already loaded and listening."""
+    label: str
     instances: int
     load_s: float
-    findscu: list[FindscuRun]
-    scu_ms: list[float]          # pynetdicom SCU over one open association
-    plan: list[str]
+    load_how: str
+    port: int
+    ae_title: str
+    plan: list[str] = field(default_factory=list)
+    findscu: list[FindscuRun] = field(default_factory=list)
+    scu_ms: list[float] = field(default_factory=list)
 
     @property
     def matches(self) -> int:
@@ -322,10 +335,34 @@ def p90(values: list[float]) -> float:
     return ordered[min(len(ordered) - 1, int(len(ordered) * 0.9))] if ordered else float("nan")
 
 
+WARM_UP = 2
+
+
+def time_in_turns(targets: list[Target], runs: int, scu_runs: int, workdir: Path) -> None:
+    """Every run queries every target once, in an order that rotates from run to run,
+    so that run i of each target can be paired with run i of the others."""
+    for run in range(WARM_UP + runs):
+        for target in rotated(targets, run):
+            result = findscu_once(target.port, target.ae_title, workdir)
+            if run >= WARM_UP:
+                target.findscu.append(result)
+    associations = [open_association(t.port, t.ae_title) for t in targets]
+    try:
+        by_target = dict(zip((id(t) for t in targets), associations))
+        for run in range(WARM_UP + scu_runs):
+            for target in rotated(targets, run):
+                elapsed, _ = pynetdicom_find(by_target[id(target)])
+                if run >= WARM_UP:
+                    target.scu_ms.append(elapsed)
+    finally:
+        for assoc in associations:
+            assoc.release()
+
+
 # --- our archive ------------------------------------------------------------------
 
-def bench_archive(label: str, database_url: str, specs: list[SeriesSpec], workdir: Path,
-                  runs: int) -> Result:
+def start_archive(label: str, database_url: str, specs: list[SeriesSpec], workdir: Path,
+                  stack: ExitStack) -> Target:
     from tests.peers import ServerProcess
 
     data_dir = workdir / f"data-{label}"
@@ -343,21 +380,18 @@ def bench_archive(label: str, database_url: str, specs: list[SeriesSpec], workdi
 
     server = ServerProcess(data_dir, {"database_url": database_url, "log_level": "WARNING"})
     server.start()
-    try:
-        findscu = time_findscu(server.port, server.ae_title, runs, workdir)
-        scu_ms, _ = time_pynetdicom(server.port, server.ae_title, max(5, runs // 3))
-    finally:
-        server.stop()
-    return Result(f"DSM PACS, {label}", count, load_s, findscu, scu_ms, plan)
+    stack.callback(server.stop)
+    return Target(f"DSM PACS, {label}", count, load_s, "bulk INSERT", server.port, server.ae_title, plan)
 
 
-def mariadb_url() -> tuple[str, callable] | None:
+def mariadb_database(stack: ExitStack) -> tuple[str, str] | None:
+    """A fresh MariaDB database, dropped at the end: (its URL, the server's version)."""
     from tests.peers import MARIADB, mariadb_connection
 
     try:
         conn = mariadb_connection()
     except Exception as exc:
-        print(f"MariaDB unreachable, skipped: {exc}", file=sys.stderr)
+        print(f"[find] MariaDB unreachable, skipped: {exc}", file=sys.stderr)
         return None
     name = f"dsmpacs_bench_{uuid.uuid4().hex[:8]}"
     with conn.cursor() as cur:
@@ -368,115 +402,175 @@ def mariadb_url() -> tuple[str, callable] | None:
             cur.execute(f"DROP DATABASE IF EXISTS `{name}`")
         conn.close()
 
-    return f"mysql://{MARIADB['user']}@{MARIADB['host']}:{MARIADB['port']}/{name}", drop
+    stack.callback(drop)
+    return (f"mysql://{MARIADB['user']}@{MARIADB['host']}:{MARIADB['port']}/{name}",
+            mariadb_version(conn))
 
 
 # --- Orthanc ----------------------------------------------------------------------
 
-def bench_orthanc(specs: list[SeriesSpec], limit: int, workdir: Path, runs: int) -> Result | None:
+def write_orthanc_corpus(specs: list[SeriesSpec], limit: int, folder: Path) -> int:
+    """The same series as our index, as small files for C-STORE: the first ``limit`` instances."""
     from tests import factories
-    from tests.orthanc import Orthanc, orthanc_available
 
-    if not orthanc_available() or not shutil.which("storescu"):
-        print("Orthanc or storescu not installed, skipped", file=sys.stderr)
-        return None
-    files = workdir / "orthanc-corpus"
     written = 0
     for spec in specs:
         for number in range(1, spec.instances + 1):
             if written >= limit:
-                break
+                return written
             ds = instance_dataset(spec, number)
             ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
             ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 7, 0
             ds.PixelData = bytes(64)
-            factories.write(ds, files / f"{written:06d}.dcm")
+            factories.write(ds, folder / f"{written // 1000:04d}" / f"{written:07d}.dcm")
             written += 1
+    return written
+
+
+def start_orthanc(specs: list[SeriesSpec], limit: int, workdir: Path, stack: ExitStack,
+                  versions: list[str]) -> Target | None:
+    from tests.orthanc import Orthanc, orthanc_available
+
+    if not orthanc_available() or not shutil.which("storescu"):
+        print("[find] Orthanc or storescu not installed, skipped", file=sys.stderr)
+        return None
+    files = workdir / "orthanc-corpus"
+    written = write_orthanc_corpus(specs, limit, files)
     orthanc = Orthanc(workdir / "orthanc", modalities={"bench": (CALLING_AE, "127.0.0.1", 104)})
     orthanc.start()
-    try:
-        started = time.perf_counter()
-        done = subprocess.run(["storescu", "-aec", orthanc.ae_title, "+sd", "+r", "127.0.0.1",
-                               str(orthanc.dicom_port), str(files)],
-                              capture_output=True, env=dict(os.environ, TCP_NODELAY="1"))
-        load_s = time.perf_counter() - started
-        if done.returncode != 0:
-            raise RuntimeError(f"storescu to Orthanc failed: {done.stderr.decode(errors='replace')[-500:]}")
-        stored = orthanc.get("/statistics")["CountInstances"]
-        findscu = time_findscu(orthanc.dicom_port, orthanc.ae_title, runs, workdir)
-        scu_ms, _ = time_pynetdicom(orthanc.dicom_port, orthanc.ae_title, max(5, runs // 3))
-    finally:
-        orthanc.stop()
-    return Result("Orthanc 1.10 (SQLite)", stored, load_s, findscu, scu_ms, [])
+    stack.callback(orthanc.stop)
+    version = orthanc_version(orthanc.url)
+    versions.append(version)
+    print(f"[find] loading {written:,} instances into {version.split(' (')[0]} by C-STORE",
+          file=sys.stderr, flush=True)
+    started = time.perf_counter()
+    done = subprocess.run(["storescu", "-aec", orthanc.ae_title, "+sd", "+r", "127.0.0.1",
+                           str(orthanc.dicom_port), str(files)],
+                          capture_output=True, env=NODELAY_ENV, timeout=7200)
+    load_s = time.perf_counter() - started
+    if done.returncode != 0:
+        raise RuntimeError(f"storescu to Orthanc failed: {done.stderr.decode(errors='replace')[-500:]}")
+    shutil.rmtree(files, ignore_errors=True)
+    stored = orthanc.get("/statistics")["CountInstances"]
+    return Target(f"{version.split(' (')[0]} (SQLite)", stored, load_s, "C-STORE (storescu)",
+                  orthanc.dicom_port, orthanc.ae_title)
 
 
 # --- report -----------------------------------------------------------------------
 
-def report(results: list[Result]) -> None:
+def report(targets: list[Target], orthanc: Target | None, versions: list[str], quick: bool) -> None:
     print()
-    print(f"C-FIND, Study Root, STUDY level, PatientName={PATTERN}, {len(RETURN_KEYS)} return keys")
-    header = ["target", "instances", "load s", "matches", "C-FIND median ms", "p90 ms", "ms/match",
-              "association ms", "findscu run ms", "pynetdicom SCU ms"]
-    rows = [[r.target, f"{r.instances:,}", f"{r.load_s:.1f}", str(r.matches), f"{median(r.find_ms):.1f}",
-             f"{p90(r.find_ms):.1f}", f"{median(r.find_ms) / max(r.matches, 1):.2f}",
-             f"{median([x.assoc_ms for x in r.findscu]):.1f}",
-             f"{median([x.total_ms for x in r.findscu]):.1f}", f"{median(r.scu_ms):.1f}"]
-            for r in results]
-    sizes = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(header)]
-    print("  ".join(h.ljust(s) for h, s in zip(header, sizes)))
-    print("  ".join("-" * s for s in sizes))
-    for row in rows:
-        print("  ".join(v.ljust(s) for v, s in zip(row, sizes)))
-    print(f"C-FIND median/p90: dcmtk findscu, a new association per run, {len(results[0].findscu) if results else 0} "
-          "runs after two warm-ups, from sending the C-FIND-RQ to the final response, by findscu's "
-          "log clock.\nfindscu run: the whole process (start-up ~20 ms, association, query, release). "
-          "pynetdicom SCU: the same query over one open association, dominated by pynetdicom's own "
-          "per-response cost.\nload: bulk INSERT of the index rows for DSM PACS; C-STORE with "
-          "storescu for Orthanc.")
-    for r in results:
-        if r.plan:
-            print(f"\nquery plan, {r.target}:")
-            for line in r.plan:
+    print(f"C-FIND, Study Root, STUDY level, PatientName={PATTERN}, {len(RETURN_KEYS)} return keys"
+          + (" (--quick)" if quick else ""))
+
+    unequal = orthanc is not None and any(t.instances != orthanc.instances for t in targets)
+
+    def vs(values: list[float], theirs: list[float] | None) -> str:
+        if theirs is None or not values:
+            return ""
+        return ratio_cell(theirs, values) + (" UNEQUAL SIZES" if unequal else "")
+    rows = [[t.label, f"{t.instances:,}", f"{t.load_s:.1f}", str(t.matches), spread(t.find_ms, "{:.1f}"),
+             f"{p90(t.find_ms):.1f}", f"{median(t.find_ms) / max(t.matches, 1):.2f}",
+             f"{median([x.assoc_ms for x in t.findscu]):.1f}", f"{median([x.total_ms for x in t.findscu]):.1f}",
+             spread(t.scu_ms, "{:.1f}"),
+             vs(t.find_ms, orthanc.find_ms if orthanc and t is not orthanc else None),
+             vs(t.scu_ms, orthanc.scu_ms if orthanc and t is not orthanc else None)]
+            for t in targets]
+    print(table(["target", "instances", "load s", "matches", "C-FIND ms", "p90 ms", "ms/match",
+                 "association ms", "findscu run ms", "pynetdicom SCU ms", "Orthanc / ours C-FIND",
+                 "Orthanc / ours SCU"], rows))
+    runs = len(targets[0].findscu) if targets else 0
+    print(f"  ms cells: median (min–max). C-FIND: dcmtk findscu, a new association per run, {runs} runs "
+          f"after {WARM_UP} warm-ups, from sending the C-FIND-RQ to the final response, by findscu's log clock."
+          "\n  findscu run: the whole process (start-up ~20 ms, association, query, release). pynetdicom SCU: "
+          "the same query over one open association,\n  dominated by pynetdicom's own per-response cost. "
+          "The targets take turns in every run (the order rotates), all running at once;\n  Orthanc / ours: "
+          "Orthanc's time over ours in the same run, pair by pair, median (min–max): above 1.00x we are faster.")
+    print("  load: " + "; ".join(f"{t.label}: {t.load_how}" for t in targets))
+    if orthanc:
+        ours = [t for t in targets if t is not orthanc]
+        if unequal:
+            print("  NOT THE SAME INDEX SIZE: " + ", ".join(f"{t.label} holds {t.instances:,}" for t in targets)
+                  + f" instances; Orthanc holds {orthanc.instances / max(ours[0].instances, 1):.0%} of ours, "
+                  "so its times are not comparable one to one.")
+        else:
+            print(f"  same index size: every target holds {orthanc.instances:,} instances of the same corpus.")
+        if any(t.matches != orthanc.matches for t in ours):
+            print("  matches differ: " + ", ".join(f"{t.label} {t.matches}" for t in targets))
+    print_versions("find", versions)
+    for t in targets:
+        if t.plan:
+            print(f"\nquery plan, {t.label}:")
+            for line in t.plan:
                 print(f"  {line}")
     print()
-    for r in results:
-        if r.target.startswith("DSM PACS"):
-            verdict = "meets" if median(r.find_ms) < 50 else "MISSES"
-            print(f"{r.target}: C-FIND median {median(r.find_ms):.1f} ms {verdict} the 50 ms target")
+    for t in targets:
+        if t.label.startswith("DSM PACS"):
+            verdict = "meets" if median(t.find_ms) < 50 else "MISSES"
+            print(f"{t.label}: C-FIND median {median(t.find_ms):.1f} ms over {t.instances:,} instances "
+                  f"{verdict} the 50 ms target")
+
+
+@dataclass(frozen=True)
+class Sizes:
+    instances: int
+    runs: int
+
+
+FULL = Sizes(instances=100_000, runs=30)
+QUICK = Sizes(instances=3_000, runs=8)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = section_parser(__doc__)
+    parser.add_argument("--instances", type=int, default=None,
+                        help=f"instances in every index (default {FULL.instances:,}, --quick {QUICK.instances:,})")
+    parser.add_argument("--orthanc-instances", type=int, default=None,
+                        help="load Orthanc with fewer instances than ours (default: the same number); "
+                             "the report then says the sizes differ")
+    parser.add_argument("--runs", type=int, default=None,
+                        help=f"timed findscu runs per target (default {FULL.runs}, --quick {QUICK.runs})")
+    parser.add_argument("--skip", action="append", default=[], choices=["sqlite", "mariadb", "orthanc"])
+    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--instances", type=int, default=100_000)
-    parser.add_argument("--orthanc-instances", type=int, default=10_000)
-    parser.add_argument("--runs", type=int, default=30)
-    parser.add_argument("--skip", action="append", default=[], choices=["sqlite", "mariadb", "orthanc"])
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
+    exit_cleanly_on_sigterm()
+    sizes = QUICK if args.quick else FULL
+    instances = max(1, args.instances or sizes.instances)
+    orthanc_instances = min(instances, args.orthanc_instances or instances)
+    runs = max(1, min(args.runs or sizes.runs, 1000))
+    scu_runs = max(5, runs // 3)
 
-    (ROOT / "bench" / ".work").mkdir(parents=True, exist_ok=True)
-    workdir = Path(tempfile.mkdtemp(prefix="find-", dir=ROOT / "bench" / ".work"))
+    WORK.mkdir(parents=True, exist_ok=True)
+    workdir = Path(tempfile.mkdtemp(prefix="find-", dir=WORK))
+    versions = [our_version(), dcmtk_version("findscu")]
+    started = time.perf_counter()
     try:
-        started = time.perf_counter()
-        specs = generate(args.instances)
-        print(f"generated {sum(s.instances for s in specs):,} instances in {len(specs):,} series "
-              f"({time.perf_counter() - started:.1f} s)", file=sys.stderr)
-        results = []
-        if "sqlite" not in args.skip:
-            results.append(bench_archive("SQLite", f"sqlite:///{workdir / 'index.sqlite3'}", specs,
-                                         workdir, args.runs))
-        if "mariadb" not in args.skip:
-            found = mariadb_url()
-            if found:
-                url, drop = found
-                try:
-                    results.append(bench_archive("MariaDB", url, specs, workdir, args.runs))
-                finally:
-                    drop()
-        if "orthanc" not in args.skip:
-            result = bench_orthanc(specs, args.orthanc_instances, workdir, args.runs)
-            if result:
-                results.append(result)
-        report(results)
+        with ExitStack() as stack:
+            specs = generate(instances)
+            print(f"[find] generated {sum(s.instances for s in specs):,} instances in {len(specs):,} series "
+                  f"({time.perf_counter() - started:.1f} s)", file=sys.stderr, flush=True)
+            targets: list[Target] = []
+            if "sqlite" not in args.skip:
+                targets.append(start_archive("SQLite", f"sqlite:///{workdir / 'index.sqlite3'}", specs,
+                                             workdir, stack))
+            if "mariadb" not in args.skip:
+                found = mariadb_database(stack)
+                if found:
+                    url, version = found
+                    versions.append(version)
+                    targets.append(start_archive("MariaDB", url, specs, workdir, stack))
+            orthanc = None
+            if "orthanc" not in args.skip:
+                orthanc = start_orthanc(specs, orthanc_instances, workdir, stack, versions)
+                if orthanc:
+                    targets.append(orthanc)
+            print(f"[find] timing {runs} runs in turns: " + ", ".join(t.label for t in targets),
+                  file=sys.stderr, flush=True)
+            time_in_turns(targets, runs, scu_runs, workdir)
+        report(targets, orthanc, versions, args.quick)
         print(f"\nbench/find.py took {time.perf_counter() - started:.0f} s")
     finally:
         shutil.rmtree(workdir, ignore_errors=True)

@@ -1,23 +1,47 @@
 """Ingest benchmark: dcmtk storescu pushes three corpora to this archive, Orthanc and storescp.
 
-    python -m bench.ingest [--repeat N] [--skip-rss]
+    python -m bench.ingest [--rounds N] [--quick] [--skip-rss] [--corpora dsa,ct,small]
 
-Prints seconds, MB/s and instances/s per target, the ratio of Orthanc's time to
-ours (above 1.0 means we are faster), and this archive's peak RSS while it
-receives one 500 MB multi-frame instance.
+Each round sends the same corpus to each target in turn, every target started
+fresh and empty for the round; the order rotates from round to round (round 0:
+ours, Orthanc, storescp; round 1: Orthanc, storescp, ours; ...) so that drift
+and load from elsewhere on the machine hit every target alike. Prints seconds,
+MB/s and instances/s per target (median and min-max over the rounds), each
+peer's time over ours computed round by round (above 1.0x we are faster), the
+versions read from the peers, and this archive's peak RSS while it receives one
+large multi-frame instance.
 """
 from __future__ import annotations
 
 import argparse
-import statistics
+import shutil
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
-from bench.common import CORPUS, NODELAY_ENV, DsmPacs, OrthancPeer, StoreScp, fresh_dir, peak_rss_mb, table
+from bench.common import (
+    CORPUS,
+    NODELAY_ENV,
+    DsmPacs,
+    OrthancPeer,
+    StoreScp,
+    dcmtk_version,
+    exit_cleanly_on_sigterm,
+    fresh_dir,
+    orthanc_version,
+    our_version,
+    peak_rss_mb,
+    print_versions,
+    ratio_cell,
+    rotated,
+    section_parser,
+    spread,
+    table,
+)
 
-CORPUS_VERSION = "1"
+CORPUS_VERSION = "2"
 PROFILE = """[[TransferSyntaxes]]
 [Uncompressed]
 TransferSyntax1 = LocalEndianExplicit
@@ -35,44 +59,63 @@ PresentationContext4 = SecondaryCaptureImageStorage\\Uncompressed
 [Bench]
 PresentationContexts = Bench
 """
-
-DESCRIPTIONS = {
-    "dsa": "10 XA runs 512x512x40 (12 bit) + 200 kB private object",
-    "ct": "300 CT-like slices 512x512",
-    "small": "2,000 small secondary captures",
-}
+TARGETS = (DsmPacs, OrthancPeer, StoreScp)
 
 
-def build_corpus(name: str) -> Path:
-    """Generate (once) and return the folder of a corpus."""
+@dataclass(frozen=True)
+class Sizes:
+    """How many objects each corpus holds; ``--quick`` shrinks them all."""
+    xa_runs: int = 10
+    ct_slices: int = 300
+    small: int = 2000
+    big_frames: int = 1000          # the single instance of the peak-RSS check, ~524 MB
+    rounds: int = 3
+
+
+FULL = Sizes()
+QUICK = Sizes(xa_runs=2, ct_slices=40, small=200, big_frames=100, rounds=3)
+
+
+def describe(name: str, sizes: Sizes) -> str:
+    return {"dsa": f"{sizes.xa_runs} XA runs 512x512x40 (12 bit) + 200 kB private object",
+            "ct": f"{sizes.ct_slices} CT-like slices 512x512",
+            "small": f"{sizes.small:,} small secondary captures"}[name]
+
+
+def build_corpus(name: str, sizes: Sizes) -> Path:
+    """Generate (once per size) and return the folder of a corpus."""
     from tests import factories as f
 
-    folder = CORPUS / f"{name}-v{CORPUS_VERSION}"
-    done = CORPUS / f"{name}-v{CORPUS_VERSION}.complete"
+    count = {"dsa": sizes.xa_runs, "ct": sizes.ct_slices, "small": sizes.small, "big": sizes.big_frames}[name]
+    folder = CORPUS / f"{name}-{count}-v{CORPUS_VERSION}"
+    done = CORPUS / f"{name}-{count}-v{CORPUS_VERSION}.complete"
     if done.exists():
         return folder
     folder.mkdir(parents=True, exist_ok=True)
     patient = f.Patient("BENCH^DSA", "BENCH1")
     if name == "dsa":
         study = f.base_dataset(f.XA).StudyInstanceUID
-        for i in range(10):
+        for i in range(count):
             f.write(f.xa_run(frames=40, patient=patient, study_uid=study, series_number=i + 1),
                     folder / f"xa{i:02d}.dcm")
         f.write(f.csa_non_image(patient=patient, study_uid=study), folder / "csa.dcm")
     elif name == "ct":
         study, series = f.base_dataset(f.CT).StudyInstanceUID, f.base_dataset(f.CT).SeriesInstanceUID
-        for i in range(300):
+        for i in range(count):
             f.write(f.ct_slice(patient=patient, study_uid=study, series_uid=series, instance_number=i + 1),
                     folder / f"ct{i:03d}.dcm")
     elif name == "small":
         study = f.base_dataset(f.SC).StudyInstanceUID
-        series = [f.base_dataset(f.SC).SeriesInstanceUID for _ in range(20)]
-        for i in range(2000):
+        series = [f.base_dataset(f.SC).SeriesInstanceUID for _ in range(max(1, count // 100))]
+        for i in range(count):
             f.write(f.secondary_capture(size=104, patient=patient, study_uid=study,
-                                        series_uid=series[i // 100], instance_number=i + 1),
+                                        series_uid=series[min(i // 100, len(series) - 1)],
+                                        instance_number=i + 1),
                     folder / f"sc{i:04d}.dcm")
     elif name == "big":
-        f.write(f.xa_run(frames=1000, patient=patient), folder / "big.dcm")   # ~524 MB
+        f.write(f.xa_run(frames=count, patient=patient), folder / "big.dcm")
+    else:
+        raise ValueError(f"unknown corpus {name!r}")
     done.touch()
     return folder
 
@@ -87,63 +130,95 @@ def push(target, folder: Path, profile: Path) -> float:
     cmd = ["storescu", "-xf", str(profile), "Bench", "-aec", target.ae_title, "+sd",
            "127.0.0.1", str(target.port), str(folder)]
     start = time.perf_counter()
-    done = subprocess.run(cmd, capture_output=True, text=True, env=NODELAY_ENV)
+    done = subprocess.run(cmd, capture_output=True, text=True, env=NODELAY_ENV, timeout=3600)
     elapsed = time.perf_counter() - start
     if done.returncode != 0:
         raise RuntimeError(f"storescu to {target.name} failed:\n{done.stderr[-2000:]}")
     return elapsed
 
 
-def measure(kind, corpus: str, folder: Path, profile: Path, repeat: int) -> float:
-    times = []
-    for run in range(repeat):
-        target = kind(fresh_dir(f"{kind.__name__}-{corpus}-{run}")).start()
-        try:
-            times.append(push(target, folder, profile))
-        finally:
-            target.stop()
-    return statistics.median(times)
+def run_rounds(corpus: str, folder: Path, profile: Path, rounds: int, versions: dict[str, str]) -> dict:
+    """Seconds per round, by target name; every target starts empty in every round."""
+    times: dict[str, list[float]] = {kind.name: [] for kind in TARGETS}
+    for round_no in range(rounds):
+        order = rotated(TARGETS, round_no)
+        print(f"[ingest] {corpus} round {round_no + 1}/{rounds}: "
+              + " -> ".join(kind.name for kind in order), file=sys.stderr, flush=True)
+        for kind in order:
+            workdir = fresh_dir(f"{kind.__name__}-{corpus}")
+            target = kind(workdir).start()
+            try:
+                if kind is OrthancPeer and OrthancPeer.name not in versions:
+                    versions[OrthancPeer.name] = orthanc_version(target.orthanc.url)
+                times[kind.name].append(push(target, folder, profile))
+            finally:
+                target.stop()
+            shutil.rmtree(workdir, ignore_errors=True)      # kept only when the round failed, to read
+    return times
 
 
-def rss_while_receiving_big(profile: Path) -> tuple[float, float]:
-    folder = build_corpus("big")
-    target = DsmPacs(fresh_dir("DsmPacs-big")).start()
+def rss_while_receiving_big(profile: Path, sizes: Sizes) -> tuple[float, float, float]:
+    folder = build_corpus("big", sizes)
+    _, megabytes = corpus_stats(folder)
+    workdir = fresh_dir("DsmPacs-big")
+    target = DsmPacs(workdir).start()
     try:
         before = peak_rss_mb(target.pid)
         push(target, folder, profile)
-        return before, peak_rss_mb(target.pid)
+        peak = peak_rss_mb(target.pid)
     finally:
         target.stop()
+    shutil.rmtree(workdir, ignore_errors=True)
+    return megabytes, before, peak
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = section_parser(__doc__)
+    parser.add_argument("--rounds", "--repeat", type=int, default=None,
+                        help=f"rounds; each sends the corpus to every target (default {FULL.rounds}, "
+                             f"--quick {QUICK.rounds})")
+    parser.add_argument("--skip-rss", action="store_true")
+    parser.add_argument("--corpora", default="dsa,ct,small")
+    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--repeat", type=int, default=3, help="runs per target (median is shown)")
-    parser.add_argument("--skip-rss", action="store_true")
-    parser.add_argument("--corpora", default="dsa,ct,small")
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
+    exit_cleanly_on_sigterm()
+    sizes = QUICK if args.quick else FULL
+    rounds = max(1, min(args.rounds or sizes.rounds, 100))
+    corpora = [c for c in args.corpora.split(",") if c]
 
     profile = fresh_dir("profile") / "storescu.cfg"
     profile.write_text(PROFILE)
+    versions = {DsmPacs.name: our_version(), "storescu": dcmtk_version("storescu"),
+                StoreScp.name: dcmtk_version("storescp")}
     rows = []
-    for corpus in args.corpora.split(","):
-        folder = build_corpus(corpus)
+    for corpus in corpora:
+        folder = build_corpus(corpus, sizes)
         count, megabytes = corpus_stats(folder)
         print(f"[ingest] {corpus}: {count} instances, {megabytes:.0f} MB", file=sys.stderr, flush=True)
-        results = {kind.name: measure(kind, corpus, folder, profile, args.repeat)
-                   for kind in (DsmPacs, OrthancPeer, StoreScp)}
-        ours, orthanc = results[DsmPacs.name], results[OrthancPeer.name]
-        for name, seconds in results.items():
-            rows.append([corpus, name, f"{seconds:.2f}", f"{megabytes / seconds:.0f}",
-                         f"{count / seconds:.0f}",
-                         f"{orthanc / ours:.2f}x" if name == DsmPacs.name else ""])
-    print("\nIngest (dcmtk storescu, TCP_NODELAY=1, median of %d runs)" % args.repeat)
-    for corpus in args.corpora.split(","):
-        print(f"  {corpus}: {DESCRIPTIONS[corpus]}")
-    print(table(["corpus", "target", "seconds", "MB/s", "inst/s", "vs Orthanc"], rows))
+        times = run_rounds(corpus, folder, profile, rounds, versions)
+        ours = times[DsmPacs.name]
+        for kind in TARGETS:
+            seconds = times[kind.name]
+            rows.append([corpus, kind.name, spread(seconds),
+                         spread([megabytes / s for s in seconds], "{:.0f}"),
+                         spread([count / s for s in seconds], "{:.0f}"),
+                         "" if kind is DsmPacs else ratio_cell(seconds, ours)])
+    print(f"\nIngest (dcmtk storescu, TCP_NODELAY=1), {rounds} rounds{' (--quick)' if args.quick else ''}: "
+          "each round sends the corpus to every target, each fresh and empty; the order rotates per round")
+    for corpus in corpora:
+        print(f"  {corpus}: {describe(corpus, sizes)}")
+    print(table(["corpus", "target", "seconds", "MB/s", "inst/s", "peer / ours"], rows))
+    print("  every cell: median (min–max) over the rounds. peer / ours: the peer's seconds over ours in the "
+          "same round,\n  pair by pair; above 1.00x we are faster. storescp writes files and keeps no index: "
+          "it is the ceiling.")
+    print_versions("ingest", [versions[DsmPacs.name], versions.get(OrthancPeer.name, "Orthanc: not run"),
+                              versions[StoreScp.name], versions["storescu"]])
     if not args.skip_rss:
-        before, peak = rss_while_receiving_big(profile)
-        print(f"\nPeak RSS of the DICOM daemon receiving one 524 MB instance: {peak:.0f} MB "
+        megabytes, before, peak = rss_while_receiving_big(profile, sizes)
+        print(f"\nPeak RSS of the DICOM daemon receiving one {megabytes:.0f} MB instance: {peak:.0f} MB "
               f"(at start {before:.0f} MB; target < 150 MB)")
     return 0
 

@@ -1,15 +1,17 @@
 """DICOMweb benchmark: this archive's web server beside Orthanc 1.10 with its DICOMweb plugin.
 
-    .venv/bin/python -m bench.web [--runs 30] [--studies 300]
+    .venv/bin/python -m bench.web [--runs 30] [--studies 300] [--quick]
 
 Both archives receive the same corpus over C-STORE (dcmtk storescu, TCP_NODELAY=1):
 ``--studies`` one-instance studies whose patient names are drawn like bench/find.py's
 (pinyin, hanzi and mixed Chinese forms, some Western names), plus one XA run of
 512x512x40 frames at 12 bits. Then one keep-alive requests.Session per server, both
 with HTTP Basic, times a study search, one instance, one frame and one rendered frame
-(the median of ``--runs`` after a warm-up; the two servers take turns so that load
-from elsewhere on the machine hits both alike). The ratio is Orthanc's median over
-ours: above 1.0 means we are faster.
+(``--runs`` requests after a warm-up; the two servers take turns, the first one
+alternating from run to run, so that load from elsewhere on the machine hits both
+alike). The ratio is Orthanc's time over ours, request i against request i,
+printed as median (min-max): above 1.0x we are faster. The versions are read from
+the running servers.
 
 The session sends ``Accept-Encoding: identity``: requests (like browsers) asks for
 gzip by default, and Orthanc then compresses every answer, which costs it most of
@@ -32,7 +34,20 @@ from pathlib import Path
 
 import requests
 
-from bench.common import NODELAY_ENV, WORK, table
+from bench.common import (
+    NODELAY_ENV,
+    WORK,
+    dcmtk_version,
+    exit_cleanly_on_sigterm,
+    orthanc_version,
+    our_version,
+    print_versions,
+    ratio_cell,
+    rotated,
+    section_parser,
+    spread,
+    table,
+)
 
 USER, PASSWORD = "bench", "bench-web-password-1"
 QUERY = "/dicom-web/studies?PatientName=ZHANG*&limit=50"
@@ -132,16 +147,15 @@ def fetch(session: requests.Session, url: str, headers: dict[str, str]) -> reque
     return response
 
 
-def orthanc_paths(session: requests.Session, base: str, uids: dict[str, str]) -> tuple[str | None, str, str]:
+def orthanc_paths(session: requests.Session, base: str, uids: dict[str, str]) -> tuple[str | None, str]:
     """Orthanc's rendered frame: (its DICOMweb plugin's path or, without one, None; its
-    native REST API's path; the plugin's version)."""
-    plugin = session.get(base + "/plugins/dicom-web", timeout=30).json().get("Version", "?")
+    native REST API's path)."""
     path = f"{instance_path(uids)}/frames/{FRAME}/rendered"
     if session.get(base + path, headers={"Accept": "image/jpeg"}, timeout=60).status_code != 200:
         path = None
     found = session.post(base + "/tools/lookup", data=uids["instance"], timeout=60).json()
     orthanc_id = next(item["ID"] for item in found if item["Type"] == "Instance")
-    return path, f"/instances/{orthanc_id}/frames/{FRAME - 1}/rendered", plugin
+    return path, f"/instances/{orthanc_id}/frames/{FRAME - 1}/rendered"
 
 
 def instance_path(uids: dict[str, str]) -> str:
@@ -149,15 +163,16 @@ def instance_path(uids: dict[str, str]) -> str:
 
 
 def measure(targets: list, case: Case, runs: int) -> tuple[dict, dict]:
-    """Seconds per request and the body size, by target name; the servers take turns."""
+    """Seconds per request and the body size, by target name; the servers take turns,
+    the first alternating per run, so that request i of one pairs with request i of the other."""
     times: dict = {t.name: [] for t in targets}
     sizes: dict = {}
     headers = {"Accept": case.accept, **case.headers}
     for target in targets:
         for _ in range(3):                                      # warm-up
             fetch(target.session, target.url + case.paths[target.name], headers)
-    for _ in range(runs):
-        for target in targets:
+    for run in range(runs):
+        for target in rotated(targets, run):
             started = time.perf_counter()
             response = fetch(target.session, target.url + case.paths[target.name], headers)
             sizes[target.name] = len(response.content)
@@ -165,11 +180,32 @@ def measure(targets: list, case: Case, runs: int) -> tuple[dict, dict]:
     return times, sizes
 
 
+@dataclass(frozen=True)
+class Sizes:
+    runs: int
+    studies: int
+
+
+FULL = Sizes(runs=30, studies=300)
+QUICK = Sizes(runs=6, studies=50)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = section_parser(__doc__)
+    parser.add_argument("--runs", type=int, default=None,
+                        help=f"timed requests per case and server (default {FULL.runs}, --quick {QUICK.runs})")
+    parser.add_argument("--studies", type=int, default=None,
+                        help=f"one-instance studies besides the XA run (default {FULL.studies}, "
+                             f"--quick {QUICK.studies})")
+    return parser
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--runs", type=int, default=30, help="timed requests per case and server")
-    parser.add_argument("--studies", type=int, default=300, help="one-instance studies besides the XA run")
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
+    exit_cleanly_on_sigterm()
+    sizes = QUICK if args.quick else FULL
+    args.runs = max(1, min(args.runs or sizes.runs, 1000))
+    args.studies = max(0, args.studies if args.studies is not None else sizes.studies)
     from tests.orthanc import orthanc_available
 
     if not shutil.which("storescu") or not orthanc_available():
@@ -198,7 +234,8 @@ def main(argv: list[str] | None = None) -> int:
             target.session.headers["Accept-Encoding"] = "identity"
         ours, orthanc = targets
         instance = instance_path(uids)
-        plugin_rendered, native_rendered, plugin = orthanc_paths(orthanc.session, orthanc.url, uids)
+        versions = [our_version(), orthanc_version(orthanc.url, (USER, PASSWORD)), dcmtk_version("storescu")]
+        plugin_rendered, native_rendered = orthanc_paths(orthanc.session, orthanc.url, uids)
         both = lambda path: {ours.name: path, orthanc.name: path}  # noqa: E731
         ours_rendered = f"{instance}/frames/{FRAME}/rendered"
         few = max(3, args.runs // 6)
@@ -220,9 +257,10 @@ def main(argv: list[str] | None = None) -> int:
         for case in cases:
             times, sizes = measure(targets, case, case.runs or args.runs)
             medians = {name: statistics.median(values) for name, values in times.items()}
-            cells = [f"{medians[t.name] * 1000:.1f} ms" + (f" ({sizes[t.name] / medians[t.name] / 1e6:.0f} MB/s)"
-                                                         if "instance" in case.label else "") for t in targets]
-            rows.append([case.label, *cells, f"{medians[orthanc.name] / medians[ours.name]:.2f}x",
+            cells = [spread([x * 1000 for x in times[t.name]], "{:.1f}", " ms")
+                     + (f", {sizes[t.name] / medians[t.name] / 1e6:.0f} MB/s" if "instance" in case.label else "")
+                     for t in targets]
+            rows.append([case.label, *cells, ratio_cell(times[orthanc.name], times[ours.name]),
                          " / ".join(f"{sizes[t.name]:,}" for t in targets)])
             print(f"[web] {case.label}: done", file=sys.stderr, flush=True)
     finally:
@@ -230,14 +268,17 @@ def main(argv: list[str] | None = None) -> int:
             target.stop()
         shutil.rmtree(tmp, ignore_errors=True)
 
-    print(f"\nDICOMweb, median of {args.runs} requests per server on one keep-alive requests.Session, "
-          f"HTTP Basic on both,\nAccept-Encoding: identity unless stated; {args.studies} one-instance studies "
+    print(f"\nDICOMweb{' (--quick)' if args.quick else ''}, {args.runs} requests per server on one keep-alive "
+          f"requests.Session, HTTP Basic on both,\nAccept-Encoding: identity unless stated; {args.studies} one-instance studies "
           "+ one XA run 512x512x40 12-bit, loaded by storescu")
-    print(table(["request", ours.name, f"Orthanc 1.10.1 + DICOMweb {plugin}", "vs Orthanc",
+    print(table(["request", ours.name, "Orthanc", "Orthanc / ours",
                  "bytes (ours / Orthanc)"], rows))
     print(f"  ZHANG* matches: {counts[ours.name]} studies here, {counts[orthanc.name]} in Orthanc (limit 50)")
-    print("  vs Orthanc = Orthanc's median / ours: above 1.00x we are faster. MB/s = decoded body bytes / time;"
-          "\n  the pixel data is noise, which gzip cannot shrink (real angiograms shrink somewhat).")
+    print("  time cells: median (min–max); MB/s: decoded body bytes over the median time.\n"
+          "  Orthanc / ours: Orthanc's time over ours, request i against request i (the first server alternates"
+          "\n  per run), median (min–max): above 1.00x we are faster.")
+    print_versions("web", versions)
+    print("  The pixel data is noise, which gzip cannot shrink (real angiograms shrink somewhat).")
     return 0
 
 

@@ -168,3 +168,44 @@ def read_uid(path: Path) -> str:
     from pydicom import dcmread
 
     return str(dcmread(path, stop_before_pixels=True, specific_tags=["SOPInstanceUID"]).SOPInstanceUID)
+
+
+def deflated_xa(path: Path, inflated_mb: int, size: int = 1024) -> Path:
+    """A Deflated Explicit VR Little Endian XA run of black frames that inflates to
+    about ``inflated_mb`` MiB from a file a thousand times smaller: a valid image
+    below the archive's inflate bound, a deflate bomb above it. Written as a stream
+    so a gigabyte costs the test no memory."""
+    import struct
+    import zlib
+
+    from pydicom.filebase import DicomBytesIO
+    from pydicom.filewriter import write_dataset
+    from pydicom.uid import DeflatedExplicitVRLittleEndian
+
+    from dsmpacs.archive.part10 import file_meta_bytes
+
+    frame = size * size * 2
+    frames = max(1, inflated_mb * 2**20 // frame)
+    ds = base_dataset(XA, modality="XA")
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.Rows = ds.Columns = size
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+    ds.NumberOfFrames = frames
+    buf = DicomBytesIO()
+    buf.is_little_endian, buf.is_implicit_VR = True, False
+    write_dataset(buf, ds)
+    pixels = frames * frame
+    head = buf.getvalue() + struct.pack("<HH2sHL", 0x7FE0, 0x0010, b"OW", 0, pixels)
+    squeeze = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    zeros = bytes(1 << 20)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as out:
+        out.write(file_meta_bytes(XA, ds.SOPInstanceUID, DeflatedExplicitVRLittleEndian))
+        out.write(squeeze.compress(head))
+        left = pixels
+        while left:
+            chunk = zeros[:min(left, len(zeros))]
+            out.write(squeeze.compress(chunk))
+            left -= len(chunk)
+        out.write(squeeze.flush())
+    return path

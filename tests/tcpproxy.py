@@ -1,14 +1,19 @@
-"""A TCP forwarder we can cut: the real MariaDB behind a link that goes down on demand."""
+"""A TCP forwarder we can cut: the real MariaDB behind a link that goes down on demand.
+It can also watch what passes (``on_reply``: every chunk the server sent, once the
+client has it), to time an answer on the wire from outside both peers."""
 from __future__ import annotations
 
 import socket
 import threading
+from typing import Callable
 
 
 class TcpProxy:
-    def __init__(self, target: tuple[str, int], port: int = 0):
+    def __init__(self, target: tuple[str, int], port: int = 0,
+                 on_reply: Callable[[bytes], None] | None = None):
         self.target = target
         self.port = port
+        self.on_reply = on_reply
         self._listener: socket.socket | None = None
         self._conns: list[socket.socket] = []
         self._lock = threading.Lock()
@@ -36,14 +41,16 @@ class TcpProxy:
                 continue
             with self._lock:
                 self._conns += [client, upstream]
-            for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+            for a, b, watch in ((client, upstream, None), (upstream, client, self.on_reply)):
+                threading.Thread(target=self._pipe, args=(a, b, watch), daemon=True).start()
 
     @staticmethod
-    def _pipe(src: socket.socket, dst: socket.socket) -> None:
+    def _pipe(src: socket.socket, dst: socket.socket, watch: Callable[[bytes], None] | None) -> None:
         try:
             while data := src.recv(65536):
                 dst.sendall(data)
+                if watch is not None:
+                    watch(data)
         except OSError:
             pass
         finally:

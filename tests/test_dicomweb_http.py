@@ -2,7 +2,6 @@
 negotiation, status codes, limits, STOW failures and WADO-URI."""
 from __future__ import annotations
 
-
 import pydicom
 import pytest
 import requests
@@ -246,3 +245,28 @@ def test_errors_are_logged(env):
     log = (env[0].data_dir / "logs" / "dsmpacs-web.log")
     from tests.peers import wait_until
     wait_until(lambda: "NoSuchKeyToLog" in log.read_text(errors="replace"), timeout=10, what="error in the log")
+
+
+@pytest.mark.parametrize("syntax, old_name, current, magic", [
+    ("1.2.840.10008.1.2.5", "image/x-dicom-rle", "image/dicom-rle", b"\x01\x00\x00\x00"),
+    ("1.2.840.10008.1.2.4.80", "image/x-jls", "image/jls", b"\xff\xd8\xff\xf7"),
+])
+def test_earlier_media_type_names_are_accepted(env, tmp_path, syntax, old_name, current, magic):
+    """OHIF's JavaScript dicomweb-client still asks for frames by the names PS3.18 had
+    before 2018; each is served as the current name with the stored codestream."""
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian
+
+    ds = f.secondary_capture(size=16, patient=f.Patient(patient_id="ALIAS"))
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.compress(syntax)
+    path = f.write(ds, tmp_path / "compressed.dcm", transfer_syntax=syntax)
+    stored = post(env, "/dicom-web/studies", *stow_body([path]))
+    assert stored.status_code == 200, stored.text
+    response = get(env, instance_path(path) + "/frames/1",
+                   headers={"Accept": f'multipart/related; type="{old_name}"'})
+    assert response.status_code == 200, response.text
+    [(ctype, body)] = parts(response)
+    assert ctype.startswith(current) and f"transfer-syntax={syntax}" in ctype
+    assert body.startswith(magic)

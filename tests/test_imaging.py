@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import io
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -20,8 +19,11 @@ from pydicom.uid import (
 )
 
 from dsmpacs.imaging import frames as fr
+from dsmpacs.imaging import lut
+from dsmpacs.imaging import render as rd
 from dsmpacs.imaging.decode import decode_frame
 from tests import factories
+from tests.peers import tool
 
 FRAMES = 5
 
@@ -59,10 +61,8 @@ def compress_with_pydicom(src: Path, dst: Path, syntax) -> Path:
     return dst
 
 
-def dcmtk(tool: str, args: list[str], src: Path, dst: Path) -> Path:
-    if shutil.which(tool) is None:
-        pytest.skip(f"{tool} (dcmtk) not installed")
-    subprocess.run([tool, *args, str(src), str(dst)], check=True, capture_output=True)
+def dcmtk(name: str, args: list[str], src: Path, dst: Path) -> Path:
+    subprocess.run([tool(name), *args, str(src), str(dst)], check=True, capture_output=True)
     return dst
 
 
@@ -195,7 +195,6 @@ def test_deflated_file_frames(tmp_path):
 
 
 # --- rendering ------------------------------------------------------------------------
-from dsmpacs.imaging import lut, render as rd  # noqa: E402
 
 
 def mono_file(tmp_path: Path, pixels: np.ndarray, name: str = "m.dcm", *, modality: str = "CT",

@@ -79,6 +79,9 @@ def test_back_to_back_moves_and_gets_under_load_do_not_stall(server, study, tmp_
                 for i in range(ROUNDS)]
     finally:
         workstation.stop()
+    for name, times in (("C-MOVE", moves), ("C-GET", gets)):
+        print(f"{ROUNDS} {name}s under load: median {sorted(times)[ROUNDS // 2]:.2f} s, "
+              f"max {max(times):.2f} s")        # shown with pytest -s
     slow = [round(t, 1) for t in moves + gets if t > BOUND]
     assert not slow, f"retrieves took {slow} s (dimse_timeout is {DIMSE_TIMEOUT} s): moves {moves}, gets {gets}"
     # Every C-GET brought the whole study back.

@@ -75,7 +75,9 @@ def test_different_payload_same_uid_keeps_first_and_quarantines(server, tmp_path
     b = f.write(second, tmp_path / "b.dcm")
     assert server.storescu(a).returncode == 0
     done = server.storescu(b)
-    assert "Received Store Response (Warning" in done.stderr, done.stderr
+    # A failure, not a warning: this payload is not archived as the instance, and a
+    # modality reading "stored" would delete its only copy.
+    assert "Received Store Response (Error: CannotUnderstand)" in done.stderr, done.stderr
     arc = open_index(server)
     try:
         assert stored_dataset_bytes(arc, uid) == f.dataset_bytes(a)

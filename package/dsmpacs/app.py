@@ -96,12 +96,17 @@ def start_audit_housekeeping(archive: Archive) -> threading.Event:
 
 def serve_dicom(settings: Settings, *, recover: bool = True) -> None:
     """Run the DICOM daemon until SIGTERM/SIGINT."""
+    from dsmpacs.archive import verification
     from dsmpacs.dicom import server as dicom_server
 
     archive = build_archive(settings, upgrade=True)
     if recover:
         archive.recover()
     server = dicom_server.start(settings, archive)
+    # Re-hashing runs beside the listener (archive/verification.py); it holds a lease
+    # in the index, so other nodes over the same index leave it alone meanwhile.
+    stop_jobs = threading.Event()
+    verifier = verification.start_background(archive, stop_jobs)
     host, port = server.server_address[:2]
     runfiles.write(settings, "dicom", host=host, port=port, ae_title=settings.ae_title)
     heartbeat = runfiles.start_heartbeat(settings, "dicom", lambda: server.socket.fileno() >= 0)
@@ -113,8 +118,11 @@ def serve_dicom(settings: Settings, *, recover: bool = True) -> None:
     finally:
         housekeeping.set()
         heartbeat.set()
+        stop_jobs.set()
         runfiles.remove(settings, "dicom")
         server.shutdown()
+        if verifier is not None:
+            verifier.join(timeout=30)
         archive.close()
         log.info("DICOM listener stopped")
 

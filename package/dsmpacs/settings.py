@@ -80,16 +80,34 @@ class Settings:
     max_associations: int = setting(
         16, "Concurrent DICOM associations accepted; further requests are rejected as "
         "transient (local limit exceeded).", minimum=1, maximum=1000)
+    max_associations_per_address: int = setting(
+        8, "Concurrent connections accepted from one IP address, counted from the TCP accept "
+        "until the association ends; a further connection from that address is closed at once, "
+        "before it reaches association negotiation, and logged. Half the default "
+        "max_associations, so one misbehaving host cannot take every slot, and above the two "
+        "to four parallel associations a busy modality or a migrating PACS opens. Raise it "
+        "when several senders reach the archive through one NAT address.",
+        minimum=1, maximum=1000)
+    max_dimse_message_mb: int = setting(
+        4096, "Largest DIMSE message (command and dataset) received, in MiB, enforced while it "
+        "arrives: past it the association is aborted (A-ABORT), logged, and the partial spool "
+        "file removed. A long angiography run can reach 2 GiB. Datasets that are not C-STORE "
+        "data (queries, storage commitment) are held in memory and bounded at 64 MiB, command "
+        "sets at 64 KiB, whatever this says.", minimum=1, maximum=65536)
     max_pdu: int = setting(
         262144, "Maximum PDU length this archive receives, in bytes (0 means unlimited). "
         "Larger PDUs mean fewer round trips for big multi-frame runs.",
         minimum=0, maximum=2**32 - 1)
     acse_timeout: float = setting(
-        30.0, "Seconds to wait for association negotiation messages.", minimum=1)
+        30.0, "Seconds to wait for association negotiation messages. Also a fixed deadline "
+        "from the TCP accept: a peer whose A-ASSOCIATE-RQ has not fully arrived by then is "
+        "disconnected and logged, however slowly its bytes trickle in.", minimum=1)
     dimse_timeout: float = setting(
         60.0, "Seconds to wait for a DIMSE message from the peer.", minimum=1)
     network_timeout: float = setting(
-        120.0, "Seconds an association may stay idle before it is aborted.", minimum=1)
+        120.0, "Seconds an association may stay idle before it is aborted. Also the time a "
+        "PDU may take to arrive once its first byte came, so a peer stalling mid-PDU is "
+        "aborted too.", minimum=1)
     connection_timeout: float = setting(
         10.0, "Seconds to wait for a TCP connection when this archive is the client.", minimum=1)
     dicom_extra_transfer_syntaxes: str = setting(
@@ -117,18 +135,38 @@ class Settings:
         "or through web_trusted_proxy with X-Forwarded-Proto); turn this on when the UI is only "
         "reached through HTTPS. Leave it off for plain HTTP or logins will not stick.")
     web_session_hours: float = setting(
-        12.0, "A login lasts this many hours at most; the session cookie also ends when the "
-        "browser is closed.", minimum=0.1, maximum=720)
+        12.0, "A login lasts this many hours at most (absolute lifetime of a server-side "
+        "session), however active; the session cookie also ends when the browser is closed.",
+        minimum=0.1, maximum=720)
+    web_idle_minutes: float = setting(
+        30.0, "A web session unused for this many minutes ends (automatic logoff); the user "
+        "signs in again.", minimum=0.02, maximum=1440)
+    web_reauth_minutes: float = setting(
+        5.0, "After a user confirms their identity again (password or TOTP code) before a "
+        "dangerous action (deleting a study, user, role or token changes), further such actions "
+        "need no new confirmation for this many minutes.", minimum=0.01, maximum=60)
+    require_totp_roles: str = setting(
+        "admin,auditor", "Comma-separated roles whose users must sign in with a TOTP code as well as "
+        "their password. A user of such a role without TOTP is sent to enrolment right after "
+        "the password and can do nothing else until enrolled. Empty: TOTP stays optional.")
     login_limit_per_user: int = setting(
-        10, "Failed logins allowed for one user name within login_limit_window; further "
-        "attempts for that name are refused (HTTP 429) until older failures age out.",
+        5, "Failed logins for one user name from one client address before back-off starts: "
+        "each further failure doubles the wait (from 4 seconds up to login_backoff_max) before "
+        "that name may be tried again from that address (HTTP 429). Other addresses are not "
+        "affected, so nobody can lock an account out from elsewhere.",
         minimum=1, maximum=10000)
     login_limit_per_address: int = setting(
-        30, "Failed logins allowed from one client address within login_limit_window, "
-        "whatever the user name.", minimum=1, maximum=100000)
+        30, "Failed logins from one client address, whatever the user name, before back-off "
+        "starts for that address.", minimum=1, maximum=100000)
     login_limit_window: int = setting(
-        900, "Seconds over which failed logins are counted for the limits above.",
-        minimum=10, maximum=86400)
+        900, "Seconds without a failure after which a name and address, or an address, start "
+        "afresh.", minimum=10, maximum=86400)
+    login_backoff_max: int = setting(
+        900, "Longest wait, in seconds, that login back-off imposes.", minimum=1, maximum=86400)
+    login_alert_per_minute: int = setting(
+        30, "More failed logins than this within one minute, over all names and addresses, "
+        "raise a security alert on the admin pages and in the audit trail.",
+        minimum=1, maximum=100000)
     stow_max_mb: int = setting(
         1000, "Largest STOW-RS upload (one request body), in MiB; a larger one is refused with "
         "HTTP 413 and nothing of it is stored. The web server buffers a body on disk in the "
@@ -143,9 +181,42 @@ class Settings:
         "quarantine; overwrite replaces the stored copy. An identical resend is always "
         "answered with success and stores nothing new.",
         choices=("keep-first", "overwrite"))
+    max_inflated_mb: int = setting(
+        1024, "Largest size, in MiB, a Deflated Explicit VR Little Endian dataset may inflate "
+        "to. Deflated data is inflated as a stream (on receipt, to check it, and to render "
+        "it), so memory stays small whatever this says; the bound caps the work one dataset "
+        "can cause. Twice the largest uncompressed DSA run (about 500 MiB), while a 1 MB "
+        "deflate bomb costs at most this much inflating. A dataset inflating to more is "
+        "refused with 0xC000 (STOW-RS: failure reason 0xC000), and not rendered.",
+        minimum=1, maximum=65536)
+    zip_max_mb: int = setting(
+        65536, "Largest total uncompressed size, in MiB, of the entries of one ZIP file given "
+        "to dsmpacs import; a larger ZIP (a zip bomb declares terabytes) is refused whole with "
+        "its reason, and the other paths are imported.", minimum=1)
+    zip_max_entries: int = setting(
+        100000, "Most entries one ZIP file given to dsmpacs import may hold; a ZIP with more "
+        "is refused whole.", minimum=1)
+    index_timeout: float = setting(
+        20.0, "Longest time, in seconds, one store (C-STORE, STOW-RS, import) waits for the "
+        "index database while another connection holds a lock on it (a backup, a long "
+        "maintenance job), retries included. It then fails with 0xA701 (HTTP 503 over "
+        "STOW-RS) and leaves nothing behind. At most half of dimse_timeout is used, so a "
+        "sender has its answer before it gives up waiting.", minimum=0.5)
     min_free_mb: int = setting(
         512, "Free space, in MiB, that must remain on the storage filesystem; an instance "
         "that would go below it is refused with 0xA700.", minimum=0)
+
+    # --- integrity ----------------------------------------------------------
+    verify_period_days: float = setting(
+        30.0, "The DICOM daemon re-hashes every stored file in the background at least this "
+        "often, in days. A file that no longer matches the size and SHA-256 recorded when it "
+        "was stored (or is missing) marks its instance corrupt: it is never served again, and "
+        "the administration pages raise an alert until a good copy is restored. Progress is kept "
+        "in the index, so a restart continues where it stopped. 0 turns the job off "
+        "(`dsmpacs verify` and storage commitment still re-hash).", minimum=0)
+    verify_mb_per_s: float = setting(
+        10.0, "Most MiB per second the background verification reads, so that it never competes "
+        "with ingest and retrieval for the disk. 0 means unthrottled.", minimum=0)
 
     # --- query (C-FIND, QIDO-RS) -------------------------------------------
     pn_case_insensitive: bool = setting(
@@ -231,6 +302,10 @@ class Settings:
     @property
     def effective_audit_key_file(self) -> Path:
         return self.audit_key_file or self.data_dir / "audit.key"
+
+    @property
+    def effective_index_timeout(self) -> float:
+        return min(self.index_timeout, self.dimse_timeout / 2)
 
     @property
     def effective_log_file(self) -> Path:

@@ -26,6 +26,7 @@ import uuid
 from pathlib import Path
 from types import SimpleNamespace
 
+import pyotp
 import pytest
 
 from dsmpacs.dsm import wizard as w
@@ -111,6 +112,25 @@ def find_over_cfind(dsm: FakeDSM, answers: dict, sent: Path, workdir: Path) -> N
     assert found == [ds.SOPInstanceUID], (found, done.stderr)
 
 
+_RECOVERY_CODES: list[str] = []     # the wizard admin's, from its enrolment
+
+
+def sign_in_admin(web: WebSession) -> None:
+    """Password, then the second factor administrators must use (require_totp_roles):
+    enrolment the first time, a recovery code (one per sign-in) after an upgrade."""
+    location = web.login("admin", ADMIN_PASSWORD).headers["Location"]
+    if location.startswith("/account/totp"):
+        page = web.get(location)
+        secret = re.search(r"data-totp-secret>([A-Z2-7]+)<", page.text).group(1)
+        done = web.post_form("/account/totp", {"code": pyotp.TOTP(secret).now()})
+        assert done.status_code == 200
+        _RECOVERY_CODES[:] = re.findall(r"<li><code>([A-Z0-9-]{19})</code></li>", done.text)
+        return
+    assert location.startswith("/login/totp"), location
+    web.get(location)
+    assert web.post_form("/login/totp", {"code": _RECOVERY_CODES.pop()}).status_code == 302
+
+
 def find_over_web(answers: dict, sent: Path) -> None:
     """The web service answers on the wizard's port, the administrator created from the
     wizard's password can sign in, and QIDO-RS finds the instance."""
@@ -118,8 +138,8 @@ def find_over_web(answers: dict, sent: Path) -> None:
     with urllib.request.urlopen(f"{base}/-/health", timeout=10) as response:
         assert response.status == 200
     web = WebSession(SimpleNamespace(web_url=base))
-    web.login("admin", ADMIN_PASSWORD)          # the wizard's admin signs in to the UI
-    assert web.get("/-/settings").status_code == 200      # an admin-only page
+    sign_in_admin(web)                          # the wizard's admin signs in to the UI
+    assert web.get("/-/settings", allow_redirects=False).status_code == 200   # an admin-only page
     token = base64.b64encode(f"admin:{ADMIN_PASSWORD}".encode()).decode()
     request = urllib.request.Request(
         f"{base}/dicom-web/instances?SOPInstanceUID={f.read_uid(sent)}",

@@ -5,7 +5,7 @@ import logging
 
 import pydicom.config
 
-from dsmpacs.archive import database
+from dsmpacs.archive import database, inflate
 from dsmpacs.archive.index import Index
 from dsmpacs.archive.ingest import Ingest
 from dsmpacs.archive.storage import Storage
@@ -21,13 +21,15 @@ class Archive:
         self.settings = settings
         self.storage = Storage(settings.effective_storage_root, settings.min_free_mb * 2**20)
         self.db = database.open_database(settings.effective_database_url,
-                                         max_connections=settings.max_associations * 2 + 8)
+                                         max_connections=settings.max_associations * 2 + 8,
+                                         lock_timeout=settings.effective_index_timeout)
         database.bind(self.db)
-        self.index = Index(self.db)
+        self.index = Index(self.db, settings.effective_index_timeout)
         self.ingest = Ingest(self.storage, self.index, settings.duplicate_policy)
         # The archive validates what it needs itself and keeps bytes unchanged;
         # pydicom's per-value warnings would only flood the log with sender quirks.
         pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
+        inflate.set_limit(settings.max_inflated_mb * 2**20)
 
     def open(self, *, upgrade: bool = False, create_storage: bool = True) -> None:
         """Prepare storage and check (or bring forward) the index schema."""
@@ -36,6 +38,13 @@ class Archive:
             database.upgrade(self.db, backup_dir=self.settings.data_dir / "backups")
         else:
             database.check(self.db)
+
+    def refusal(self, instance, by: str = "retrieve") -> str | None:
+        """Why ``instance`` (a StoredInstance or InstanceFile) must not be served, or None.
+        The one question every retrieve path asks before reading a stored file
+        (archive/integrity.py)."""
+        from dsmpacs.archive.integrity import refusal
+        return refusal(self.index, self.storage, instance, by)
 
     def recover(self) -> None:
         """Crash recovery; only before any listener accepts work."""

@@ -84,6 +84,14 @@ class AuditAction(str, Enum):
     AUDIT_PRUNE = PRUNE_ACTION
     AUDIT_KEY_ROTATE = "audit-key-rotate"
 
+    # sessions, second factor, re-authentication (archive/sessions.py, archive/totp.py)
+    SESSION_END = "session-end"
+    TOTP_ENROL = "totp-enrol"
+    TOTP_RESET = "totp-reset"
+    TOTP_FAILED = "totp-failed"
+    REAUTH = "reauth"
+    SECURITY_ALERT = "security-alert"
+
 
 _ALERT = "Security Alert"
 _USER_ATTRIBUTES = f"{_ALERT}: User Security Attributes Changed"
@@ -126,6 +134,12 @@ EVENTS: dict[AuditAction, str] = {
     AuditAction.AUDIT_VERIFY: _AUDIT_LOG_USED,
     AuditAction.AUDIT_PRUNE: _AUDIT_LOG_USED,
     AuditAction.AUDIT_KEY_ROTATE: _SECURITY_CONFIG,
+    AuditAction.SESSION_END: "User Authentication: Logout",
+    AuditAction.TOTP_ENROL: _USER_ATTRIBUTES,
+    AuditAction.TOTP_RESET: _USER_ATTRIBUTES,
+    AuditAction.TOTP_FAILED: "User Authentication: Login",
+    AuditAction.REAUTH: "User Authentication: Login",
+    AuditAction.SECURITY_ALERT: _ALERT,
 }
 
 

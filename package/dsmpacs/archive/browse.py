@@ -146,16 +146,18 @@ class InstanceFile:
     series_instance_uid: str
     series_number: int | None
     modality: str
+    corrupt: bool = False
+    corrupt_reason: str = ""
 
 
 def _instance_files(query) -> list[InstanceFile]:
     rows = (query.select(Instance.sop_instance_uid, Instance.sop_class_uid, Instance.instance_number,
                          Instance.number_of_frames, Instance.path, Instance.size, Instance.sha256,
                          Instance.transfer_syntax_uid, Series.series_instance_uid, Series.series_number,
-                         Series.modality)
+                         Series.modality, Instance.corrupt, Instance.corrupt_reason)
             .order_by(Series.series_number, Series.id, Instance.instance_number, Instance.id).tuples())
-    return [InstanceFile(r[0], r[1], r[2], max(1, int(r[3] or 1)), r[4], r[5], r[6], r[7], r[8], r[9], r[10] or "")
-            for r in rows]
+    return [InstanceFile(r[0], r[1], r[2], max(1, int(r[3] or 1)), r[4], r[5], r[6], r[7], r[8], r[9],
+                         r[10] or "", bool(r[11]), r[12]) for r in rows]
 
 
 def study_files(index: Index, study_instance_uid: str, series_instance_uid: str | None = None) -> list[InstanceFile]:

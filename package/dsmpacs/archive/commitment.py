@@ -11,6 +11,9 @@ the time it was stored:
 * no later copy with different content under the same UID waits in
   quarantine (the requester may hold that other copy, not the archived one).
 
+What the re-hash finds is recorded (archive/integrity.py): a mismatch marks
+the instance corrupt, so no retrieve path serves it from then on.
+
 Anything that cannot be checked (index down, unreadable file) is a failure.
 """
 from __future__ import annotations
@@ -21,6 +24,7 @@ from enum import Enum
 from typing import Iterable
 
 from dsmpacs.archive.database import IndexUnavailable
+from dsmpacs.archive.integrity import Finding, hash_check, record
 from dsmpacs.archive.models import Instance, Quarantine
 from dsmpacs.archive.uids import clean_uid, is_valid_uid
 
@@ -71,14 +75,17 @@ def _check(archive, sop_class_uid: str, sop_instance_uid: str) -> CommitResult:
     if conflicts:
         return fail(CommitFailure.CONFLICT_QUARANTINED,
                     "a later copy with different content is in quarantine")
+    check = hash_check(archive.storage, row.path, row.size, row.sha256)
     try:
-        size, digest = archive.storage.hash_file(row.path)
-    except FileNotFoundError:
-        return fail(CommitFailure.FILE_MISSING, f"file {row.path} is missing")
-    except (OSError, ValueError) as exc:
-        return fail(CommitFailure.FILE_MISSING, f"file {row.path} is unreadable: {exc}")
-    if size != row.size or digest != row.sha256:
-        return fail(CommitFailure.CHECKSUM_MISMATCH, f"file {row.path} no longer matches its checksum")
+        # What we found is kept: a mismatch marks the instance corrupt for every
+        # retrieve path, a match counts as this period's verification.
+        record(archive.index, row, check, "storage commitment")
+    except IndexUnavailable as exc:
+        log.error("storage commitment: cannot record the check of %s: %s", sop_instance_uid, exc)
+    if check.finding is Finding.MISMATCH:
+        return fail(CommitFailure.CHECKSUM_MISMATCH, check.detail)
+    if not check.ok:
+        return fail(CommitFailure.FILE_MISSING, check.detail)
     return CommitResult(sop_class_uid, sop_instance_uid)
 
 

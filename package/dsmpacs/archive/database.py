@@ -8,6 +8,7 @@ is refused, so an older package can never write to a schema it does not know.
 from __future__ import annotations
 
 import logging
+import math
 import shutil
 import sqlite3
 from contextlib import contextmanager
@@ -63,8 +64,16 @@ def sqlite_path(url: str) -> str:
     return url[len("sqlite:///"):] if url.startswith("sqlite:///") else url[len("sqlite:"):]
 
 
-def open_database(url: str, *, max_connections: int = 64) -> peewee.Database:
-    """A pooled peewee database for the URL, not yet connected."""
+# Longest one statement waits for a lock held by another connection, unless the
+# caller says otherwise (Settings.effective_index_timeout for the archive).
+DEFAULT_LOCK_TIMEOUT = 30.0
+
+
+def open_database(url: str, *, max_connections: int = 64,
+                  lock_timeout: float = DEFAULT_LOCK_TIMEOUT) -> peewee.Database:
+    """A pooled peewee database for the URL, not yet connected. Every connection waits
+    at most ``lock_timeout`` seconds for a lock (SQLite busy timeout, MariaDB row and
+    metadata lock waits) before its statement fails as a transient conflict."""
     if url.startswith("sqlite:"):
         path = sqlite_path(url)
         if path != ":memory:":
@@ -72,9 +81,10 @@ def open_database(url: str, *, max_connections: int = 64) -> peewee.Database:
         # synchronous=FULL: in WAL mode NORMAL may lose the last commits on power
         # loss, and a lost commit is a lost acknowledged instance.
         return PooledSqliteDatabase(path, max_connections=max_connections, stale_timeout=600,
-                                    check_same_thread=False, timeout=30, pragmas={
+                                    check_same_thread=False, timeout=lock_timeout, pragmas={
                                         "journal_mode": "wal", "synchronous": "full",
-                                        "foreign_keys": 1, "busy_timeout": 30000,
+                                        "foreign_keys": 1,
+                                        "busy_timeout": int(lock_timeout * 1000),
                                         "cache_size": -32000})
     parts = urlsplit(url)
     if parts.scheme not in ("mysql", "mariadb"):
@@ -89,9 +99,36 @@ def open_database(url: str, *, max_connections: int = 64) -> peewee.Database:
         write_timeout=float(options.get("write_timeout", 30)),
         # REPEATABLE READ takes gap locks for SELECT ... FOR UPDATE on a study that
         # does not exist yet, and two stores creating the same study then deadlock.
-        # Under READ COMMITTED the unique keys settle such races instead.
-        init_command="SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED",
+        # Under READ COMMITTED the unique keys settle such races instead. The lock
+        # waits (rows; tables and metadata, which default to a year) are bounded.
+        init_command="SET SESSION tx_isolation = 'READ-COMMITTED', "
+                     + _mysql_lock_timeouts(lock_timeout),
         autoconnect=True)
+
+
+def _mysql_lock_timeouts(seconds: float) -> str:
+    whole = max(1, math.ceil(seconds))      # both variables take whole seconds, at least 1
+    return f"innodb_lock_wait_timeout = {whole}, lock_wait_timeout = {whole}"
+
+
+@contextmanager
+def lock_timeout(db: peewee.Database, seconds: float, default: float) -> Iterator[None]:
+    """Wait at most ``seconds`` for locks on this thread's connection meanwhile (the
+    rest of a store's time budget on a retry), then restore ``default``."""
+    def apply(value: float) -> None:
+        if is_mysql(db):
+            db.execute_sql("SET SESSION " + _mysql_lock_timeouts(value))
+        else:
+            db.execute_sql(f"PRAGMA busy_timeout = {max(1, int(value * 1000))}")
+    apply(seconds)
+    try:
+        yield
+    finally:
+        try:
+            apply(default)
+        except (peewee.OperationalError, peewee.InterfaceError) as exc:
+            # The transaction is settled by now; a broken connection is the pool's problem.
+            log.warning("could not restore the index lock timeout: %s", exc)
 
 
 def is_mysql(db: peewee.Database) -> bool:

@@ -17,7 +17,15 @@ from typing import Callable, Iterator
 import peewee
 
 from dsmpacs.archive.attributes import Extracted, Level, extracted_columns
-from dsmpacs.archive.database import IndexUnavailable, TransientConflict, is_mysql, is_transient, session
+from dsmpacs.archive.database import (
+    DEFAULT_LOCK_TIMEOUT,
+    IndexUnavailable,
+    TransientConflict,
+    is_mysql,
+    is_transient,
+    lock_timeout,
+    session,
+)
 from dsmpacs.archive.models import Instance, Patient, Quarantine, Series, Study, utcnow
 
 log = logging.getLogger(__name__)
@@ -63,6 +71,11 @@ class _Statements:
                 for field in self._instance_fields]
 
 
+@contextmanager
+def _nothing() -> Iterator[None]:
+    yield
+
+
 class InstanceExists(Exception):
     """The SOP Instance UID is already indexed (another store won the race)."""
 
@@ -86,8 +99,11 @@ def patient_key(values: dict[str, object]) -> str:
 
 
 class Index:
-    def __init__(self, db: peewee.Database):
+    def __init__(self, db: peewee.Database, lock_timeout: float = DEFAULT_LOCK_TIMEOUT):
         self.db = db
+        # The whole time one store may wait for locks, retries included: the ingest
+        # answers (0xA701) before the sender's DIMSE timeout runs out.
+        self.lock_timeout = lock_timeout
         self._mysql = is_mysql(db)
         self._sql = _Statements(db, self._mysql)
 
@@ -100,11 +116,15 @@ class Index:
             raise IndexUnavailable(f"index database error: {exc}") from exc
 
     @contextmanager
-    def write(self) -> Iterator[None]:
+    def write(self, wait: float | None = None) -> Iterator[None]:
+        """One write transaction; ``wait``: seconds it may wait for locks, when less
+        than the connection's default (a retry spending the rest of a budget)."""
         try:
             with session(self.db):
-                with (self.db.atomic() if self._mysql else self.db.atomic("IMMEDIATE")):
-                    yield
+                with (lock_timeout(self.db, wait, self.lock_timeout) if wait is not None
+                      else _nothing()):
+                    with (self.db.atomic() if self._mysql else self.db.atomic("IMMEDIATE")):
+                        yield
         except _DB_ERRORS as exc:
             kind = TransientConflict if is_transient(exc) else IndexUnavailable
             raise kind(f"index database error: {exc}") from exc
@@ -145,10 +165,15 @@ class Index:
 
         ``before_commit`` runs inside the transaction after the inserts: the ingest
         waits there for the file to be durable, so the inserts overlap the fsyncs
-        and an exception from it rolls everything back."""
+        and an exception from it rolls everything back. Retries (lock waits, races
+        with concurrent stores) stop at ``lock_timeout`` in total: IndexUnavailable."""
+        deadline = time.monotonic() + self.lock_timeout
         for attempt in range(_ATTEMPTS):
+            remaining = deadline - time.monotonic()
+            if attempt and remaining <= 0:
+                break
             try:
-                with self.write():
+                with self.write(None if attempt == 0 else remaining):
                     self._add(extracted, stored, origin, calling_ae)
                     if before_commit is not None:
                         before_commit()
@@ -162,7 +187,7 @@ class Index:
             except TransientConflict as exc:
                 log.debug("retrying index insert after %s", exc)
                 time.sleep(0.005 * (attempt + 1))
-        raise IndexUnavailable("index insert kept conflicting with concurrent stores")
+        raise IndexUnavailable(f"index database busy: no write lock within {self.lock_timeout:g} s")
 
     def replace_instance(self, existing: Instance, extracted: Extracted, stored: StoredFile, *,
                          origin: str, calling_ae: str = "") -> str:

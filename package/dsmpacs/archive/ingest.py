@@ -1,27 +1,45 @@
-"""The single store path, used by C-STORE, STOW-RS and import.
+"""The single store path, used by C-STORE, STOW-RS, import and retrieve.
+
+The staging contract, the same for every entry: the caller hands over a
+*staged* Part 10 file (``StagedFile``) in the storage tmp dir, made of our own
+file meta and the sender's dataset bytes unchanged, written once and hashed
+while written. C-STORE (and the archive's own C-MOVE/C-GET retrieves) stream
+the received dataset behind a meta built from the command; STOW-RS builds it
+from each part's own meta while the part arrives (archive/staging.py
+``Part10Stager``); import copies the dataset from the source behind a new
+meta (``restage``) and hands over the header it parsed. The staged file carries
+its sync state, so no outcome can forget to wait for it.
 
 Order of work for one instance, and why:
 
-1. The caller hands over a *staged* Part 10 file: complete, hashed, in the
-   storage tmp dir (C-STORE streams straight into it; STOW-RS and import
-   rebuild the envelope around the original dataset bytes). Its fsync runs in
-   the background while the header is parsed, and is waited for before step 4.
-2. The header is parsed (up to Pixel Data) and checked: readable, UIDs
-   present and syntactically valid, and equal to what the command announced.
-3. The file is renamed to a generated path; the directory's fsync starts.
-4. The index rows are inserted while both fsyncs finish; the transaction
-   commits only once they have. A duplicate SOP Instance UID shows here, by
-   the unique key, and is settled against the archived copy. If the commit
-   fails the file is removed, so an instance is either complete in both places
-   or in neither.
+1. The staged file's fsync starts in the background while the header is
+   parsed, once (unless the stager already parsed it).
+2. The header is checked: readable, the whole dataset's structure sound
+   (archive/validation.py: every length fits, Pixel Data long enough, a
+   deflated dataset inflates within its bound), UIDs present and syntactically
+   valid, and equal to what the sender announced (C-STORE command, part meta,
+   STOW-RS study in the URL).
+3. The file is renamed to a generated path; its directory's fsync starts as
+   soon as the file's own fsync is done (the name never reaches the disk
+   before the data it names).
+4. The index rows are inserted meanwhile; the transaction commits only once
+   both fsyncs have finished. A duplicate SOP Instance UID shows here, by the
+   unique key, and is settled against the archived copy: an identical resend
+   (nothing committed), a replacement under ``duplicate_policy=overwrite``
+   (published and fsynced, then committed, then the old copy removed), or a
+   conflict (quarantined and fsynced, then recorded). If the commit fails the
+   file is removed, so an instance is either complete in both places or in
+   neither.
 
-Only after step 4 does the caller answer success.
+Every outcome, stored or not, is answered only after step 4 (or after the
+staged file was removed): file fsync, directory fsync, commit, answer.
+tests/test_durability_order.py checks that order on each path.
 """
 from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from dsmpacs.archive.attributes import Level, extract
@@ -32,6 +50,7 @@ from dsmpacs.archive.part10 import Header, InvalidDataset, file_meta_bytes, read
 from dsmpacs.archive.results import StoreOutcome, StoreResult
 from dsmpacs.archive.storage import StagedFile, Storage, StorageError
 from dsmpacs.archive.uids import clean_uid, is_valid_uid
+from dsmpacs.archive.validation import dataset_problem
 
 log = logging.getLogger(__name__)
 _COMPARE_CHUNK = 1 << 20
@@ -58,10 +77,14 @@ class Ingest:
 
     # --- entry points --------------------------------------------------------
     def store(self, staged: StagedFile, origin: Origin, *, expected_sop_class_uid: str | None = None,
-              expected_sop_instance_uid: str | None = None) -> StoreResult:
-        """Archive a staged file. The staged file is always consumed (moved or removed)."""
+              expected_sop_instance_uid: str | None = None,
+              expected_study_instance_uid: str | None = None) -> StoreResult:
+        """Archive a staged file. The staged file is always consumed (moved or removed).
+        The expected UIDs are what the sender announced (C-STORE command, STOW-RS part
+        meta and URL); a dataset that disagrees is refused as UID_MISMATCH."""
+        expected = (expected_sop_class_uid, expected_sop_instance_uid, expected_study_instance_uid)
         try:
-            result = self._store(staged, origin, expected_sop_class_uid, expected_sop_instance_uid)
+            result = self._store(staged, origin, *expected)
         except BaseException:
             self.storage.discard(staged)
             raise
@@ -70,7 +93,8 @@ class Ingest:
         self._log(result, origin)
         return result
 
-    def import_file(self, source: Path, origin: Origin) -> StoreResult:
+    def import_file(self, source: Path, origin: Origin, *,
+                    expected_study_instance_uid: str | None = None) -> StoreResult:
         """Copy a Part 10 (or bare) file into the archive through ``store``."""
         try:
             staged = self.restage(source, source_ae=origin.calling_ae)
@@ -82,44 +106,41 @@ class Ingest:
             result = StoreResult(StoreOutcome.OUT_OF_RESOURCES, str(exc))
             self._log(result, origin, source)
             return result
-        return self.store(staged, origin)
+        return self.store(staged, origin, expected_study_instance_uid=expected_study_instance_uid)
 
     def restage(self, source: Path, source_ae: str = "") -> StagedFile:
         """Stage ``source`` with a fresh zero preamble and file meta around its
-        unchanged dataset bytes (an upload's preamble may be anything)."""
+        unchanged dataset bytes (an upload's preamble may be anything). The header
+        parsed here travels with the staged file, so the store does not parse again;
+        the fsync is left to the store, which overlaps it with the index work."""
         header = read_header(source)
         sop_class, sop_instance = _sop_uids(header)
         if not sop_class or not sop_instance:
             raise InvalidDataset("SOP Class UID or SOP Instance UID missing")
-        if sop_class == MEDIA_STORAGE_DIRECTORY:
-            raise InvalidDataset("a DICOMDIR is a media index, not an instance")
         head = file_meta_bytes(sop_class, sop_instance, header.transfer_syntax_uid, source_ae or None)
         with open(source, "rb") as fh:
             fh.seek(header.dataset_offset)
-            return self.storage.stage_stream(head, fh)
+            staged = self.storage.stage_stream(head, fh, sync=False)
+        return replace(staged, header=replace(header, dataset_offset=len(head)))
 
     # --- the store path --------------------------------------------------------
     def _store(self, staged: StagedFile, origin: Origin, expected_class: str | None,
-               expected_instance: str | None) -> StoreResult:
-        pending_sync = self.storage.start_sync(staged)
+               expected_instance: str | None, expected_study: str | None) -> StoreResult:
+        staged = self.storage.start_sync(staged)
         try:
-            header = read_header(staged.path)
+            header = staged.header or read_header(staged.path)
         except InvalidDataset as exc:
             return StoreResult(StoreOutcome.INVALID_DATASET, str(exc))
         sop_class, sop_instance = _sop_uids(header)
         ids = dict(sop_class_uid=sop_class, sop_instance_uid=sop_instance)
 
-        problem = _uid_problem(header, sop_class, sop_instance)
+        problem = dataset_problem(staged.path, header) or _uid_problem(header, sop_class, sop_instance)
         if problem:
             return StoreResult(StoreOutcome.INVALID_DATASET, problem, **ids)
-        if expected_instance is not None and clean_uid(expected_instance) != sop_instance:
-            return StoreResult(StoreOutcome.UID_MISMATCH,
-                               f"dataset SOP Instance UID {sop_instance} differs from the "
-                               f"command's {clean_uid(expected_instance)[:64]}", **ids)
-        if expected_class is not None and clean_uid(expected_class) != sop_class:
-            return StoreResult(StoreOutcome.UID_MISMATCH,
-                               f"dataset SOP Class UID {sop_class} differs from the command's "
-                               f"{clean_uid(expected_class)[:64]}", **ids)
+        mismatch = _announced_mismatch(header, sop_class, sop_instance, expected_class,
+                                       expected_instance, expected_study)
+        if mismatch:
+            return StoreResult(StoreOutcome.UID_MISMATCH, mismatch, **ids)
 
         extracted = extract(header.dataset)
         ids.update(study_instance_uid=str(extracted.values[Level.STUDY]["study_instance_uid"]),
@@ -133,8 +154,7 @@ class Ingest:
             return StoreResult(StoreOutcome.OUT_OF_RESOURCES, str(exc), **ids)
 
         def durable() -> None:
-            # The file's data and its new name reach the disk before the row commits.
-            self.storage.finish_sync(pending_sync)
+            # The file's data, then its new name, reach the disk before the row commits.
             self.storage.finish_sync(dir_sync)
 
         # No look-up first: the unique key on SOP Instance UID finds duplicates, which
@@ -150,7 +170,7 @@ class Ingest:
             # already archived (a resend, a conflict, or a concurrent store).
             back = self.storage.tmp_dir / (Path(relpath).stem + ".again")
             os.rename(self.storage.root / relpath, back)
-            again = StagedFile(back, staged.size, staged.sha256)
+            again = replace(staged, path=back)      # still carries its pending fsync
             try:
                 existing = self.index.find_instance(sop_instance)
                 if existing is None:
@@ -174,10 +194,14 @@ class Ingest:
     def _existing(self, existing: Instance, staged: StagedFile, header: Header, extracted,
                   stored: StoredFile, origin: Origin, ids: dict) -> StoreResult:
         if self._same_dataset(existing, staged, header):
+            # Nothing to commit; still answered only once the received bytes were on
+            # disk, like every other outcome (one rule, one order test).
+            self.storage.wait_synced(staged)
             self.storage.discard(staged)
             return StoreResult(StoreOutcome.DUPLICATE, "identical instance already stored",
                                path=existing.path, **ids)
         if self.duplicate_policy == "overwrite":
+            # Durable (file, then directory) before the commit that drops the old copy.
             relpath = self.storage.publish(staged)
             try:
                 old_path = self.index.replace_instance(existing, extracted, _with_path(stored, relpath),
@@ -188,7 +212,7 @@ class Ingest:
             self.storage.remove(old_path)
             return StoreResult(StoreOutcome.REPLACED, "replaced the stored copy (overwrite policy)",
                                path=relpath, **ids)
-        qpath = self.storage.quarantine(staged, "conflict")
+        qpath = self.storage.quarantine(staged, "conflict")     # fsyncs file, then directory
         reason = "different content under an already stored SOP Instance UID"
         try:
             self.index.add_quarantine(sop_instance_uid=ids["sop_instance_uid"],
@@ -244,6 +268,18 @@ def _sop_uids(header: Header) -> tuple[str, str]:
             clean_uid(ds.get("SOPInstanceUID", "")))
 
 
+def _announced_mismatch(header: Header, sop_class: str, sop_instance: str, expected_class: str | None,
+                        expected_instance: str | None, expected_study: str | None) -> str:
+    """Where the dataset disagrees with what its sender announced, in words."""
+    study = clean_uid(header.dataset.get("StudyInstanceUID", ""))
+    for name, found, announced in (("SOP Instance UID", sop_instance, expected_instance),
+                                   ("SOP Class UID", sop_class, expected_class),
+                                   ("Study Instance UID", study, expected_study)):
+        if announced is not None and clean_uid(announced) != found:
+            return f"dataset {name} {found} differs from the announced {clean_uid(announced)[:64]}"
+    return ""
+
+
 def _uid_problem(header: Header, sop_class: str, sop_instance: str) -> str:
     ds = header.dataset
     checks = {
@@ -252,6 +288,8 @@ def _uid_problem(header: Header, sop_class: str, sop_instance: str) -> str:
         "Study Instance UID": clean_uid(ds.get("StudyInstanceUID", "")),
         "Series Instance UID": clean_uid(ds.get("SeriesInstanceUID", "")),
     }
+    if sop_class == MEDIA_STORAGE_DIRECTORY:
+        return "a DICOMDIR is a media index, not an instance"
     for name, value in checks.items():
         if not value:
             return f"{name} is missing"

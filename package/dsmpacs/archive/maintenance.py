@@ -7,6 +7,7 @@ from typing import Callable
 
 from dsmpacs.archive.attributes import extract
 from dsmpacs.archive.index import InstanceExists, StoredFile
+from dsmpacs.archive.integrity import Finding, Recorder, hash_check
 from dsmpacs.archive.models import Instance, Patient, Series, Study
 from dsmpacs.archive.part10 import InvalidDataset, read_header
 from dsmpacs.archive.storage import StagedFile
@@ -20,30 +21,55 @@ Progress = Callable[[int], None]
 class VerifyReport:
     checked: int = 0
     missing: list[str] = field(default_factory=list)      # SOP Instance UIDs
-    mismatched: list[str] = field(default_factory=list)
+    mismatched: list[str] = field(default_factory=list)   # altered or unreadable files
+    orphans: list[str] = field(default_factory=list)      # published files without an index row
 
     @property
     def ok(self) -> bool:
-        return not self.missing and not self.mismatched
+        return not self.missing and not self.mismatched and not self.orphans
 
 
 def verify(archive, progress: Progress | None = None) -> VerifyReport:
-    """Re-hash every indexed file and compare size and SHA-256 with the index."""
+    """Re-hash every indexed file and compare size and SHA-256 with the index. A
+    mismatch marks the instance corrupt (archive/integrity.py), a match clears an
+    earlier mark. Then list the published files that no index row names: reported,
+    never deleted (an administrator decides; `reindex` would take them in)."""
     report = VerifyReport()
+    recorder = Recorder(archive.index, "verify")
     for row in archive.index.iter_instances():
         report.checked += 1
-        try:
-            size, digest = archive.storage.hash_file(row.path)
-        except FileNotFoundError:
+        check = hash_check(archive.storage, row.path, row.size, row.sha256)
+        recorder.add(row, check)
+        if check.finding is Finding.MISSING:
             report.missing.append(row.sop_instance_uid)
-            log.error("missing file for %s: %s", row.sop_instance_uid, row.path)
-        else:
-            if size != row.size or digest != row.sha256:
-                report.mismatched.append(row.sop_instance_uid)
-                log.error("checksum mismatch for %s: %s", row.sop_instance_uid, row.path)
+        elif not check.ok:
+            report.mismatched.append(row.sop_instance_uid)
         if progress:
             progress(1)
+    recorder.flush()
+    report.orphans = find_orphans(archive)
+    for relpath in report.orphans:
+        log.warning("verify: %s is in storage but not in the index", relpath)
     return report
+
+
+def find_orphans(archive, newest_days: int | None = None) -> list[str]:
+    """Published files (relative paths) that no index row refers to."""
+    orphans: list[str] = []
+    chunk: list[str] = []
+
+    def flush() -> None:
+        indexed = archive.index.indexed_paths(chunk)
+        orphans.extend(p for p in chunk if p not in indexed)
+        chunk.clear()
+
+    for relpath in archive.storage.iter_published(newest_days=newest_days):
+        chunk.append(relpath)
+        if len(chunk) >= 500:
+            flush()
+    if chunk:
+        flush()
+    return orphans
 
 
 @dataclass
@@ -111,13 +137,7 @@ def quarantine_orphans(archive, newest_days: int = 2) -> int:
     never acknowledged. Move them out of the archive so they cannot be served,
     but keep them for an administrator. Only the newest day directories can hold
     such files from the last run."""
-    candidates = list(archive.storage.iter_published(newest_days=newest_days))
-    moved = 0
-    for start in range(0, len(candidates), 500):
-        chunk = candidates[start:start + 500]
-        indexed = archive.index.indexed_paths(chunk)
-        for relpath in chunk:
-            if relpath not in indexed:
-                _to_quarantine(archive, relpath, "published but not indexed (interrupted store)")
-                moved += 1
-    return moved
+    orphans = find_orphans(archive, newest_days=newest_days)
+    for relpath in orphans:
+        _to_quarantine(archive, relpath, "published but not indexed (interrupted store)")
+    return len(orphans)

@@ -25,10 +25,12 @@ from pydicom.filereader import read_dataset, read_preamble
 from pydicom.tag import Tag
 from pydicom.uid import UID
 
-from dsmpacs.archive.part10 import _LONG_VRS, UNDEFINED, InvalidDataset, _read_meta, _walk_items
+from dsmpacs.archive.part10 import LONG_VRS, InvalidDataset, _read_meta
+from dsmpacs.archive.validation import skip_encapsulated
 
 BULK_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "UN"})
 PIXEL_TAGS = (0x7FE00008, 0x7FE00009, 0x7FE00010)
+UNDEFINED_LENGTH = 0xFFFFFFFF
 DEFAULT_THRESHOLD = 1024
 
 
@@ -73,7 +75,7 @@ def _pixel_element(fp, start: int, implicit: bool, little: bool, bits_allocated:
         length = struct.unpack(order + "L", head[4:8])[0]
     else:
         vr = head[4:6].decode("ascii", "replace")
-        if head[4:6] in _LONG_VRS:
+        if head[4:6] in LONG_VRS:
             length = struct.unpack(order + "L", fp.read(4))[0]
         else:
             length = struct.unpack(order + "H", head[6:8])[0]
@@ -82,12 +84,12 @@ def _pixel_element(fp, start: int, implicit: bool, little: bool, bits_allocated:
         vr = "OF"
     elif tag == 0x7FE00009:
         vr = "OD"
-    if length == UNDEFINED:
+    if length == UNDEFINED_LENGTH:
         # Encapsulated: the value runs to its sequence delimiter (items walked, not read).
         fp.seek(offset)
         end = fp.seek(0, 2)
         fp.seek(offset)
-        _walk_items(fp, end, implicit, little)
+        skip_encapsulated(fp, end, little)
         length = fp.tell() - offset
         vr = "OB"
     return BulkValue(tag, vr, offset, length)

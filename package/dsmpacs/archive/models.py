@@ -15,6 +15,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 from peewee import (
+    SQL,
     BigIntegerField,
     BooleanField,
     CharField,
@@ -101,6 +102,22 @@ Series = _model("Series", Level.SERIES, {
     "updated_at": DateTimeField(default=utcnow),
 }, "One row per SeriesInstanceUID.")
 
+def integrity_columns() -> dict[str, object]:
+    """What re-hashing found (archive/integrity.py). The database-side defaults let the
+    ingest's prepared INSERT leave these columns out, and let the migration add them
+    without rebuilding the table."""
+    return {
+        # The file no longer matches its size and SHA-256, or is missing: never served.
+        "corrupt": BooleanField(default=False, index=True, constraints=[SQL("DEFAULT 0")]),
+        "corrupt_reason": CharField(max_length=255, default="", constraints=[SQL("DEFAULT ''")]),
+        # Last time the whole file was re-hashed (its outcome is ``corrupt``);
+        # NULL: not since it was received.
+        "verified_at": DateTimeField(null=True),
+    }
+
+
+INTEGRITY_COLUMNS = integrity_columns()
+
 Instance = _model("Instance", Level.IMAGE, {
     "series": ForeignKeyField(Series, backref="instances", on_delete="CASCADE"),
     "transfer_syntax_uid": CharField(max_length=64),
@@ -112,6 +129,7 @@ Instance = _model("Instance", Level.IMAGE, {
     "received_at": DateTimeField(default=utcnow, index=True),
     "calling_ae": CharField(max_length=16, default=""),
     "origin": CharField(max_length=16, default=""),      # dicom, stow, import, reindex
+    **INTEGRITY_COLUMNS,
 }, "One row per stored SOP instance and its file.")
 
 
@@ -152,7 +170,7 @@ class User(BaseModel):
     password_hash = CharField(max_length=255)
     role = CharField(max_length=16)                       # admin, radiologist, viewer, auditor
     disabled = BooleanField(default=False)
-    # Bumped when the password changes or the account is disabled: every session
+    # Bumped when the password or role changes or the account is disabled: every session
     # and cached credential carrying an older epoch stops working.
     epoch = IntegerField(default=1)
     created_at = DateTimeField(default=utcnow)
@@ -194,6 +212,37 @@ class AuditEvent(BaseModel):
     mac = CharField(max_length=64, default="")
 
 
+class WebSession(BaseModel):
+    """A signed-in browser (see archive/sessions.py). Only the SHA-256 of the cookie's
+    random id is kept, so a copy of the index lets nobody take over a session."""
+    token_hash = CharField(max_length=64, unique=True)
+    user = ForeignKeyField(User, backref="web_sessions", on_delete="CASCADE")
+    epoch = IntegerField()                                # the account's epoch at sign-in
+    stage = CharField(max_length=8, default="ok")        # ok, totp (code due), enrol (must enrol)
+    created_at = DateTimeField(default=utcnow)
+    last_seen_at = DateTimeField(default=utcnow)
+    expires_at = DateTimeField(index=True)               # absolute end (web_session_hours)
+    reauth_until = DateTimeField(null=True)              # identity confirmed again until then
+    address = CharField(max_length=64, default="")
+    user_agent = CharField(max_length=255, default="")
+
+
+class TotpCredential(BaseModel):
+    """A user's TOTP secret (archive/totp.py); unconfirmed until a first code matched."""
+    user = ForeignKeyField(User, unique=True, backref="totp", on_delete="CASCADE")
+    secret = CharField(max_length=64)
+    confirmed_at = DateTimeField(null=True)
+    last_step = BigIntegerField(default=0)               # newest time step used: no replay
+    created_at = DateTimeField(default=utcnow)
+
+
+class RecoveryCode(BaseModel):
+    """A single-use code that stands in for TOTP; only its SHA-256 is stored."""
+    user = ForeignKeyField(User, backref="recovery_codes", on_delete="CASCADE")
+    code_hash = CharField(max_length=64, unique=True)
+    used_at = DateTimeField(null=True)
+
+
 class AssociationLog(BaseModel):
     """One DICOM association (incoming or outgoing), written once when it ends."""
     direction = CharField(max_length=3)                   # in, out
@@ -211,9 +260,23 @@ class AssociationLog(BaseModel):
     detail = CharField(max_length=255, default="")
 
 
+class JobLease(BaseModel):
+    """A background job's lease and saved progress. A node works on the job only while
+    it holds the lease (owner, lease_until), so several nodes over one index never do
+    the same work twice; the cursor lets a restarted job continue where it stopped."""
+    name = CharField(max_length=32, unique=True)
+    owner = CharField(max_length=128, default="")
+    lease_until = DateTimeField(null=True)
+    cursor = BigIntegerField(default=0)                   # e.g. the last Instance.id done
+    cycle_started_at = DateTimeField(null=True)
+    cycle_finished_at = DateTimeField(null=True)          # the last complete pass
+    updated_at = DateTimeField(default=utcnow)
+
+
 class SchemaVersion(BaseModel):
     version = IntegerField()
 
 
 MODELS: tuple[type[BaseModel], ...] = (SchemaVersion, Patient, Study, Series, Instance, Quarantine,
-                                        RemoteAE, User, ApiToken, AuditEvent, AssociationLog)
+                                        RemoteAE, User, ApiToken, AuditEvent, AssociationLog, JobLease,
+                                        WebSession, TotpCredential, RecoveryCode)

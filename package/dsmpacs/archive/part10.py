@@ -1,7 +1,6 @@
 """Reading and writing the DICOM Part 10 envelope without touching the dataset bytes."""
 from __future__ import annotations
 
-import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ from pydicom.uid import (
 )
 
 from dsmpacs import __version__
+from dsmpacs.archive.inflate import InflateError, InflatingReader
 
 # A fixed implementation identity for files this archive writes (import, STOW-RS,
 # conversions). Derived once from a UUID under the 2.25 root so it needs no registry.
@@ -30,7 +30,8 @@ IMPLEMENTATION_VERSION_NAME = ("DSMPACS_" + __version__.replace(".", ""))[:16]
 HEADER_DEFER_SIZE = 4096
 _PIXEL_TAGS = frozenset({0x7FE00008, 0x7FE00009, 0x7FE00010})
 
-__all__ = ["Header", "InvalidDataset", "read_header", "file_meta_bytes", "PYDICOM_IMPLEMENTATION_UID"]
+__all__ = ["Header", "InvalidDataset", "read_header", "read_meta_group", "file_meta_bytes",
+           "PYDICOM_IMPLEMENTATION_UID"]
 
 
 class InvalidDataset(ValueError):
@@ -66,7 +67,7 @@ def _read_meta(fp: BinaryIO) -> dict[str, str]:
             fp.seek(-len(head), 1)
             return out
         vr = head[4:6]
-        if vr in _LONG_VRS:
+        if vr in LONG_VRS:
             extra = fp.read(4)
             if len(extra) < 4:
                 break
@@ -86,6 +87,14 @@ def _read_meta(fp: BinaryIO) -> dict[str, str]:
             if kw in meta}
 
 
+def read_meta_group(fp: BinaryIO) -> dict[str, str]:
+    """The File Meta values by keyword, from a stream positioned after ``DICM``."""
+    try:
+        return _read_meta(fp)
+    except (InvalidDicomError, EOFError, ValueError, KeyError, TypeError, struct.error) as exc:
+        raise InvalidDataset(f"unreadable file meta: {exc}") from exc
+
+
 def read_header(path: Path | str) -> Header:
     """Parse the file meta and the dataset header (up to Pixel Data)."""
     try:
@@ -94,15 +103,13 @@ def read_header(path: Path | str) -> Header:
             meta = _read_meta(fp) if preamble is not None else {}
             offset = fp.tell()
             ds = _read_dataset(fp, meta, preamble is not None)
-            implicit, little = ds.original_encoding
-            if implicit is not None and str(meta.get("TransferSyntaxUID", "")) != DEFLATED:
-                # The header parse stopped at Pixel Data: walk the rest so a truncated
-                # or overlong element is refused instead of archived.
-                _walk_elements(fp, os.fstat(fp.fileno()).st_size, bool(implicit), bool(little))
     except InvalidDataset:
         raise
+    except InflateError as exc:
+        raise InvalidDataset(str(exc)) from exc
     except (InvalidDicomError, EOFError, ValueError, KeyError, TypeError, OverflowError,
-            NotImplementedError, AttributeError, IndexError, struct.error) as exc:
+            NotImplementedError, AttributeError, IndexError, struct.error, RecursionError) as exc:
+        # RecursionError: sequences nested thousands deep, a cheap way to crash a parser.
         raise InvalidDataset(f"not a readable DICOM dataset: {exc}") from exc
     ts = str(meta.get("TransferSyntaxUID", "") or "")
     if not ts:
@@ -111,63 +118,8 @@ def read_header(path: Path | str) -> Header:
 
 
 DEFLATED = "1.2.840.10008.1.2.1.99"
-_LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
-_ITEM, _ITEM_END, _SEQ_END = (0xFFFE, 0xE000), (0xFFFE, 0xE00D), (0xFFFE, 0xE0DD)
-UNDEFINED = 0xFFFFFFFF
-
-
-def _walk_elements(fp: BinaryIO, end: int, implicit: bool, little: bool,
-                   stop_at: tuple[int, int] | None = None) -> None:
-    """Skip elements up to ``end`` (or the delimiter ``stop_at``), checking every length fits."""
-    order = "<" if little else ">"
-    while fp.tell() < end:
-        head = fp.read(8)
-        if len(head) < 8:
-            raise InvalidDataset("dataset ends inside an element header")
-        tag = struct.unpack(order + "HH", head[:4])
-        if tag == stop_at:
-            return
-        if tag in (_ITEM_END, _SEQ_END):
-            raise InvalidDataset(f"unexpected delimiter ({tag[0]:04X},{tag[1]:04X})")
-        if implicit or tag[0] == 0xFFFE:
-            length = struct.unpack(order + "L", head[4:8])[0]
-        elif head[4:6] in _LONG_VRS:
-            extra = fp.read(4)
-            if len(extra) < 4:
-                raise InvalidDataset("dataset ends inside an element header")
-            length = struct.unpack(order + "L", extra)[0]
-        else:
-            length = struct.unpack(order + "H", head[6:8])[0]
-        if length == UNDEFINED:
-            _walk_items(fp, end, implicit, little)
-        elif fp.tell() + length > end:
-            raise InvalidDataset(f"element ({tag[0]:04X},{tag[1]:04X}) of {length} bytes runs "
-                                 f"past the end of the dataset")
-        else:
-            fp.seek(length, 1)
-    if stop_at is not None:
-        raise InvalidDataset("dataset ends inside an undefined-length item")
-
-
-def _walk_items(fp: BinaryIO, end: int, implicit: bool, little: bool) -> None:
-    """Items of an undefined-length sequence or encapsulated pixel data, to its delimiter."""
-    order = "<" if little else ">"
-    while True:
-        head = fp.read(8)
-        if len(head) < 8:
-            raise InvalidDataset("dataset ends inside a sequence")
-        tag = struct.unpack(order + "HH", head[:4])
-        length = struct.unpack(order + "L", head[4:8])[0]
-        if tag == _SEQ_END:
-            return
-        if tag != _ITEM:
-            raise InvalidDataset(f"expected an item, found ({tag[0]:04X},{tag[1]:04X})")
-        if length == UNDEFINED:
-            _walk_elements(fp, end, implicit, little, stop_at=_ITEM_END)
-        elif fp.tell() + length > end:
-            raise InvalidDataset("an item runs past the end of the dataset")
-        else:
-            fp.seek(length, 1)
+LONG_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR",
+                      b"UT", b"UV"})   # explicit VRs with a 4-byte length (PS3.5 7.1.2)
 
 
 def _stop_at_pixel_data(tag, vr, length) -> bool:
@@ -181,7 +133,13 @@ def _read_dataset(fp: BinaryIO, meta: dict[str, str], has_meta: bool) -> Dataset
     meta ended instead of letting dcmread parse preamble and meta a second time.
     """
     ts = UID(str(meta.get("TransferSyntaxUID", "")).rstrip("\x00 "))
-    if has_meta and ts.is_transfer_syntax and not ts.is_deflated:
+    if has_meta and ts.is_deflated:
+        # Never pydicom's whole-file inflate: a small upload may inflate to gigabytes.
+        ds = read_dataset(InflatingReader(fp), False, True, stop_when=_stop_at_pixel_data,
+                          defer_size=HEADER_DEFER_SIZE)
+        ds.set_original_encoding(False, True, ds._character_set)
+        return ds
+    if has_meta and ts.is_transfer_syntax:
         ds = read_dataset(fp, ts.is_implicit_VR, ts.is_little_endian, stop_when=_stop_at_pixel_data,
                           defer_size=HEADER_DEFER_SIZE)
         ds.set_original_encoding(ts.is_implicit_VR, ts.is_little_endian, ds._character_set)

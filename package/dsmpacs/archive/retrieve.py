@@ -13,6 +13,9 @@ here (`dsmpacs send --study`). The rules:
   original bytes. Only when the receiver refuses it is the instance converted,
   losslessly, to Explicit (or Implicit) VR Little Endian: see archive/transcode.py.
   Nothing is ever compressed, so nothing can be lost.
+* Selection returns corrupt instances too, marked: each path asks
+  archive/integrity.py ``refusal`` before it reads a file, and reports the
+  instance as refused in its own terms (a failed sub-operation, an HTTP error).
 """
 from __future__ import annotations
 
@@ -70,6 +73,8 @@ class StoredInstance:
     size: int
     study_instance_uid: str = ""
     series_instance_uid: str = ""
+    corrupt: bool = False
+    corrupt_reason: str = ""
 
 
 # --- the identifier ---------------------------------------------------------
@@ -147,7 +152,8 @@ def select_instances(index: Index, keys: RetrieveKeys) -> list[StoredInstance]:
                      .select(Instance.sop_class_uid, Instance.sop_instance_uid, Instance.transfer_syntax_uid,
                              Instance.path, Instance.size, Instance.instance_number, Instance.id,
                              Series.series_instance_uid, Series.series_number, Series.id,
-                             Study.study_instance_uid, Study.study_date, Study.study_time, Study.id)
+                             Study.study_instance_uid, Study.study_date, Study.study_time, Study.id,
+                             Instance.corrupt, Instance.corrupt_reason)
                      .join(Series).join(Study).join(Patient))
             conditions = []
             if keys.patient_id:
@@ -165,7 +171,8 @@ def select_instances(index: Index, keys: RetrieveKeys) -> list[StoredInstance]:
                              r[8] if r[8] is not None else -1, r[9],
                              r[5] if r[5] is not None else -1, r[6]))
     return [StoredInstance(r[0], r[1], r[2], r[3], r[4], study_instance_uid=r[10],
-                           series_instance_uid=r[7]) for r in rows]
+                           series_instance_uid=r[7], corrupt=bool(r[14]), corrupt_reason=r[15])
+            for r in rows]
 
 
 # --- transfer syntaxes --------------------------------------------------------

@@ -25,10 +25,13 @@ import os
 import shutil
 import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import TYPE_CHECKING, BinaryIO, Iterator
+
+if TYPE_CHECKING:
+    from dsmpacs.archive.part10 import Header
 
 log = logging.getLogger(__name__)
 
@@ -69,11 +72,20 @@ def start_writeback(fd: int, offset: int, length: int) -> None:
 
 @dataclass(frozen=True)
 class StagedFile:
-    """A complete Part 10 file in the tmp dir, hashed while it was written."""
+    """A complete Part 10 file in the tmp dir, hashed while it was written.
+
+    It carries its own sync state, so that whatever becomes of it (published,
+    published over an older copy, quarantined) waits for its data to reach the
+    disk first: ``synced`` is True once fsynced; otherwise ``pending`` is the
+    background fsync started by ``Storage.start_sync``, if any. ``header`` is the
+    parsed header when the stager already read it (import), so nobody parses twice.
+    """
     path: Path
     size: int
     sha256: str
-    synced: bool = True     # False: written but not yet fsynced (see Storage.start_sync)
+    synced: bool = True
+    pending: Future | None = field(default=None, compare=False, repr=False)
+    header: Header | None = field(default=None, compare=False, repr=False)
 
 
 class SpoolWriter:
@@ -202,29 +214,56 @@ class Storage:
         self._syncer: ThreadPoolExecutor | None = None
 
     # --- durability of staged files -------------------------------------------
-    def start_sync(self, staged: StagedFile) -> Future | None:
+    # Every fsync goes through these two methods, so a test can observe (or slow) them.
+    def _fsync_file(self, fd: int) -> None:
+        _fsync_fd(fd)
+
+    def _fsync_dir(self, directory: Path) -> None:
+        fsync_dir(directory)
+
+    def start_sync(self, staged: StagedFile) -> StagedFile:
         """Begin the fsync of an unsynced staged file in the background; fsync waits on
-        the disk with the GIL released, so the caller can parse the header meanwhile."""
-        if staged.synced:
-            return None
+        the disk with the GIL released, so the caller can parse the header meanwhile.
+        Returns the staged file carrying that pending fsync."""
+        if staged.synced or staged.pending is not None:
+            return staged
         # Opened here, not in the worker: the file is renamed while the fsync runs.
         try:
             fd = os.open(staged.path, os.O_RDONLY)
         except OSError as exc:
             failed: Future = Future()
             failed.set_exception(exc)
-            return failed
-        return self._sync_pool().submit(_fsync_fd, fd)
+            return replace(staged, pending=failed)
+        return replace(staged, pending=self._sync_pool().submit(self._fsync_file, fd))
+
+    def wait_synced(self, staged: StagedFile) -> None:
+        """Return once the staged file's data is on disk; StorageError if it cannot be."""
+        if staged.synced:
+            return
+        self.finish_sync(self.start_sync(staged).pending)
 
     @staticmethod
     def finish_sync(pending: Future | None) -> None:
-        """Wait for ``start_sync``; raises StorageError if the data did not reach the disk."""
+        """Wait for a background fsync; raises StorageError if the data did not reach the disk."""
         if pending is None:
             return
         try:
             pending.result()
         except OSError as exc:
             raise StorageError(_describe(exc)) from exc
+
+    def _sync_dir_after(self, staged: StagedFile, directory: Path) -> Future:
+        """The directory's fsync, begun only once the file's own fsync is done: the new
+        name must never reach the disk before the data it names."""
+        file_sync = self.start_sync(staged).pending
+
+        def file_then_directory() -> None:
+            if file_sync is not None:
+                # Submitted to this pool before this task (FIFO), so it is running or
+                # done by now: waiting here cannot starve the pool.
+                file_sync.result()
+            self._fsync_dir(directory)
+        return self._sync_pool().submit(file_then_directory)
 
     # --- lifecycle -----------------------------------------------------------
     def prepare(self, *, create: bool = True) -> None:
@@ -272,8 +311,10 @@ class Storage:
     def spool(self, suffix: str = ".part") -> SpoolWriter:
         return SpoolWriter(self.tmp_dir, suffix)
 
-    def stage_stream(self, head: bytes, body: BinaryIO, length: int | None = None) -> StagedFile:
-        """Write ``head`` then up to ``length`` bytes of ``body`` (all when None)."""
+    def stage_stream(self, head: bytes, body: BinaryIO, length: int | None = None, *,
+                     sync: bool = True) -> StagedFile:
+        """Write ``head`` then up to ``length`` bytes of ``body`` (all when None). With
+        ``sync=False`` the staged file is returned unsynced, for the ingest to fsync."""
         with self.spool() as out:
             out.write(head)
             remaining = length
@@ -284,22 +325,24 @@ class Storage:
                 out.write(chunk)
                 if remaining is not None:
                     remaining -= len(chunk)
-            return out.staged()
+            return out.staged(sync=sync)
 
     def _new_relpath(self, when: datetime) -> str:
         return f"{when:%Y/%m/%d}/{uuid.uuid4().hex}.dcm"
 
     def publish(self, staged: StagedFile, when: datetime | None = None) -> str:
-        """Move a staged file to a new generated path; durable when this returns."""
-        relpath, dir_sync = self.publish_pending(staged, when)
-        self.finish_sync(dir_sync)
+        """Move a staged file to a new generated path; durable (file, then directory)
+        when this returns."""
+        relpath, synced = self.publish_pending(staged, when)
+        self.finish_sync(synced)
         return relpath
 
     def publish_pending(self, staged: StagedFile, when: datetime | None = None) -> tuple[str, Future]:
-        """Rename a staged file to a new generated path now and fsync its directory in
-        the background. The rename is not durable until the returned future is done
-        (``finish_sync``); the ingest waits for it, and for the file's own fsync,
-        before it commits the index row that makes the instance exist."""
+        """Rename a staged file to a new generated path now; the returned future is done
+        once the file's fsync and then its directory's fsync are (``finish_sync``). The
+        ingest inserts the index rows meanwhile and waits for it before the commit that
+        makes the instance exist."""
+        staged = self.start_sync(staged)        # the fd is opened before the rename
         when = when or datetime.now(timezone.utc)
         relpath = self._new_relpath(when)
         target = self.root / relpath
@@ -308,7 +351,7 @@ class Storage:
             os.rename(staged.path, target)
         except OSError as exc:
             raise StorageError(_describe(exc)) from exc
-        return relpath, self._sync_pool().submit(fsync_dir, target.parent)
+        return relpath, self._sync_dir_after(staged, target.parent)
 
     def _sync_pool(self) -> ThreadPoolExecutor:
         if self._syncer is None:
@@ -333,12 +376,14 @@ class Storage:
             fsync_dir(d.parent)
 
     def quarantine(self, staged: StagedFile, label: str) -> str:
-        """Move a staged file into quarantine; returns its path relative to the root."""
+        """Move a staged file into quarantine, durably (file, then directory); returns
+        its path relative to the root."""
         name = f"{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{label}-{uuid.uuid4().hex[:12]}.dcm"
         target = self.quarantine_dir / name
+        self.wait_synced(staged)
         try:
             os.rename(staged.path, target)
-            fsync_dir(self.quarantine_dir)
+            self._fsync_dir(self.quarantine_dir)
         except OSError as exc:
             raise StorageError(_describe(exc)) from exc
         return f"{QUARANTINE_DIR}/{name}"

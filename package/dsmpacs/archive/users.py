@@ -250,7 +250,9 @@ class Users:
             row = self._row(username)
             if role is not Role.ADMIN:
                 self._keep_an_admin(row, "take the admin role from")
-            User.update(role=role.value, updated_at=utcnow()).where(User.id == row.id).execute()
+            # A new epoch ends the account's sessions: the new role applies from a fresh sign-in.
+            User.update(role=role.value, epoch=User.epoch + 1, updated_at=utcnow()
+                        ).where(User.id == row.id).execute()
             return Account.from_row(User.get_by_id(row.id))
 
     def set_disabled(self, username: str, disabled: bool) -> Account:

@@ -18,14 +18,15 @@ from dsmpacs.cli import Context, audit, main, open_archive, pass_ctx
 @pass_ctx
 def import_cmd(ctx: Context, paths: tuple[Path, ...], source_ae: str) -> None:
     """Import files, folders, zip files or DICOMDIR media."""
-    from dsmpacs.archive.importer import count_sources, import_paths
+    from dsmpacs.archive.importer import ZipLimits, count_sources, import_paths
     from dsmpacs.archive.ingest import Origin
 
     archive = open_archive(ctx, upgrade=True)
-    total = count_sources(list(paths))
+    limits = ZipLimits(archive.settings.zip_max_mb * 2**20, archive.settings.zip_max_entries)
+    total = count_sources(list(paths), limits)
     with click.progressbar(length=total, label="Importing", file=sys.stderr) as bar:
         report = import_paths(archive.ingest, list(paths), Origin("import", source_ae),
-                              progress=bar.update)
+                              progress=bar.update, limits=limits)
     for source, reason in report.rejected:
         click.echo(f"rejected {source}: {reason}", err=True)
     summary = (f"stored {report.stored}, duplicates {report.duplicates}, rejected {len(report.rejected)}"
@@ -123,7 +124,10 @@ def backup(ctx: Context, output: Path | None) -> None:
 @main.command()
 @pass_ctx
 def verify(ctx: Context) -> None:
-    """Re-hash every stored file and compare it with the index."""
+    """Re-hash every stored file and compare it with the index; report orphan files.
+
+    A mismatch marks the instance corrupt (never served); a match clears the mark.
+    Exits 1 when anything is missing, altered or orphaned."""
     from dsmpacs.archive.maintenance import verify as run_verify
 
     archive = open_archive(ctx)
@@ -134,8 +138,13 @@ def verify(ctx: Context) -> None:
         click.echo(f"missing file: {uid}")
     for uid in report.mismatched:
         click.echo(f"checksum mismatch: {uid}")
+    for relpath in report.orphans:
+        click.echo(f"orphan file (in storage, not in the index; left in place): {relpath}")
     click.echo(f"checked {report.checked}, missing {len(report.missing)}, "
-               f"mismatched {len(report.mismatched)}")
+               f"mismatched {len(report.mismatched)}, orphans {len(report.orphans)}")
+    if report.missing or report.mismatched:
+        click.echo("missing and mismatched instances are marked corrupt and are not served; "
+                   "restore their files from a backup and run verify again", err=True)
     if not report.ok:
         sys.exit(1)
 

@@ -128,7 +128,8 @@ def send_study(ctx: Context, target: str, study_uid: str, series_uids: tuple[str
                     warn = f", warning 0x{result.status:04X}" if result.category == "warning" else ""
                     lines.append(f"sent {instance.sop_instance_uid} {how}{warn}")
             try:
-                results = push(client_ae(ctx.settings()), archive.storage, peer, instances, progress)
+                results = push(client_ae(ctx.settings()), archive.storage, peer, instances, progress,
+                               refuse=archive.refusal)
             except AssociationFailed as exc:
                 raise click.ClickException(str(exc)) from None
     finally:

@@ -49,7 +49,7 @@ def _fail(exc: Exception):
 
 @main.group()
 def user() -> None:
-    """Web users: add, list, passwd, set, remove, ensure-admin, tokens."""
+    """Web users: add, list, passwd, set, remove, ensure-admin, totp-reset, tokens."""
 
 
 @user.command("add")
@@ -226,3 +226,26 @@ def token_revoke(ctx: Context, token_id: int) -> None:
             raise click.ClickException(f"no token with id {token_id}")
         s.record(AuditAction.TOKEN_REVOKE, f"token {token_id}")
     click.echo(f"revoked token {token_id}")
+
+
+@user.command("totp-reset")
+@click.argument("username")
+@pass_ctx
+def user_totp_reset(ctx: Context, username: str) -> None:
+    """Forget USERNAME's second factor (lost phone and recovery codes) and end their
+    sessions; they enrol again at the next sign-in, or from their account page."""
+    from dsmpacs.archive.audit import AuditAction
+    from dsmpacs.archive.sessions import Sessions
+    from dsmpacs.archive.totp import SecondFactor
+    from dsmpacs.archive.users import UserError
+
+    with _Session(ctx) as s:
+        try:
+            had = SecondFactor(s.archive.index).reset(username)
+        except UserError as exc:
+            _fail(exc)
+        account = s.users.by_name(username)
+        ended = Sessions.from_settings(s.archive.index, s.archive.settings).end_all(account.id)
+        s.record(AuditAction.TOTP_RESET, f"{account.username} ({ended} sessions ended)")
+    click.echo(f"{account.username}: second factor {'reset' if had else 'was not set up'}; "
+               f"{ended} sessions ended")

@@ -43,7 +43,9 @@ def handle_get(call: RetrieveCall, archive: Archive) -> None:
              failed and warning counts
       0x0000 Success: every sub-operation completed (also when nothing matched)
       0xB000 Warning: sub-operations complete with one or more failures or
-             warnings; FailedSOPInstanceUIDList lists the failed instances
+             warnings; FailedSOPInstanceUIDList lists the failed instances. An
+             instance marked corrupt in storage (archive/integrity.py) is never
+             sent: its sub-operation counts as failed
       0xA702 Refused, out of resources: every sub-operation failed (for example
              no storage context with the SCP role was negotiated)
       0xA701 Refused, out of resources: the index is unreachable, or more than
@@ -62,5 +64,6 @@ def handle_get(call: RetrieveCall, archive: Archive) -> None:
     if not contexts:
         log.warning("C-GET from %s: no storage context with the SCP role was negotiated", call.peer)
     log.info("C-GET from %s: %d instances", call.peer, len(instances))
-    send = InstanceSender(call.assoc, archive.storage, contexts=contexts)
+    send = InstanceSender(call.assoc, archive.storage, contexts=contexts,
+                          refuse=lambda i: archive.refusal(i, "C-GET"))
     run_suboperations(call, instances, send.send)

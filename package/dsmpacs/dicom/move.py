@@ -37,7 +37,9 @@ def handle_move(call: RetrieveCall, archive: Archive) -> None:
              failed and warning counts
       0x0000 Success: every sub-operation completed (also when nothing matched)
       0xB000 Warning: sub-operations complete with one or more failures or
-             warnings; FailedSOPInstanceUIDList lists the failed instances
+             warnings; FailedSOPInstanceUIDList lists the failed instances. An
+             instance marked corrupt in storage (archive/integrity.py) is never
+             sent: its sub-operation counts as failed
       0xA702 Refused, out of resources: every sub-operation failed, or the move
              destination could not be reached
       0xA701 Refused, out of resources: the index is unreachable, or more than
@@ -98,7 +100,8 @@ class _DestinationLink:
                                       self.batches[batch].contexts)
         self.sender = sender.InstanceSender(self.assoc, self.archive.storage,
                                             originator_ae=self.call.calling_ae,
-                                            originator_message_id=self.call.message_id)
+                                            originator_message_id=self.call.message_id,
+                                            refuse=lambda i: self.archive.refusal(i, "C-MOVE"))
         return bool(self.assoc.is_established)
 
     def send(self, instance: StoredInstance) -> sender.SubOperation:

@@ -13,7 +13,7 @@ from pynetdicom.sop_class import Verification
 from dsmpacs.archive.peers import Peer
 from dsmpacs.dicom import engine
 from dsmpacs.dicom.associations import handle_conn_open
-from dsmpacs.dicom.engine import negotiation
+from dsmpacs.dicom.engine import limits, negotiation
 from dsmpacs.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -31,6 +31,7 @@ def client_ae(settings: Settings) -> AE:
     ae.network_timeout = settings.network_timeout
     ae.connection_timeout = settings.connection_timeout
     ae.maximum_pdu_size = settings.max_pdu
+    limits.bind(ae, settings)
     negotiation.allow_transfer_syntaxes(ae, settings.dicom_extra_transfer_syntaxes.split(","))
     return ae
 

@@ -61,13 +61,15 @@ class InstanceSender:
     """Sends stored instances on one association, one C-STORE at a time."""
 
     def __init__(self, assoc, storage: Storage, *, contexts=None, originator_ae: str | None = None,
-                 originator_message_id: int | None = None):
+                 originator_message_id: int | None = None,
+                 refuse: Callable[[StoredInstance], str | None] | None = None):
         # Files are sent by path: with the engine's chunked send, pynetdicom streams
         # the dataset bytes from disk in PDU-sized reads instead of decoding them.
         self.assoc = assoc
         self.storage = storage
         self.originator_ae = originator_ae
         self.originator_message_id = originator_message_id
+        self.refuse = refuse            # why an instance must not go out (integrity.refusal)
         usable = contexts if contexts is not None else [cx for cx in assoc.accepted_contexts if cx.as_scu]
         self.accepted = {(str(cx.abstract_syntax), str(cx.transfer_syntax[0])) for cx in usable}
         self._message_id = 0
@@ -77,6 +79,10 @@ class InstanceSender:
         return self._message_id
 
     def send(self, instance: StoredInstance) -> SubOperation:
+        reason = self.refuse(instance) if self.refuse is not None else None
+        if reason:
+            log.error("not sending %s: %s", instance.sop_instance_uid, reason)
+            return SubOperation(instance.sop_instance_uid, NOT_SENT, message=reason)
         target = choose_transfer_syntax(instance, self.accepted)
         if target is None:
             return SubOperation(instance.sop_instance_uid, NOT_SENT, message=(
@@ -121,7 +127,8 @@ class InstanceSender:
 
 
 def push(ae, storage: Storage, peer, instances: list[StoredInstance],
-         progress: Callable[[StoredInstance, SubOperation], None] | None = None) -> list[SubOperation]:
+         progress: Callable[[StoredInstance, SubOperation], None] | None = None,
+         refuse: Callable[[StoredInstance], str | None] | None = None) -> list[SubOperation]:
     """C-STORE instances to ``peer`` from ``ae`` (pushes started here: `dsmpacs send
     --study`). One association per batch of presentation contexts; raises
     AssociationFailed when the peer cannot be reached at all."""
@@ -133,7 +140,7 @@ def push(ae, storage: Storage, peer, instances: list[StoredInstance],
         assoc = associate(ae, peer.host, peer.port, peer.ae_title, batch.contexts)
         if not assoc.is_established and number == 0:
             raise AssociationFailed(f"association with {peer} was rejected or failed")
-        sender = InstanceSender(assoc, storage)
+        sender = InstanceSender(assoc, storage, refuse=refuse)
         try:
             for instance in batch.instances:
                 result = sender.send(instance)

@@ -18,7 +18,7 @@ from dsmpacs.dicom import (
     retrieve_service,
 )
 from dsmpacs.dicom.echo import handle_echo
-from dsmpacs.dicom.engine import spool
+from dsmpacs.dicom.engine import listener, spool
 from dsmpacs.dicom.get import handle_get
 from dsmpacs.dicom.move import handle_move
 from dsmpacs.dicom.scu import client_ae
@@ -63,8 +63,8 @@ def event_handlers(archive: Archive) -> list:
 
 
 def start(settings: Settings, archive: Archive):
-    """Start listening (non-blocking); returns pynetdicom's AssociationServer."""
+    """Start listening (non-blocking); returns the AssociationServer (engine/listener.py)."""
     ae = build_ae(settings, archive)
-    server = ae.start_server((settings.dicom_host, settings.dicom_port), block=False,
-                             evt_handlers=event_handlers(archive))
-    return server
+    return listener.start_listener(ae, (settings.dicom_host, settings.dicom_port),
+                                   event_handlers(archive),
+                                   per_address=settings.max_associations_per_address)

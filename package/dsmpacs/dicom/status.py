@@ -1,4 +1,8 @@
-"""The one mapping from store outcomes to DIMSE statuses (PS3.4 Annex B.2.3)."""
+"""The one mapping from store outcomes to DIMSE statuses (PS3.4 Annex B.2.3).
+
+Each code lies in the range of its outcome's category (archive/results.py):
+0x0000 success, 0xBxxx warning, 0xA7xx/0xA9xx/0xCxxx/0x01xx failure.
+"""
 from __future__ import annotations
 
 from pydicom.dataset import Dataset
@@ -11,6 +15,11 @@ OUT_OF_RESOURCES = 0xA700          # no space, storage missing or read-only
 OUT_OF_RESOURCES_INDEX = 0xA701    # index database unreachable; retry later
 DATASET_MISMATCH = 0xA900          # dataset does not match the command
 CANNOT_UNDERSTAND = 0xC000         # unreadable dataset or invalid UIDs
+# Cannot-understand range (PS3.4 B.2.3 Cxxx, low bits ours): a different payload under a
+# SOP Instance UID already archived; it was quarantined, not stored as the instance.
+# The low bits echo the general status 0x0111 "Duplicate SOP Instance" (PS3.7 C.4) that
+# STOW-RS reports for the same outcome.
+CONFLICTING_DUPLICATE = 0xC111
 NOT_AUTHORIZED = 0x0124            # refused by the access policy
 
 STORE_STATUS: dict[StoreOutcome, int] = {
@@ -18,7 +27,7 @@ STORE_STATUS: dict[StoreOutcome, int] = {
     StoreOutcome.DUPLICATE: SUCCESS,
     StoreOutcome.REPLACED: SUCCESS,
     StoreOutcome.STORED_WITH_WARNINGS: WARNING_COERCION,
-    StoreOutcome.CONFLICT_QUARANTINED: WARNING_COERCION,
+    StoreOutcome.CONFLICT_QUARANTINED: CONFLICTING_DUPLICATE,
     StoreOutcome.OUT_OF_RESOURCES: OUT_OF_RESOURCES,
     StoreOutcome.INDEX_UNAVAILABLE: OUT_OF_RESOURCES_INDEX,
     StoreOutcome.UID_MISMATCH: DATASET_MISMATCH,

@@ -41,13 +41,15 @@ def handle_store(event, archive: Archive, policy: AccessPolicy | None) -> Datase
     Statuses:
       0x0000 Success: stored, or an identical copy was already stored
       0xB000 Warning: stored unchanged, but some text could not be decoded in its
-             character set; or a different payload under a stored UID was kept in
-             quarantine while the first copy stays archived (see ErrorComment)
+             character set (see ErrorComment)
       0xA700 Refused, out of resources: no space, storage root missing or read-only
       0xA701 Refused, out of resources: index database unreachable
       0xA900 Error: the dataset's SOP Class/Instance UID differs from the command's
       0xC000 Error: unreadable dataset, or a missing or invalid (path-like) UID
+      0xC111 Error: a different payload under a SOP Instance UID already archived;
+             the stored copy was kept and this one quarantined, not archived
       0x0124 Refused: the calling AE may not store (access policy)
+      0xC211 Error: unable to process (an unexpected failure; see the log)
     """
     req = event.request
     spool = getattr(req, "_dataset_file", None)

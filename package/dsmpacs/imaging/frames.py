@@ -10,10 +10,13 @@ caller's business (see render.py).
 Native frames come back as stored: little endian, except for the retired
 Explicit VR Big Endian syntax. Frames of 1-bit data that do not start on a
 byte boundary are re-aligned so that each returned frame starts at bit 0.
-Deflated files have no usable offsets; their frames come from a full read.
+Deflated files have no usable file offsets: their header and frames come from
+inflating the dataset as a stream (archive/inflate.py), never whole, and
+within max_inflated_mb; a frame costs inflating the data up to its end.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import struct
 import threading
@@ -23,8 +26,11 @@ from pathlib import Path
 
 import numpy as np
 import pydicom
-from pydicom.dataset import Dataset
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.filereader import _read_file_meta_info, read_dataset, read_preamble
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian, ImplicitVRLittleEndian
+
+from dsmpacs.archive.inflate import InflateError, InflatingReader
 
 __all__ = ["PixelLayout", "PixelDataError", "FrameNotFound", "read_layout", "read_frame",
            "frame_length", "fragment_table"]
@@ -60,6 +66,9 @@ class PixelLayout:
     pixel_data_length: int | None   # None for undefined length (encapsulated)
     encapsulated: bool
     header: Dataset                 # every element before Pixel Data, plus file_meta
+    # Deflated only: (file offset where the deflate stream starts, offset of the
+    # Pixel Data value in the inflated dataset).
+    deflated: tuple[int, int] | None = None
 
     @property
     def big_endian(self) -> bool:
@@ -93,12 +102,19 @@ def _int(ds: Dataset, keyword: str, default: int) -> int:
 def read_layout(path: str | os.PathLike) -> PixelLayout | None:
     """The pixel layout of a stored instance; None when it has no Pixel Data."""
     with open(path, "rb") as fh:
+        # The syntax first: pydicom would inflate a deflated dataset whole, in memory.
+        preamble = read_preamble(fh, force=True)
+        meta = _read_file_meta_info(fh) if preamble is not None else FileMetaDataset()
+        if str(meta.get("TransferSyntaxUID", "")).rstrip("\0 ") == DeflatedExplicitVRLittleEndian:
+            try:
+                return _deflated_layout(fh, meta)
+            except InflateError as exc:
+                raise PixelDataError(str(exc)) from exc
+        fh.seek(0)
         header = pydicom.dcmread(fh, stop_before_pixels=True, force=True)
         meta = getattr(header, "file_meta", None)
         syntax = UID(str(meta.get("TransferSyntaxUID", ImplicitVRLittleEndian))) if meta else \
             UID(ImplicitVRLittleEndian)
-        if syntax == DeflatedExplicitVRLittleEndian:
-            return _deflated_layout(path, header, syntax)
         offset, length = _pixel_element(fh, syntax)
     if offset is None:
         return None
@@ -140,14 +156,24 @@ def _pixel_element(fh, syntax: UID) -> tuple[int | None, int | None]:
     return fh.tell(), (None if length == _UNDEFINED else length)
 
 
-def _deflated_layout(path, header: Dataset, syntax: UID) -> PixelLayout | None:
-    full = pydicom.dcmread(path, force=True)
-    element = full.get("PixelData")
-    if element is None:
+def _stop_at_pixels(tag, vr, length) -> bool:
+    return tag in (0x7FE00008, 0x7FE00009, PIXEL_DATA)
+
+
+def _deflated_layout(fh, meta: FileMetaDataset) -> PixelLayout | None:
+    start = fh.tell()
+    stream = InflatingReader(fh)
+    # Not deferred: values read later would be looked up by file offset, which a
+    # deflated file does not have (palette LUTs are bigger than any defer size).
+    header = read_dataset(stream, False, True, stop_when=_stop_at_pixels)
+    header.file_meta = meta
+    syntax = UID(DeflatedExplicitVRLittleEndian)
+    offset, length = _pixel_element(stream, syntax)
+    if offset is None:
         return None
-    encapsulated = bool(syntax.is_compressed)
-    length = None if encapsulated else len(full.PixelData)
-    return _layout(header, syntax, -1, length)
+    if length is None:
+        raise PixelDataError("encapsulated Pixel Data in a deflated dataset")
+    return dataclasses.replace(_layout(header, syntax, -1, length), deflated=(start, offset))
 
 
 # --- reading frames --------------------------------------------------------------
@@ -156,26 +182,41 @@ def read_frame(path: str | os.PathLike, layout: PixelLayout, index: int) -> byte
     compressed bitstream with its fragments joined."""
     if not 0 <= index < layout.number_of_frames:
         raise FrameNotFound(f"frame {index} is outside 0..{layout.number_of_frames - 1}")
-    if layout.pixel_data_offset < 0:
-        return _frame_from_full_read(path, layout, index)
+    if layout.deflated is not None:
+        return _deflated_frame(path, layout, index)
     if layout.encapsulated:
         return _encapsulated_frame(path, layout, index)
     return _native_frame(path, layout, index)
 
 
 def _native_frame(path, layout: PixelLayout, index: int) -> bytes:
+    with open(path, "rb") as fh:
+        return _native_read(fh, layout.pixel_data_offset, layout, index)
+
+
+def _deflated_frame(path, layout: PixelLayout, index: int) -> bytes:
+    start, value_offset = layout.deflated
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(start)
+            return _native_read(InflatingReader(fh), value_offset, layout, index)
+    except InflateError as exc:
+        raise PixelDataError(str(exc)) from exc
+
+
+def _native_read(fh, value_offset: int, layout: PixelLayout, index: int) -> bytes:
+    """Frame ``index`` of native Pixel Data whose value starts at ``value_offset`` in ``fh``."""
     bits = frame_bits(layout)
     start_bit = bits * index
     need = (bits + 7) // 8
     if layout.pixel_data_length is not None and (start_bit + bits + 7) // 8 > layout.pixel_data_length:
         raise PixelDataError(f"Pixel Data holds {layout.pixel_data_length} bytes, "
                              f"too few for frame {index + 1} of {layout.number_of_frames}")
-    with open(path, "rb") as fh:
-        fh.seek(layout.pixel_data_offset + start_bit // 8)
-        if start_bit % 8 == 0:
-            data = fh.read(need)
-        else:
-            data = _realign_bits(fh.read(need + 1), start_bit % 8, bits)
+    fh.seek(value_offset + start_bit // 8)
+    if start_bit % 8 == 0:
+        data = fh.read(need)
+    else:
+        data = _realign_bits(fh.read(need + 1), start_bit % 8, bits)
     if len(data) < need:
         raise PixelDataError(f"file ends inside frame {index + 1}")
     return data
@@ -186,23 +227,6 @@ def _realign_bits(data: bytes, shift: int, bits: int) -> bytes:
     (DICOM packs the first pixel into the least significant bit)."""
     unpacked = np.unpackbits(np.frombuffer(data, dtype=np.uint8), bitorder="little")
     return np.packbits(unpacked[shift:shift + bits], bitorder="little").tobytes()
-
-
-def _frame_from_full_read(path, layout: PixelLayout, index: int) -> bytes:
-    from pydicom.encaps import generate_frames
-
-    ds = pydicom.dcmread(path, force=True)
-    if layout.encapsulated:
-        frames = generate_frames(ds.PixelData, number_of_frames=layout.number_of_frames)
-        for i, frame in enumerate(frames):
-            if i == index:
-                return frame
-        raise FrameNotFound(f"frame {index} not found in the encapsulated data")
-    bits = frame_bits(layout)
-    data = ds.PixelData
-    if (bits * index) % 8:
-        return _realign_bits(data[bits * index // 8:(bits * (index + 1) + 7) // 8 + 1], bits * index % 8, bits)
-    return data[bits * index // 8:(bits * (index + 1) + 7) // 8]
 
 
 # --- encapsulated Pixel Data ---------------------------------------------------------

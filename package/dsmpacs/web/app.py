@@ -34,7 +34,7 @@ def create_app(settings: Settings, archive: Archive) -> Flask:
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
         SESSION_COOKIE_SECURE=settings.web_secure_cookies,
-        # Bounds the signature's age; the login's own age is checked in auth.
+        # Bounds the signature's age; the session's own lifetime is its index row's.
         PERMANENT_SESSION_LIFETIME=timedelta(hours=settings.web_session_hours),
         MAX_FORM_MEMORY_SIZE=1 * 2**20,
     )
@@ -55,9 +55,10 @@ def create_app(settings: Settings, archive: Archive) -> Flask:
 
 def register_blueprints(app: Flask) -> None:
     """Every blueprint of the web app. Add yours here: one import, one line."""
-    from dsmpacs.web import admin, browse, dicomweb, home, introspection, login
+    from dsmpacs.web import account_security, admin, browse, dicomweb, home, introspection, login
 
     app.register_blueprint(login.bp)
+    account_security.init_app(app)              # second factor, re-auth, sessions (docs/web.md)
     app.register_blueprint(home.bp)
     app.register_blueprint(introspection.bp)
     app.register_blueprint(admin.bp, url_prefix="/admin")

@@ -12,9 +12,20 @@ verified Basic password is remembered for a few minutes (keyed by an HMAC
 under the app's secret key), because DICOMweb clients send it on every
 request and scrypt is deliberately slow.
 
-The session cookie holds the user id, the account's epoch (bumped when the
-password changes or the account is disabled, which ends every session) and
-the login time (a login lasts web_session_hours at most).
+The session cookie holds only a random session id; the session itself is a
+row in the index (archive/sessions.py), so signing out, a password or role
+change and disabling the account end it at once on every web process, and a
+copied cookie stops working. No session state is cached in memory: one
+indexed read per request, the same as the account look-up it replaces.
+
+Sign-in may need a second step (a TOTP code, or enrolment when the role
+requires TOTP): until it is done the session's stage is not ``ok``, the
+request has no user, and every page but the step's own redirects there.
+
+``reauth_required`` guards dangerous actions: the user confirms their
+identity again (password or code) unless they did so within
+web_reauth_minutes. The decision is archive/sessions.py's; API clients
+(Basic, bearer token) are not asked, they send their credentials anyway.
 """
 from __future__ import annotations
 
@@ -26,10 +37,22 @@ import time
 from functools import wraps
 from typing import Callable
 
-from flask import Blueprint, Flask, current_app, g, jsonify, render_template, request, session
+from flask import (
+    Blueprint,
+    Flask,
+    current_app,
+    g,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
 from werkzeug.exceptions import Forbidden, TooManyRequests
 
 from dsmpacs.archive.audit import AuditAction
+from dsmpacs.archive.sessions import STAGE_OK, STAGE_TOTP, SessionState
 from dsmpacs.archive.users import Account, Permission, username_key
 from dsmpacs.web import audit
 from dsmpacs.web.services import services
@@ -100,20 +123,41 @@ def wants_html() -> bool:
 
 
 # --- signing in and out ------------------------------------------------------------
-def start_session(account: Account) -> None:
+SESSION_KEY = "sid"
+
+
+def current_session() -> SessionState | None:
+    """The request's server-side session (also while sign-in is half done)."""
+    return g.get("web_session")
+
+
+def start_session(account: Account, stage: str = STAGE_OK) -> None:
     """A fresh session (new CSRF token too: nothing from before the login survives)."""
+    old = session.get(SESSION_KEY)
+    if old:
+        services().sessions.end(old)
     session.clear()
-    session["uid"] = account.id
-    session["epoch"] = account.epoch
-    session["iat"] = int(time.time())
+    session[SESSION_KEY] = services().sessions.create(
+        account, stage=stage, address=client_address(),
+        user_agent=request.headers.get("User-Agent", ""))
 
 
 def end_session() -> None:
+    sid = session.get(SESSION_KEY)
+    if sid:
+        services().sessions.end(sid)
     session.clear()
 
 
+def keep_session_after_password_change(account: Account) -> None:
+    """The user changed their own password: this session goes on, all others end."""
+    state = current_session()
+    if state is not None:
+        services().sessions.adopt_epoch(state.id, account)
+
+
 def check_throttle(username: str) -> None:
-    """429 when this name or this address has failed too often lately."""
+    """429 when this name from this address, or this address, failed too often lately."""
     wait = services().throttle.retry_after(username_key(username), client_address())
     if wait > 0:
         # One audit row per name and address while it lasts, not one per attempt:
@@ -126,15 +170,61 @@ def check_throttle(username: str) -> None:
         raise exc
 
 
-def login_failed(username: str, how: str) -> None:
-    services().throttle.failure(username_key(username), client_address())
-    audit.record(AuditAction.LOGIN_FAILED, actor=username[:64] or "-", outcome="failed", detail=how)
+def login_failed(username: str, how: str, action: AuditAction = AuditAction.LOGIN_FAILED) -> None:
+    burst = services().throttle.failure(username_key(username), client_address())
+    audit.record(action, actor=username[:64] or "-", outcome="failed", detail=how)
     log.warning("failed %s login for %r from %s", how, username, client_address())
+    if burst:
+        limit = services().settings.login_alert_per_minute
+        # Once per process every few minutes: the alert, not the burst, goes to the index.
+        audit.record_once(("login-burst",), AuditAction.SECURITY_ALERT, actor="-", outcome="alert",
+                          detail=f"more than {limit} failed logins within a minute")
+        log.error("security alert: more than %d failed logins within a minute", limit)
 
 
 def login_succeeded(account: Account, how: str) -> None:
-    services().throttle.success(username_key(account.username))
+    services().throttle.success(username_key(account.username), client_address())
     audit.record(AuditAction.LOGIN, actor=account.username, detail=how, role=account.role.value)
+
+
+# --- re-authentication before dangerous actions ---------------------------------------
+def reauthenticated() -> bool:
+    if g.get("auth_method") in ("basic", "bearer"):
+        return True
+    state = current_session()
+    return state is not None and state.reauthenticated()
+
+
+def reauth_required(view: Callable) -> Callable:
+    """Ask for the password or a TOTP code again unless given within web_reauth_minutes.
+
+    A browser gets a confirmation page that carries the original form along and,
+    once confirmed, re-sends it to the same URL (HTTP 307 keeps method and body).
+    """
+    @wraps(view)
+    def wrapper(*args, **kwargs):
+        if not reauthenticated():
+            return reauth_prompt()
+        return view(*args, **kwargs)
+    return wrapper
+
+
+def reauth_prompt(error: str | None = None, status: int = 403):
+    if not wants_html() and request.mimetype not in ("application/x-www-form-urlencoded",
+                                                     "multipart/form-data"):
+        response = jsonify(error="re-authentication required")
+        response.status_code = status
+        return response
+    carried = [(k, v) for k, v in request.form.items(multi=True)
+               if k not in ("csrf_token", "reauth_password", "reauth_code", "reauth_target",
+                            "reauth_method")]
+    target = request.form.get("reauth_target") or request.path
+    method = request.form.get("reauth_method") or request.method
+    state = current_session()
+    has_totp = state is not None and services().second_factor.enrolled(state.account.id)
+    return current_app.make_response((render_template(
+        "reauth.html", carried=carried, target=target, method=method, error=error,
+        has_totp=has_totp), status))
 
 
 # --- resolving the user of a request -----------------------------------------------
@@ -164,17 +254,14 @@ class _BasicCache:
             self._entries[key] = (account.id, account.epoch, time.monotonic() + BASIC_CACHE_SECONDS)
 
 
-def _session_user() -> Account | None:
-    uid = session.get("uid")
-    if uid is None:
+def _session_state() -> SessionState | None:
+    sid = session.get(SESSION_KEY)
+    if not sid:
         return None
-    lifetime = services().settings.web_session_hours * 3600
-    account = services().users.get(int(uid))
-    if (account is None or account.disabled or account.epoch != session.get("epoch")
-            or time.time() - float(session.get("iat", 0)) > lifetime):
-        end_session()
-        return None
-    return account
+    state = services().sessions.resolve(str(sid))
+    if state is None:
+        session.clear()
+    return state
 
 
 def _authorization_user() -> Account | None:
@@ -197,7 +284,7 @@ def _authorization_user() -> Account | None:
         if account is None:
             login_failed(username, "http-basic")
             return None
-        svc.throttle.success(username_key(username))
+        svc.throttle.success(username_key(username), client_address())
         cache.put(key, account)
         return account
     if auth.type == "bearer" and auth.token:
@@ -234,6 +321,7 @@ def unauthorized(api: bool | None = None):
 def _authenticate():
     g.user = None
     g.auth_method = None
+    g.web_session = None
     if request.endpoint == "static":
         return None                  # CSS and JS: public, and no index look-up per file
     api = is_api_request()
@@ -244,16 +332,22 @@ def _authenticate():
             return unauthorized(api=True)     # wrong credentials never fall back to a session
         g.auth_method = request.authorization.type
         return None
-    g.user = _session_user()
-    if g.user is not None:
+    state = g.web_session = _session_state()
+    if state is not None and state.signed_in:
+        g.user = state.account
         g.auth_method = "session"
         return None
     if getattr(view, _PUBLIC, False):
         return None
+    if state is not None and wants_html():
+        # Password given, second step due: nothing else until it is done.
+        step = "security.totp_step" if state.stage == STAGE_TOTP else "security.enrol"
+        return redirect(url_for(step, next=request.full_path.rstrip("?")))
     return unauthorized(api=api)
 
 
 def init_app(app: Flask) -> None:
     app.extensions["dsmpacs.basic_cache"] = _BasicCache()
     app.before_request(_authenticate)
-    app.jinja_env.globals.update(current_user=current_user, Permission=Permission)
+    app.jinja_env.globals.update(current_user=current_user, Permission=Permission,
+                                 current_session=current_session)

@@ -10,7 +10,7 @@ from dsmpacs.archive.database import IndexProblem
 from dsmpacs.web import auth
 
 log = logging.getLogger(__name__)
-TITLED = (400, 403, 404, 405, 413, 429, 500, 503)     # error.<code> exists in the catalogs
+TITLED = (400, 403, 404, 405, 410, 413, 429, 500, 503)     # error.<code> exists in the catalogs
 
 
 def _respond(exc: HTTPException):

@@ -5,7 +5,7 @@ from flask import Blueprint, redirect, render_template, request, url_for
 
 from dsmpacs.archive.audit import AuditAction
 from dsmpacs.archive.users import MIN_PASSWORD_LENGTH, UserError
-from dsmpacs.web import audit, auth
+from dsmpacs.web import account_security, audit, auth
 from dsmpacs.web.i18n import notify
 from dsmpacs.web.services import services
 
@@ -30,7 +30,8 @@ def account():
                 error = "account.too_short"
             else:
                 audit.record(AuditAction.PASSWORD_CHANGE, detail=user.username)
-                auth.start_session(updated)       # other sessions end; this one continues
+                auth.keep_session_after_password_change(updated)   # the others end
                 notify("account.changed")
                 return redirect(url_for("home.account"))
-    return render_template("account.html", error=error, min_length=MIN_PASSWORD_LENGTH), (400 if error else 200)
+    return render_template("account.html", error=error, min_length=MIN_PASSWORD_LENGTH,
+                           **account_security.account_context(user)), (400 if error else 200)

@@ -4,6 +4,7 @@ from __future__ import annotations
 from flask import Blueprint, make_response, redirect, render_template, request, url_for
 
 from dsmpacs.archive.audit import AuditAction
+from dsmpacs.archive.sessions import STAGE_ENROL, STAGE_TOTP
 from dsmpacs.web import audit, auth, i18n
 from dsmpacs.web.services import services
 
@@ -32,7 +33,13 @@ def login():
     if account is None:
         auth.login_failed(username, "form")
         return render_template("login.html", next=nxt, error="login.failed", username=username), 401
-    auth.start_session(account)
+    svc = services()
+    stage = svc.second_factor.stage_after_password(account, svc.settings.require_totp_roles)
+    auth.start_session(account, stage)
+    if stage == STAGE_TOTP:
+        return redirect(url_for("security.totp_step", next=nxt))
+    if stage == STAGE_ENROL:
+        return redirect(url_for("security.enrol", next=nxt))
     auth.login_succeeded(account, "form")
     return redirect(safe_next(nxt))
 
@@ -40,9 +47,9 @@ def login():
 @bp.route("/logout", methods=["POST"])
 @auth.public
 def logout():
-    user = auth.current_user()
-    if user is not None:
-        audit.record(AuditAction.LOGOUT)
+    state = auth.current_session()
+    if state is not None:
+        audit.record(AuditAction.LOGOUT, actor=state.account.username)
     auth.end_session()
     return redirect(url_for("auth.login"))
 

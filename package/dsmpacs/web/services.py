@@ -10,7 +10,9 @@ from dsmpacs.archive import Archive
 from dsmpacs.archive.activity import Activity
 from dsmpacs.archive.audit import AuditTrail
 from dsmpacs.archive.peers import PeerRegistry
+from dsmpacs.archive.sessions import Sessions
 from dsmpacs.archive.statistics import Statistics
+from dsmpacs.archive.totp import SecondFactor, roles_requiring
 from dsmpacs.archive.users import Users
 from dsmpacs.settings import Settings
 from dsmpacs.web.ratelimit import LoginThrottle
@@ -28,17 +30,21 @@ class Services:
     statistics: Statistics
     peers: PeerRegistry
     throttle: LoginThrottle
+    sessions: Sessions
+    second_factor: SecondFactor
     # config.toml as read when this process started: tells a value changed since
     # (effective at the next start) from one set on the command line.
     config_at_start: dict
 
     @classmethod
     def build(cls, settings: Settings, archive: Archive) -> "Services":
+        roles_requiring(settings.require_totp_roles)       # refuse a typo at start, not later
         return cls(settings=settings, archive=archive, users=Users(archive.index),
                    audit=AuditTrail.of(archive), activity=Activity(archive.index),
                    statistics=Statistics(archive.index), peers=PeerRegistry(archive.index),
-                   throttle=LoginThrottle(settings.login_limit_per_user, settings.login_limit_per_address,
-                                          settings.login_limit_window),
+                   throttle=LoginThrottle.from_settings(settings),
+                   sessions=Sessions.from_settings(archive.index, settings),
+                   second_factor=SecondFactor(archive.index),
                    config_at_start=configfile.read_values(settings))
 
 

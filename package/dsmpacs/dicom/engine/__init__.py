@@ -3,9 +3,10 @@
 pynetdicom does the protocol (PDUs, the DUL state machine, DIMSE encoding,
 association negotiation). Where its behaviour does not fit an archive that
 receives 500 MB angiography runs from hostile networks, the change lives here,
-is installed once per process by ``install()`` from a composition root
-(``dsmpacs.app`` for the servers, ``dsmpacs.cli`` for client commands, the
-test suite's conftest), and is written against exactly one pynetdicom version
+is installed once per process by ``install()``, called from the composition
+root (``dsmpacs.app.install_engine``, which the process entry point
+``dsmpacs.cli.main`` runs before any command, and the test suite's conftest),
+and is written against exactly one pynetdicom version
 (``WRITTEN_FOR``): ``install()`` refuses any other, so an upgrade is a
 deliberate act that re-reads each module below against the new source.
 
@@ -14,10 +15,17 @@ What each module changes, and the upstream hook it uses or lacks:
 * ``reactor``      idle waits of the DUL and association threads end on events,
                    not 1 ms polls; every waiter on a DIMSE queue is woken (the
                    60 s C-MOVE stall); the "paused" flag race (pynetdicom #820).
-* ``transport``    PDU reads into one buffer; a bound on announced PDU lengths.
+* ``transport``    PDU reads into one buffer; bounds on announced PDU lengths and on
+                   the time a PDU may take (a fixed deadline until the association is
+                   established); non-DICOM bytes answered with A-ABORT and a close,
+                   without waiting in Sta13.
+* ``listener``     the listener, capped per peer address at accept
+                   (``ae.make_server(server_class=...)`` is the hook).
+* ``limits``       a bound on each DIMSE message while its fragments arrive.
 * ``spool``        chunked C-STORE receive writes into the storage's staging
                    directory with our File Meta (``_config.STORE_RECV_CHUNKED_DATASET``
-                   is the hook; the file factory is not, so it is replaced).
+                   is the hook; the file factory is not, so it is replaced); the
+                   spool of an unfinished message is removed when its association ends.
 * ``negotiation``  transfer-syntax choice as acceptor: unknown syntaxes refused
                    per context, Explicit VR Little Endian preferred over Implicit.
 * ``routing``      swaps pynetdicom's service classes for ours
@@ -60,6 +68,7 @@ def install() -> None:
     from pynetdicom.service_class import QueryRetrieveServiceClass, StorageServiceClass
 
     from dsmpacs.dicom.engine import (
+        limits,
         negotiation,
         reactor,
         retrieve_class,
@@ -89,6 +98,7 @@ def install() -> None:
     reactor.install()
     transport.install()
     spool.install()
+    limits.install()
     negotiation.install()
     routing.route(StorageServiceClass, store_service.FastStorageServiceClass)
     routing.route(QueryRetrieveServiceClass, retrieve_class.RetrieveServiceClass)

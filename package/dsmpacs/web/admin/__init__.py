@@ -19,6 +19,16 @@ def _admins_only():
     auth.require(Permission.AUDIT if request.endpoint in AUDIT_ENDPOINTS else Permission.ADMIN)
 
 
+@bp.context_processor
+def _integrity_alert() -> dict:
+    """Every admin page carries the alert while instances are marked corrupt (an
+    indexed count, cheap enough for each page)."""
+    from dsmpacs.archive.integrity import corrupt_count
+    from dsmpacs.web.services import services
+
+    return {"corrupt_count": corrupt_count(services().archive.index)}
+
+
 def page_args() -> tuple[int, int]:
     """(page number from 1, offset) from ?page=."""
     try:

@@ -7,11 +7,14 @@ import time
 
 from flask import redirect, render_template, url_for
 
+from dsmpacs.archive.integrity import corrupt_instances
+from dsmpacs.archive.verification import verification_state
 from dsmpacs.web.admin import bp
 from dsmpacs.web.charts import bar_chart
 from dsmpacs.web.i18n import _
 from dsmpacs.web.services import services
 
+CORRUPT_LISTED = 100
 _TOTALS_SECONDS = 60           # totals scan the instance table: not on every page load
 _cache: dict[str, tuple[float, object]] = {}
 _lock = threading.Lock()
@@ -49,6 +52,9 @@ def storage():
     volume_chart = bar_chart([d.bytes / 2**20 for d in days], labels, _("admin.storage.mib_per_day"),
                              value_format=lambda v: f"{v:.1f}")
     return render_template("admin/storage.html", totals=totals, disk=disk, days=days,
+                           corrupt=corrupt_instances(svc.archive.index, CORRUPT_LISTED),
+                           verification=verification_state(svc.archive.index),
+                           verify_period_days=svc.settings.verify_period_days,
                            instances_chart=instances_chart, volume_chart=volume_chart,
                            min_free=svc.archive.storage.min_free_bytes,
                            root=str(svc.archive.storage.root))

@@ -1,5 +1,7 @@
 """Users: add, change role, reset password, disable/enable, remove, API tokens.
 
+Every change needs a recent re-authentication (auth.reauth_required).
+
 Generated passwords and new tokens are shown once, in the response to the
 POST that made them, and never stored in clear.
 """
@@ -20,7 +22,8 @@ ROLES = [r.value for r in Role]
 def _list(**extra):
     svc = services()
     return render_template("admin/users.html", accounts=svc.users.list(), roles=ROLES,
-                           tokens=svc.users.tokens(), **{"error": None, "form": None, **extra})
+                           tokens=svc.users.tokens(), session_counts=svc.sessions.counts(),
+                           **{"error": None, "form": None, **extra})
 
 
 @bp.route("/users")
@@ -29,6 +32,7 @@ def users():
 
 
 @bp.route("/users", methods=["POST"])
+@auth.reauth_required
 def user_add():
     form = request.form
     password = form.get("password", "")
@@ -52,6 +56,7 @@ def _account_or_404(username: str):
 
 
 @bp.route("/users/<path:username>/role", methods=["POST"])
+@auth.reauth_required
 def user_role(username: str):
     account = _account_or_404(username)
     role = request.form.get("role", "")
@@ -65,6 +70,7 @@ def user_role(username: str):
 
 
 @bp.route("/users/<path:username>/state", methods=["POST"])
+@auth.reauth_required
 def user_state(username: str):
     account = _account_or_404(username)
     disable = request.form.get("disabled") == "1"
@@ -79,6 +85,7 @@ def user_state(username: str):
 
 
 @bp.route("/users/<path:username>/password", methods=["POST"])
+@auth.reauth_required
 def user_password(username: str):
     account = _account_or_404(username)
     password = request.form.get("password", "")
@@ -91,12 +98,13 @@ def user_password(username: str):
         return _list(error=str(exc)), 400
     audit.record(AuditAction.PASSWORD_CHANGE, detail=f"{updated.username} (reset by an administrator)")
     if updated.id == auth.current_user().id:
-        auth.start_session(updated)
+        auth.keep_session_after_password_change(updated)
     notify("admin.users.password_reset", name=updated.username)
     return _list(shown_password=(updated.username, password) if generated else None)
 
 
 @bp.route("/users/<path:username>/remove", methods=["POST"])
+@auth.reauth_required
 def user_remove(username: str):
     account = _account_or_404(username)
     if account.id == auth.current_user().id:
@@ -111,6 +119,7 @@ def user_remove(username: str):
 
 
 @bp.route("/users/<path:username>/tokens", methods=["POST"])
+@auth.reauth_required
 def token_create(username: str):
     account = _account_or_404(username)
     info, secret = services().users.create_token(account.username, request.form.get("label", ""))

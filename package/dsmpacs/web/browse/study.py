@@ -8,6 +8,7 @@ from flask import Response, abort, redirect, render_template, request, stream_wi
 from dsmpacs.archive.audit import AuditAction
 from dsmpacs.archive.browse import study_detail, study_files
 from dsmpacs.archive.deletion import NotFound, delete_study
+from dsmpacs.archive.integrity import corrupt_in_study
 from dsmpacs.archive.retrieve import describe
 from dsmpacs.archive.users import Permission
 from dsmpacs.imaging import render as rendering
@@ -36,7 +37,16 @@ def study(study_uid: str):
     audit.record_view(study_uid, detail="study page")
     svc = services()
     peers = [p for p in svc.peers.list() if p.is_move_destination] if auth.current_user().can(Permission.SEND) else []
-    return render_template("studies/study.html", d=detail, peers=peers, describe=describe)
+    return render_template("studies/study.html", d=detail, peers=peers, describe=describe,
+                           corrupt=corrupt_in_study(svc.archive.index, study_uid))
+
+
+def refuse_corrupt(found) -> None:
+    """410 when archive/integrity.py says this stored file must not be served."""
+    reason = services().archive.refusal(found, "web")
+    if reason:
+        log.warning("%s %s refused: %s", request.method, request.path, reason)
+        abort(410, reason)
 
 
 def image_response(make, etag: str):
@@ -58,7 +68,11 @@ def thumbnail(study_uid: str, series_uid: str):
     candidates = [f for f in files if f.frames >= 1]
     if not candidates:
         abort(404)
-    first = candidates[0]
+    archive = services().archive
+    # A corrupt instance is never rendered; the series shows its next intact one.
+    first = next((f for f in candidates if archive.refusal(f, "web") is None), None)
+    if first is None:
+        refuse_corrupt(candidates[0])
     frame = first.frames // 2
     path = services().archive.storage.path(first.path)
     etag = f"t-{first.sha256[:24]}-{frame}-{THUMBNAIL_SIZE}"
@@ -76,6 +90,9 @@ def download(study_uid: str):
     """Every stored file of the study, unchanged, as a ZIP streamed from disk."""
     detail = _detail_or_404(study_uid)
     files = study_files(services().archive.index, study_uid)
+    for f in files:
+        # An incomplete ZIP looks complete to whoever receives it: refuse the whole.
+        refuse_corrupt(f)
     storage = services().archive.storage
     members = []
     for n, f in enumerate(files, 1):
@@ -97,6 +114,7 @@ def confirm_delete(study_uid: str):
 
 @bp.route("/studies/<study_uid>/delete", methods=["POST"])
 @auth.requires(Permission.DELETE)
+@auth.reauth_required
 def delete(study_uid: str):
     if request.form.get("confirm") != "yes":
         abort(400, "confirmation missing")

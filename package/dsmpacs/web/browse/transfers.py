@@ -94,7 +94,8 @@ def _run(svc: Services, job: Job, peer, instances, address: str) -> None:
                 job.converted += int(result.converted)
     state, message = "failed", ""
     try:
-        push(client_ae(svc.settings), svc.archive.storage, peer, instances, progress)
+        push(client_ae(svc.settings), svc.archive.storage, peer, instances, progress,
+             refuse=svc.archive.refusal)
         state = "done" if job.failed == 0 else "failed"
     except (AssociationFailed, OSError, RuntimeError, ValueError) as exc:
         message = str(exc)

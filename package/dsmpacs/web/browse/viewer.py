@@ -16,7 +16,7 @@ from dsmpacs.imaging import render as rendering
 from dsmpacs.imaging.subtraction import supports_subtraction
 from dsmpacs.web import audit
 from dsmpacs.web.browse import bp
-from dsmpacs.web.browse.study import image_response
+from dsmpacs.web.browse.study import image_response, refuse_corrupt
 from dsmpacs.web.filters import dicom_date, person_name
 from dsmpacs.web.services import services
 
@@ -68,6 +68,7 @@ def _file_or_404(study_uid: str, series_uid: str, sop_uid: str):
     found = instance_file(services().archive.index, study_uid, series_uid, sop_uid)
     if found is None:
         abort(404)
+    refuse_corrupt(found)
     return found, services().archive.storage.path(found.path)
 
 

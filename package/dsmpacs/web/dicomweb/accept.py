@@ -4,7 +4,9 @@ ordered list of alternatives, and the choice of the first one we can produce.
 Clients differ in how they spell the same wish: ``type=`` quoted or not,
 ``transfer-syntax=*``, bare ``application/dicom`` instead of the multipart form,
 ``*/*`` or ``multipart/*``. All of them are accepted; 406 is left for requests
-that name nothing this server can produce.
+that name nothing this server can produce. The media types PS3.18 renamed are
+read as their current names (``ALIASES``): the JavaScript dicomweb-client that
+OHIF uses still asks for ``image/x-dicom-rle`` and ``image/x-jls``.
 """
 from __future__ import annotations
 
@@ -13,6 +15,14 @@ from dataclasses import dataclass, field
 from flask import request
 
 MULTIPART = "multipart/related"
+# Earlier names (DICOM 2017 and before) of media types, read as today's.
+ALIASES = {"image/x-dicom-rle": "image/dicom-rle", "image/x-jls": "image/jls"}
+
+
+def normalize_media_type(media_type: str) -> str:
+    """Lower case, trimmed, and an earlier name replaced by the current one."""
+    media_type = media_type.strip().lower()
+    return ALIASES.get(media_type, media_type)
 
 
 @dataclass(frozen=True)
@@ -76,12 +86,12 @@ def parse(header: str) -> list[MediaRange]:
         if q <= 0:
             continue
         if outer in (MULTIPART, "multipart/*"):
-            inner = params.pop("type", "*/*").lower() or "*/*"
+            inner = normalize_media_type(params.pop("type", "*/*")) or "*/*"
             ranges.append(MediaRange(inner, True, params, q))
         elif outer in ("*/*", "*"):
             ranges.append(MediaRange("*/*", None, params, q))
         else:
-            ranges.append(MediaRange(outer, False, params, q))
+            ranges.append(MediaRange(normalize_media_type(outer), False, params, q))
     ranges.sort(key=lambda r: -r.q)
     return ranges
 

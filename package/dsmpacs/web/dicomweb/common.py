@@ -26,7 +26,22 @@ def fail(code: int, message: str):
     abort(code, description=message)
 
 
+CORRUPT = 410            # Gone: the stored copy is damaged; nothing intact can be served
+PARTIAL = 206            # some selected instances were left out (PS3.18 Partial Content)
+
+
 def _log_errors(response: Response) -> Response:
+    omitted = g.get("dicomweb_omitted")
+    if omitted and response.status_code == 200 and response.mimetype in (
+            "multipart/related", "application/dicom+json"):
+        # A study or series minus its corrupt instances: say so in the status and a
+        # Warning header rather than answer as if it were complete.
+        response.status_code = PARTIAL
+        response.headers["Warning"] = (f'299 {request.host.split(":")[0]} "{len(omitted)} instance(s) '
+                                       f'omitted, corrupt in storage: {", ".join(omitted[:5])}'
+                                       f'{" ..." if len(omitted) > 5 else ""}"')
+        log.warning("DICOMweb %s %s: %d corrupt instance(s) omitted", request.method,
+                    request.full_path.rstrip("?"), len(omitted))
     if response.status_code >= 400:
         user = auth.current_user()
         log.warning("DICOMweb %s %s from %s (%s) -> %d %s", request.method, request.full_path.rstrip("?"),
@@ -89,7 +104,27 @@ def select(study: str, series: str | None = None, instance: str | None = None) -
     if not found:
         what = "instance" if instance else "series" if series else "study"
         fail(404, f"no such {what}")
-    return found
+    return servable(found)
+
+
+def servable(found: list[StoredInstance]) -> list[StoredInstance]:
+    """The instances that may be served (archive/integrity.py decides). The others are
+    remembered for the response's 206 and Warning; 410 when none is left."""
+    archive = services().archive
+    good, omitted, reasons = [], [], []
+    for item in found:
+        reason = archive.refusal(item, "WADO")
+        if reason is None:
+            good.append(item)
+        else:
+            omitted.append(item.sop_instance_uid)
+            reasons.append(reason)
+    if not good:
+        more = f" (and {len(reasons) - 1} more)" if len(reasons) > 1 else ""
+        fail(CORRUPT, f"{reasons[0]}{more}; it is not served until an administrator restores it "
+                      "from a backup")
+    g.dicomweb_omitted = omitted
+    return good
 
 
 def file_of(instance: StoredInstance) -> Path:

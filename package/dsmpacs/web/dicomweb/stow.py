@@ -1,35 +1,40 @@
 """STOW-RS: POST /dicom-web/studies[/{study}] with multipart/related; type="application/dicom".
 
 Two phases, so that a malformed or oversized request stores nothing: first the
-whole body is split into parts, each written to a spool file in the storage's
-tmp directory (never held in memory); then each part goes through the single
-ingest path (archive/ingest.py), exactly like an imported file. The response
-(PS3.18 10.5.3) lists every instance under ReferencedSOPSequence or
-FailedSOPSequence. HTTP status: 200 all stored, 202 stored with warnings or some
-failed, 409 none stored.
+whole body is split into parts, each staged as it arrives in the storage's tmp
+directory (never held in memory) with our file meta in place of the part's own
+(archive/staging.py): written once, hashed once. Then each staged part goes
+through the single ingest path (archive/ingest.py), which parses its header
+once and checks it against what the part's meta and the URL announced. The
+response (PS3.18 10.5.3) lists every instance under ReferencedSOPSequence or
+FailedSOPSequence; whether an instance is referenced, warned or failed follows
+its outcome's category (archive/results.py), the same as over DIMSE. HTTP
+status: 200 all stored, 202 stored with warnings or some failed, 409 none
+stored, 503 none stored for want of resources (full disk, index unavailable),
+always with the body.
 """
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 from flask import Response, request
 
 from dsmpacs.archive.audit import AuditAction
 from dsmpacs.archive.ingest import Origin
-from dsmpacs.archive.part10 import InvalidDataset, read_header
-from dsmpacs.archive.results import StoreOutcome, StoreResult
-from dsmpacs.archive.storage import SpoolWriter, StorageError
-from dsmpacs.archive.uids import clean_uid
+from dsmpacs.archive.results import Category, StoreOutcome, StoreResult
+from dsmpacs.archive.staging import Part10Stager
+from dsmpacs.archive.storage import StorageError
 from dsmpacs.archive.users import Permission
 from dsmpacs.web import audit, auth
 from dsmpacs.web.dicomweb import multipart
+from dsmpacs.web.dicomweb.accept import normalize_media_type
 from dsmpacs.web.dicomweb.common import base_url, bp, check_uids, fail, instance_url, log, study_url
 from dsmpacs.web.services import services
 
 DICOM = "application/dicom"
 
-# PS3.18 Table 10.5.3-2 failure reasons and PS3.4 warning codes, from the one store outcome.
+# PS3.18 Table 10.5.3-2 failure reasons and PS3.4 warning codes, for every outcome whose
+# category is failure (tests/test_store_outcomes.py checks none is missing).
 PROCESSING_FAILURE = 0x0110
 DUPLICATE_CONFLICT = 0x0111
 OUT_OF_RESOURCES = 0xA700
@@ -46,19 +51,23 @@ FAILURE_REASON = {
 }
 
 
+_RETRY_LATER = frozenset({StoreOutcome.OUT_OF_RESOURCES, StoreOutcome.INDEX_UNAVAILABLE})
+
+
 def _max_bytes() -> int:
     return services().settings.stow_max_mb * 2**20
 
 
-def _spool_body(boundary: str) -> list[SpoolWriter]:
+def _spool_body(boundary: str) -> list[Part10Stager]:
+    """Stage every part; a storage failure is kept per part (the body is read to its end)."""
     storage = services().archive.storage
-    sinks: list[SpoolWriter] = []
+    sinks: list[Part10Stager] = []
 
-    def open_sink(headers: dict[str, str]) -> SpoolWriter:
-        media = headers.get("content-type", DICOM).split(";")[0].strip().lower()
+    def open_sink(headers: dict[str, str]) -> Part10Stager:
+        media = normalize_media_type(headers.get("content-type", DICOM).split(";")[0])
         if media != DICOM:
             fail(415, f"part {len(sinks) + 1} is {media[:60]!r}; only application/dicom parts are accepted")
-        sinks.append(storage.spool(".stow"))
+        sinks.append(Part10Stager(storage.spool(".stow")))
         return sinks[-1]
 
     try:
@@ -66,43 +75,42 @@ def _spool_body(boundary: str) -> list[SpoolWriter]:
         if count == 0:
             fail(400, "the multipart body holds no parts")
         for sink in sinks:
-            sink.close(sync=False)
-            if sink.error is not None:
-                raise StorageError(str(sink.error))
+            sink.close(sync=False)      # the ingest fsyncs each, overlapped with its own work
     except multipart.TooLarge:
         _abandon(sinks)
         fail(413, f"request body larger than stow_max_mb ({services().settings.stow_max_mb} MiB)")
     except multipart.MalformedMultipart as exc:
         _abandon(sinks)
         fail(400, f"malformed multipart body: {exc}")
-    except StorageError as exc:
-        _abandon(sinks)
-        fail(503, f"cannot spool the upload: {exc}")
     except BaseException:
         _abandon(sinks)
         raise
     return sinks
 
 
-def _abandon(sinks: list[SpoolWriter]) -> None:
+def _abandon(sinks: list[Part10Stager]) -> None:
     for sink in sinks:
         sink.abandon()
 
 
-def _store_one(path: Path, study: str | None, origin: Origin) -> StoreResult:
-    archive = services().archive
+def _store_one(sink: Part10Stager, study: str | None, origin: Origin) -> StoreResult:
+    ingest = services().archive.ingest
+    announced = sink.announced
+    uids = dict(sop_class_uid=announced.sop_class_uid[:64],
+                sop_instance_uid=announced.sop_instance_uid[:64]) if announced else {}
     try:
-        header = read_header(path)
-    except InvalidDataset as exc:
-        return StoreResult(StoreOutcome.INVALID_DATASET, str(exc))
-    ds = header.dataset
-    found = clean_uid(ds.get("StudyInstanceUID", ""))
-    # Without a Study Instance UID the ingest refuses the part as invalid (0xC000).
-    if study is not None and found and found != study:
-        return StoreResult(StoreOutcome.UID_MISMATCH, "Study Instance UID differs from the request's",
-                           sop_class_uid=clean_uid(ds.get("SOPClassUID", "")),
-                           sop_instance_uid=clean_uid(ds.get("SOPInstanceUID", "")))
-    return archive.ingest.import_file(path, origin)
+        staged = sink.staged()
+    except StorageError as exc:
+        return StoreResult(StoreOutcome.OUT_OF_RESOURCES, str(exc), **uids)
+    if sink.needs_restage:
+        # Not a standard Part 10 head: the ingest rebuilds the envelope (one copy more).
+        try:
+            return ingest.import_file(staged.path, origin, expected_study_instance_uid=study)
+        finally:
+            services().archive.storage.discard(staged)
+    return ingest.store(staged, origin, expected_sop_class_uid=announced.sop_class_uid,
+                        expected_sop_instance_uid=announced.sop_instance_uid,
+                        expected_study_instance_uid=study)
 
 
 def _sop_item(result: StoreResult) -> dict:
@@ -116,16 +124,17 @@ def response_body(results: list[StoreResult], base: str, study: str | None) -> t
     referenced, failed, warned = [], [], False
     for result in results:
         item = _sop_item(result)
-        if result.archived:
-            item["00081190"] = {"vr": "UR", "Value": [instance_url(
-                base, result.study_instance_uid, result.series_instance_uid, result.sop_instance_uid)]}
-            if result.outcome.is_warning:
-                warned = True
-                item["00081196"] = {"vr": "US", "Value": [COERCION_WARNING]}
-            referenced.append(item)
-        else:
-            item["00081197"] = {"vr": "US", "Value": [FAILURE_REASON.get(result.outcome, PROCESSING_FAILURE)]}
+        category = result.outcome.category
+        if category is Category.FAILURE:
+            item["00081197"] = {"vr": "US", "Value": [FAILURE_REASON[result.outcome]]}
             failed.append(item)
+            continue
+        item["00081190"] = {"vr": "UR", "Value": [instance_url(
+            base, result.study_instance_uid, result.series_instance_uid, result.sop_instance_uid)]}
+        if category is Category.WARNING:
+            warned = True
+            item["00081196"] = {"vr": "US", "Value": [COERCION_WARNING]}
+        referenced.append(item)
     body: dict = {}
     studies = {r.study_instance_uid for r in results if r.archived}
     if study is not None or len(studies) == 1:
@@ -134,7 +143,11 @@ def response_body(results: list[StoreResult], base: str, study: str | None) -> t
         body["00081198"] = {"vr": "SQ", "Value": failed}
     if referenced:
         body["00081199"] = {"vr": "SQ", "Value": referenced}
-    status = 409 if not referenced else 202 if failed or warned else 200
+        status = 202 if failed or warned else 200
+    elif all(r.outcome in _RETRY_LATER for r in results):
+        status = 503            # nothing wrong with the request: worth sending again later
+    else:
+        status = 409
     return body, status
 
 
@@ -163,12 +176,12 @@ def store(study: str | None) -> Response:
     try:
         for sink in sinks:
             try:
-                results.append(_store_one(Path(sink.name), study, origin))
+                results.append(_store_one(sink, study, origin))
             except Exception as exc:      # one bad part must not lose the others' answers
                 log.exception("STOW-RS part failed: %s", exc)
                 results.append(StoreResult(StoreOutcome.REFUSED, f"processing failure: {exc}"))
     finally:
-        _abandon(sinks)              # the uploads were copied (restaged) by the ingest
+        _abandon(sinks)              # only failures are left: the ingest consumed the rest
     body, status = response_body(results, base_url(), study)
     stored = sum(r.archived for r in results)
     for uid in sorted({r.study_instance_uid for r in results if r.archived}):

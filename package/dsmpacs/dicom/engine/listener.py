@@ -1,0 +1,116 @@
+"""The DICOM listener, with a cap on concurrent connections per peer address.
+
+pynetdicom's ``max_associations`` counts every association, so one host (a
+misconfigured modality retrying in a loop, a scanner) can take every slot and
+keep the rest of the hospital out. ``ae.make_server(server_class=...)`` is
+pynetdicom's hook for the listener; ours counts connections per IP address
+from the TCP accept (socketserver's ``verify_request``, before any thread is
+started for it) until the association thread ends, and closes a connection
+over the cap at once. Refusing at accept costs nothing; answering with an
+A-ASSOCIATE-RJ would mean waiting for the peer's request on a thread, which is
+what a flood would exploit.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter
+from datetime import datetime
+
+from pynetdicom import evt
+from pynetdicom.transport import RequestHandler, ThreadedAssociationServer
+from pynetdicom.utils import make_target
+
+log = logging.getLogger(__name__)
+REFUSAL_LOG_INTERVAL = 10.0     # seconds between log lines for one refused address
+
+
+class _CountedRequestHandler(RequestHandler):
+    """pynetdicom's handler, releasing the address's count when the association ends."""
+
+    def handle(self) -> None:
+        server: CappedAssociationServer = self.server     # type: ignore[assignment]
+        host = self.client_address[0]
+        try:
+            assoc = self._create_association()
+            run = assoc.run
+
+            def run_then_release() -> None:
+                try:
+                    run()
+                finally:
+                    server.release(host)
+
+            assoc.run = run_then_release      # Thread.start() calls self.run
+            evt.trigger(assoc, evt.EVT_CONN_OPEN, {"address": self.client_address})
+            assoc.start()
+        except BaseException:
+            server.release(host)
+            raise
+
+
+class CappedAssociationServer(ThreadedAssociationServer):
+    """A ThreadedAssociationServer refusing more than ``per_address`` concurrent
+    connections from one IP address."""
+
+    # socketserver listens with a backlog of 5: a burst of connections (modalities
+    # starting their queues, or a flood) beyond it has SYNs dropped and retried by
+    # the clients after 1 s, 3 s, 7 s... before we even see them.
+    request_queue_size = 128
+
+    def __init__(self, *args, per_address: int, **kwargs):
+        self.per_address = per_address
+        self._counts: Counter[str] = Counter()
+        self._refused: dict[str, tuple[float, int]] = {}
+        self._count_lock = threading.Lock()
+        super().__init__(*args, request_handler=_CountedRequestHandler, **kwargs)
+
+    def verify_request(self, request, client_address) -> bool:
+        host = client_address[0]
+        with self._count_lock:
+            if self._counts[host] < self.per_address:
+                self._counts[host] += 1
+                return True
+            last, suppressed = self._refused.get(host, (0.0, 0))
+            now = time.monotonic()
+            if now - last < REFUSAL_LOG_INTERVAL:
+                self._refused[host] = (last, suppressed + 1)
+                return False
+            self._refused[host] = (now, 0)
+        more = f" ({suppressed} more refused since the last line)" if suppressed else ""
+        log.warning("refusing a connection from %s: %d connections from that address already "
+                    "(max_associations_per_address)%s", host, self.per_address, more)
+        return False        # socketserver closes the socket
+
+    def process_request(self, request, client_address) -> None:
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self.release(client_address[0])   # no thread was started for it
+            raise
+
+    def release(self, host: str) -> None:
+        with self._count_lock:
+            self._counts[host] -= 1
+            if self._counts[host] <= 0:
+                del self._counts[host]
+
+    def connections_from(self, host: str) -> int:
+        with self._count_lock:
+            return self._counts[host]
+
+
+def start_listener(ae, address: tuple[str, int], evt_handlers: list, *, per_address: int):
+    """Start ``ae`` listening on ``address`` in a background thread, as
+    ``ae.start_server(block=False)`` does, with the per-address cap."""
+    server = ae.make_server(address, evt_handlers=evt_handlers,
+                            server_class=CappedAssociationServer, per_address=per_address)
+    timestamp = datetime.now().strftime("%Y%m%d%H%M%S")
+    thread = threading.Thread(target=make_target(server.serve_forever), name=f"AcceptorServer@{timestamp}",
+                              daemon=True)
+    thread.start()
+    # pynetdicom's server.shutdown() removes itself from this list, and ae.shutdown() stops
+    # whatever is in it.
+    ae._servers.append(server)
+    return server

@@ -1,0 +1,62 @@
+"""The benchmarks' plumbing: they import, parse their options, pair rounds and read versions.
+
+No timing is asserted here: benchmarks are run by `make bench`, never by the suite.
+"""
+from __future__ import annotations
+
+import re
+import shutil
+
+import pytest
+
+from bench import __main__ as bench_main
+from bench import common, find, ingest, web
+from tests.peers import require
+
+
+def test_rotation_puts_every_target_in_every_position():
+    targets = ["ours", "orthanc", "storescp"]
+    orders = [common.rotated(targets, r) for r in range(3)]
+    assert orders[0] == targets
+    for position in range(3):
+        assert sorted(order[position] for order in orders) == sorted(targets)
+    assert common.rotated(targets, 3) == targets
+
+
+def test_ratios_pair_round_by_round_not_median_by_median():
+    peer, ours = [3.0, 1.0, 2.0], [1.0, 1.0, 4.0]
+    assert common.ratios(peer, ours) == [3.0, 1.0, 0.5]
+    # The median of the medians would say 2.00x; the median of the pairs says 1.00x.
+    assert common.ratio_cell(peer, ours) == "1.00x (0.50–3.00)"
+    with pytest.raises(ValueError):
+        common.ratios([1.0, 2.0], [1.0])
+
+
+@pytest.mark.parametrize("module", [ingest, find, web])
+def test_every_section_takes_quick(module):
+    args = module.build_parser().parse_args(["--quick"])
+    assert args.quick is True
+    assert module.build_parser().parse_args([]).quick is False
+    assert module.QUICK != module.FULL
+
+
+def test_quick_sizes_are_smaller_than_full():
+    assert ingest.QUICK.small < ingest.FULL.small and ingest.QUICK.big_frames < ingest.FULL.big_frames
+    assert find.QUICK.instances < find.FULL.instances
+    assert web.QUICK.studies < web.FULL.studies
+
+
+def test_bench_main_parses_sections_and_refuses_unknown_ones():
+    args = bench_main.build_parser().parse_args(["--quick", "find"])
+    assert args.quick and args.sections == ["find"]
+    with pytest.raises(SystemExit) as exc:
+        bench_main.main(["no-such-section"])
+    assert exc.value.code == 2
+
+
+def test_versions_are_read_from_the_tools():
+    require(shutil.which("storescp") is not None, "dcmtk storescp not installed")
+    assert re.fullmatch(r"dcmtk storescp \d+\.\d+\.\d+\S*", common.dcmtk_version("storescp"))
+    assert "unknown" in common.dcmtk_version("/nonexistent/storescp")
+    ours = common.our_version()
+    assert re.search(r"pynetdicom \d", ours) and re.search(r"pydicom \d", ours)

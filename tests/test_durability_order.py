@@ -1,0 +1,293 @@
+"""Nothing is acknowledged before it is on disk: the order of file fsync, directory
+fsync, index commit and answer, on every store path and every entry; and each
+instance is written once and its header parsed once on the way.
+
+The archive runs in this process over an instrumented storage (its two fsync
+methods record when they finish, and sleep first to make a missing wait show)
+and a hook on the index database's commit. The answer is observed on the wire,
+outside both peers, by a TCP proxy between the sender and the archive: dcmtk
+storescu over DICOM, `requests` over HTTP for STOW-RS. An import is answered
+when ``import_file`` returns.
+
+For each entry, one instance goes through the four outcomes in turn: new,
+identical resend (duplicate), different payload kept in quarantine
+(keep-first) and different payload replacing the stored copy (overwrite).
+"""
+from __future__ import annotations
+
+import itertools
+import os
+import sys
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+import requests
+
+from dsmpacs.archive import part10
+from dsmpacs.archive.ingest import Origin
+from dsmpacs.archive.models import Instance, Quarantine
+from dsmpacs.archive.storage import Storage
+from tests import factories as f
+from tests.peers import dcmtk
+from tests.tcpproxy import TcpProxy
+
+FSYNC_DELAY = 0.3          # long enough that a store not waiting for it answers first
+PASSWORD = "correct horse battery"
+
+
+class Recorder:
+    """Events in the order they happened, across threads."""
+
+    def __init__(self):
+        self.events: list[tuple[int, str, object]] = []
+        self._seq = itertools.count()
+        self._lock = threading.Lock()
+
+    def add(self, kind: str, detail: object = None) -> None:
+        with self._lock:
+            self.events.append((next(self._seq), kind, detail))
+
+    def clear(self) -> None:
+        with self._lock:
+            self.events.clear()
+
+    def of(self, kind: str) -> list[tuple[int, object]]:
+        with self._lock:
+            return [(seq, detail) for seq, k, detail in self.events if k == kind]
+
+
+class InstrumentedStorage(Storage):
+    """The real storage; its fsyncs sleep first (file, directory) and are recorded when done."""
+
+    def __init__(self, root: Path, recorder: Recorder, delays: tuple[float, float]):
+        super().__init__(root)
+        self.recorder, (self.file_delay, self.dir_delay) = recorder, delays
+
+    def _fsync_file(self, fd: int) -> None:
+        inode = os.fstat(fd).st_ino          # names change while this runs; the inode does not
+        time.sleep(self.file_delay)
+        super()._fsync_file(fd)
+        self.recorder.add("file-fsync", inode)
+
+    def _fsync_dir(self, directory: Path) -> None:
+        time.sleep(self.dir_delay)
+        super()._fsync_dir(directory)
+        self.recorder.add("dir-fsync", Path(directory))
+
+    def spool(self, suffix: str = ".part"):
+        writer = super().spool(suffix)
+        self.recorder.add("spool", os.stat(writer.name).st_ino)
+        return writer
+
+
+@contextmanager
+def instrumented(archive, recorder: Recorder,
+                 delays: tuple[float, float] = (FSYNC_DELAY, FSYNC_DELAY)) -> Iterator[InstrumentedStorage]:
+    """Swap in the instrumented storage and hook the index commit, recording what the
+    commit made visible for the instance under test (``recorder.uid``)."""
+    storage = InstrumentedStorage(archive.storage.root, recorder, delays)
+    archive.storage = archive.ingest.storage = storage
+    db = archive.db
+    original = db.commit
+    inside = threading.local()
+
+    def commit():
+        result = original()
+        if not getattr(inside, "busy", False) and getattr(recorder, "uid", None):
+            inside.busy = True
+            try:
+                recorder.add("commit", state(recorder.uid))
+            finally:
+                inside.busy = False
+        return result
+
+    # Every header parse, wherever the code calls it from.
+    parse = part10.read_header
+    holders = [m for m in list(sys.modules.values())
+               if getattr(m, "__name__", "").startswith("dsmpacs") and getattr(m, "read_header", None) is parse]
+
+    def counted_parse(path):
+        recorder.add("parse", str(path))
+        return parse(path)
+
+    db.commit = commit
+    for module in holders:
+        module.read_header = counted_parse
+    try:
+        yield storage
+    finally:
+        db.commit = original
+        for module in holders:
+            module.read_header = parse
+
+
+def state(uid: str) -> tuple[str | None, int]:
+    """What the index says of the instance: its file, and how many copies are quarantined."""
+    path = Instance.select(Instance.path).where(Instance.sop_instance_uid == uid).scalar()
+    return path, Quarantine.select().where(Quarantine.sop_instance_uid == uid).count()
+
+
+def check_order(archive, recorder: Recorder, uid: str, before: tuple, outcome: str) -> None:
+    """file fsync < directory fsync < commit < answer, for the file this outcome kept."""
+    after = state(uid)
+    files, dirs, answers = recorder.of("file-fsync"), recorder.of("dir-fsync"), recorder.of("answer")
+    assert len(answers) == 1, f"{outcome}: answers seen {answers}"
+    answer = answers[0][0]
+    synced = [(seq, inode) for seq, inode in files if seq < answer]
+    assert len(synced) == 1, f"{outcome}: answered before the file's fsync: {recorder.events}"
+    file_fsync, inode = synced[0]
+    # Written once (the file spooled as it arrived is the file fsynced), parsed once.
+    assert [i for _, i in recorder.of("spool")] == [inode], f"{outcome}: {recorder.events}"
+    assert len(recorder.of("parse")) == 1, f"{outcome}: {recorder.of('parse')}"
+    if outcome == "duplicate":
+        assert after == before, "an identical resend changes nothing in the index"
+        return
+    changes = [seq for seq, seen in recorder.of("commit") if seen == after]
+    assert after != before and changes, f"{outcome}: no commit recorded it: {recorder.events}"
+    commit = changes[0]
+    kept = archive.storage.path(after[0]) if outcome != "quarantine" else \
+        sorted(archive.storage.quarantine_dir.iterdir(), key=os.path.getmtime)[-1]
+    assert kept.stat().st_ino == inode, f"{outcome}: the fsynced file is the one kept"
+    dir_fsync = [seq for seq, d in dirs if d == kept.parent]
+    assert dir_fsync, f"{outcome}: its directory {kept.parent} was never fsynced: {recorder.events}"
+    order = {"file fsync": file_fsync, "directory fsync": dir_fsync[0], "commit": commit,
+             "answer": answer}
+    assert file_fsync < dir_fsync[0] < commit < answer, \
+        f"{outcome}: wrong order {sorted(order, key=order.get)}; events {recorder.events}"
+
+
+# --- the three entries: each sends one file and records the answer ---------------------
+
+class DicomEntry:
+    """dcmtk storescu -> TCP proxy -> the archive's DICOM listener in this process."""
+
+    def __init__(self, archive, settings, recorder: Recorder):
+        from dsmpacs.dicom import server as dicom_server
+
+        self.recorder = recorder
+        self.server = dicom_server.start(settings, archive)
+        self.proxy = TcpProxy(("127.0.0.1", self.server.server_address[1]), on_reply=self._reply).start()
+
+    def _reply(self, data: bytes) -> None:
+        if data[:1] == b"\x04":             # P-DATA-TF: the C-STORE response
+            self.recorder.add("answer")
+
+    def send(self, path: Path) -> str:
+        done = dcmtk("storescu", "-v", "-aec", "DSMPACS", "127.0.0.1", str(self.proxy.port), str(path))
+        return done.stderr
+
+    def close(self) -> None:
+        self.proxy.stop()
+        self.server.shutdown()
+
+
+class StowEntry:
+    """requests -> TCP proxy -> the web app in this process (werkzeug's HTTP server)."""
+
+    def __init__(self, archive, settings, recorder: Recorder):
+        from werkzeug.serving import make_server
+
+        from dsmpacs.archive.users import Users
+        from dsmpacs.web.app import create_app
+
+        Users(archive.index).add("stow1", PASSWORD, "radiologist")
+        self.recorder = recorder
+        self.http = make_server("127.0.0.1", 0, create_app(settings, archive), threaded=True)
+        threading.Thread(target=self.http.serve_forever, daemon=True).start()
+        self.proxy = TcpProxy(("127.0.0.1", self.http.server_port), on_reply=self._reply).start()
+        self.replied = False
+
+    def _reply(self, data: bytes) -> None:
+        if data.startswith(b"HTTP/") and not self.replied:
+            self.replied = True
+            self.recorder.add("answer")
+
+    def send(self, path: Path) -> str:
+        self.replied = False
+        body = (b"--b0undary\r\nContent-Type: application/dicom\r\n\r\n" + path.read_bytes()
+                + b"\r\n--b0undary--\r\n")
+        response = requests.post(f"http://127.0.0.1:{self.proxy.port}/dicom-web/studies", data=body,
+                                 headers={"Content-Type": 'multipart/related; type="application/dicom"; '
+                                                          "boundary=b0undary",
+                                          "Connection": "close"},
+                                 auth=("stow1", PASSWORD), timeout=30)
+        return f"{response.status_code} {response.text}"
+
+    def close(self) -> None:
+        self.proxy.stop()
+        self.http.shutdown()
+
+
+class ImportEntry:
+    def __init__(self, archive, settings, recorder: Recorder):
+        self.archive, self.recorder = archive, recorder
+
+    def send(self, path: Path) -> str:
+        result = self.archive.ingest.import_file(path, Origin("import"))
+        self.recorder.add("answer")
+        return result.outcome.value
+
+    def close(self) -> None:
+        pass
+
+
+ENTRIES = {"c-store": DicomEntry, "stow-rs": StowEntry, "import": ImportEntry}
+# What each entry answers for new, duplicate, quarantine and overwrite.
+ANSWERS = {
+    "c-store": ["(Success)", "(Success)", "(Error: CannotUnderstand)", "(Success)"],
+    "stow-rs": ["200 ", "200 ", "409 ", "200 "],
+    "import": ["stored", "duplicate", "conflict", "replaced"],
+}
+
+
+@pytest.mark.parametrize("entry", ENTRIES)
+def test_every_outcome_waits_for_fsync_before_commit_and_answer(archive, settings, tmp_path, entry):
+    recorder = Recorder()
+    with instrumented(archive, recorder):
+        sender = ENTRIES[entry](archive, settings, recorder)
+        try:
+            first = f.secondary_capture(size=16)
+            uid = recorder.uid = str(first.SOPInstanceUID)
+            steps = [("new", "keep-first", f.write(first, tmp_path / "a.dcm")),
+                     ("duplicate", "keep-first", tmp_path / "a.dcm"),
+                     ("quarantine", "keep-first", f.write(f.secondary_capture(size=16, sop_uid=uid),
+                                                          tmp_path / "b.dcm")),
+                     ("overwrite", "overwrite", f.write(f.secondary_capture(size=16, sop_uid=uid),
+                                                        tmp_path / "c.dcm"))]
+            for (outcome, policy, path), expected in zip(steps, ANSWERS[entry]):
+                archive.ingest.duplicate_policy = policy
+                before = state(uid)
+                recorder.clear()
+                answer = sender.send(path)
+                assert expected in answer, f"{outcome}: {answer}"
+                check_order(archive, recorder, uid, before, outcome)
+        finally:
+            sender.close()
+
+
+def test_overwrite_with_slow_fsync_is_durable_before_commit_and_answer(archive, settings, tmp_path):
+    """The reported hole: with the file's fsync slowed by 1 s, the replacement was
+    committed and answered before its file reached the disk, the old copy already deleted."""
+    recorder = Recorder()
+    archive.ingest.duplicate_policy = "overwrite"
+    with instrumented(archive, recorder, delays=(1.0, 0.0)):
+        sender = DicomEntry(archive, settings, recorder)
+        try:
+            first = f.secondary_capture(size=16)
+            uid = recorder.uid = str(first.SOPInstanceUID)
+            assert "Success" in sender.send(f.write(first, tmp_path / "a.dcm"))
+            old = state(uid)
+            recorder.clear()
+            started = time.monotonic()
+            answer = sender.send(f.write(f.secondary_capture(size=16, sop_uid=uid), tmp_path / "b.dcm"))
+            assert "Received Store Response (Success)" in answer, answer
+            check_order(archive, recorder, uid, old, "overwrite")
+            # The slowed fsync lies between the store and its answer.
+            assert time.monotonic() - started >= 1.0
+            assert not archive.storage.path(old[0]).exists(), "the old copy goes after the commit"
+        finally:
+            sender.close()
