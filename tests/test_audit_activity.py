@@ -14,7 +14,7 @@ from tests import factories as f
 
 
 def test_audit_records_and_filters_newest_first(archive):
-    trail = AuditTrail(archive.index)
+    trail = AuditTrail.of(archive)
     trail.record("rad1", AuditAction.VIEW, study_instance_uid="1.2.3", address="10.0.0.5")
     trail.record("rad1", AuditAction.EXPORT, study_instance_uid="1.2.3", detail="zip")
     trail.record("admin", AuditAction.USER_ADD, detail="x" * 5000)

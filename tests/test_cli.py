@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from dsmpacs.archive import Archive
+from dsmpacs.archive.audit import AuditTrail
 from dsmpacs.archive.migrations import LATEST_VERSION
 from dsmpacs.cli import main
 from tests import factories as f
@@ -108,6 +110,14 @@ def test_db_check_upgrade_and_backup(settings, corpus, tmp_path):
     else:
         text = out.read_text()
         assert "CREATE TABLE `instance`" in text and text.count("INSERT INTO `instance`") >= 1
+    # the administrative commands are in the audit trail, with who ran them
+    archive = Archive(settings)
+    try:
+        actions = [e.action for e in AuditTrail(archive.index).recent()]
+        assert actions[:2] == ["db-backup", "import"] and actions[-1] == "db-upgrade"
+        assert all(e.actor.startswith("cli") for e in AuditTrail(archive.index).recent())
+    finally:
+        archive.close()
 
 
 def test_echo_and_send_against_a_running_archive(server, tmp_path):

@@ -64,6 +64,36 @@ def serve(settings: Settings, commands: dict[str, list[str]]) -> int:
     return supervise(commands)
 
 
+AUDIT_HOUSEKEEPING_SECONDS = 24 * 3600
+
+
+def start_audit_housekeeping(archive: Archive) -> threading.Event:
+    """Prune and verify the audit trail now and then daily, and export it to syslog when
+    configured, in daemon threads (one process does it: the DICOM daemon). Set the
+    returned event to stop them."""
+    from dsmpacs import syslog_export
+    from dsmpacs.archive.audit import AuditTrail, housekeeping
+
+    stop = threading.Event()
+    settings = archive.settings
+    exporter = syslog_export.start(settings, AuditTrail.of(archive))
+    if exporter is not None:
+        threading.Thread(target=lambda: (stop.wait(), exporter.stop.set()), daemon=True).start()
+
+    def run() -> None:
+        while True:
+            try:
+                keep = syslog_export.delivered(settings) if exporter is not None else None
+                housekeeping(AuditTrail.of(archive), settings.audit_retention_days, keep)
+            except Exception:       # a bad night must not end the daemon; tomorrow retries
+                log.exception("audit trail housekeeping failed")
+            if stop.wait(AUDIT_HOUSEKEEPING_SECONDS):
+                return
+
+    threading.Thread(target=run, name="audit-housekeeping", daemon=True).start()
+    return stop
+
+
 def serve_dicom(settings: Settings, *, recover: bool = True) -> None:
     """Run the DICOM daemon until SIGTERM/SIGINT."""
     from dsmpacs.archive import verification
@@ -80,11 +110,13 @@ def serve_dicom(settings: Settings, *, recover: bool = True) -> None:
     host, port = server.server_address[:2]
     runfiles.write(settings, "dicom", host=host, port=port, ae_title=settings.ae_title)
     heartbeat = runfiles.start_heartbeat(settings, "dicom", lambda: server.socket.fileno() >= 0)
+    housekeeping = start_audit_housekeeping(archive)
     log.info("DICOM listener up on %s:%s as %s", host, port, settings.ae_title)
     print(f"DICOM listening on {host}:{port} as AE title {settings.ae_title}", flush=True)
     try:
         wait_for_stop()
     finally:
+        housekeeping.set()
         heartbeat.set()
         stop_jobs.set()
         runfiles.remove(settings, "dicom")

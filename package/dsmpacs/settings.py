@@ -146,7 +146,7 @@ class Settings:
         "dangerous action (deleting a study, user, role or token changes), further such actions "
         "need no new confirmation for this many minutes.", minimum=0.01, maximum=60)
     require_totp_roles: str = setting(
-        "admin", "Comma-separated roles whose users must sign in with a TOTP code as well as "
+        "admin,auditor", "Comma-separated roles whose users must sign in with a TOTP code as well as "
         "their password. A user of such a role without TOTP is sent to enrolment right after "
         "the password and can do nothing else until enrolled. Empty: TOTP stays optional.")
     login_limit_per_user: int = setting(
@@ -243,6 +243,35 @@ class Settings:
         False, "A registered AE title is trusted only when the association comes from the host "
         "registered for it (guards against a spoofed AE title).")
 
+    # --- audit trail -------------------------------------------------------
+    audit_key_file: Path | None = setting(
+        None, "File holding the secret keys that chain the audit records (HMAC-SHA-256); it "
+        "is created with mode 0600 on first use and must never be kept in the index, or "
+        "whoever can edit the index could re-sign edited records. Keep a copy with the "
+        "backups of the data directory, apart from index backups. Default: "
+        "<data_dir>/audit.key.")
+    audit_retention_days: int = setting(
+        0, "Audit records older than this many days are deleted by the daily housekeeping of "
+        "the DICOM daemon and by `dsmpacs audit prune`; the pruning itself is recorded, with "
+        "the chain position it continues from, so the rest still verifies. 0 keeps records "
+        "forever.", minimum=0, maximum=36500)
+    audit_page_verify_rows: int = setting(
+        5000, "Records the audit page verifies when it is shown: all of them when the trail is "
+        "this short, otherwise only those added since the last full verification (`dsmpacs "
+        "audit verify`, or the daemon's daily run), so the page stays fast.",
+        minimum=100, maximum=10_000_000)
+
+    audit_syslog_host: str = setting(
+        "", "Syslog collector that receives a copy of every audit record (RFC 5424 over TLS, "
+        "RFC 5425 framing), sent by the DICOM daemon in order. Records written while the "
+        "collector is unreachable are sent when it is back; pruning keeps records not yet "
+        "sent. Empty: no export.")
+    audit_syslog_port: int = setting(
+        6514, "TCP port of the syslog collector (6514 is syslog over TLS).", minimum=1, maximum=65535)
+    audit_syslog_ca_file: Path | None = setting(
+        None, "CA certificate (PEM) that signed the syslog collector's certificate. Default: "
+        "the system's trusted CAs. The collector's name must match audit_syslog_host.")
+
     def __post_init__(self) -> None:
         for f in fields(self):
             value = getattr(self, f.name)
@@ -269,6 +298,10 @@ class Settings:
     @property
     def effective_database_url(self) -> str:
         return self.database_url or f"sqlite:///{(self.data_dir / 'index.sqlite3').absolute()}"
+
+    @property
+    def effective_audit_key_file(self) -> Path:
+        return self.audit_key_file or self.data_dir / "audit.key"
 
     @property
     def effective_index_timeout(self) -> float:

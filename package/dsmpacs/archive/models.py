@@ -168,7 +168,7 @@ class User(BaseModel):
     username = CharField(max_length=64)
     username_key = CharField(max_length=64, unique=True)   # NFKC casefolded: one account per name
     password_hash = CharField(max_length=255)
-    role = CharField(max_length=16)                       # admin, radiologist, viewer
+    role = CharField(max_length=16)                       # admin, radiologist, viewer, auditor
     disabled = BooleanField(default=False)
     # Bumped when the password or role changes or the account is disabled: every session
     # and cached credential carrying an older epoch stops working.
@@ -189,15 +189,27 @@ class ApiToken(BaseModel):
 
 
 class AuditEvent(BaseModel):
-    """Who did what, when, from where: views, exports, deletions, logins, admin changes.
-    The actor is kept by name, so the trail outlives a removed account."""
+    """Who did what, when, from where: views, searches, exports, deletions, logins,
+    refusals, admin changes. The actor is kept by name, so the trail outlives a removed
+    account. Each record is chained to the one before by ``mac``, an HMAC under a key
+    kept outside the index (archive/auditchain.py); ``seq`` numbers the chain without
+    gaps, and its unique key is what serialises concurrent appends."""
+    seq = BigIntegerField(unique=True)
     at = DateTimeField(default=utcnow, index=True)
     actor = CharField(max_length=64, index=True)
+    role = CharField(max_length=16, default="")
     action = CharField(max_length=32, index=True)
+    event = CharField(max_length=64, default="")          # IHE ATNA / PS3.15 A.5 event name
     outcome = CharField(max_length=16, default="ok")
     study_instance_uid = CharField(max_length=64, default="", index=True)
+    patient_id = CharField(max_length=64, default="", index=True)
+    patient_name = CharField(max_length=128, default="")
+    calling_ae = CharField(max_length=16, default="")
+    called_ae = CharField(max_length=16, default="")
     detail = CharField(max_length=1024, default="")
     address = CharField(max_length=64, default="")
+    key_id = CharField(max_length=16, default="")        # which chain key signed it; "" before the chain
+    mac = CharField(max_length=64, default="")
 
 
 class WebSession(BaseModel):

@@ -34,6 +34,7 @@ class Role(str, Enum):
     ADMIN = "admin"
     RADIOLOGIST = "radiologist"
     VIEWER = "viewer"
+    AUDITOR = "auditor"    # reads the audit trail, nothing else (no patient data)
 
 
 class Permission(Enum):
@@ -41,13 +42,15 @@ class Permission(Enum):
     EXPORT = "export"      # download (ZIP, WADO of whole studies), STOW upload
     SEND = "send"          # push to a remote AE
     DELETE = "delete"      # remove studies from the archive
-    ADMIN = "admin"        # users, remote AEs, policy, audit trail
+    ADMIN = "admin"        # users, remote AEs, policy
+    AUDIT = "audit"        # read and verify the audit trail
 
 
 ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
     Role.ADMIN: frozenset(Permission),
     Role.RADIOLOGIST: frozenset({Permission.VIEW, Permission.EXPORT, Permission.SEND}),
     Role.VIEWER: frozenset({Permission.VIEW}),
+    Role.AUDITOR: frozenset({Permission.AUDIT}),
 }
 
 MIN_PASSWORD_LENGTH = 10

@@ -43,6 +43,25 @@ def open_archive(ctx: Context, *, upgrade: bool = False, **flags):
         raise click.ClickException(str(exc)) from None
 
 
+def cli_actor() -> str:
+    """Who runs the command, as the audit trail names them."""
+    import getpass
+
+    try:
+        return f"cli:{getpass.getuser()}"[:64]
+    except (KeyError, OSError):
+        return "cli"
+
+
+def audit(archive, action, detail: str = "", outcome: str = "ok", **fields) -> None:
+    """Record an administrative command in the audit trail (it raises if it cannot:
+    the command has then done its work but the operator sees the failure)."""
+    from dsmpacs.archive.audit import AuditTrail
+
+    AuditTrail.of(archive).record(cli_actor(), action, detail=detail, outcome=outcome,
+                                  address="local", **fields)
+
+
 @click.group(invoke_without_command=True)
 @click.version_option(__version__, prog_name="dsmpacs")
 @click.option("--data-dir", envvar="DSMPACS_DATA_DIR", type=click.Path(file_okay=False),
@@ -61,4 +80,15 @@ def main(click_ctx: click.Context, data_dir: str | None, sets: tuple[str, ...]) 
 
 
 # Each module adds its commands to `main` when imported.
-from dsmpacs.cli import ae, check, dsm, maintenance, query, retrieve, server, transfer, users  # noqa: E402,F401
+from dsmpacs.cli import (  # noqa: E402,F401
+    ae,
+    audit_cmd,
+    check,
+    dsm,
+    maintenance,
+    query,
+    retrieve,
+    server,
+    transfer,
+    users,
+)

@@ -5,7 +5,7 @@ import sys
 
 import click
 
-from dsmpacs.cli import Context, main, open_archive, pass_ctx
+from dsmpacs.cli import Context, audit, main, open_archive, pass_ctx
 from dsmpacs.cli.table import print_table
 
 
@@ -39,11 +39,13 @@ def ae() -> None:
 @pass_ctx
 def ae_add(ctx: Context, name: str, ae_title: str, host: str, port: int, **flags) -> None:
     """Register a remote AE: NAME AE_TITLE HOST PORT."""
+    from dsmpacs.archive.audit import AuditAction
     from dsmpacs.archive.peers import Peer, PeerError
 
     archive, registry = _registry(ctx)
     try:
         peer = registry.add(Peer(name=name, ae_title=ae_title, host=host, port=port, **flags))
+        audit(archive, AuditAction.PEER_ADD, f"{peer.name}: {peer}")
     except PeerError as exc:
         raise click.ClickException(str(exc)) from None
     finally:
@@ -76,9 +78,13 @@ def ae_list(ctx: Context) -> None:
 @pass_ctx
 def ae_remove(ctx: Context, name: str) -> None:
     """Remove a registered remote AE."""
+    from dsmpacs.archive.audit import AuditAction
+
     archive, registry = _registry(ctx)
     try:
         removed = registry.remove(name)
+        if removed:
+            audit(archive, AuditAction.PEER_REMOVE, name)
     finally:
         archive.close()
     if not removed:
@@ -91,19 +97,23 @@ def ae_remove(ctx: Context, name: str) -> None:
 @pass_ctx
 def ae_echo(ctx: Context, name: str) -> None:
     """C-ECHO a registered remote AE."""
+    from dsmpacs.archive.audit import AuditAction
     from dsmpacs.dicom.scu import AssociationFailed, echo
 
     archive, registry = _registry(ctx)
     try:
         peer = registry.get(name)
+        if peer is None:
+            raise click.ClickException(f"no remote AE named {name!r} (see `dsmpacs ae list`)")
+        try:
+            status = echo(ctx.settings(), peer)
+        except AssociationFailed as exc:
+            audit(archive, AuditAction.PEER_ECHO, f"{peer.name}: {exc}", outcome="failed")
+            raise click.ClickException(str(exc)) from None
+        audit(archive, AuditAction.PEER_ECHO, f"{peer.name}: status 0x{status:04X}",
+              outcome="ok" if status == 0 else "failed")
     finally:
         archive.close()
-    if peer is None:
-        raise click.ClickException(f"no remote AE named {name!r} (see `dsmpacs ae list`)")
-    try:
-        status = echo(ctx.settings(), peer)
-    except AssociationFailed as exc:
-        raise click.ClickException(str(exc)) from None
     click.echo(f"C-ECHO {peer.name} ({peer}): status 0x{status:04X}")
     if status != 0:
         sys.exit(1)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from dsmpacs.cli import Context, main, open_archive, pass_ctx
+from dsmpacs.cli import Context, audit, main, open_archive, pass_ctx
 
 
 @main.command("import")
@@ -29,10 +29,16 @@ def import_cmd(ctx: Context, paths: tuple[Path, ...], source_ae: str) -> None:
                               progress=bar.update, limits=limits)
     for source, reason in report.rejected:
         click.echo(f"rejected {source}: {reason}", err=True)
-    click.echo(f"stored {report.stored}, duplicates {report.duplicates}, "
-               f"rejected {len(report.rejected)}"
+    summary = (f"stored {report.stored}, duplicates {report.duplicates}, rejected {len(report.rejected)}"
                + (f" ({report.warnings} stored with warnings)" if report.warnings else ""))
-    archive.close()
+    from dsmpacs.archive.audit import AuditAction
+
+    try:
+        audit(archive, AuditAction.IMPORT, f"{', '.join(str(p) for p in paths)}: {summary}",
+              outcome="ok" if not report.rejected else "partial", calling_ae=source_ae)
+    finally:
+        archive.close()
+    click.echo(summary)
     if report.rejected:
         sys.exit(2)
 
@@ -56,6 +62,10 @@ def upgrade(ctx: Context) -> None:
         before, after = database.upgrade(archive.db, backup_dir=settings.data_dir / "backups")
     except database.IndexProblem as exc:
         raise click.ClickException(str(exc)) from None
+    if before != after:
+        from dsmpacs.archive.audit import AuditAction
+
+        audit(archive, AuditAction.DB_UPGRADE, f"index schema version {before} -> {after}")
     click.echo(f"index schema: version {before} -> {after}" if before != after
                else f"index schema: version {after}, up to date")
 
@@ -101,6 +111,13 @@ def backup(ctx: Context, output: Path | None) -> None:
         if done.returncode != 0:
             output.unlink(missing_ok=True)
             raise click.ClickException("mariadb-dump failed; see the message above")
+    from dsmpacs.archive.audit import AuditAction
+
+    if database.current_version(archive.db) == database.LATEST_VERSION:
+        audit(archive, AuditAction.DB_BACKUP, f"index backed up to {output}")
+    else:
+        click.echo("warning: the index predates this program's audit trail; the backup is not "
+                   "recorded in it (run `dsmpacs db upgrade`)", err=True)
     click.echo(f"index backed up to {output}")
 
 

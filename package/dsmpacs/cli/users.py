@@ -2,21 +2,13 @@
 for recovery over SSH when nobody can sign in to the web UI."""
 from __future__ import annotations
 
-import getpass
 import sys
 
 import click
 
-from dsmpacs.cli import Context, main, open_archive, pass_ctx
+from dsmpacs.cli import Context, cli_actor, main, open_archive, pass_ctx
 
-ROLES = ("admin", "radiologist", "viewer")
-
-
-def _actor() -> str:
-    try:
-        return f"cli:{getpass.getuser()}"[:64]
-    except (KeyError, OSError):
-        return "cli"
+ROLES = ("admin", "radiologist", "viewer", "auditor")
 
 
 class _Session:
@@ -28,7 +20,7 @@ class _Session:
 
         self.archive = open_archive(ctx, upgrade=True)
         self.users = Users(self.archive.index)
-        self.audit = AuditTrail(self.archive.index)
+        self.audit = AuditTrail.of(self.archive)
 
     def __enter__(self) -> "_Session":
         return self
@@ -37,7 +29,7 @@ class _Session:
         self.archive.close()
 
     def record(self, action, detail: str) -> None:
-        self.audit.record(_actor(), action, detail=detail)
+        self.audit.record(cli_actor(), action, detail=detail, address="local")
 
 
 def _read_password(password_stdin: bool, generate: bool) -> tuple[str, bool]:
@@ -67,7 +59,8 @@ def user() -> None:
 @click.option("--generate", is_flag=True, help="Generate a password and print it once.")
 @pass_ctx
 def user_add(ctx: Context, username: str, role: str, password_stdin: bool, generate: bool) -> None:
-    """Add a user (admin, radiologist: view, export, send; viewer: view only)."""
+    """Add a user (admin, radiologist: view, export, send; viewer: view only;
+    auditor: the audit trail only)."""
     from dsmpacs.archive.audit import AuditAction
     from dsmpacs.archive.users import UserError
 

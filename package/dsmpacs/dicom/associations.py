@@ -7,11 +7,14 @@ import socket
 
 from dsmpacs.archive.access import AccessPolicy, Action
 from dsmpacs.archive.activity import INCOMING, Activity, AssociationSummary
+from dsmpacs.archive.audit import AuditAction
 from dsmpacs.archive.database import IndexUnavailable
 from dsmpacs.archive.models import utcnow
+from dsmpacs.dicom.auditing import DicomAudit
 
 log = logging.getLogger("dsmpacs.dicom.associations")
 _SUMMARY = "_dsmpacs_summary"
+STORE_DECISION = "_dsmpacs_store_decision"      # (allowed, reason), set by dicom/store.py
 
 
 def peer_of(assoc) -> str:
@@ -84,9 +87,10 @@ def handle_aborted(event) -> None:
                 peer_of(event.assoc))
 
 
-def handle_conn_close(event, activity: Activity) -> None:
-    """Write the association's one log row. Connections that never sent an
-    association request (port scans, health probes) leave no row."""
+def handle_conn_close(event, activity: Activity, audit: DicomAudit | None = None) -> None:
+    """Write the association's one log row (and its one audit record when it stored).
+    Connections that never sent an association request (port scans, health probes)
+    leave no row."""
     current = summary(event.assoc)
     if current is None or not event.assoc.is_acceptor:
         return
@@ -96,6 +100,12 @@ def handle_conn_close(event, activity: Activity) -> None:
         activity.record(current)
     except Exception:  # the log is bookkeeping: never let it break the listener
         log.exception("could not record the association with %s in the log", current.calling_ae)
+    if audit is not None:
+        decision = getattr(event.assoc, STORE_DECISION, None)
+        try:
+            audit.association_ended(current, "" if decision is None or decision[0] else decision[1])
+        except Exception:  # the stores are acknowledged already; the log line keeps the fact
+            log.exception("could not audit the association with %s", current.calling_ae)
 
 
 # A-ASSOCIATE-RJ (result, source, diagnostic), PS3.8 9.3.4
@@ -104,7 +114,7 @@ _CALLED_AE_NOT_RECOGNISED = (0x01, 0x01, 0x07)
 _TRANSIENT_NO_REASON = (0x02, 0x01, 0x01)
 
 
-def handle_requested(event, policy: AccessPolicy) -> None:
+def handle_requested(event, policy: AccessPolicy, audit: DicomAudit | None = None) -> None:
     """A-ASSOCIATE-RQ: apply the access policy before any negotiation. A wrong called
     AE title (check_called_ae) or an unregistered calling AE (strict_ae_check) is
     answered with A-ASSOCIATE-RJ, permanent, and logged with the peer's address."""
@@ -114,21 +124,25 @@ def handle_requested(event, policy: AccessPolicy) -> None:
     settings = policy.settings
     if settings.check_called_ae and called != settings.ae_title:
         _reject(assoc, _CALLED_AE_NOT_RECOGNISED, calling, called,
-                f"called AE title {called!r} is not {settings.ae_title!r}")
+                f"called AE title {called!r} is not {settings.ae_title!r}", audit)
         return
     if not settings.strict_ae_check:
         return      # unknown AEs may associate; each service checks what they may do
     try:
         allowed, reason = policy.allows(Action.ASSOCIATE, calling, assoc.requestor.address)
     except IndexUnavailable as exc:
-        _reject(assoc, _TRANSIENT_NO_REASON, calling, called, f"cannot check the registry: {exc}")
+        _reject(assoc, _TRANSIENT_NO_REASON, calling, called, f"cannot check the registry: {exc}", audit)
         return
     if not allowed:
-        _reject(assoc, _CALLING_AE_NOT_RECOGNISED, calling, called, reason)
+        _reject(assoc, _CALLING_AE_NOT_RECOGNISED, calling, called, reason, audit)
 
 
-def _reject(assoc, rsd: tuple[int, int, int], calling: str, called: str, reason: str) -> None:
+def _reject(assoc, rsd: tuple[int, int, int], calling: str, called: str, reason: str,
+            audit: DicomAudit | None) -> None:
     log.warning("association from %s (%s) to %s rejected: %s", calling, peer_of(assoc), called, reason)
+    if audit is not None:
+        audit.refused(AuditAction.ASSOCIATION_REJECTED, calling, called, assoc.requestor.address,
+                      "association", reason)
     assoc.acse.send_reject(*rsd)
     # As pynetdicom does for its own rejections: stop the DUL once the peer has closed.
     assoc.kill()

@@ -28,10 +28,13 @@ from pynetdicom.sop_class import (
 from dsmpacs.archive import Archive
 from dsmpacs.archive.access import AccessPolicy, Action
 from dsmpacs.archive.attributes import Level
+from dsmpacs.archive.audit import AuditAction
 from dsmpacs.archive.charset import TEXT_VRS, decode_text, encode_text, parse_charset
 from dsmpacs.archive.database import IndexUnavailable
 from dsmpacs.archive.query import KEYS, Query, QueryError, Search, key_for
+from dsmpacs.dicom import auditing
 from dsmpacs.dicom.associations import peer_of
+from dsmpacs.dicom.auditing import DicomAudit
 from dsmpacs.dicom.engine.wire import Element, PendingSender
 from dsmpacs.dicom.status import NOT_AUTHORIZED, OUT_OF_RESOURCES, status_dataset
 
@@ -67,7 +70,7 @@ def install(ae) -> None:
 
 def handlers(archive: Archive, policy: AccessPolicy) -> list:
     search = Search(archive.index)
-    return [(evt.EVT_C_FIND, handle_find, [archive, policy, search]),
+    return [(evt.EVT_C_FIND, handle_find, [archive, policy, search, auditing.for_archive(archive)]),
             (evt.EVT_SOP_EXTENDED, handle_sop_extended)]
 
 
@@ -107,7 +110,7 @@ class BadRequest(Exception):
         self.status = status
 
 
-def handle_find(event, archive: Archive, policy: AccessPolicy, search: Search):
+def handle_find(event, archive: Archive, policy: AccessPolicy, search: Search, audit: DicomAudit):
     """C-FIND (Patient Root and Study Root). Statuses:
       0xFF00 Pending: a match, every requested key supported
       0xFF01 Pending: a match; some requested keys are not supported and are
@@ -116,13 +119,15 @@ def handle_find(event, archive: Archive, policy: AccessPolicy, search: Search):
       0xFE00 Cancel: the SCU sent C-CANCEL; no more matches are sent
       0x0124 Refused: Not authorized (calling AE not registered, or may_find false)
       0xA700 Out of resources: more than query_limit matches (the first query_limit
-             were sent), or the index database is unreachable
+             were sent), or the index database is unreachable (the query cannot be
+             audited, so it is not run)
       0xA900 Identifier does not match SOP class: QueryRetrieveLevel missing or not
              valid for the information model
       0xC000 Unable to process: undecodable identifier or invalid matching value
     """
     assoc = event.assoc
     calling, peer = assoc.requestor.ae_title, peer_of(assoc)
+    called, address = str(assoc.acceptor.ae_title), assoc.requestor.address
     try:
         allowed, reason = policy.allows(Action.FIND, calling, assoc.requestor.address)
     except IndexUnavailable as exc:
@@ -131,6 +136,7 @@ def handle_find(event, archive: Archive, policy: AccessPolicy, search: Search):
         return
     if not allowed:
         log.warning("C-FIND refused for %s (%s): %s", calling, peer, reason)
+        audit.refused(AuditAction.ACCESS_DENIED, calling, called, address, "C-FIND", reason)
         yield status_dataset(NOT_AUTHORIZED, "calling AE not registered for C-FIND"), None
         return
     try:
@@ -144,6 +150,12 @@ def handle_find(event, archive: Archive, policy: AccessPolicy, search: Search):
         yield status_dataset(UNABLE_TO_PROCESS, "identifier cannot be decoded"), None
         return
 
+    try:
+        audit.search(calling, called, address, request.level.value, request.filters)
+    except IndexUnavailable as exc:
+        log.error("C-FIND from %s (%s): cannot be audited: %s", calling, peer, exc)
+        yield status_dataset(OUT_OF_RESOURCES, "index database unreachable"), None
+        return
     settings = archive.settings
     limit = settings.query_limit or None
     query = Query(request.level, request.filters, request.index_keys,

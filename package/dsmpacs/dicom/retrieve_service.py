@@ -25,9 +25,11 @@ from pynetdicom.sop_class import (
 )
 
 from dsmpacs.archive.access import AccessPolicy, Action
+from dsmpacs.archive.audit import AuditAction
 from dsmpacs.archive.database import IndexUnavailable
 from dsmpacs.archive.peers import PeerRegistry
 from dsmpacs.archive.retrieve import RetrieveError, StoredInstance, retrieve_keys, select_instances
+from dsmpacs.dicom import auditing
 from dsmpacs.dicom.engine.retrieve_class import suboperation_handler  # noqa: F401 (re-exported)
 from dsmpacs.dicom.sender import SubOperation
 
@@ -169,6 +171,9 @@ def authorized(call: RetrieveCall, archive, registry: PeerRegistry) -> bool:
         Action.RETRIEVE, call.calling_ae, call.address)
     if not allowed:
         log.warning("%s refused for %s: %s", call.kind, call.peer, reason)
+        auditing.for_archive(archive).refused(AuditAction.ACCESS_DENIED, call.calling_ae,
+                                              str(call.assoc.acceptor.ae_title), call.address,
+                                              call.kind, reason)
         call.final(NOT_AUTHORIZED, comment="calling AE may not retrieve")
     return allowed
 

@@ -12,6 +12,7 @@ from dsmpacs.archive.activity import Activity
 from dsmpacs.archive.peers import PeerRegistry
 from dsmpacs.dicom import (
     associations,
+    auditing,
     commitment,
     find,
     retrieve_service,
@@ -44,10 +45,11 @@ def build_ae(settings: Settings, archive: Archive) -> AE:
 def event_handlers(archive: Archive) -> list:
     # The policy reads the registry on every check: the web UI edits it while we run.
     policy = AccessPolicy(archive.settings, PeerRegistry(archive.index))
+    audit = auditing.for_archive(archive)
     return [
         (evt.EVT_CONN_OPEN, associations.handle_conn_open),
-        (evt.EVT_CONN_CLOSE, associations.handle_conn_close, [Activity(archive.index)]),
-        (evt.EVT_REQUESTED, associations.handle_requested, [policy]),
+        (evt.EVT_CONN_CLOSE, associations.handle_conn_close, [Activity(archive.index), audit]),
+        (evt.EVT_REQUESTED, associations.handle_requested, [policy, audit]),
         (evt.EVT_ESTABLISHED, associations.handle_established),
         (evt.EVT_REJECTED, associations.handle_rejected),
         (evt.EVT_ABORTED, associations.handle_aborted),

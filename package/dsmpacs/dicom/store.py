@@ -18,7 +18,6 @@ from dsmpacs.dicom.engine.store_service import fast_store_handler
 from dsmpacs.dicom.status import store_status
 
 log = logging.getLogger(__name__)
-_DECISION = "_dsmpacs_store_decision"
 
 
 def _may_store(assoc, policy: AccessPolicy | None) -> tuple[bool, str]:
@@ -28,10 +27,10 @@ def _may_store(assoc, policy: AccessPolicy | None) -> tuple[bool, str]:
     the archive itself asked for these instances (C-MOVE or C-GET as the client)."""
     if policy is None:
         return True, ""
-    decision = getattr(assoc, _DECISION, None)
+    decision = getattr(assoc, associations.STORE_DECISION, None)
     if decision is None:
         decision = policy.allows(Action.STORE, assoc.requestor.ae_title, assoc.requestor.address)
-        setattr(assoc, _DECISION, decision)
+        setattr(assoc, associations.STORE_DECISION, decision)
     return decision
 
 

@@ -100,6 +100,7 @@ def require(permission: Permission) -> None:
     if user is None or not user.can(permission):
         log.warning("%s refused %s on %s %s", user.username if user else "anonymous",
                     permission.value, request.method, request.path)
+        audit.record_refusal(403, f"needs permission {permission.value}")
         raise Forbidden(permission.value)
 
 
@@ -183,7 +184,7 @@ def login_failed(username: str, how: str, action: AuditAction = AuditAction.LOGI
 
 def login_succeeded(account: Account, how: str) -> None:
     services().throttle.success(username_key(account.username), client_address())
-    audit.record(AuditAction.LOGIN, actor=account.username, detail=how)
+    audit.record(AuditAction.LOGIN, actor=account.username, detail=how, role=account.role.value)
 
 
 # --- re-authentication before dangerous actions ---------------------------------------
@@ -298,6 +299,7 @@ def _authorization_user() -> Account | None:
 def unauthorized(api: bool | None = None):
     """The 401 response: login page for a browser, JSON plus a challenge otherwise."""
     api = is_api_request() if api is None else api
+    audit.record_refusal(401, "not signed in" if request.authorization is None else "wrong credentials")
     if wants_html():
         nxt = request.full_path if request.method == "GET" else "/"
         response = current_app.make_response(

@@ -40,7 +40,7 @@ class Services:
     def build(cls, settings: Settings, archive: Archive) -> "Services":
         roles_requiring(settings.require_totp_roles)       # refuse a typo at start, not later
         return cls(settings=settings, archive=archive, users=Users(archive.index),
-                   audit=AuditTrail(archive.index), activity=Activity(archive.index),
+                   audit=AuditTrail.of(archive), activity=Activity(archive.index),
                    statistics=Statistics(archive.index), peers=PeerRegistry(archive.index),
                    throttle=LoginThrottle.from_settings(settings),
                    sessions=Sessions.from_settings(archive.index, settings),

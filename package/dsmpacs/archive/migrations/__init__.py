@@ -14,7 +14,7 @@ import pkgutil
 
 import peewee
 
-LATEST_VERSION = 3
+LATEST_VERSION = 4
 
 
 def _module_for(version: int):
@@ -26,3 +26,16 @@ def _module_for(version: int):
 
 def apply(version: int, db: peewee.Database) -> None:
     _module_for(version).up(db)
+
+
+def missing_columns(db: peewee.Database, table: str, names) -> list[str]:
+    """Which of ``names`` the table lacks. Migrations add only those: on MariaDB each
+    ALTER commits on its own, so a migration cut short (a crash, a power cut) must
+    be able to run again over what it already did."""
+    present = {c.name for c in db.get_columns(table)}
+    return [n for n in names if n not in present]
+
+
+def missing_indexes(db: peewee.Database, table: str, names) -> list[str]:
+    present = {i.name for i in db.get_indexes(table)}
+    return [n for n in names if n not in present]

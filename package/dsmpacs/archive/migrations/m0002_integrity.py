@@ -6,14 +6,16 @@ import peewee
 from playhouse.migrate import MySQLMigrator, SqliteMigrator, migrate
 
 from dsmpacs.archive.database import _MYSQL_TABLE_SETTINGS, is_mysql
+from dsmpacs.archive.migrations import missing_columns
 from dsmpacs.archive.models import JobLease, integrity_columns
 
 
 def up(db: peewee.Database) -> None:
     migrator = MySQLMigrator(db) if is_mysql(db) else SqliteMigrator(db)
     # NOT NULL with a database default: one ALTER each, no table rebuild on SQLite.
-    migrate(*(migrator.add_column("instance", name, field, allow_not_null=True)
-              for name, field in integrity_columns().items()))
+    columns = integrity_columns()
+    migrate(*(migrator.add_column("instance", name, columns[name], allow_not_null=True)
+              for name in missing_columns(db, "instance", columns)))
     if is_mysql(db):
         JobLease._meta.table_settings = list(_MYSQL_TABLE_SETTINGS)
     try:

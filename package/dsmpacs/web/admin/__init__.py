@@ -1,5 +1,5 @@
 """Administration pages (admin role only): storage, activity, remote AEs, access
-policy, users and tokens, quarantine, audit trail."""
+policy, users and tokens, quarantine; and the audit trail (admins and auditors)."""
 from __future__ import annotations
 
 from flask import Blueprint, request
@@ -11,9 +11,12 @@ bp = Blueprint("admin", __name__)
 PAGE_SIZE = 50
 
 
+AUDIT_ENDPOINTS = {"admin.audit_trail"}
+
+
 @bp.before_request
 def _admins_only():
-    auth.require(Permission.ADMIN)
+    auth.require(Permission.AUDIT if request.endpoint in AUDIT_ENDPOINTS else Permission.ADMIN)
 
 
 @bp.context_processor

@@ -5,8 +5,10 @@ import re
 
 from flask import abort, render_template, request
 
+from dsmpacs.archive.audit import AuditAction, query_fields
 from dsmpacs.archive.browse import patient_timeline, search_studies
 from dsmpacs.archive.matching import QueryError
+from dsmpacs.web import audit
 from dsmpacs.web.browse import bp
 from dsmpacs.web.services import services
 
@@ -67,6 +69,7 @@ def index():
         page = 1
     result, error = None, None
     if not invalid:
+        audit.record(AuditAction.SEARCH, **query_fields("study list", "STUDY", filters))
         try:
             result = search_studies(services().archive.index, filters, page=page, per_page=PER_PAGE)
         except QueryError as exc:

@@ -18,10 +18,11 @@ from flask import Response, request
 from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
 
 from dsmpacs.archive.attributes import Level
+from dsmpacs.archive.audit import AuditAction, query_fields
 from dsmpacs.archive.models import Instance
 from dsmpacs.archive.query import KEYS, Query, QueryError, Search, key_for, keys_at
 from dsmpacs.archive.users import Permission
-from dsmpacs.web import auth
+from dsmpacs.web import audit, auth
 from dsmpacs.web.dicomweb import accept, dicomjson
 from dsmpacs.web.dicomweb.common import (
     base_url,
@@ -151,6 +152,7 @@ def search(level: Level, fixed: dict[str, str] | None = None) -> Response:
                                                                  "application/json"]) is None:
         fail(406, "search results are available as application/dicom+json only")
     query, page = parse_query(level, fixed or {})
+    audit.record(AuditAction.SEARCH, **query_fields("QIDO-RS", level.value, query.filters))
     try:
         rows = list(Search(services().archive.index).search(query))
     except QueryError as exc:
