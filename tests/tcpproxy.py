@@ -1,5 +1,5 @@
 """A TCP forwarder we can cut: the real MariaDB behind a link that goes down on demand.
-It can also watch what passes (``on_reply``: every chunk the server sent, once the
+It can also watch what passes (``on_reply``: every chunk the server sent, before the
 client has it), to time an answer on the wire from outside both peers."""
 from __future__ import annotations
 
@@ -48,9 +48,11 @@ class TcpProxy:
     def _pipe(src: socket.socket, dst: socket.socket, watch: Callable[[bytes], None] | None) -> None:
         try:
             while data := src.recv(65536):
-                dst.sendall(data)
+                # Watched before it is forwarded: the server has sent it, and the client
+                # cannot act on it (and a test thread cannot look) before it is recorded.
                 if watch is not None:
                     watch(data)
+                dst.sendall(data)
         except OSError:
             pass
         finally:

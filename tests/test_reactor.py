@@ -27,11 +27,18 @@ def test_a_side_thread_cannot_unpause_a_running_association():
     assoc = Association(AE(), "requestor")
     assert assoc._is_paused is False
     assoc.is_alive = lambda: True            # as while its reactor thread runs
-    assoc._is_paused = True                  # the reactor paused for release()
-    _write_from_side_thread(assoc, False)    # the N-EVENT-REPORT thread finishing
-    assert assoc._is_paused is True
-    _write_from_side_thread(assoc, True)     # setting it is always allowed (kill() does)
-    assert assoc._is_paused is True
+    assoc._reactor_checkpoint.clear()        # release() asks for a pause...
+    blocked = threading.Thread(target=assoc._reactor_checkpoint.wait)
+    blocked.start()                          # ...and the reactor is blocked at its checkpoint
+    assoc._is_paused = True
+    try:
+        _write_from_side_thread(assoc, False)    # the N-EVENT-REPORT thread finishing
+        assert assoc._is_paused is True
+        _write_from_side_thread(assoc, True)     # setting it is always allowed (kill() does)
+        assert assoc._is_paused is True
+    finally:
+        assoc._reactor_checkpoint.set()
+        blocked.join(5)
 
 
 def test_before_and_after_its_thread_runs_anyone_may_clear_it():
@@ -73,3 +80,28 @@ def test_a_response_wakes_the_requester_even_when_the_idle_reactor_waits_first()
     idle.join(5)
     assert got == [(1, "C-STORE-RSP")]
     assert elapsed < 1.0, f"the requester woke only after {elapsed:.1f} s"
+
+
+def test_another_thread_sees_the_reactor_paused_only_while_it_is_blocked():
+    """The reactor marks itself paused on every turn just before it passes its open
+    checkpoint; a send_* call that looked then would send while the reactor runs on,
+    and the reactor would take the response. Paused means blocked at the checkpoint."""
+    import time
+
+    reactor.install()
+    assoc = Association(AE(), "requestor")
+    assoc.__dict__["_started"] = threading.Event()   # as once its thread was started
+    assoc.is_alive = lambda: True
+    assoc._is_paused = True                 # the reactor's mark, checkpoint still open
+    assert assoc._is_paused is False        # ...is not a pause for anyone else
+
+    assoc._reactor_checkpoint.clear()       # a send_* call asks for a pause
+    blocked = threading.Thread(target=assoc._reactor_checkpoint.wait)
+    blocked.start()                         # the reactor reaches the checkpoint
+    deadline = time.monotonic() + 5
+    while not assoc._is_paused and time.monotonic() < deadline:
+        time.sleep(0.001)
+    assert assoc._is_paused is True
+    assoc._reactor_checkpoint.set()
+    blocked.join(5)
+    assert not blocked.is_alive()

@@ -25,7 +25,10 @@ end:
   and the requester slept on until ``dimse_timeout``: the 60 s C-MOVE stall
   seen under CPU load;
 * the reactor's "paused" flag can no longer be cleared by the side thread that
-  serves an N-EVENT-REPORT, which deadlocked release() (see _set_paused).
+  serves an N-EVENT-REPORT, which deadlocked release() (see _set_paused);
+* another thread sees the reactor as paused only while it is blocked at its
+  checkpoint (``Checkpoint``), so a response cannot be taken by the reactor
+  from the thread that sent the request.
 
 The waits only apply on those two threads of pynetdicom's own classes; every
 other caller of ``time.sleep`` in those modules gets the real one.
@@ -138,8 +141,47 @@ class BroadcastQueue(queue.Queue):
         self.not_empty.notify_all()
 
 
+class Checkpoint(threading.Event):
+    """The association reactor's checkpoint, knowing whether the reactor is blocked on it.
+
+    A send_* call clears the checkpoint and waits until ``_is_paused`` is true before
+    it sends its request. But the reactor sets ``_is_paused = True`` on every turn,
+    just before it passes the (still open) checkpoint and sets it back to False: a
+    caller that looks in that instant sends its request while the reactor runs on,
+    and the reactor's next ``get_msg`` takes the response ("Received unexpected
+    C-STORE service message"; the caller then waits out dimse_timeout or sees the
+    association close). So the reactor only counts as paused while it is really
+    blocked here (``holding``), and it stays blocked until the checkpoint is open
+    when it looks, not merely after it was opened once.
+    """
+
+    holding = False
+
+    def wait(self, timeout: float | None = None) -> bool:
+        with self._cond:
+            if self._flag:
+                return True
+            self.holding = True
+            try:
+                return self._cond.wait_for(lambda: self._flag, timeout)
+            finally:
+                self.holding = False
+
+
+def _running(assoc) -> bool:
+    return "_started" in assoc.__dict__ and assoc.is_alive()   # (Thread.__init__ runs late)
+
+
 def _get_paused(assoc) -> bool:
-    return assoc.__dict__.get("_dsmpacs_paused", False)
+    paused = assoc.__dict__.get("_dsmpacs_paused", False)
+    if (not paused or threading.current_thread() is assoc or not _running(assoc)
+            or assoc.__dict__.get("_kill", False)):
+        return paused
+    # Another thread asks whether it may use the association: only if the reactor is
+    # blocked at its checkpoint, or is serving a request on its own thread (a C-GET
+    # handler sending its sub-operations, see _serve_request's own pause).
+    checkpoint = assoc.__dict__.get("_reactor_checkpoint")
+    return bool(getattr(checkpoint, "holding", True)) or assoc.__dict__.get("_dsmpacs_serving", False)
 
 
 def _set_paused(assoc, value: bool) -> None:
@@ -149,8 +191,7 @@ def _set_paused(assoc, value: bool) -> None:
     # and the caller spins forever waiting for it: a modality releasing right after
     # its storage commitment report hung this way (pynetdicom issue 820). Only the
     # association's own thread may clear the flag; anyone may set it (kill() does).
-    running = "_started" in assoc.__dict__ and assoc.is_alive()   # (Thread.__init__ runs late)
-    if not value and running and threading.current_thread() is not assoc:
+    if not value and _running(assoc) and threading.current_thread() is not assoc:
         return
     assoc.__dict__["_dsmpacs_paused"] = value
 
@@ -165,6 +206,23 @@ def install() -> None:
     original_kill = _dul.DULServiceProvider.kill_dul
     original_run = _dul.DULServiceProvider.run_reactor
     original_dimse_init = _dimse.DIMSEServiceProvider.__init__
+    original_assoc_init = _association.Association.__init__
+    original_serve = _association.Association._serve_request
+
+    def assoc_init(self, *args, **kwargs):
+        original_assoc_init(self, *args, **kwargs)
+        self._reactor_checkpoint = Checkpoint()
+        self._reactor_checkpoint.set()
+
+    def serve_request(self, msg, context_id):
+        own = threading.current_thread() is self
+        if own:
+            self.__dict__["_dsmpacs_serving"] = True
+        try:
+            original_serve(self, msg, context_id)
+        finally:
+            if own:
+                self.__dict__["_dsmpacs_serving"] = False
 
     def dimse_init(self, *args, **kwargs):
         original_dimse_init(self, *args, **kwargs)
@@ -193,6 +251,8 @@ def install() -> None:
     _dul.DULServiceProvider.kill_dul = kill_dul
     _dul.DULServiceProvider.run_reactor = run_reactor
     _dimse.DIMSEServiceProvider.__init__ = dimse_init
+    _association.Association.__init__ = assoc_init
+    _association.Association._serve_request = serve_request
     _dul.time = _DulClock()
     _association.time = _AssociationClock()
     _association.Association._is_paused = property(_get_paused, _set_paused)
