@@ -145,6 +145,13 @@ class Settings:
         5.0, "After a user confirms their identity again (password or TOTP code) before a "
         "dangerous action (deleting a study, user, role or token changes), further such actions "
         "need no new confirmation for this many minutes.", minimum=0.01, maximum=60)
+    web_cors_origins: str = setting(
+        "", "Comma-separated origins (scheme://host[:port], for example https://ohif.example.org) "
+        "whose pages may call DICOMweb (/dicom-web and /wado) from the browser: an OHIF viewer or a "
+        "portal hosted elsewhere. Their preflight requests are answered without credentials and "
+        "their responses carry Access-Control-Allow-Origin; the requests themselves still need a "
+        "user's Basic password or bearer token (cookies are never accepted cross-origin). "
+        "Empty: no other origin is allowed. '*' is refused. See docs/dicomweb.md.")
     require_totp_roles: str = setting(
         "admin,auditor", "Comma-separated roles whose users must sign in with a TOTP code as well as "
         "their password. A user of such a role without TOTP is sent to enrolment right after "
@@ -289,8 +296,20 @@ class Settings:
                                 "(1-16 printable ASCII characters, no backslash)")
         if self.database_url and not self.database_url.startswith(("sqlite:", "mysql:")):
             raise SettingsError("database_url must start with sqlite:// or mysql://")
+        self.cors_origins  # raises SettingsError for a malformed origin
 
     # --- derived values ----------------------------------------------------
+    @property
+    def cors_origins(self) -> frozenset[str]:
+        """web_cors_origins as browsers serialise an Origin header: lower-case scheme and
+        host, no default port, no path."""
+        origins = set()
+        for raw in self.web_cors_origins.split(","):
+            raw = raw.strip()
+            if raw:
+                origins.add(_origin(raw))
+        return frozenset(origins)
+
     @property
     def effective_storage_root(self) -> Path:
         return self.storage_root or self.data_dir / "storage"
@@ -448,3 +467,20 @@ def settings_markdown() -> str:
             doc += " Secret: shown redacted."
         lines.append(f"| `{f.name}` | {kind} | {default} | {doc} |")
     return "\n".join(lines) + "\n"
+
+
+def _origin(raw: str) -> str:
+    try:
+        parts = urlsplit(raw)
+        port = parts.port
+    except ValueError:
+        parts, port = None, None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname or \
+            parts.path not in ("", "/") or parts.query or parts.fragment or parts.username \
+            or parts.password:
+        raise SettingsError(f"web_cors_origins: {raw!r} is not an origin like https://host[:port]")
+    host = parts.hostname.lower()
+    if ":" in host:
+        host = f"[{host}]"
+    default = 443 if parts.scheme == "https" else 80
+    return f"{parts.scheme}://{host}" + (f":{port}" if port not in (None, default) else "")

@@ -10,7 +10,7 @@ from flask.sessions import SecureCookieSessionInterface
 
 from dsmpacs.archive import Archive
 from dsmpacs.settings import Settings
-from dsmpacs.web import auth, csrf, errors, filters, i18n, secret, security
+from dsmpacs.web import auth, cors, csrf, errors, filters, i18n, secret, security
 from dsmpacs.web.services import EXTENSION, Services
 
 log = logging.getLogger(__name__)
@@ -42,7 +42,9 @@ def create_app(settings: Settings, archive: Archive) -> Flask:
     app.session_interface = SessionInterface()
     app.extensions[EXTENSION] = Services.build(settings, archive)
 
-    # Order matters: who is asking (auth) before whether the form is genuine (csrf).
+    # Order matters: a CORS preflight is answered before anyone is asked who they are
+    # (cors), who is asking (auth) before whether the form is genuine (csrf).
+    cors.init_app(app, settings)
     auth.init_app(app)
     csrf.init_app(app)
     i18n.init_app(app)

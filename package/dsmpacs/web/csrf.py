@@ -6,7 +6,7 @@ back, in the ``csrf_token`` form field or the ``X-CSRF-Token`` header; a
 cross-site page cannot read it, so it cannot forge the request. Requests
 authenticated by Basic or bearer credentials carry no cookie and need no
 token, but one coming from another site's page (browsers replay cached Basic
-credentials) is refused.
+credentials) is refused unless it comes from an origin in web_cors_origins.
 """
 from __future__ import annotations
 
@@ -14,9 +14,11 @@ import hmac
 import logging
 import secrets
 
-from flask import Flask, g, request, session
+from flask import Flask, current_app, g, request, session
 from markupsafe import Markup, escape
 from werkzeug.exceptions import Forbidden
+
+from dsmpacs.web import cors
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +54,8 @@ def _check():
     if request.method in SAFE_METHODS:
         return None
     if g.get("auth_method") in ("basic", "bearer"):
-        if request.headers.get("Sec-Fetch-Site") == "cross-site":
+        # An origin in web_cors_origins may (OHIF storing with STOW-RS from its own host).
+        if request.headers.get("Sec-Fetch-Site") == "cross-site" and cors.allowed_origin(current_app) is None:
             log.warning("refused a cross-site %s %s with API credentials", request.method, request.path)
             raise CSRFError()
         return None
