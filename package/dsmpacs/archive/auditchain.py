@@ -30,7 +30,7 @@ import threading
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable
 
 # The signed fields, in the order they are signed. Changing this breaks every chain.
 SIGNED = ("seq", "at", "actor", "role", "action", "event", "outcome", "study_instance_uid",
@@ -279,14 +279,3 @@ def write_state(path: Path, state: ChainState) -> None:
     with os.fdopen(fd, "w", encoding="utf-8") as fh:
         json.dump(asdict(state), fh)
     os.replace(tmp, path)
-
-
-def batched(rows: Iterator[dict], size: int) -> Iterator[list[dict]]:
-    batch: list[dict] = []
-    for row in rows:
-        batch.append(row)
-        if len(batch) == size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch

@@ -96,10 +96,6 @@ class CappedAssociationServer(ThreadedAssociationServer):
             if self._counts[host] <= 0:
                 del self._counts[host]
 
-    def connections_from(self, host: str) -> int:
-        with self._count_lock:
-            return self._counts[host]
-
 
 def start_listener(ae, address: tuple[str, int], evt_handlers: list, *, per_address: int):
     """Start ``ae`` listening on ``address`` in a background thread, as
