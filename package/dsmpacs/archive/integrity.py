@@ -57,11 +57,7 @@ def record(index: Index, row: Instance, check: Check, by: str) -> None:
     """Store what a re-hash found: the verified time, or the corrupt mark (logged as an
     error when it is new). ``by`` names who looked (verify, commitment, job)."""
     if check.ok:
-        with index.write():
-            Instance.update(verified_at=utcnow(), corrupt=False, corrupt_reason="").where(
-                Instance.id == row.id).execute()
-        if row.corrupt:
-            log.warning("%s: %s matches its checksum again; it is served again", by, row.sop_instance_uid)
+        _mark_verified(index, [row], by)
         return
     mark_corrupt(index, row.id, row.sop_instance_uid, f"{check.finding.value}: {check.detail}", by,
                  rehashed=True)
@@ -89,13 +85,17 @@ class Recorder:
         if not self._ok:
             return
         rows, self._ok = self._ok, []
-        with self.index.write():
-            Instance.update(verified_at=utcnow(), corrupt=False, corrupt_reason="").where(
-                Instance.id.in_([r.id for r in rows])).execute()
-        for row in rows:
-            if row.corrupt:
-                log.warning("%s: %s matches its checksum again; it is served again", self.by,
-                            row.sop_instance_uid)
+        _mark_verified(self.index, rows, self.by)
+
+
+def _mark_verified(index: Index, rows: list[Instance], by: str) -> None:
+    """Rows whose files matched: verified now, and served again if they were marked."""
+    with index.write():
+        Instance.update(verified_at=utcnow(), corrupt=False, corrupt_reason="").where(
+            Instance.id.in_([r.id for r in rows])).execute()
+    for row in rows:
+        if row.corrupt:
+            log.warning("%s: %s matches its checksum again; it is served again", by, row.sop_instance_uid)
 
 
 def mark_corrupt(index: Index, instance_id: int, sop_instance_uid: str, reason: str, by: str, *,
