@@ -67,18 +67,14 @@ def serve(settings: Settings, commands: dict[str, list[str]]) -> int:
 AUDIT_HOUSEKEEPING_SECONDS = 24 * 3600
 
 
-def start_audit_housekeeping(archive: Archive) -> threading.Event:
+def start_audit_housekeeping(archive: Archive, stop: threading.Event) -> None:
     """Prune and verify the audit trail now and then daily, and export it to syslog when
-    configured, in daemon threads (one process does it: the DICOM daemon). Set the
-    returned event to stop them."""
+    configured, in daemon threads (one process does it: the DICOM daemon), until ``stop``."""
     from dsmpacs import syslog_export
     from dsmpacs.archive.audit import AuditTrail, housekeeping
 
-    stop = threading.Event()
     settings = archive.settings
-    exporter = syslog_export.start(settings, AuditTrail.of(archive))
-    if exporter is not None:
-        threading.Thread(target=lambda: (stop.wait(), exporter.stop.set()), daemon=True).start()
+    exporter = syslog_export.start(settings, AuditTrail.of(archive), stop=stop)
 
     def run() -> None:
         while True:
@@ -91,7 +87,6 @@ def start_audit_housekeeping(archive: Archive) -> threading.Event:
                 return
 
     threading.Thread(target=run, name="audit-housekeeping", daemon=True).start()
-    return stop
 
 
 def serve_dicom(settings: Settings, *, recover: bool = True) -> None:
@@ -103,20 +98,20 @@ def serve_dicom(settings: Settings, *, recover: bool = True) -> None:
     if recover:
         archive.recover()
     server = dicom_server.start(settings, archive)
-    # Re-hashing runs beside the listener (archive/verification.py); it holds a lease
-    # in the index, so other nodes over the same index leave it alone meanwhile.
+    # Background work beside the listener, all ended by one event: re-hashing
+    # (archive/verification.py, which holds a lease in the index so other nodes over
+    # the same index leave it alone meanwhile) and the audit trail's housekeeping.
     stop_jobs = threading.Event()
     verifier = verification.start_background(archive, stop_jobs)
     host, port = server.server_address[:2]
     runfiles.write(settings, "dicom", host=host, port=port, ae_title=settings.ae_title)
     heartbeat = runfiles.start_heartbeat(settings, "dicom", lambda: server.socket.fileno() >= 0)
-    housekeeping = start_audit_housekeeping(archive)
+    start_audit_housekeeping(archive, stop_jobs)
     log.info("DICOM listener up on %s:%s as %s", host, port, settings.ae_title)
     print(f"DICOM listening on {host}:{port} as AE title {settings.ae_title}", flush=True)
     try:
         wait_for_stop()
     finally:
-        housekeeping.set()
         heartbeat.set()
         stop_jobs.set()
         runfiles.remove(settings, "dicom")

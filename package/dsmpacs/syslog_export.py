@@ -97,10 +97,10 @@ def tls_context(settings: Settings) -> ssl.SSLContext:
 class Exporter:
     """Sends every record after the delivered position, then waits for more."""
 
-    def __init__(self, settings: Settings, trail: AuditTrail):
+    def __init__(self, settings: Settings, trail: AuditTrail, stop: threading.Event | None = None):
         self.settings = settings
         self.trail = trail
-        self.stop = threading.Event()
+        self.stop = stop if stop is not None else threading.Event()
         self.hostname = socket.gethostname()
         self._context = tls_context(settings)
 
@@ -176,10 +176,12 @@ class Exporter:
             conn.close()
 
 
-def start(settings: Settings, trail: AuditTrail, poll: float = 1.0) -> Exporter | None:
-    """Run the exporter in a daemon thread when audit_syslog_host is set."""
+def start(settings: Settings, trail: AuditTrail, poll: float = 1.0,
+          stop: threading.Event | None = None) -> Exporter | None:
+    """Run the exporter in a daemon thread when audit_syslog_host is set, until ``stop``
+    (its own event when not given: ``exporter.stop``)."""
     if not settings.audit_syslog_host:
         return None
-    exporter = Exporter(settings, trail)
+    exporter = Exporter(settings, trail, stop)
     threading.Thread(target=exporter.run, args=(poll,), name="audit-syslog", daemon=True).start()
     return exporter

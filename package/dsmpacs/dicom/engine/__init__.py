@@ -13,8 +13,10 @@ deliberate act that re-reads each module below against the new source.
 What each module changes, and the upstream hook it uses or lacks:
 
 * ``reactor``      idle waits of the DUL and association threads end on events,
-                   not 1 ms polls; every waiter on a DIMSE queue is woken (the
-                   60 s C-MOVE stall); the "paused" flag race (pynetdicom #820).
+                   not 1 ms polls; every waiter on a DIMSE queue is woken, and the
+                   reactor counts as paused only while blocked at its checkpoint
+                   (the 60 s C-MOVE stall, responses taken by the reactor); the
+                   "paused" flag race (pynetdicom #820).
 * ``transport``    PDU reads into one buffer; bounds on announced PDU lengths and on
                    the time a PDU may take (a fixed deadline until the association is
                    established); non-DICOM bytes answered with A-ABORT and a close,
