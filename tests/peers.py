@@ -154,7 +154,8 @@ class ServerProcess:
     @property
     def web_url(self) -> str:
         assert self.web_port is not None, "the web server is not running"
-        return f"http://127.0.0.1:{self.web_port}"
+        scheme = "https" if str(self.sets.get("web_tls", "")).lower() in ("true", "1", "yes", "on") else "http"
+        return f"{scheme}://127.0.0.1:{self.web_port}"
 
     def url(self, path: str = "/") -> str:
         return self.web_url + path

@@ -123,40 +123,45 @@ def serve_dicom(settings: Settings, *, recover: bool = True) -> None:
 
 
 def serve_web(settings: Settings) -> None:
-    """Run the web server (UI, DICOMweb, /-/ introspection) until SIGTERM/SIGINT."""
-    from waitress import create_server
-
+    """Run the web server (UI, DICOMweb, /-/ introspection) until SIGTERM/SIGINT:
+    cheroot (web/server.py), over HTTPS when web_tls is set."""
+    from dsmpacs.web import server as web_server
     from dsmpacs.web.app import create_app
 
     archive = build_archive(settings, upgrade=True)
     app = create_app(settings, archive)
-    proxy = {}
-    if settings.web_trusted_proxy:
-        proxy = dict(trusted_proxy=settings.web_trusted_proxy, trusted_proxy_count=1,
-                     trusted_proxy_headers={"x-forwarded-for", "x-forwarded-proto"})
-    # waitress refuses bodies above its own 1 GiB default; a STOW-RS of a whole
-    # angiography study is larger, so the limit follows stow_max_mb (plus framing).
-    server = create_server(app, host=settings.web_host, port=settings.web_port,
-                           threads=settings.web_threads, ident="dsmpacs",
-                           clear_untrusted_proxy_headers=True,
-                           max_request_body_size=(settings.stow_max_mb + 1) * 2**20, **proxy)
-    host, port = server.effective_host, server.effective_port
+    context = None
+    if settings.web_tls:
+        from dsmpacs.tls import server_context
+
+        context = server_context(settings)
+    server = web_server.build(app, settings, context)
+    server.prepare()                 # binds, starts the worker threads
+    host, port = server.socket.getsockname()[:2]
+    scheme = "https" if context is not None else "http"
     runfiles.write(settings, "web", host=host, port=port)
-    heartbeat = runfiles.start_heartbeat(settings, "web", lambda: True)
+    heartbeat = runfiles.start_heartbeat(settings, "web", lambda: server.ready)
+
+    stopper = threading.Thread(target=server.stop, name="web-stop")
 
     def stop(*_):
-        # waitress's loop turns SystemExit into an orderly shutdown of its workers.
-        raise SystemExit(0)
+        # cheroot stops from another thread: its select loop ends within half a second
+        # and serve() returns. (An exception raised here could land while cheroot holds
+        # one of its locks, which stop() then waits for.)
+        if not stopper.is_alive() and stopper.ident is None:
+            stopper.start()
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, stop)
-    log.info("web server up on %s:%s", host, port)
-    print(f"Web listening on http://{_url_host(host)}:{port}/", flush=True)
+    log.info("web server up on %s://%s:%s", scheme, host, port)
+    print(f"Web listening on {scheme}://{_url_host(host)}:{port}/", flush=True)
     try:
-        server.run()
+        server.serve()
     finally:
         heartbeat.set()
         runfiles.remove(settings, "web")
-        server.close()
+        if stopper.ident is None:
+            stopper.start()
+        stopper.join()
         archive.close()
         log.info("web server stopped")

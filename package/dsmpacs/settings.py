@@ -124,6 +124,16 @@ class Settings:
     web_threads: int = setting(
         8, "Worker threads of the web server: requests served at the same time (rendering, "
         "DICOMweb transfers). More threads use more memory.", minimum=1, maximum=64)
+    web_tls: bool = setting(
+        False, "Serve the UI and DICOMweb over HTTPS on web_port, with the certificate and key in "
+        "<data_dir>/tls/server.pem and server.key (`dsmpacs tls init` creates them). TLS 1.2 or "
+        "newer; plain HTTP on that port is refused. Off: plain HTTP, for use behind a reverse "
+        "proxy that terminates HTTPS (DSM's, see docs/security.md) or on a closed network.")
+    web_timeout: float = setting(
+        30.0, "Seconds the web server waits for a client that has gone quiet (each read or write) "
+        "and the longest time a request's TLS handshake, request line and headers may take in "
+        "total, so a client trickling bytes holds a worker thread for this long at most. Also "
+        "how long an idle keep-alive connection stays open.", minimum=1, maximum=3600)
     web_trusted_proxy: str = setting(
         "", "Address of a reverse proxy in front of the web server (for example 127.0.0.1 "
         "for DSM's own reverse proxy). Its X-Forwarded-For and X-Forwarded-Proto headers are "

@@ -10,12 +10,13 @@ from flask.sessions import SecureCookieSessionInterface
 
 from dsmpacs.archive import Archive
 from dsmpacs.settings import Settings
-from dsmpacs.web import auth, cors, csrf, errors, filters, i18n, secret, security
+from dsmpacs.web import auth, cors, csrf, errors, filters, i18n, proxy, secret, security
 from dsmpacs.web.services import EXTENSION, Services
 
 log = logging.getLogger(__name__)
 
 SESSION_COOKIE = "dsmpacs_session"   # DSM and other apps share the host's cookie jar
+MAX_BODY_BYTES = 16 * 2**20
 
 
 class SessionInterface(SecureCookieSessionInterface):
@@ -37,6 +38,9 @@ def create_app(settings: Settings, archive: Archive) -> Flask:
         # Bounds the signature's age; the session's own lifetime is its index row's.
         PERMANENT_SESSION_LIFETIME=timedelta(hours=settings.web_session_hours),
         MAX_FORM_MEMORY_SIZE=1 * 2**20,
+        # Any request body: forms and JSON are small. STOW-RS raises its own request's
+        # limit (stow_max_mb) once the caller is known to be allowed to store.
+        MAX_CONTENT_LENGTH=MAX_BODY_BYTES,
     )
     app.json.ensure_ascii = False
     app.session_interface = SessionInterface()
@@ -52,6 +56,8 @@ def create_app(settings: Settings, archive: Archive) -> Flask:
     security.init_app(app)
     errors.init_app(app)
     register_blueprints(app)
+    # Outermost: the client's address and scheme are settled before anything reads them.
+    app.wsgi_app = proxy.TrustedProxy(app.wsgi_app, settings.web_trusted_proxy)
     return app
 
 

@@ -4,6 +4,13 @@ No inline script anywhere (script-src 'self'): patient names and descriptions
 come from DICOM senders, and even a missed escape cannot run code. Pages may
 be framed only by this origin (DSM opens the UI in a window of its own).
 Pages with patient data are not cached by the browser or proxies.
+
+A response to an HTTPS request (served by us with web_tls, or by the trusted
+reverse proxy, which says so in X-Forwarded-Proto) carries HSTS: the browser
+then uses HTTPS for this host for a year, even when a link or a typed address
+says http. Without includeSubDomains: the NAS's name may have subdomains that
+serve other things, not all of them over HTTPS. Never on plain HTTP (RFC 6797
+forbids it, and it would lock out a site that only speaks HTTP).
 """
 from __future__ import annotations
 
@@ -23,6 +30,7 @@ CONTENT_SECURITY_POLICY = "; ".join([
     "form-action 'self'",
     "frame-ancestors 'self'",
 ])
+HSTS = "max-age=31536000"
 
 
 def _headers(response: Response) -> Response:
@@ -32,6 +40,8 @@ def _headers(response: Response) -> Response:
     h.setdefault("X-Frame-Options", "SAMEORIGIN")
     h.setdefault("Referrer-Policy", "same-origin")
     h.setdefault("Cross-Origin-Opener-Policy", "same-origin")
+    if request.is_secure:
+        h.setdefault("Strict-Transport-Security", HSTS)
     if request.endpoint != "static" and "Cache-Control" not in h:
         h["Cache-Control"] = "no-store"
     return response

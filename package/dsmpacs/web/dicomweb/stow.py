@@ -154,6 +154,9 @@ def response_body(results: list[StoreResult], base: str, study: str | None) -> t
 def store(study: str | None) -> Response:
     if study is not None:
         check_uids(study)
+    # The caller may store (the decorator said so): only now may the body be larger
+    # than the app's small default (web/app.py), up to stow_max_mb and its framing.
+    request.max_content_length = _max_bytes() + 2**20
     length = request.content_length
     if length is not None and length > _max_bytes():
         fail(413, f"request body of {length} bytes is larger than stow_max_mb "
