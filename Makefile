@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 DATA   ?= var
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test bench venv spk settings-doc clean
+.PHONY: run test bench venv spk wheelhouse settings-doc clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -m venv --help >/dev/null 2>&1 || { echo "python3 venv is missing: sudo apt-get install python3-venv"; exit 1; }
@@ -40,8 +40,13 @@ bench: $(STAMP)
 spk: $(STAMP)
 	PYTHON=$(BIN)/python ./spk_build.sh
 
+## Keep every wheel `make spk` needs in ./wheelhouse, so later builds work offline
+wheelhouse: $(STAMP)
+	PYTHON=$(BIN)/python ./spk_build.sh --wheelhouse
+
 settings-doc: $(STAMP)
 	$(BIN)/dsmpacs settings --markdown > docs/settings.md
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info bench/.corpus bench/.work
+# (wheelhouse/ stays: refilling it needs the network)

@@ -6,10 +6,17 @@
 #   PYTHON                  build interpreter with pip and Pillow (default: .venv/bin/python)
 #   PYTHON_PACKAGE          SynoCommunity interpreter package the SPK depends on (python311)
 #   SPK_BUILD               build number after the "-" of the DSM version (default: the number
-#                           of commits, so each commit's package orders after the previous one)
+#                           of commits, so each commit's package orders after the previous one;
+#                           a shallow clone has no true count, so it must set SPK_BUILD)
+#   SPK_WHEELHOUSE          local wheel directory used instead of a package index (default:
+#                           wheelhouse/ when it exists; `make wheelhouse` fills it while online)
 #   SPK_CONSTRAINTS         exact pins of the bundled wheels (default: constraints.txt)
 #   SPK_EXTRA_REQUIREMENTS  more requirements to bundle, e.g. optional pixel-data decoders
 #   SPK_OUT                 output directory (default: dist)
+#
+#   ./spk_build.sh --wheelhouse   fill SPK_WHEELHOUSE (default wheelhouse/) with every wheel
+#                                 a build needs, both arch families and the build backend,
+#                                 so that later builds need no network (`make wheelhouse`)
 #
 # The package holds every wheel the application needs, so it installs with no
 # network. If they are all pure Python the result is one noarch .spk; otherwise
@@ -24,6 +31,9 @@ PYTHON_PACKAGE=${PYTHON_PACKAGE:-python311}
 CONSTRAINTS=${SPK_CONSTRAINTS:-$ROOT/constraints.txt}
 EXTRA=${SPK_EXTRA_REQUIREMENTS:-}
 OUT=${SPK_OUT:-$ROOT/dist}
+WHEELHOUSE=${SPK_WHEELHOUSE:-$ROOT/wheelhouse}
+FILL_WHEELHOUSE=no
+[ "${1:-}" = "--wheelhouse" ] && FILL_WHEELHOUSE=yes
 
 die() {
     echo "spk_build: $*" >&2
@@ -45,24 +55,54 @@ tool() {
     PYTHONPATH="$ROOT/package" "$PYTHON" "$ROOT/dsm/tools/spktool.py" "$@"
 }
 
-if [ -z "${SPK_BUILD:-}" ]; then
-    SPK_BUILD=$(git -C "$ROOT" rev-list --count HEAD 2>/dev/null || echo 1)
+if [ -z "${SPK_BUILD:-}" ] && [ "$FILL_WHEELHOUSE" = no ]; then
+    # DSM refuses to "upgrade" to a lower build, so the number must only grow. The
+    # commit count does, along one branch, but a shallow clone counts only what it
+    # fetched (0.1.0-0001 after 0.1.0-0025): refuse rather than build a downgrade.
+    [ "$(git -C "$ROOT" rev-parse --is-shallow-repository 2>/dev/null)" = false ] \
+        || die "cannot count commits (not a git checkout, or a shallow clone): run \
+'git fetch --unshallow', or set SPK_BUILD to a number above the last package's build"
+    SPK_BUILD=$(git -C "$ROOT" rev-list --count HEAD)
 fi
-case $SPK_BUILD in
+case ${SPK_BUILD:-0} in
     "" | *[!0-9]*) die "SPK_BUILD must be a number, not '$SPK_BUILD'" ;;
 esac
-BUILD=$(printf '%04d' "$(echo "$SPK_BUILD" | sed -e 's/^0*//' -e 's/^$/0/')")
+BUILD=$(printf '%04d' "$(echo "${SPK_BUILD:-0}" | sed -e 's/^0*//' -e 's/^$/0/')")
 VERSION="$(tool version "$ROOT/pyproject.toml")-$BUILD"
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/spk-build.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT
 trap 'exit 1' INT TERM
 
-echo "spk_build: DSM PACS $VERSION for $PYTHON_PACKAGE" >&2
+# Where wheels come from: a package index, or only the local wheelhouse (offline).
+# Offline, PIP_CONFIG_FILE=/dev/null: the machine's own pip configuration (its
+# find-links, say) must not add wheels the wheelhouse lacks.
+INDEX="--disable-pip-version-check"
+if [ "$FILL_WHEELHOUSE" = no ] && [ -d "$WHEELHOUSE" ]; then
+    INDEX="$INDEX --no-index --find-links $WHEELHOUSE"
+    export PIP_CONFIG_FILE=/dev/null
+    echo "spk_build: offline, wheels from $WHEELHOUSE" >&2
+fi
+offline_hint() {
+    if [ "$FILL_WHEELHOUSE" = no ] && [ -d "$WHEELHOUSE" ]; then
+        echo "$WHEELHOUSE lacks a wheel this build needs: run 'make wheelhouse' again while online"
+    else
+        echo "if no package index is reachable, run 'make wheelhouse' once while online"
+    fi
+}
+
+if [ "$FILL_WHEELHOUSE" = yes ]; then
+    echo "spk_build: filling $WHEELHOUSE for $PYTHON_PACKAGE" >&2
+else
+    echo "spk_build: DSM PACS $VERSION for $PYTHON_PACKAGE" >&2
+fi
 
 # The application as a wheel, then everything it needs for one DSM arch family.
-"$PYTHON" -m pip wheel --quiet --disable-pip-version-check --no-deps \
-    --wheel-dir "$WORK/project" "$ROOT" >&2
+# (The build backend comes from the index or the wheelhouse: pip builds in isolation.)
+# shellcheck disable=SC2086 # INDEX is a list of options
+"$PYTHON" -m pip wheel --quiet $INDEX --no-deps \
+    --wheel-dir "$WORK/project" "$ROOT" >&2 \
+    || die "could not build the dsmpacs wheel (pip's reason is above); $(offline_hint)"
 PROJECT_WHEEL=$(find "$WORK/project" -name 'dsmpacs-*.whl')
 [ -n "$PROJECT_WHEEL" ] || die "pip wheel made no dsmpacs wheel"
 
@@ -73,16 +113,33 @@ download() {
         armv8) machine=aarch64 ;;
     esac
     mkdir -p "$WORK/wheels-$family"
-    # shellcheck disable=SC2086 # EXTRA is a list of requirements
-    "$PYTHON" -m pip download --quiet --disable-pip-version-check --only-binary=:all: \
+    # shellcheck disable=SC2086 # EXTRA is a list of requirements, INDEX of options
+    "$PYTHON" -m pip download --quiet $INDEX --only-binary=:all: \
         --platform "manylinux2014_$machine" --platform "manylinux_2_17_$machine" \
         --python-version "$PYVER" --implementation cp --abi "$CPTAG" \
         --constraint "$CONSTRAINTS" --dest "$WORK/wheels-$family" \
         "$PROJECT_WHEEL" $EXTRA >&2 \
         || die "no wheel set for DSM $family (manylinux2014 $machine, Python $PYVER): pip's \
-reason is above. Pin, in $CONSTRAINTS, a version that publishes manylinux2014 wheels."
+reason is above. Pin, in $CONSTRAINTS, a version that publishes manylinux2014 wheels; \
+$(offline_hint)."
     tool wheels "$family" "$PYVER" "$WORK/wheels-$family" "$CONSTRAINTS"
 }
+
+if [ "$FILL_WHEELHOUSE" = yes ]; then
+    # Both families (whichever a later build needs), and the build backend that
+    # `pip wheel` of the application installs in its isolated environment.
+    download x86_64 >/dev/null
+    download armv8 >/dev/null
+    mkdir -p "$WHEELHOUSE"
+    "$PYTHON" -m pip download --quiet --disable-pip-version-check --only-binary=:all: \
+        --dest "$WORK/build-backend" "setuptools>=68" wheel >&2 \
+        || die "could not download the build backend (setuptools, wheel)"
+    # The application's own wheel stays out: it is built from the source each time.
+    find "$WORK/wheels-x86_64" "$WORK/wheels-armv8" "$WORK/build-backend" -name '*.whl' \
+        ! -name 'dsmpacs-*' -exec cp {} "$WHEELHOUSE/" \;
+    echo "spk_build: $(find "$WHEELHOUSE" -name '*.whl' | wc -l) wheels in $WHEELHOUSE" >&2
+    exit 0
+fi
 
 # (Assigned first: under set -e a failed command substitution stops the script here.)
 kind=$(download x86_64)

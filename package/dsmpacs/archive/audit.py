@@ -78,6 +78,7 @@ class AuditAction(str, Enum):
     SETTINGS_CHANGE = "settings-change"
     DB_UPGRADE = "db-upgrade"
     DB_BACKUP = "db-backup"
+    TLS_CHANGE = "tls-change"               # certificates created, renewed, imported, trusted
     # the trail itself
     AUDIT_READ = "audit-read"
     AUDIT_VERIFY = "audit-verify"
@@ -130,6 +131,7 @@ EVENTS: dict[AuditAction, str] = {
     AuditAction.SETTINGS_CHANGE: _SECURITY_CONFIG,
     AuditAction.DB_UPGRADE: f"{_ALERT}: Software Configuration",
     AuditAction.DB_BACKUP: "Export",
+    AuditAction.TLS_CHANGE: _SECURITY_CONFIG,
     AuditAction.AUDIT_READ: _AUDIT_LOG_USED,
     AuditAction.AUDIT_VERIFY: _AUDIT_LOG_USED,
     AuditAction.AUDIT_PRUNE: _AUDIT_LOG_USED,

@@ -89,6 +89,7 @@ from dsmpacs.cli import (  # noqa: E402,F401
     query,
     retrieve,
     server,
+    tls,
     transfer,
     users,
 )
