@@ -186,9 +186,16 @@ class Settings:
         minimum=1, maximum=100000)
     stow_max_mb: int = setting(
         1000, "Largest STOW-RS upload (one request body), in MiB; a larger one is refused with "
-        "HTTP 413 and nothing of it is stored. The web server buffers a body on disk in the "
-        "system's temporary directory while it arrives, so that needs this much free space.",
+        "HTTP 413 and nothing of it is stored. Each part is staged in the storage's .tmp/ "
+        "directory as it arrives (only after the caller was authenticated and may store), so "
+        "the storage needs this much free space besides.",
         minimum=1, maximum=16384)
+    stow_max_parts: int = setting(
+        10000, "Most instances (multipart parts) in one STOW-RS request; a request with more is "
+        "refused with HTTP 413 as soon as the next part starts, and nothing of it is stored. "
+        "10000 holds a large thin-slice CT or multi-phase study in one request; every part costs "
+        "a file, an fsync and an index transaction before the one answer goes out, so clients "
+        "with more send several requests.", minimum=1, maximum=1000000)
 
     # --- ingest ------------------------------------------------------------
     duplicate_policy: str = setting(

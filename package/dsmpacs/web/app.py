@@ -10,7 +10,7 @@ from flask.sessions import SecureCookieSessionInterface
 
 from dsmpacs.archive import Archive
 from dsmpacs.settings import Settings
-from dsmpacs.web import auth, cors, csrf, errors, filters, i18n, proxy, secret, security
+from dsmpacs.web import auth, cors, csrf, errors, filters, i18n, proxy, secret, security, uploads
 from dsmpacs.web.services import EXTENSION, Services
 
 log = logging.getLogger(__name__)
@@ -47,10 +47,12 @@ def create_app(settings: Settings, archive: Archive) -> Flask:
     app.extensions[EXTENSION] = Services.build(settings, archive)
 
     # Order matters: a CORS preflight is answered before anyone is asked who they are
-    # (cors), who is asking (auth) before whether the form is genuine (csrf).
+    # (cors), who is asking (auth) before whether the form is genuine (csrf) or the
+    # body acceptable (uploads). None of them reads a body that is not a small form.
     cors.init_app(app, settings)
     auth.init_app(app)
     csrf.init_app(app)
+    uploads.init_app(app)
     i18n.init_app(app)
     filters.init_app(app)
     security.init_app(app)

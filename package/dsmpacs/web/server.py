@@ -22,7 +22,9 @@ What this module changes in cheroot, each for a reason a test shows:
 - The TLS handshake runs in a worker thread, not in cheroot's only
   accept/select thread (cheroot issue #748: one client that connects and
   sends nothing stops the whole server for the timeout, a trickling one for
-  ever).
+  ever), and a new connection gets a worker only once the client has sent
+  its first bytes (until then it waits in the selector, as idle keep-alive
+  connections do).
 - A request's handshake, request line and headers must arrive within
   ``web_timeout`` in total, not merely one read at a time: a client trickling
   header bytes holds a worker thread for that long at most (see
@@ -197,6 +199,7 @@ class Connection(server.HTTPConnection):
     def __init__(self, srv, sock, makefile=server.MakeFile):
         super().__init__(srv, sock, makefile)
         self.handshake_pending = isinstance(sock, ssl.SSLSocket)
+        self.fresh = True
 
     def communicate(self):
         self.server.watchdog.start(self)
@@ -293,6 +296,16 @@ class Watchdog:
 
 class Server(wsgi.Server):
     ConnectionClass = Connection
+
+    def process_conn(self, conn):
+        # A new connection waits in cheroot's selector, like an idle keep-alive one, until
+        # the client sends something: one that connects and says nothing costs a file
+        # descriptor until web_timeout, not a worker thread.
+        if getattr(conn, "fresh", False):
+            conn.fresh = False
+            self._connections.put(conn)
+            return
+        super().process_conn(conn)
 
     def prepare(self):
         super().prepare()

@@ -63,7 +63,16 @@ def _spool_body(boundary: str) -> list[Part10Stager]:
     storage = services().archive.storage
     sinks: list[Part10Stager] = []
 
+    max_parts = services().settings.stow_max_parts
+
     def open_sink(headers: dict[str, str]) -> Part10Stager:
+        if sinks:
+            # The previous part is complete: close its file now, so one request keeps one
+            # file open however many parts it has (the ingest fsyncs each later).
+            sinks[-1].close(sync=False)
+        if len(sinks) >= max_parts:
+            fail(413, f"more than stow_max_parts ({max_parts}) parts in one request; "
+                      "send them in several requests")
         media = normalize_media_type(headers.get("content-type", DICOM).split(";")[0])
         if media != DICOM:
             fail(415, f"part {len(sinks) + 1} is {media[:60]!r}; only application/dicom parts are accepted")
