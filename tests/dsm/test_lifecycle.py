@@ -21,6 +21,7 @@ import secrets
 import signal
 import socket
 import subprocess
+import tarfile
 import urllib.request
 import uuid
 from pathlib import Path
@@ -31,7 +32,7 @@ import pytest
 
 from dsmpacs.dsm import wizard as w
 from tests import factories as f
-from tests.dsm.harness import DSMError, FakeDSM
+from tests.dsm.harness import DSMError, FakeDSM, read_info
 from tests.peers import MARIADB, dcmtk, mariadb_connection, require
 from tests.webclient import WebSession
 
@@ -250,6 +251,14 @@ def test_install_store_upgrade_uninstall(database, spk_builds, fake_dsm_factory,
                                  "--exclude", "setuptools")
     bundled = (dsm.package_dir() / "target" / "wheels" / "requirements.txt").read_text().split()
     assert sorted(map(normalised, freeze.stdout.split())) == sorted(map(normalised, bundled))
+    # Package Center checks free space against INFO's extractsize: it must cover the
+    # environment postinst built, not only the unpacked payload (which was 5.7 times less).
+    with tarfile.open(spk_builds["previous"], "r:") as spk:
+        extractsize = int(read_info(spk.extractfile("INFO").read().decode())["extractsize"])
+    target = dsm.package_dir() / "target"
+    installed = int(subprocess.run(["du", "-sk", f"{target}/"], capture_output=True, text=True,
+                                   check=True).stdout.split()[0])
+    assert installed <= extractsize <= installed * 1.3, (installed, extractsize)
 
     # A modality stores an instance on the wizard's AE title and port.
     sent = f.write(f.secondary_capture(), tmp_path / "sc.dcm")
