@@ -42,8 +42,12 @@ INFO_FIXED = {
     "description": ("DICOM archive (PACS) and web viewer for angiography suites and small hospitals: "
                     "receives images from modalities over DICOM, keeps them bit-exact in a shared "
                     "folder, and lets workstations query and retrieve them."),
-    "description_chs": ("面向血管造影室和小型医院的 DICOM 影像归档（PACS）与网页浏览器：通过 DICOM 接收设备影像，"
+    # 网页阅片 ("reading images on the web"): 网页浏览器 would say "web browser".
+    "description_chs": ("面向血管造影室和小型医院的 DICOM 影像归档（PACS）与网页阅片：通过 DICOM 接收设备影像，"
                         "在共享文件夹中原样保存，并供工作站查询和调取。"),
+    "displayname_cht": "DSM PACS 醫學影像歸檔",
+    "description_cht": ("適用於血管攝影室與小型醫院的 DICOM 影像歸檔（PACS）與網頁閱片：透過 DICOM 接收儀器影像，"
+                        "在共用資料夾中原樣保存，並供工作站查詢與調閱。"),
     "maintainer": "DSM PACS project",
     "os_min_ver": OS_MIN_VER,
     "dsmuidir": "ui",

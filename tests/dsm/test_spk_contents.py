@@ -63,6 +63,9 @@ def test_info_keys_checksum_and_size(spk, spk_builds):
     assert info["package"] == "dsmpacs"
     assert info["os_min_ver"] == "7.0-40000"
     assert re.search(r"[\u4e00-\u9fff]", info["description_chs"] + info["displayname_chs"])
+    # Traditional Chinese too (Taiwan, Hong Kong); and the viewer is 网页阅片, not a "web browser".
+    assert re.search(r"[\u4e00-\u9fff]", info["description_cht"] + info["displayname_cht"])
+    assert "网页浏览器" not in info["description_chs"] and "网页阅片" in info["description_chs"]
     assert info["checksum"] == hashlib.md5((out / "package.tgz").read_bytes()).hexdigest()
     unpacked_kib = sum(m.size for m in payload_members.values()) / 1024
     assert int(info["extractsize"]) >= unpacked_kib
