@@ -92,8 +92,9 @@ def test_web_access_is_the_network_unless_the_proxy_alone_is_chosen():
     assert w.parse(good_env(**{w.WEB_NETWORK: "true", w.WEB_PROXY_ONLY: "false"})).web_host == "0.0.0.0"
     proxy = w.parse(good_env(**{w.WEB_NETWORK: "false", w.WEB_PROXY_ONLY: "true"}))
     assert proxy.web_host == "127.0.0.1"
-    assert Settings(**{k: v for k, v in proxy.config_values("/x").items() if k != "storage_root"}) \
-        .web_host == "127.0.0.1"
+    settings = Settings(**{k: v for k, v in proxy.config_values("/x").items() if k != "storage_root"})
+    assert (settings.web_host, settings.web_trusted_proxy) == ("127.0.0.1", "127.0.0.1")
+    assert "web_trusted_proxy" not in w.parse(good_env()).config_values("/x")
 
 
 @pytest.mark.parametrize("text,entries", [

@@ -202,6 +202,10 @@ class Answers:
             # knows the config predates the strict default (dsm/lifecycle.py).
             "unknown_ae_may_store": False,
         }
+        if self.web_host == "127.0.0.1":
+            # Every request then comes through DSM's reverse proxy on this NAS: believe
+            # its X-Forwarded-For and -Proto (client address in the audit trail, HTTPS).
+            values["web_trusted_proxy"] = "127.0.0.1"
         url = self.database_url()
         if url:
             values["database_url"] = url
