@@ -97,14 +97,14 @@ def test_files_are_private_to_the_service_user(server_factory, tmp_path):
     assert backup.returncode == 0, backup.stderr
     edited = run_cli(server.data_dir, server.sets, "ae", "add", "ws", "WS", "127.0.0.1", "104")
     assert edited.returncode == 0, edited.stderr
-    server.stop()
 
+    # Looked at while the server runs, so the index's -wal and -shm files exist.
     data = server.data_dir
     found = {p.relative_to(data).as_posix(): stat.S_IMODE(p.lstat().st_mode) for p in data.rglob("*")}
     # Written by the test itself (the server's console output), not by the archive.
     found.pop("server.stderr")
     names = set(found)
-    for expected in ("index.sqlite3", "audit.key", "web-secret.key", "logs/dsmpacs.log",
+    for expected in ("index.sqlite3", "index.sqlite3-wal", "index.sqlite3-shm", "audit.key", "web-secret.key", "logs/dsmpacs.log",
                      "logs/dsmpacs-web.log", "storage/.quarantine"):
         assert expected in names, sorted(names)
     assert any(n.startswith("backups/index-") for n in names), sorted(names)
