@@ -44,10 +44,10 @@ TEXT = {
                         "on this NAS's address, works. <b>Only DSM's reverse proxy</b> answers this "
                         "NAS alone: set up a reverse proxy rule in Control Panel (for HTTPS) and "
                         "open its address; the desktop icon then does not open the viewer.",
-                        "谁可以通过 Web 端口访问网页浏览器。<b>网络</b>：网络上的浏览器都可以打开它，"
+                        "谁可以通过 Web 端口访问网页阅片。<b>网络</b>：网络上的浏览器都可以打开它，"
                         "DSM 桌面图标（在本 NAS 地址上打开 Web 端口）也能使用。<b>仅 DSM 反向代理</b>："
                         "只有本 NAS 自身可以访问；请在控制面板中设置反向代理规则（用于 HTTPS）并打开其地址，"
-                        "此时桌面图标无法打开网页浏览器。"),
+                        "此时桌面图标无法打开网页阅片。"),
     "web_network": ("The network (recommended)", "网络（推荐）"),
     "web_proxy_only": ("Only DSM's reverse proxy", "仅 DSM 反向代理"),
     "modalities_title": ("Modalities", "设备"),
