@@ -103,7 +103,8 @@ def run_cli(data_dir: Path, sets: dict, *args: str, timeout: float = 300) -> sub
 
     cmd = [sys.executable, "-m", "dsmpacs", "--data-dir", str(data_dir)]
     for key, value in sets.items():
-        cmd += ["--set", f"{key}={value}"]
+        if value is not None:        # None: the product's default (tests/peers.py)
+            cmd += ["--set", f"{key}={value}"]
     env = dict(os.environ)
     env.pop("DSMPACS_DATA_DIR", None)
     return subprocess.run(cmd + list(args), capture_output=True, text=True, timeout=timeout, env=env)

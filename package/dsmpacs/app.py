@@ -7,6 +7,7 @@ runs, and what ``serve --only dicom|web`` runs directly.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 
@@ -26,6 +27,21 @@ def install_engine() -> None:
     from dsmpacs.dicom import engine
 
     engine.install()
+
+
+# Files this program creates (index and its -wal/-shm, stored DICOM files, backups,
+# logs, run files) are for the service user and its group only: 0640 for files and
+# 0750 for directories. Secrets (web secret key, audit key, TLS keys) are created
+# 0600 explicitly where they are written.
+UMASK = 0o027
+
+
+def restrict_file_modes() -> None:
+    """Set the process umask, once, at the process entry point (``dsmpacs.cli.main``),
+    rather than a chmod at every place that creates a file: the libraries that create
+    files for us (SQLite, logging, pynetdicom's spool) follow it too, and the
+    children of ``serve`` inherit it."""
+    os.umask(UMASK)
 
 
 def build_archive(settings: Settings, *, upgrade: bool = False) -> Archive:

@@ -118,7 +118,9 @@ class Settings:
 
     # --- web server --------------------------------------------------------
     web_host: str = setting(
-        "0.0.0.0", "Address the web server (UI and DICOMweb) binds to.")
+        "127.0.0.1", "Address the web server (UI and DICOMweb) binds to. The default answers "
+        "this machine only (or a reverse proxy on it); 0.0.0.0 listens on every interface, for "
+        "browsers elsewhere on the network. The DSM install wizard asks which one.")
     web_port: int = setting(
         8080, "Web port for the UI and DICOMweb.", minimum=0, maximum=65535)
     web_threads: int = setting(
@@ -239,8 +241,11 @@ class Settings:
 
     # --- access policy -----------------------------------------------------
     unknown_ae_may_store: bool = setting(
-        True, "Calling AEs that are not registered may send C-ECHO and C-STORE. Only registered "
-        "AEs may ever query (C-FIND) or retrieve (C-MOVE, C-GET), whatever this says.")
+        False, "Calling AEs that are not registered may send C-STORE (anyone may C-ECHO). Off by "
+        "default: register each modality with `dsmpacs ae add` (or the DSM install wizard, or "
+        "the Remote AEs page), or its C-STORE is refused (0x0124, not authorized) and audited as access-denied. "
+        "Only registered AEs may ever query (C-FIND) or retrieve (C-MOVE, C-GET), whatever this "
+        "says.")
     strict_ae_check: bool = setting(
         False, "Reject associations from calling AE titles that are not registered, at "
         "association time.")

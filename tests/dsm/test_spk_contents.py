@@ -213,6 +213,12 @@ def test_install_wizard_lists_the_nas_addresses_and_validates_like_preinst(spk, 
     env = fill_wizard(english, {w.ADMIN_PASSWORD: "long enough", w.ADMIN_PASSWORD_CONFIRM: "long enough"})
     assert w.problems(env) == []
     assert env[w.DICOM_PORT] == "11112" and env[w.DB_SQLITE] == "true" and env[w.DB_MARIADB_CREATE] == "false"
+    # ... reachable from the network (the desktop icon), and with no modality registered
+    assert env[w.WEB_NETWORK] == "true" and env[w.WEB_PROXY_ONLY] == "false" and env[w.STORE_AES] == ""
+    assert w.parse(env).web_host == "0.0.0.0"
+    assert w.parse(fill_wizard(english, {w.ADMIN_PASSWORD: "long enough", w.ADMIN_PASSWORD_CONFIRM: "long enough",
+                                         w.WEB_NETWORK: False, w.WEB_PROXY_ONLY: True,
+                                         w.STORE_AES: "ANGIO1, WS@10.0.0.5:104"})).web_host == "127.0.0.1"
 
 
 def test_resource_renders_from_install_and_upgrade_answers(spk, tmp_path):

@@ -79,8 +79,43 @@ def test_good_answers_parse_to_the_config_values():
     answers = w.parse(good_env())
     assert answers.database == "sqlite" and answers.database_url() is None
     assert answers.config_values("/var/packages/dsmpacs/shares/pacs") == {
-        "ae_title": "ANGIO_PACS", "dicom_host": "0.0.0.0", "dicom_port": 11112, "web_port": 8080,
-        "storage_root": "/var/packages/dsmpacs/shares/pacs"}
+        "ae_title": "ANGIO_PACS", "dicom_host": "0.0.0.0", "dicom_port": 11112, "web_host": "0.0.0.0",
+        "web_port": 8080, "storage_root": "/var/packages/dsmpacs/shares/pacs",
+        "unknown_ae_may_store": False}
+    assert answers.store_aes == ()
+
+
+def test_web_access_is_the_network_unless_the_proxy_alone_is_chosen():
+    """The DSM desktop icon opens the web port on the NAS's address: the network stays the
+    answer of a wizard that did not ask (an older package) or of its default."""
+    assert w.parse(good_env()).web_host == "0.0.0.0"
+    assert w.parse(good_env(**{w.WEB_NETWORK: "true", w.WEB_PROXY_ONLY: "false"})).web_host == "0.0.0.0"
+    proxy = w.parse(good_env(**{w.WEB_NETWORK: "false", w.WEB_PROXY_ONLY: "true"}))
+    assert proxy.web_host == "127.0.0.1"
+    settings = Settings(**{k: v for k, v in proxy.config_values("/x").items() if k != "storage_root"})
+    assert (settings.web_host, settings.web_trusted_proxy) == ("127.0.0.1", "127.0.0.1")
+    assert "web_trusted_proxy" not in w.parse(good_env()).config_values("/x")
+
+
+@pytest.mark.parametrize("text,entries", [
+    ("ANGIO1", [("ANGIO1", "", 0)]),
+    (" ANGIO1, WS_3D@192.168.1.20:104 ", [("ANGIO1", "", 0), ("WS_3D", "192.168.1.20", 104)]),
+    ("A@nas-2.local B", [("A", "nas-2.local", 0), ("B", "", 0)]),
+    ("ANGIO1,ANGIO1", [("ANGIO1", "", 0)]),
+])
+def test_store_list_entries(text, entries):
+    assert w.matches("ae_list", text)
+    parsed = w.parse(good_env(**{w.STORE_AES: text})).store_aes
+    assert [(e.ae_title, e.host, e.port) for e in parsed] == entries
+    for entry in parsed:
+        assert valid_ae_title(entry.ae_title)
+
+
+@pytest.mark.parametrize("text", ["A,,B", "A@", "A@h:0", "A@h:70000", "A" * 17, "A\\B", "@h", "A@h_1"])
+def test_bad_store_lists_are_refused_in_both_languages(text):
+    assert not w.matches("ae_list", text)
+    assert w.message("ae_list", "enu") in w.problems(good_env(**{w.STORE_AES: text}), "enu")
+    assert w.message("ae_list", "chs") in w.problems(good_env(**{w.STORE_AES: text}), "chs")
 
 
 def test_mariadb_answers_give_a_url_that_keeps_the_password():

@@ -1,9 +1,10 @@
 """Who may do what: the access policy for DICOM peers.
 
-Unknown calling AEs may echo and store by default (a new modality in the
-suite should not lose a run because nobody registered it yet), but only
-registered AEs may query and retrieve: those reveal patient data. A strict
-mode refuses unknown AEs outright. Every refusal is logged with the peer's
+Unknown calling AEs may echo; they may store only when the administrator allows
+it (unknown_ae_may_store, off by default: whoever reaches the port could
+otherwise fill the archive or plant studies under a real patient's name). Only
+registered AEs may query and retrieve: those reveal patient data. A strict mode
+refuses unknown AEs outright. Every refusal is logged with the peer's
 address by the protocol layer that asked.
 """
 from __future__ import annotations
@@ -13,7 +14,7 @@ import socket
 from enum import Enum
 from functools import lru_cache
 
-from dsmpacs.archive.peers import Peer, PeerRegistry
+from dsmpacs.archive.peers import ANY_HOST, Peer, PeerRegistry
 from dsmpacs.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -44,7 +45,10 @@ class AccessPolicy:
     def peer_for(self, calling_ae: str, address: str) -> Peer | None:
         """The registered entry matching the calling AE (and host, when checked)."""
         for peer in self.registry.by_ae_title(calling_ae):
-            if not self.settings.check_peer_host or address in _addresses(peer.host):
+            if not self.settings.check_peer_host:
+                return peer
+            # An entry without a host cannot pass a host check.
+            if peer.host != ANY_HOST and address in _addresses(peer.host):
                 return peer
         return None
 

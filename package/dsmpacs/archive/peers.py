@@ -13,6 +13,13 @@ from dsmpacs.settings import valid_ae_title
 _SPEC_RE = re.compile(r"^(?P<aet>[^@]{1,16})@(?P<host>\[[^\]]+\]|[^:]+):(?P<port>\d{1,5})$")
 
 
+# A peer known by its AE title alone (the DSM install wizard registers a modality so,
+# when the administrator does not give its address): it may come from any address,
+# and having no address or port of its own it can never be sent to.
+ANY_HOST = "*"
+NO_PORT = 0
+
+
 class PeerError(ValueError):
     """A registry entry is invalid or does not exist."""
 
@@ -37,8 +44,16 @@ class Peer:
             raise PeerError(f"{self.ae_title!r} is not a valid AE title")
         if not self.host or len(self.host) > 255 or any(c.isspace() for c in self.host):
             raise PeerError(f"{self.host!r} is not a host name or address")
-        if not 1 <= int(self.port) <= 65535:
+        if not 0 <= int(self.port) <= 65535:
             raise PeerError(f"port {self.port} is outside 1-65535")
+        if not self.reachable and self.is_move_destination:
+            raise PeerError(f"{self.ae_title} has no host and port to send to, so it cannot be "
+                            "a move destination")
+
+    @property
+    def reachable(self) -> bool:
+        """It has an address and a port this archive can connect to."""
+        return self.host != ANY_HOST and self.port != NO_PORT
 
     @classmethod
     def parse(cls, spec: str) -> "Peer":

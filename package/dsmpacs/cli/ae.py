@@ -25,7 +25,7 @@ def ae() -> None:
 @click.argument("name")
 @click.argument("ae_title")
 @click.argument("host")
-@click.argument("port", type=click.IntRange(1, 65535))
+@click.argument("port", type=click.IntRange(0, 65535))
 @click.option("--store/--no-store", "may_store", default=True, show_default=True,
               help="May send us C-STORE.")
 @click.option("--find/--no-find", "may_find", default=True, show_default=True,
@@ -38,7 +38,11 @@ def ae() -> None:
 @click.option("--description", default="", help="Free text, e.g. the room or the vendor.")
 @pass_ctx
 def ae_add(ctx: Context, name: str, ae_title: str, host: str, port: int, **flags) -> None:
-    """Register a remote AE: NAME AE_TITLE HOST PORT."""
+    """Register a remote AE: NAME AE_TITLE HOST PORT.
+
+    A modality that only sends needs no address: HOST '*' and PORT 0 register its AE
+    title alone (with --no-move-destination), and it may store from any address.
+    Unregistered AEs may not store unless unknown_ae_may_store is on."""
     from dsmpacs.archive.audit import AuditAction
     from dsmpacs.archive.peers import Peer, PeerError
 

@@ -55,6 +55,9 @@ def _replace(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text, encoding="utf-8")
+    # Read by DSM itself (its web server for the desktop icon, its firewall page),
+    # not by the package user: world-readable whatever the process umask says.
+    tmp.chmod(0o644)
     os.replace(tmp, path)
 
 

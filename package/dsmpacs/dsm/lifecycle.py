@@ -10,7 +10,7 @@ from typing import Mapping
 import click
 
 from dsmpacs.archive.users import UserError
-from dsmpacs.dsm import admin, configfile, integration, wizard
+from dsmpacs.dsm import admin, configfile, first_peers, integration, wizard
 from dsmpacs.settings import CONFIG_FILE, Settings
 
 
@@ -61,7 +61,10 @@ def postinst(data_dir: Path, target: Path, package_dir: Path, env: Mapping[str, 
             admin.write_initial_admin(data_dir, answers.admin_password)
         except UserError as exc:
             raise LifecycleError(f"admin password: {exc}") from None
+        first_peers.write_initial_peers(data_dir, answers.store_aes)
         write_installer_record(package_dir, answers)
+    else:
+        notices += keep_earlier_defaults(data_dir, lang)
     settings = Settings.load(data_dir=data_dir, env={})
     if status == "INSTALL" and not written:
         notices.append(
@@ -70,6 +73,35 @@ def postinst(data_dir: Path, target: Path, package_dir: Path, env: Mapping[str, 
             f"in {settings.effective_storage_root}.")
     integration.write(target, settings)
     return notices
+
+
+# Settings whose default became stricter (issue 9): a config.toml written before,
+# which does not name them, gets the value it ran with, so an upgrade neither hides
+# the viewer from the network (the desktop icon opens the web port on the NAS's
+# address) nor refuses the modalities that stored without being registered.
+EARLIER_DEFAULTS = {"web_host": "0.0.0.0", "unknown_ae_may_store": True}
+_KEPT_NOTICE = (
+    "DSM PACS kept the behaviour of the earlier version: unregistered AE titles may still "
+    "store images (unknown_ae_may_store = true in {config}). Register the modalities on the "
+    "Remote AEs page, then turn this off on the Access policy page.",
+    "DSM PACS 保留了旧版本的行为：未登记的 AE 标题仍可存储影像（{config} 中 unknown_ae_may_store = "
+    "true）。请在“远程 AE”页面登记设备，然后在“访问策略”页面关闭此项。")
+
+
+def keep_earlier_defaults(data_dir: Path, lang: str) -> list[str]:
+    """Pin, in an existing config.toml, the earlier defaults it relied on; returns notices."""
+    from dsmpacs import configfile as editable
+
+    settings = Settings.load(data_dir=data_dir, env={})
+    present = editable.read_values(settings)
+    missing = {name: value for name, value in EARLIER_DEFAULTS.items() if name not in present}
+    if not missing:
+        return []
+    editable.update(settings, missing)
+    if "unknown_ae_may_store" not in missing:
+        return []
+    english, chinese = _KEPT_NOTICE
+    return [(chinese if lang == "chs" else english).format(config=data_dir / CONFIG_FILE)]
 
 
 def prestart(settings: Settings, target: Path, serve: click.Command) -> list[tuple[str, list[str]]]:
@@ -87,12 +119,16 @@ def prestart(settings: Settings, target: Path, serve: click.Command) -> list[tup
     problems = checks.run(settings, list(checks.CHECKS))
     if problems:
         raise LifecycleError("\n".join(problems))
+    from dsmpacs.archive.audit import AuditTrail
+    from dsmpacs.archive.peers import PeerRegistry
     from dsmpacs.archive.users import Users
 
     archive = Archive(settings)
     try:
         database.upgrade(archive.db, backup_dir=settings.data_dir / "backups")
         admin.create_initial_admin(settings.data_dir, Users(archive.index))
+        first_peers.register_initial_peers(settings.data_dir, PeerRegistry(archive.index),
+                                           AuditTrail.of(archive))
     except database.IndexProblem as exc:
         raise LifecycleError(str(exc)) from None
     finally:
