@@ -8,14 +8,15 @@ CLI use one data directory without a flag.
 from __future__ import annotations
 
 import os
+import queue
 import re
-import selectors
 import shlex
 import shutil
 import signal
 import stat
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -208,18 +209,27 @@ def test_make_run_prints_a_working_url_and_the_cli_finds_its_data(tmp_path):
 
 
 def read_web_url(proc: subprocess.Popen, timeout: float) -> str:
+    """The URL of the "Web listening on" line. A thread reads the lines: a selector on
+    a buffered pipe misses a line that arrived in the same read as the one before it."""
+    lines: queue.Queue = queue.Queue()
+
+    def pump():
+        for line in proc.stdout:
+            lines.put(line)
+        lines.put(None)
+
+    threading.Thread(target=pump, daemon=True).start()
     deadline = time.monotonic() + timeout
     seen = []
-    with selectors.DefaultSelector() as selector:
-        selector.register(proc.stdout, selectors.EVENT_READ)
-        while time.monotonic() < deadline:
-            if not selector.select(timeout=max(0.0, deadline - time.monotonic())):
-                break
-            line = proc.stdout.readline()
-            if not line:
-                break
-            seen.append(line)
-            found = re.search(r"Web listening on (\S+)", line)
-            if found:
-                return found.group(1)
-    raise AssertionError("make run printed no web URL:\n" + "".join(seen))
+    while (left := deadline - time.monotonic()) > 0:
+        try:
+            line = lines.get(timeout=left)
+        except queue.Empty:
+            break
+        if line is None:
+            break
+        seen.append(line)
+        found = re.search(r"Web listening on (\S+)", line)
+        if found:
+            return found.group(1)
+    raise AssertionError(f"make run printed no web URL (exit {proc.poll()}):\n" + "".join(seen))
