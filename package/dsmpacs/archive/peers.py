@@ -27,7 +27,8 @@ class Peer:
     may_find: bool = True
     may_retrieve: bool = True
     is_move_destination: bool = True
-    tls: bool = False
+    tls: bool = False                # associations both ways use TLS; the plain port refuses it
+    tls_client_cert: bool = False    # on the TLS port it must show a verified client certificate
     description: str = ""
 
     def validate(self) -> None:
@@ -39,6 +40,8 @@ class Peer:
             raise PeerError(f"{self.host!r} is not a host name or address")
         if not 1 <= int(self.port) <= 65535:
             raise PeerError(f"port {self.port} is outside 1-65535")
+        if self.tls_client_cert and not self.tls:
+            raise PeerError("a client certificate can only be required of a remote AE marked TLS")
 
     @classmethod
     def parse(cls, spec: str) -> "Peer":

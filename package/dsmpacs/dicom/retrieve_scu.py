@@ -41,6 +41,7 @@ from dsmpacs.archive import Archive
 from dsmpacs.archive.peers import Peer
 from dsmpacs.archive.uids import clean_uid
 from dsmpacs.dicom.associations import handle_conn_open
+from dsmpacs.dicom.connect import open_association
 from dsmpacs.dicom.engine import spool
 from dsmpacs.dicom.scu import AssociationFailed, client_ae, echo
 from dsmpacs.dicom.store import handle_store
@@ -226,10 +227,7 @@ def retrieve_move(settings: Settings, archive: Archive, peer: Peer, study_uid: s
 def _move(settings, peer, study_uid, series_uids, report, progress) -> None:
     ae = client_ae(settings)
     ae.add_requested_context(sc.StudyRootQueryRetrieveInformationModelMove)
-    assoc = ae.associate(peer.host, peer.port, ae_title=peer.ae_title,
-                         evt_handlers=[(evt.EVT_CONN_OPEN, handle_conn_open)])
-    if not assoc.is_established:
-        raise AssociationFailed(f"association with {peer} was rejected or failed")
+    assoc = open_association(ae, peer)
     try:
         _consume(assoc.send_c_move(identifier(study_uid, series_uids), settings.ae_title,
                                    sc.StudyRootQueryRetrieveInformationModelMove), report, progress)
@@ -258,11 +256,8 @@ def retrieve_get(settings: Settings, archive: Archive, peer: Peer, study_uid: st
             if on_received:
                 on_received(item)
 
-    assoc = ae.associate(peer.host, peer.port, ae_title=peer.ae_title, ext_neg=roles, evt_handlers=[
-        (evt.EVT_CONN_OPEN, handle_conn_open),
+    assoc = open_association(ae, peer, ext_neg=roles, evt_handlers=[
         (evt.EVT_C_STORE, _recording_store(received, locked_on_received), [archive])])
-    if not assoc.is_established:
-        raise AssociationFailed(f"association with {peer} was rejected or failed")
     try:
         _consume(assoc.send_c_get(identifier(study_uid, series_uids),
                                   sc.StudyRootQueryRetrieveInformationModelGet), report, progress)
