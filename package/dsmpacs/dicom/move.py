@@ -99,7 +99,7 @@ class _DestinationLink:
         self.current = batch
         d = self.destination
         try:
-            self.assoc = sender.associate(self.call.assoc.ae, d, self.batches[batch].contexts)
+            self.assoc = sender.open_batch(self.call.assoc.ae, d, self.batches[batch].contexts)
         except AssociationFailed as exc:     # marked TLS, but no TLS set up here
             self.unreachable = str(exc)
             return False

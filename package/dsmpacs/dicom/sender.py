@@ -51,7 +51,7 @@ def requested_contexts(contexts: Iterable[Context]) -> list:
     return [build_context(abstract, list(syntaxes)) for abstract, syntaxes in contexts]
 
 
-def associate(ae, peer, contexts: Iterable[Context], *, required: bool = False):
+def open_batch(ae, peer, contexts: Iterable[Context], *, required: bool = False):
     """Open an association to ``peer`` proposing ``contexts`` (dicom/connect.py: over
     TLS when the peer is marked TLS)."""
     return open_association(ae, peer, required=required, contexts=requested_contexts(contexts))
@@ -135,7 +135,7 @@ def push(ae, storage: Storage, peer, instances: list[StoredInstance],
     from dsmpacs.archive.retrieve import plan_batches
     results: list[SubOperation] = []
     for number, batch in enumerate(plan_batches(instances)):
-        assoc = associate(ae, peer, batch.contexts, required=number == 0)
+        assoc = open_batch(ae, peer, batch.contexts, required=number == 0)
         sender = InstanceSender(assoc, storage, refuse=refuse)
         try:
             for instance in batch.instances:

@@ -193,9 +193,12 @@ def _peer(sock) -> str:
 
 def _drain(sock: socket.socket) -> None:
     discarded = 0
+    tls_socket = isinstance(sock, ssl.SSLSocket)
     try:
+        if tls_socket:
+            sock.setblocking(False)     # SSLSocket.recv takes no flags; it is closed next anyway
         while discarded < DRAIN_LIMIT:
-            chunk = sock.recv(65536, socket.MSG_DONTWAIT)
+            chunk = sock.recv(65536) if tls_socket else sock.recv(65536, socket.MSG_DONTWAIT)
             if not chunk:
                 return
             discarded += len(chunk)
