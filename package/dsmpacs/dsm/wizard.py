@@ -24,6 +24,8 @@ DICOM_HOST = "wizard_dicom_host"
 AE_TITLE = "wizard_ae_title"
 DICOM_PORT = "wizard_dicom_port"
 WEB_PORT = "wizard_web_port"
+DICOM_TLS_PORT = "wizard_dicom_tls_port"   # blank: no DICOM TLS listener
+DICOM_TLS_ONLY = "wizard_dicom_tls_only"   # true: no plaintext DICOM listener
 SHARE_NAME = "wizard_share_name"
 ADMIN_PASSWORD = "wizard_admin_password"
 ADMIN_PASSWORD_CONFIRM = "wizard_admin_password_confirm"
@@ -41,6 +43,7 @@ DELETE_DATA = "wizard_delete_data"
 
 DEFAULTS = {
     DICOM_HOST: "0.0.0.0", AE_TITLE: "DSMPACS", DICOM_PORT: "11112", WEB_PORT: "8080",
+    DICOM_TLS_PORT: "2762",       # IANA's DICOM-over-TLS port; plain and TLS side by side
     SHARE_NAME: "pacs", MARIADB_HOST: "127.0.0.1", MARIADB_PORT: "3307",
     MARIADB_DATABASE: "dsmpacs", MARIADB_USER: "dsmpacs",
 }
@@ -70,6 +73,7 @@ PATTERNS = {
 # Field key -> the pattern it must match (when given).
 FIELD_PATTERNS = {
     DICOM_HOST: "ipv4", AE_TITLE: "ae_title", DICOM_PORT: "port", WEB_PORT: "port",
+    DICOM_TLS_PORT: "port",
     SHARE_NAME: "share", ADMIN_PASSWORD: "admin_password", ADMIN_PASSWORD_CONFIRM: "admin_password",
     MARIADB_HOST: "host", MARIADB_PORT: "any_port", MARIADB_DATABASE: "db_name",
     MARIADB_USER: "db_user", MARIADB_PASSWORD: "db_password", MARIADB_ROOT_PASSWORD: "db_password",
@@ -103,6 +107,10 @@ MESSAGES = {
                     "MariaDB 密码：最多 128 个字符，不能含 \" & ' < > \\ `（DSM 无法把这些字符传给 MariaDB）。"),
     "ports_differ": ("The DICOM port and the web port must differ.",
                      "DICOM 端口和 Web 端口不能相同。"),
+    "tls_port_differs": ("The DICOM TLS port must differ from the DICOM port and the web port.",
+                         "DICOM TLS 端口不能与 DICOM 端口或 Web 端口相同。"),
+    "tls_only_needs_port": ("TLS only was chosen: enter a DICOM TLS port.",
+                            "已选择仅使用 TLS：请填写 DICOM TLS 端口。"),
     "passwords_differ": ("The two administrator passwords are not the same.",
                          "两次输入的管理员密码不一致。"),
     "choose_database": ("Choose one index database: SQLite or MariaDB 10.",
@@ -140,6 +148,8 @@ class Answers:
     admin_password: str
     database: str                  # "sqlite" or "mariadb"
     mariadb_create: bool = False   # DSM's mariadb10-db worker created the database and user
+    dicom_tls_port: int = 0        # 0: no DICOM TLS listener
+    dicom_tls_only: bool = False   # no plaintext DICOM listener
     mariadb_host: str = ""
     mariadb_port: int = 0
     mariadb_database: str = ""
@@ -162,6 +172,10 @@ class Answers:
             "dicom_port": self.dicom_port, "web_port": self.web_port,
             "storage_root": storage_root,
         }
+        if self.dicom_tls_port:
+            values["dicom_tls_port"] = self.dicom_tls_port
+            if self.dicom_tls_only:
+                values["dicom_plain"] = False
         url = self.database_url()
         if url:
             values["database_url"] = url
@@ -191,6 +205,13 @@ def problems(env: Mapping[str, str], lang: str = "enu") -> list[str]:
             bad(FIELD_PATTERNS[key])
     if value(DICOM_PORT) and value(DICOM_PORT) == value(WEB_PORT):
         bad("ports_differ")
+    tls_port = value(DICOM_TLS_PORT).strip()
+    if tls_port and not matches("port", tls_port):
+        bad("port")
+    elif tls_port and tls_port in (value(DICOM_PORT), value(WEB_PORT)):
+        bad("tls_port_differs")
+    if _true(value(DICOM_TLS_ONLY)) and not tls_port:
+        bad("tls_only_needs_port")
     if value(ADMIN_PASSWORD) != value(ADMIN_PASSWORD_CONFIRM):
         bad("passwords_differ")
 
@@ -222,7 +243,9 @@ def parse(env: Mapping[str, str], lang: str = "enu") -> Answers:
     common = dict(
         ae_title=env[AE_TITLE], dicom_host=env[DICOM_HOST], dicom_port=int(env[DICOM_PORT]),
         web_port=int(env[WEB_PORT]), share_name=env[SHARE_NAME],
-        admin_password=env[ADMIN_PASSWORD], database=database)
+        admin_password=env[ADMIN_PASSWORD], database=database,
+        dicom_tls_port=int(env.get(DICOM_TLS_PORT, "").strip() or 0),
+        dicom_tls_only=_true(env.get(DICOM_TLS_ONLY)))
     if database == "sqlite":
         return Answers(**common)
     return Answers(**common, mariadb_create=_true(env.get(DB_MARIADB_CREATE)),
