@@ -9,6 +9,9 @@ started for it) until the association thread ends, and closes a connection
 over the cap at once. Refusing at accept costs nothing; answering with an
 A-ASSOCIATE-RJ would mean waiting for the peer's request on a thread, which is
 what a flood would exploit.
+
+A TLS listener is the same class given a ``tls_context``: each connection's
+handshake runs on its own thread (engine/tls.py), after the cap was applied.
 """
 from __future__ import annotations
 
