@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from dsmpacs.archive.audit import AuditTrail
-from dsmpacs.archive.peers import Peer, PeerError
+from dsmpacs.archive.peers import Peer, PeerError, PeerRegistry
 from tests import factories as f
 from tests.orthanc import free_port
 from tests.peers import ROOT, ServerProcess, dcmtk, tool, wait_until
@@ -190,6 +190,9 @@ def test_a_plaintext_peer_marked_tls_fails_clearly(server, tmp_path):
         echo = run_cli(server.data_dir, server.sets, "ae", "echo", "plainws")
         expected = f"TLS handshake with 127.0.0.1:{plain.port} failed"
         assert echo.returncode != 0 and expected in echo.stderr, echo.stdout + echo.stderr
+        # Spelling the registered entry out as AE@HOST:PORT does not get around its flag.
+        spelled = run_cli(server.data_dir, server.sets, "echo", f"PLAINWS@127.0.0.1:{plain.port}")
+        assert spelled.returncode != 0 and expected in spelled.stderr, spelled.stdout + spelled.stderr
         sent = new_file(tmp_path, "never")
         done = run_cli(server.data_dir, server.sets, "send", "plainws", str(sent))
         assert done.returncode != 0 and expected in done.stderr, done.stdout + done.stderr
@@ -215,6 +218,9 @@ def test_tls_only_and_a_missing_certificate(tmp_path, pki):
         ca = str(data / "tls" / "ca.pem")
         assert dcmtk("echoscu", "+tla", "+cf", ca, "-aec", only.ae_title, "127.0.0.1", tls_port).returncode == 0
         assert "DICOM listening" not in only.log()
+        # `dsmpacs echo` without a target reaches this archive on its TLS port.
+        own = run_cli(data, only.sets, "echo")
+        assert own.returncode == 0, own.stdout + own.stderr
     finally:
         only.stop()
 
@@ -254,3 +260,30 @@ def test_upgrade_from_version_4_adds_the_client_certificate_flag(archive):
     assert old is not None and old.tls and not old.tls_client_cert
     registry.update("old", tls_client_cert=True)
     assert registry.get("old").tls_client_cert
+
+
+def test_web_admin_marks_a_peer_tls_and_echo_says_why_it_fails(client, archive, settings, tmp_path):
+    """The Remote AEs page stores both TLS flags, and its echo of a plaintext peer marked
+    TLS shows the failed handshake."""
+    from dsmpacs.tls import TlsFiles, authority
+    from tests.test_web_admin import HTML, post, text
+    from tests.webclient import client_as
+
+    authority.init(TlsFiles.of(settings), ["127.0.0.1"], bits=2048)
+    client_as(client, archive, "admin", "root")
+    plain = StoreSCP(tmp_path / "plainweb", "PLAINWEB").start()
+    try:
+        response = post(client, "/admin/peers", {"name": "pw", "ae_title": "PLAINWEB", "host": "127.0.0.1",
+                                                 "port": str(plain.port), "tls": "on", "tls_client_cert": "on"},
+                        page="/admin/peers")
+        assert response.status_code == 302
+        peer = PeerRegistry(archive.index).get("pw")
+        assert peer.tls and peer.tls_client_cert
+        post(client, "/admin/peers/echo/pw", {}, page="/admin/peers")
+        body = text(client.get("/admin/peers", headers=HTML))
+        assert f"TLS handshake with 127.0.0.1:{plain.port} failed" in body, body
+        refused = post(client, "/admin/peers", {"name": "nt", "ae_title": "NT", "host": "127.0.0.1",
+                                                "port": "104", "tls_client_cert": "on"}, page="/admin/peers")
+        assert refused.status_code == 400 and "marked TLS" in text(refused)
+    finally:
+        plain.stop()

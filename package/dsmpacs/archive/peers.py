@@ -81,8 +81,14 @@ class PeerRegistry:
                     .where(RemoteAE.ae_title == ae_title.strip()).order_by(RemoteAE.name)]
 
     def resolve(self, spec: str) -> Peer:
-        """A registered name, or ``AE@HOST:PORT`` for a peer that is not registered."""
-        return self.get(spec) or Peer.parse(spec)
+        """A registered name, or ``AE@HOST:PORT``. An ``AE@HOST:PORT`` that is a registered
+        entry is that entry, so its TLS flag holds (no plaintext by spelling it out)."""
+        named = self.get(spec)
+        if named is not None:
+            return named
+        parsed = Peer.parse(spec)
+        return next((p for p in self.by_ae_title(parsed.ae_title)
+                     if (p.host, p.port) == (parsed.host, parsed.port)), parsed)
 
     def move_destination(self, ae_title: str) -> Peer | None:
         """The registered entry C-MOVE may send to, or None (answered with 0xA801)."""

@@ -24,6 +24,16 @@ class AssociationFailed(Exception):
     pass
 
 
+def this_archive(settings) -> Peer:
+    """This archive's own listener as a peer (`dsmpacs echo` without a target, the
+    retrieve command's check for the daemon): the plain port, or the TLS port when
+    the archive listens only there."""
+    host = "127.0.0.1" if settings.dicom_host in ("0.0.0.0", "::", "") else settings.dicom_host
+    if settings.dicom_plain:
+        return Peer(settings.ae_title, settings.ae_title, host, settings.dicom_port)
+    return Peer(settings.ae_title, settings.ae_title, host, settings.dicom_tls_port, tls=True)
+
+
 def tls_args(ae, peer: Peer):
     """pynetdicom's ``tls_args`` for ``peer``: None for plaintext peers."""
     if not peer.tls:
