@@ -16,7 +16,7 @@ from dsmpacs.archive.peers import Peer, PeerError, PeerRegistry
 from tests import factories as f
 from tests.orthanc import free_port
 from tests.peers import ROOT, ServerProcess, dcmtk, tool, wait_until
-from tests.retrieval import StoreSCP, open_index, register, run_cli
+from tests.retrieval import StoreSCP, open_archive_at, open_index, register, run_cli
 
 STUDY = "1.2.826.0.1.3680043.8.498.7001"
 MOVED_STUDY = "1.2.826.0.1.3680043.8.498.7002"
@@ -287,3 +287,66 @@ def test_web_admin_marks_a_peer_tls_and_echo_says_why_it_fails(client, archive, 
         assert refused.status_code == 400 and "marked TLS" in text(refused)
     finally:
         plain.stop()
+
+
+def test_query_and_c_get_retrieve_from_a_tls_peer(server, pki, tmp_path):
+    """Another archive (its own data directory) queries and C-GETs from this one over
+    TLS: the requester's side of find_scu and retrieve_scu, and C-GET on the TLS port."""
+    study = "1.2.826.0.1.3680043.8.498.7004"
+    sent = new_file(tmp_path, "get", pid="PID-TLS-GET", study_uid=study)
+    assert server.storescu(sent).returncode == 0
+    register(server, "puller", "PULLER", 104, tls=True, tls_client_cert=True)
+    puller = tmp_path / "puller"
+    sets = {"ae_title": "PULLER", "database_url": f"sqlite:///{puller / 'index.sqlite3'}", "dicom_port": 0}
+    for args in (("tls", "trust", str(pki / "server" / "tls" / "ca.pem")),
+                 ("tls", "import", "--cert", str(pki / "modality" / "modality.pem"),
+                  "--key", str(pki / "modality" / "modality.key")),
+                 ("ae", "add", "main", server.ae_title, "127.0.0.1", str(server.tls_port), "--tls")):
+        done = run_cli(puller, sets, *args)
+        assert done.returncode == 0, done.stdout + done.stderr
+    found = run_cli(puller, sets, "query", "main", "-k", "PatientID=PID-TLS-GET")
+    assert found.returncode == 0 and study in found.stdout, found.stdout + found.stderr
+    got = run_cli(puller, sets, "retrieve", "main", "--study", study, "--method", "get")
+    assert got.returncode == 0, got.stdout + got.stderr
+    arc = open_archive_at(puller, sets)
+    try:
+        assert arc.index.find_instance(f.read_uid(sent)) is not None
+    finally:
+        arc.close()
+
+
+def test_storage_commitment_report_goes_over_tls(server, pki, tmp_path):
+    """A modality marked TLS releases right after its N-ACTION: the report comes on a new
+    association, which is TLS, with the archive's client certificate."""
+    import ssl
+
+    from pynetdicom import AE, evt
+    from pynetdicom.sop_class import StorageCommitmentPushModel
+
+    from tests.test_commitment import Modality
+
+    sent = new_file(tmp_path, "commit")
+    assert server.storescu(sent).returncode == 0
+    identity = pki / "modality"
+    listener = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    listener.load_cert_chain(identity / "modality.pem", identity / "modality.key")
+    listener.verify_mode = ssl.CERT_REQUIRED                    # the archive must show its certificate
+    listener.load_verify_locations(identity / "ca.pem")
+    modality = Modality("ANGIOTLS")
+    scp = AE(ae_title="ANGIOTLS")
+    scp.add_supported_context(StorageCommitmentPushModel, scu_role=True, scp_role=True)
+    modality.server = scp.start_server(("127.0.0.1", modality.port), block=False, ssl_context=listener,
+                                       evt_handlers=[(evt.EVT_N_EVENT_REPORT, modality._on_report,
+                                                      ["new association"])])
+    try:
+        register(server, "angiotls", "ANGIOTLS", modality.port, tls=True)
+        # The request itself arrives over TLS too (a peer marked TLS is refused in plaintext).
+        requester = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        requester.load_verify_locations(identity / "ca.pem")
+        status, transaction = modality.request(server, [(f.SC, f.read_uid(sent))], release_at_once=True,
+                                               port=server.tls_port, tls_args=(requester, "127.0.0.1"))
+        assert status == 0x0000
+        event_type, info, how = modality.wait()
+        assert how == "new association" and event_type == 1 and info.TransactionUID == transaction
+    finally:
+        modality.stop()
