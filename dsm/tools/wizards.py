@@ -65,6 +65,13 @@ TEXT = {
     "ae_title": ("AE title", "AE 标题"),
     "dicom_port": ("DICOM port", "DICOM 端口"),
     "web_port": ("Web port", "Web 端口"),
+    "tls_desc": ("DICOM TLS encrypts images on the network (modalities and peers that support it use "
+                 "the TLS port; 2762 is the standard one). Leave the port empty for no TLS. The "
+                 "package creates a local certificate authority; give its ca.pem to the peers.",
+                 "DICOM TLS 在网络上加密影像（支持 TLS 的设备和节点使用 TLS 端口，标准端口为 2762）。"
+                 "不使用 TLS 请留空。套件会创建本地证书颁发机构，请把其 ca.pem 交给对端。"),
+    "dicom_tls_port": ("DICOM TLS port", "DICOM TLS 端口"),
+    "dicom_tls_only": ("TLS only (no unencrypted DICOM port)", "仅 TLS（不开放未加密的 DICOM 端口）"),
     "storage_title": ("Storage and administrator", "存储与管理员"),
     "share_desc": ("The shared folder that holds the DICOM files. DSM creates it on the volume "
                    "where the package is installed if it does not exist yet. Back it up with "
@@ -161,6 +168,10 @@ def install_steps(lang: str) -> list[dict]:
         {"type": "singleselect", "desc": t("web_access_desc", lang), "subitems": [
             {"key": w.WEB_NETWORK, "desc": t("web_network", lang), "defaultValue": True},
             {"key": w.WEB_PROXY_ONLY, "desc": t("web_proxy_only", lang), "defaultValue": False}]},
+        {"type": "textfield", "desc": t("tls_desc", lang), "subitems": [
+            _field(w.DICOM_TLS_PORT, t("dicom_tls_port", lang), lang, allow_blank=True)]},
+        {"type": "multiselect", "subitems": [
+            {"key": w.DICOM_TLS_ONLY, "desc": t("dicom_tls_only", lang), "defaultValue": False}]},
     ]}
     modalities = {"step_title": t("modalities_title", lang), "invalid_next_disabled_v2": True,
                   "items": [

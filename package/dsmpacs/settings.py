@@ -77,6 +77,15 @@ class Settings:
     dicom_port: int = setting(
         11112, "DICOM port. Ports below 1024 cannot be bound by a DSM 7 package.",
         minimum=0, maximum=65535)
+    dicom_tls_port: int = setting(
+        0, "DICOM TLS port (PS3.15 BCP 195 non-downgrading profile: TLS 1.2 or 1.3 only), "
+        "beside the plain dicom_port, same AE title, services and limits. 2762 is the port "
+        "IANA registered for DICOM over TLS. 0: no TLS listener. Needs a certificate in "
+        "<data_dir>/tls/ (`dsmpacs tls init` or `dsmpacs tls import`); plaintext and TLS "
+        "below 1.2 on this port are refused. See docs/security.md.", minimum=0, maximum=65535)
+    dicom_plain: bool = setting(
+        True, "Listen for plain (unencrypted) DICOM on dicom_port. false: TLS only (needs "
+        "dicom_tls_port); remote AEs marked TLS are refused on the plain port either way.")
     max_associations: int = setting(
         16, "Concurrent DICOM associations accepted; further requests are rejected as "
         "transient (local limit exceeded).", minimum=1, maximum=1000)
@@ -302,6 +311,10 @@ class Settings:
         if self.database_url and not self.database_url.startswith(("sqlite:", "mysql:")):
             raise SettingsError("database_url must start with sqlite:// or mysql://")
         self.cors_origins  # raises SettingsError for a malformed origin
+        if not self.dicom_plain and not self.dicom_tls_port:
+            raise SettingsError("dicom_plain is false but dicom_tls_port is 0: the archive would "
+                                "not listen for DICOM at all; set dicom_tls_port (2762 is DICOM "
+                                "over TLS) or dicom_plain = true")
 
     # --- derived values ----------------------------------------------------
     @property

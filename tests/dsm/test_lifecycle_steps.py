@@ -281,3 +281,22 @@ def test_a_zombie_is_not_alive():
 def test_drop_index_leaves_an_sqlite_index_to_postuninst(tmp_path):
     settings = Settings(data_dir=tmp_path)
     assert "removed with the data directory" in lifecycle.drop_index(settings)
+
+
+def test_postinst_creates_a_dicom_tls_certificate_when_tls_is_chosen(tmp_path):
+    from dsmpacs.tls import TlsFiles
+
+    package_dir, target, var = layout(tmp_path)
+    env = good_env(**{"wizard_dicom_tls_port": "2762", "wizard_dicom_tls_only": "true",
+                      "SYNOPKG_PKG_STATUS": "INSTALL"})
+    notices = lifecycle.postinst(var, target, package_dir, env)
+    settings = Settings.load(data_dir=var, env={})
+    assert (settings.dicom_tls_port, settings.dicom_plain) == (2762, False)
+    files = TlsFiles.of(settings)
+    assert files.has_server_identity() and any(str(files.ca_cert) in n for n in notices)
+    sc = (target / integration.SERVICE_FILE).read_text()
+    assert 'dst.ports="2762/tcp"' in sc and f'dst.ports="{settings.dicom_port}/tcp"' not in sc
+    # Installed again over the kept data: the certificate stays.
+    before = files.server_cert.read_bytes()
+    lifecycle.postinst(var, target, package_dir, env)
+    assert files.server_cert.read_bytes() == before

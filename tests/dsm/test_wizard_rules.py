@@ -172,3 +172,17 @@ def test_runs_standalone_with_only_the_standard_library(tmp_path):
     bad = check(good_env(**{w.DICOM_PORT: "80", "SYNOPKG_DSM_LANGUAGE": "chs"}))
     assert bad.returncode == 1 and w.message("port", "chs") in bad.stdout
     assert check({"SYNOPKG_PKG_STATUS": "UPGRADE"}).returncode == 0
+
+
+def test_dicom_tls_side_by_side_or_alone():
+    side = w.parse(good_env(**{w.DICOM_TLS_PORT: "2762"}))
+    values = side.config_values("/s")
+    assert values["dicom_tls_port"] == 2762 and "dicom_plain" not in values
+    alone = w.parse(good_env(**{w.DICOM_TLS_PORT: "2762", w.DICOM_TLS_ONLY: "true"}))
+    assert alone.config_values("/s")["dicom_plain"] is False
+    Settings(**{k: v for k, v in alone.config_values("/s").items() if k != "storage_root"})
+    assert "dicom_tls_port" not in w.parse(good_env(**{w.DICOM_TLS_PORT: ""})).config_values("/s")
+    for changes, problem in (({w.DICOM_TLS_PORT: "11112"}, "tls_port_differs"),
+                             ({w.DICOM_TLS_PORT: "443"}, "port"),
+                             ({w.DICOM_TLS_PORT: "", w.DICOM_TLS_ONLY: "true"}, "tls_only_needs_port")):
+        assert w.message(problem, "chs") in w.problems(good_env(**changes), "chs"), changes

@@ -52,6 +52,25 @@ class AccessPolicy:
                 return peer
         return None
 
+    def transport_problem(self, calling_ae: str, address: str, *, encrypted: bool,
+                          client_certificate: bool) -> str:
+        """Why an association from ``calling_ae`` may not arrive over this transport
+        ('' when it may). Non-downgrading: a remote AE marked TLS is refused over
+        plaintext, so a stolen AE title cannot get around its encryption. A remote AE
+        that must show a client certificate is refused without a verified one. AEs not
+        marked TLS may use either transport; the rest of the policy applies unchanged."""
+        peers = [p for p in self.registry.by_ae_title(calling_ae)
+                 if not self.settings.check_peer_host or address in _addresses(p.host)]
+        if not encrypted:
+            marked = next((p for p in peers if p.tls), None)
+            return (f"remote AE {marked.name!r} ({calling_ae}) is marked TLS and must use the "
+                    f"DICOM TLS port, not plaintext") if marked else ""
+        strict = next((p for p in peers if p.tls_client_cert), None)
+        if strict is not None and not client_certificate:
+            return (f"remote AE {strict.name!r} ({calling_ae}) must show a TLS client certificate "
+                    "signed by a trusted CA, and showed none")
+        return ""
+
     def allows(self, action: Action, calling_ae: str, address: str) -> tuple[bool, str]:
         """(allowed, reason when refused)."""
         peer = self.peer_for(calling_ae, address)

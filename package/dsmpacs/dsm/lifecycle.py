@@ -71,6 +71,7 @@ def postinst(data_dir: Path, target: Path, package_dir: Path, env: Mapping[str, 
             f"DSM PACS found the settings of an earlier installation in {data_dir / CONFIG_FILE} "
             f"and kept them; the values entered in the wizard were not applied. The images are "
             f"in {settings.effective_storage_root}.")
+    notices.extend(_dicom_tls_certificate(settings))
     integration.write(target, settings)
     return notices
 
@@ -102,6 +103,27 @@ def keep_earlier_defaults(data_dir: Path, lang: str) -> list[str]:
         return []
     english, chinese = _KEPT_NOTICE
     return [(chinese if lang == "chs" else english).format(config=data_dir / CONFIG_FILE)]
+
+
+def _dicom_tls_certificate(settings: Settings) -> list[str]:
+    """The DICOM TLS port needs a certificate: a local CA's, created once (an
+    existing or imported one is kept)."""
+    from dsmpacs.cli.tls import _default_hosts
+    from dsmpacs.tls import TlsFiles, authority
+
+    files = TlsFiles.of(settings)
+    if not settings.dicom_tls_port or files.has_server_identity():
+        return []
+    hosts = _default_hosts()
+    if settings.dicom_host not in ("0.0.0.0", "::", ""):
+        hosts.insert(0, settings.dicom_host)
+    try:
+        authority.init(files, list(dict.fromkeys(hosts)))
+    except (authority.AuthorityError, OSError) as exc:
+        raise LifecycleError(f"DICOM TLS: could not create a certificate ({exc}); run "
+                             f"`dsmpacs tls init` or set dicom_tls_port = 0") from None
+    return [f"DICOM TLS listens on port {settings.dicom_tls_port} with a certificate from a new local "
+            f"CA; give peers {files.ca_cert} (`dsmpacs tls show`)."]
 
 
 def prestart(settings: Settings, target: Path, serve: click.Command) -> list[tuple[str, list[str]]]:
@@ -177,7 +199,8 @@ def _tail(path: Path, lines: int = 15) -> str:
 
 def wait_ready(settings: Settings, run_dir: Path, log_dir: Path, timeout: float) -> list[str]:
     """Wait until every service with a PID file in run_dir listens on its port."""
-    endpoints = {"dicom": (settings.dicom_host, settings.dicom_port),
+    dicom_port = settings.dicom_port if settings.dicom_plain else settings.dicom_tls_port
+    endpoints = {"dicom": (settings.dicom_host, dicom_port),
                  "web": (settings.web_host, settings.web_port)}
     pending = {p.stem: p for p in run_dir.glob("*.pid")}
     if not pending:

@@ -27,6 +27,8 @@ WEB_PORT = "wizard_web_port"
 WEB_NETWORK = "wizard_web_network"        # the web port answers the network (0.0.0.0)
 WEB_PROXY_ONLY = "wizard_web_proxy_only"  # only DSM's reverse proxy reaches it (127.0.0.1)
 STORE_AES = "wizard_store_aes"            # AE titles registered as peers that may store
+DICOM_TLS_PORT = "wizard_dicom_tls_port"   # blank: no DICOM TLS listener
+DICOM_TLS_ONLY = "wizard_dicom_tls_only"   # true: no plaintext DICOM listener
 SHARE_NAME = "wizard_share_name"
 ADMIN_PASSWORD = "wizard_admin_password"
 ADMIN_PASSWORD_CONFIRM = "wizard_admin_password_confirm"
@@ -44,6 +46,7 @@ DELETE_DATA = "wizard_delete_data"
 
 DEFAULTS = {
     DICOM_HOST: "0.0.0.0", AE_TITLE: "DSMPACS", DICOM_PORT: "11112", WEB_PORT: "8080",
+    DICOM_TLS_PORT: "2762",       # IANA's DICOM-over-TLS port; plain and TLS side by side
     SHARE_NAME: "pacs", MARIADB_HOST: "127.0.0.1", MARIADB_PORT: "3307",
     MARIADB_DATABASE: "dsmpacs", MARIADB_USER: "dsmpacs",
 }
@@ -79,6 +82,7 @@ PATTERNS = {
 # Field key -> the pattern it must match (when given).
 FIELD_PATTERNS = {
     DICOM_HOST: "ipv4", AE_TITLE: "ae_title", DICOM_PORT: "port", WEB_PORT: "port",
+    DICOM_TLS_PORT: "port",
     SHARE_NAME: "share", ADMIN_PASSWORD: "admin_password", ADMIN_PASSWORD_CONFIRM: "admin_password",
     MARIADB_HOST: "host", MARIADB_PORT: "any_port", MARIADB_DATABASE: "db_name",
     MARIADB_USER: "db_user", MARIADB_PASSWORD: "db_password", MARIADB_ROOT_PASSWORD: "db_password",
@@ -116,6 +120,10 @@ MESSAGES = {
                 "设备：以逗号分隔的 AE 标题，每个后面可加 @地址 和 :端口，例如 ANGIO1, ANGIO2@192.168.1.20:104。"),
     "ports_differ": ("The DICOM port and the web port must differ.",
                      "DICOM 端口和 Web 端口不能相同。"),
+    "tls_port_differs": ("The DICOM TLS port must differ from the DICOM port and the web port.",
+                         "DICOM TLS 端口不能与 DICOM 端口或 Web 端口相同。"),
+    "tls_only_needs_port": ("TLS only was chosen: enter a DICOM TLS port.",
+                            "已选择仅使用 TLS：请填写 DICOM TLS 端口。"),
     "passwords_differ": ("The two administrator passwords are not the same.",
                          "两次输入的管理员密码不一致。"),
     "choose_database": ("Choose one index database: SQLite or MariaDB 10.",
@@ -175,6 +183,8 @@ class Answers:
     admin_password: str
     database: str                  # "sqlite" or "mariadb"
     mariadb_create: bool = False   # DSM's mariadb10-db worker created the database and user
+    dicom_tls_port: int = 0        # 0: no DICOM TLS listener
+    dicom_tls_only: bool = False   # no plaintext DICOM listener
     mariadb_host: str = ""
     mariadb_port: int = 0
     mariadb_database: str = ""
@@ -206,6 +216,10 @@ class Answers:
             # Every request then comes through DSM's reverse proxy on this NAS: believe
             # its X-Forwarded-For and -Proto (client address in the audit trail, HTTPS).
             values["web_trusted_proxy"] = "127.0.0.1"
+        if self.dicom_tls_port:
+            values["dicom_tls_port"] = self.dicom_tls_port
+            if self.dicom_tls_only:
+                values["dicom_plain"] = False
         url = self.database_url()
         if url:
             values["database_url"] = url
@@ -235,6 +249,13 @@ def problems(env: Mapping[str, str], lang: str = "enu") -> list[str]:
             bad(FIELD_PATTERNS[key])
     if value(DICOM_PORT) and value(DICOM_PORT) == value(WEB_PORT):
         bad("ports_differ")
+    tls_port = value(DICOM_TLS_PORT).strip()
+    if tls_port and not matches("port", tls_port):
+        bad("port")
+    elif tls_port and tls_port in (value(DICOM_PORT), value(WEB_PORT)):
+        bad("tls_port_differs")
+    if _true(value(DICOM_TLS_ONLY)) and not tls_port:
+        bad("tls_only_needs_port")
     if value(ADMIN_PASSWORD) != value(ADMIN_PASSWORD_CONFIRM):
         bad("passwords_differ")
     if value(STORE_AES).strip() and not matches("ae_list", value(STORE_AES)):
@@ -273,7 +294,9 @@ def parse(env: Mapping[str, str], lang: str = "enu") -> Answers:
         # only (an older wizard, without the choice, meant the network).
         web_host="127.0.0.1" if _true(env.get(WEB_PROXY_ONLY)) and not _true(env.get(WEB_NETWORK))
         else "0.0.0.0",
-        store_aes=store_aes(env.get(STORE_AES, "")))
+        store_aes=store_aes(env.get(STORE_AES, "")),
+        dicom_tls_port=int(env.get(DICOM_TLS_PORT, "").strip() or 0),
+        dicom_tls_only=_true(env.get(DICOM_TLS_ONLY)))
     if database == "sqlite":
         return Answers(**common)
     return Answers(**common, mariadb_create=_true(env.get(DB_MARIADB_CREATE)),
