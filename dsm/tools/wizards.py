@@ -37,7 +37,7 @@ TEXT = {
     "dicom_desc": ("Modalities and workstations send to this AE title and port. The web viewer "
                    "opens on the web port; the DSM desktop icon points to it. Ports below 1024 "
                    "cannot be used by a DSM package.",
-                   "设备和工作站向此 AE 标题和端口发送影像。网页浏览器使用 Web 端口，DSM 桌面图标指向它。"
+                   "设备和工作站向此 AE 标题和端口发送影像。网页阅片在 Web 端口打开，DSM 桌面图标指向它。"
                    "DSM 套件不能使用 1024 以下的端口。"),
     "web_access_desc": ("Who reaches the web viewer on its web port. <b>The network</b> lets browsers "
                         "on the network open it, and the DSM desktop icon, which opens the web port "

@@ -93,7 +93,7 @@ FIELD_PATTERNS = {
 MESSAGES = {
     "ae_title": ("AE title: 1 to 16 letters, digits, spaces or punctuation; no backslash, "
                  "not only spaces.",
-                 "AE 标题：1 到 16 个字母、数字、空格或标点；不能含反斜杠，也不能全是空格。"),
+                 "AE 标题：1 到 16 个字符（字母、数字、空格或标点）；不能含反斜杠，也不能全是空格。"),
     "port": ("Port: a number from 1024 to 65535 (DSM packages cannot use ports below 1024).",
              "端口：1024 到 65535 之间的数字（DSM 套件不能使用 1024 以下的端口）。"),
     "any_port": ("Port: a number from 1 to 65535.", "端口：1 到 65535 之间的数字。"),
