@@ -2,7 +2,10 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
-DATA   ?= var
+# Empty: the data directory is the program's default (./data), the one every
+# `dsmpacs` command run from here uses without --data-dir.
+DATA   ?=
+DSMPACS = $(BIN)/dsmpacs$(if $(DATA), --data-dir $(DATA))
 STAMP  := $(VENV)/.installed
 
 .PHONY: run test bench venv spk wheelhouse settings-doc clean
@@ -15,11 +18,15 @@ $(STAMP): pyproject.toml constraints.txt
 
 venv: $(STAMP)
 
-## Start the archive on embedded SQLite with its data in ./$(DATA); the first run
-## creates an administrator and prints its generated password once.
+## Start the archive on embedded SQLite with its data in ./data (or DATA=dir); the
+## first run creates an administrator and prints its generated password once. The
+## web server answers this machine only (web_host), and modalities store once
+## registered (unknown_ae_may_store): both in docs/admin-guide.md.
 run: $(STAMP)
-	$(BIN)/dsmpacs --data-dir $(DATA) user ensure-admin
-	$(BIN)/dsmpacs --data-dir $(DATA) serve
+	$(DSMPACS) user ensure-admin
+	@echo "Modalities may store once registered: $(DSMPACS) ae add NAME AE_TITLE HOST PORT"
+	@echo "(HOST '*' and PORT 0 --no-move-destination for a sender known by its AE title only)"
+	$(DSMPACS) serve
 
 ## Lint, then run the test suite (real dcmtk peers, real MariaDB when reachable)
 # ruff first: a lint finding fails in seconds, before twenty minutes of tests.

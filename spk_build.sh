@@ -176,7 +176,8 @@ build_spk() {
     tool license "$payload/wheels" >"$stage/LICENSE"
 
     checksum=$(md5sum "$stage/package.tgz" | cut -d ' ' -f 1)
-    extractsize=$(du -sk "$payload" | cut -f 1)
+    # What DSM unpacks plus the environment postinst builds from it.
+    extractsize=$(( $(du -sk "$payload" | cut -f 1) + $(tool envsize "$payload/wheels") ))
     tool info "version=$VERSION" "arch=$arch" "install_dep_packages=$PYTHON_PACKAGE" \
         "checksum=$checksum" "extractsize=$extractsize" >"$stage/INFO"
 

@@ -86,8 +86,11 @@ class DsmPacs:
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> "DsmPacs":
+        # storescu sends unregistered, as to Orthanc and storescp (one policy look-up per
+        # association either way, so registering it would time the same).
         cmd = [sys.executable, "-m", "dsmpacs", "--data-dir", str(self.workdir),
-               "--set", "log_level=WARNING", *self.extra, "serve", "--host", "127.0.0.1",
+               "--set", "log_level=WARNING", "--set", "unknown_ae_may_store=true", *self.extra,
+               "serve", "--host", "127.0.0.1",
                "--port", str(self.port)]
         if "--only" in _serve_options():
             cmd += ["--only", "dicom"]

@@ -74,8 +74,10 @@ def settings(tmp_path, database_url) -> Settings:
     return Settings.load(data_dir=tmp_path / "data", env={}, overrides={
         "database_url": database_url, "dicom_host": "127.0.0.1", "dicom_port": 0,
         "min_free_mb": 0, "log_level": "DEBUG",
-        # Password-only admins unless a test asks for TOTP (tests/test_web_totp.py).
-        "require_totp_roles": ""})
+        # Password-only admins unless a test asks for TOTP (tests/test_web_totp.py), and
+        # dcmtk's storescu stores without being registered first, unless a test is about
+        # that (tests/test_strict_defaults.py, tests/test_access_policy.py).
+        "require_totp_roles": "", "unknown_ae_may_store": True})
 
 
 @pytest.fixture

@@ -56,7 +56,8 @@ def register(server, name: str, ae_title: str, *flags: str) -> None:
     """`dsmpacs ae add` against the running server's index, as an administrator would."""
     cmd = [sys.executable, "-m", "dsmpacs", "--data-dir", str(server.data_dir)]
     for key, value in server.sets.items():
-        cmd += ["--set", f"{key}={value}"]
+        if value is not None:        # None: the product's default (tests/peers.py)
+            cmd += ["--set", f"{key}={value}"]
     cmd += ["ae", "add", name, ae_title, "127.0.0.1", "11113", *flags]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
@@ -65,6 +66,7 @@ def register(server, name: str, ae_title: str, *flags: str) -> None:
 def unregister(server, name: str) -> None:
     cmd = [sys.executable, "-m", "dsmpacs", "--data-dir", str(server.data_dir)]
     for key, value in server.sets.items():
-        cmd += ["--set", f"{key}={value}"]
+        if value is not None:        # None: the product's default (tests/peers.py)
+            cmd += ["--set", f"{key}={value}"]
     done = subprocess.run(cmd + ["ae", "remove", name], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr

@@ -92,9 +92,12 @@ class ServerProcess:
     def __init__(self, data_dir: Path, sets: dict[str, object], only: str | None = None):
         self.data_dir = Path(data_dir)
         # Admins sign in with a password alone unless a test asks for the product's
-        # default (require_totp_roles="admin"; tests/test_web_totp.py covers it).
+        # default (require_totp_roles="admin"; tests/test_web_totp.py covers it), and
+        # unregistered AEs store (tests/test_strict_defaults.py covers the default).
+        # A value None leaves the setting at the product's default.
         self.sets = {"dicom_host": "127.0.0.1", "dicom_port": 0, "web_host": "127.0.0.1", "web_port": 0,
-                     "min_free_mb": 0, "log_level": "DEBUG", "require_totp_roles": "", **sets}
+                     "min_free_mb": 0, "log_level": "DEBUG", "require_totp_roles": "",
+                     "unknown_ae_may_store": True, **sets}
         self.only = only
         self.proc: subprocess.Popen | None = None
         self.port: int | None = None
@@ -105,7 +108,8 @@ class ServerProcess:
     def command(self) -> list[str]:
         cmd = [sys.executable, "-m", "dsmpacs", "--data-dir", str(self.data_dir)]
         for key, value in self.sets.items():
-            cmd += ["--set", f"{key}={value}"]
+            if value is not None:
+                cmd += ["--set", f"{key}={value}"]
         return cmd + ["serve"] + (["--only", self.only] if self.only else [])
 
     def start(self, timeout: float = 60) -> "ServerProcess":

@@ -59,10 +59,12 @@ def wait_for_log(server, text: str, timeout: float = 30) -> str:
 class StoreSCP:
     """dcmtk storescp on a free port, writing what it receives bit-preserved."""
 
-    def __init__(self, outdir: Path, ae_title: str = "WORKSTATION", *options: str):
+    def __init__(self, outdir: Path, ae_title: str = "WORKSTATION", *options: str,
+                 probe: tuple[str, ...] = ()):
         self.outdir = Path(outdir)
         self.ae_title = ae_title
         self.options = options
+        self.probe = probe          # echoscu's options to reach it (TLS: +tls KEY CERT +cf CA)
         self.port = free_port()
         self.proc: subprocess.Popen | None = None
 
@@ -78,7 +80,8 @@ class StoreSCP:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise AssertionError(f"storescp exited: {self.log_path.read_text()}")
-            if dcmtk("echoscu", "-aec", self.ae_title, "127.0.0.1", self.port, timeout=10).returncode == 0:
+            if dcmtk("echoscu", *self.probe, "-aec", self.ae_title, "127.0.0.1", self.port,
+                     timeout=10).returncode == 0:
                 return self
             time.sleep(0.05)
         raise AssertionError("storescp did not start")
@@ -103,7 +106,8 @@ def run_cli(data_dir: Path, sets: dict, *args: str, timeout: float = 300) -> sub
 
     cmd = [sys.executable, "-m", "dsmpacs", "--data-dir", str(data_dir)]
     for key, value in sets.items():
-        cmd += ["--set", f"{key}={value}"]
+        if value is not None:        # None: the product's default (tests/peers.py)
+            cmd += ["--set", f"{key}={value}"]
     env = dict(os.environ)
     env.pop("DSMPACS_DATA_DIR", None)
     return subprocess.run(cmd + list(args), capture_output=True, text=True, timeout=timeout, env=env)

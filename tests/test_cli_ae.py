@@ -64,8 +64,9 @@ def test_add_list_remove(dsmpacs):
     (("bad", "BAD\\AE", "h", "104"), "is not a valid AE title"),
     (("bad", "A" * 17, "h", "104"), "is not a valid AE title"),
     (("bad", "   ", "h", "104"), "is not a valid AE title"),
-    (("bad", "OK", "h", "0"), "0 is not in the range 1<=x<=65535"),
-    (("bad", "OK", "h", "70000"), "70000 is not in the range 1<=x<=65535"),
+    (("bad", "OK", "h", "0"), "cannot be a move destination"),
+    (("bad", "OK", "*", "104"), "cannot be a move destination"),
+    (("bad", "OK", "h", "70000"), "70000 is not in the range 0<=x<=65535"),
     (("bad", "OK", "h", "port"), "'port' is not a valid integer"),
     (("bad", "OK", "two words", "104"), "is not a host name or address"),
 ])

@@ -41,11 +41,13 @@ class Modality:
         return 0x0000, None
 
     def request(self, server, references: list[tuple[str, str]], *, release_at_once: bool,
-                transaction_uid: str | None = None) -> tuple[int, str]:
-        """Send the N-ACTION; returns (N-ACTION status, transaction UID)."""
+                transaction_uid: str | None = None, port: int | None = None,
+                tls_args=None) -> tuple[int, str]:
+        """Send the N-ACTION (to ``port``, default the server's DICOM port; over TLS
+        with ``tls_args``); returns (N-ACTION status, transaction UID)."""
         ae = AE(ae_title=self.ae_title)
         ae.add_requested_context(StorageCommitmentPushModel)
-        assoc = ae.associate("127.0.0.1", server.port, ae_title=server.ae_title,
+        assoc = ae.associate("127.0.0.1", port or server.port, ae_title=server.ae_title, tls_args=tls_args,
                              evt_handlers=[(evt.EVT_N_EVENT_REPORT, self._on_report, ["same association"])])
         assert assoc.is_established
         info = Dataset()

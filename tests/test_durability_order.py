@@ -170,7 +170,8 @@ class DicomEntry:
 
         self.recorder = recorder
         self.server = dicom_server.start(settings, archive)
-        self.proxy = TcpProxy(("127.0.0.1", self.server.server_address[1]), on_reply=self._reply).start()
+        self.proxy = TcpProxy(("127.0.0.1", self.server.plain.server_address[1]),
+                              on_reply=self._reply).start()
 
     def _reply(self, data: bytes) -> None:
         if data[:1] == b"\x04":             # P-DATA-TF: the C-STORE response

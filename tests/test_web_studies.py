@@ -80,6 +80,18 @@ def test_search_by_every_field_including_a_gb18030_name(client, archive, tmp_pat
     assert study_rows(second) == [OLD_STUDY] and 'rel="next"' not in text(second)
 
 
+def test_names_match_as_the_list_shows_them(client, archive, tmp_path):
+    """The list shows 王^小明 as 王小明 and LI^NA as LI NA: typed that way, in any case
+    or width, they find the patient; a different given name does not."""
+    load(archive, tmp_path)
+    client_as(client, archive, "viewer")
+    for typed, expected in (("王小明", [CN_STUDY]), ("王小", [CN_STUDY]), ("王 小明", [CN_STUDY]),
+                            ("Li Na", [XA_STUDY, OLD_STUDY]), ("ｌｉ　ｎａ", [XA_STUDY, OLD_STUDY]),
+                            ("LI^NA", [XA_STUDY, OLD_STUDY]), ("Li Nb", []), ("王小红", [])):
+        found = client.get("/studies", query_string={"patient_name": typed}, headers=HTML)
+        assert found.status_code == 200 and study_rows(found) == expected, typed
+
+
 def test_study_page_patient_timeline_and_thumbnails(client, archive, tmp_path):
     load(archive, tmp_path)
     client_as(client, archive, "viewer")

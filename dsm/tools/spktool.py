@@ -6,6 +6,7 @@
                                             check the downloaded wheels, write requirements.txt,
                                             print "pure" or "compiled"
     spktool.py license WHEEL_DIR            LICENSE: the product, then each bundled wheel's licence
+    spktool.py envsize WHEEL_DIR            KiB the environment built from these wheels takes
     spktool.py info KEY=VALUE...            INFO, from the fixed fields and the given ones
 
 Run with dsmpacs importable (spk_build.sh sets PYTHONPATH=package): the wizard
@@ -41,8 +42,12 @@ INFO_FIXED = {
     "description": ("DICOM archive (PACS) and web viewer for angiography suites and small hospitals: "
                     "receives images from modalities over DICOM, keeps them bit-exact in a shared "
                     "folder, and lets workstations query and retrieve them."),
-    "description_chs": ("面向血管造影室和小型医院的 DICOM 影像归档（PACS）与网页浏览器：通过 DICOM 接收设备影像，"
+    # 网页阅片 ("reading images on the web"): 网页浏览器 would say "web browser".
+    "description_chs": ("面向血管造影室和小型医院的 DICOM 影像归档（PACS）与网页阅片：通过 DICOM 接收设备影像，"
                         "在共享文件夹中原样保存，并供工作站查询和调取。"),
+    "displayname_cht": "DSM PACS 醫學影像歸檔",
+    "description_cht": ("適用於血管攝影室與小型醫院的 DICOM 影像歸檔（PACS）與網頁閱片：透過 DICOM 接收儀器影像，"
+                        "在共用資料夾中原樣保存，並供工作站查詢與調閱。"),
     "maintainer": "DSM PACS project",
     "os_min_ver": OS_MIN_VER,
     "dsmuidir": "ui",
@@ -189,6 +194,33 @@ def license_text(directory: Path) -> str:
     return PRODUCT_LICENSE + "\n".join(lines) + "\n"
 
 
+# --- extractsize -------------------------------------------------------------------
+# postinst builds target/env from the bundled wheels, so the installed package is
+# several times package.tgz's content; Package Center checks free space against
+# INFO's extractsize alone. Estimated from the wheels (a cross-arch build cannot
+# install them): every file rounded up to a 4 KiB block, a .pyc per .py at 1.5 times
+# its size (small modules compile to relatively large files), and the venv's own pip
+# and setuptools. tests/dsm/test_lifecycle.py compares it with the real install.
+VENV_BASE_KIB = 25 * 1024
+PYC_FACTOR = 1.5
+
+
+def env_size_kib(directory: Path) -> int:
+    def blocks(size: int) -> int:
+        return (size + 4095) // 4096 * 4
+
+    total = VENV_BASE_KIB
+    for path in directory.glob("*.whl"):
+        with zipfile.ZipFile(path) as wheel:
+            for entry in wheel.infolist():
+                if entry.is_dir():
+                    continue
+                total += blocks(entry.file_size)
+                if entry.filename.endswith(".py"):
+                    total += int(blocks(entry.file_size) * PYC_FACTOR)
+    return total
+
+
 # --- INFO -------------------------------------------------------------------------
 def info(pairs: list[str]) -> str:
     fields = dict(INFO_FIXED)
@@ -214,6 +246,8 @@ def main(argv: list[str]) -> None:
         wheels(args[0], args[1], Path(args[2]), Path(args[3]))
     elif command == "license":
         sys.stdout.write(license_text(Path(args[0])))
+    elif command == "envsize":
+        print(env_size_kib(Path(args[0])))
     elif command == "info":
         sys.stdout.write(info(args))
     else:

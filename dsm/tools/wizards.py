@@ -30,20 +30,48 @@ TEXT = {
               "keeps them unchanged in a shared folder, and shows them in a web browser.",
               "DSM PACS 通过 DICOM 接收血管造影机等设备发送的影像，原样保存在共享文件夹中，并可在网页浏览器中查看。"),
     "host_desc": ("The address the DICOM service listens on. Keep <b>All interfaces</b>, or choose "
-                  "this NAS's address on the modality network if the NAS has a port dedicated to it. "
-                  "The web interface listens on all interfaces.",
-                  "DICOM 服务监听的地址。保持<b>所有网络接口</b>，或在 NAS 有专用于设备网络的网口时选择该网口的地址。"
-                  "网页界面监听所有网络接口。"),
+                  "this NAS's address on the modality network if the NAS has a port dedicated to it.",
+                  "DICOM 服务监听的地址。保持<b>所有网络接口</b>，或在 NAS 有专用于设备网络的网口时选择该网口的地址。"),
     "host": ("Listen on", "监听地址"),
     "all_interfaces": ("All interfaces", "所有网络接口"),
     "dicom_desc": ("Modalities and workstations send to this AE title and port. The web viewer "
                    "opens on the web port; the DSM desktop icon points to it. Ports below 1024 "
                    "cannot be used by a DSM package.",
-                   "设备和工作站向此 AE 标题和端口发送影像。网页浏览器使用 Web 端口，DSM 桌面图标指向它。"
+                   "设备和工作站向此 AE 标题和端口发送影像。网页阅片在 Web 端口打开，DSM 桌面图标指向它。"
                    "DSM 套件不能使用 1024 以下的端口。"),
+    "web_access_desc": ("Who reaches the web viewer on its web port. <b>The network</b> lets browsers "
+                        "on the network open it, and the DSM desktop icon, which opens the web port "
+                        "on this NAS's address, works. <b>Only DSM's reverse proxy</b> answers this "
+                        "NAS alone: set up a reverse proxy rule in Control Panel (for HTTPS) and "
+                        "open its address; the desktop icon then does not open the viewer.",
+                        "谁可以通过 Web 端口访问网页阅片。<b>网络</b>：网络上的浏览器都可以打开它，"
+                        "DSM 桌面图标（在本 NAS 地址上打开 Web 端口）也能使用。<b>仅 DSM 反向代理</b>："
+                        "只有本 NAS 自身可以访问；请在控制面板中设置反向代理规则（用于 HTTPS）并打开其地址，"
+                        "此时桌面图标无法打开网页阅片。"),
+    "web_network": ("The network (recommended)", "网络（推荐）"),
+    "web_proxy_only": ("Only DSM's reverse proxy", "仅 DSM 反向代理"),
+    "modalities_title": ("Modalities", "设备"),
+    "store_aes_desc": ("Only registered AE titles may send images to this archive. List the AE "
+                       "titles of the modalities that send to it (for example the angiography "
+                       "system of the DSA room), separated by commas. Add <b>@address:port</b> to a "
+                       "title when images must also be sent back to it, such as ANGIO1, "
+                       "WS3D@192.168.1.20:104. Each may send images from the first day; give more "
+                       "rights, or add others, later on the Remote AEs page.",
+                       "只有已登记的 AE 标题才能向本归档发送影像。请列出发送影像的设备（例如 DSA 室的血管造影机）"
+                       "的 AE 标题，以逗号分隔。如果还需要把影像发回给某个设备，请在其标题后加 "
+                       "<b>@地址:端口</b>，例如 ANGIO1, WS3D@192.168.1.20:104。它们从第一天起即可发送影像；"
+                       "以后可在“远程 AE”页面授予更多权限或添加其他设备。"),
+    "store_aes": ("AE titles", "AE 标题"),
     "ae_title": ("AE title", "AE 标题"),
     "dicom_port": ("DICOM port", "DICOM 端口"),
     "web_port": ("Web port", "Web 端口"),
+    "tls_desc": ("DICOM TLS encrypts images on the network (modalities and peers that support it use "
+                 "the TLS port; 2762 is the standard one). Leave the port empty for no TLS. The "
+                 "package creates a local certificate authority; give its ca.pem to the peers.",
+                 "DICOM TLS 在网络上加密影像（支持 TLS 的设备和节点使用 TLS 端口，标准端口为 2762）。"
+                 "不使用 TLS 请留空。套件会创建本地证书颁发机构，请把其 ca.pem 交给对端。"),
+    "dicom_tls_port": ("DICOM TLS port", "DICOM TLS 端口"),
+    "dicom_tls_only": ("TLS only (no unencrypted DICOM port)", "仅 TLS（不开放未加密的 DICOM 端口）"),
     "storage_title": ("Storage and administrator", "存储与管理员"),
     "share_desc": ("The shared folder that holds the DICOM files. DSM creates it on the volume "
                    "where the package is installed if it does not exist yet. Back it up with "
@@ -137,6 +165,18 @@ def install_steps(lang: str) -> list[dict]:
             _field(w.AE_TITLE, t("ae_title", lang), lang),
             _field(w.DICOM_PORT, t("dicom_port", lang), lang),
             _field(w.WEB_PORT, t("web_port", lang), lang)]},
+        {"type": "singleselect", "desc": t("web_access_desc", lang), "subitems": [
+            {"key": w.WEB_NETWORK, "desc": t("web_network", lang), "defaultValue": True},
+            {"key": w.WEB_PROXY_ONLY, "desc": t("web_proxy_only", lang), "defaultValue": False}]},
+        {"type": "textfield", "desc": t("tls_desc", lang), "subitems": [
+            _field(w.DICOM_TLS_PORT, t("dicom_tls_port", lang), lang, allow_blank=True)]},
+        {"type": "multiselect", "subitems": [
+            {"key": w.DICOM_TLS_ONLY, "desc": t("dicom_tls_only", lang), "defaultValue": False}]},
+    ]}
+    modalities = {"step_title": t("modalities_title", lang), "invalid_next_disabled_v2": True,
+                  "items": [
+        {"type": "textfield", "desc": t("store_aes_desc", lang), "subitems": [
+            _field(w.STORE_AES, t("store_aes", lang), lang, allow_blank=True, default="")]},
     ]}
     storage = {"step_title": t("storage_title", lang), "invalid_next_disabled_v2": True, "items": [
         {"type": "textfield", "desc": t("share_desc", lang), "subitems": [
@@ -160,7 +200,7 @@ def install_steps(lang: str) -> list[dict]:
             _field(w.MARIADB_PASSWORD, t("mariadb_password", lang), lang, allow_blank=True),
             _field(w.MARIADB_ROOT_PASSWORD, t("mariadb_root_password", lang), lang, allow_blank=True)]},
     ]}
-    return [network, storage, database]
+    return [network, modalities, storage, database]
 
 
 def upgrade_steps(lang: str) -> list[dict]:

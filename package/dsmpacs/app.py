@@ -7,6 +7,7 @@ runs, and what ``serve --only dicom|web`` runs directly.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 
@@ -26,6 +27,21 @@ def install_engine() -> None:
     from dsmpacs.dicom import engine
 
     engine.install()
+
+
+# Files this program creates (index and its -wal/-shm, stored DICOM files, backups,
+# logs, run files) are for the service user and its group only: 0640 for files and
+# 0750 for directories. Secrets (web secret key, audit key, TLS keys) are created
+# 0600 explicitly where they are written.
+UMASK = 0o027
+
+
+def restrict_file_modes() -> None:
+    """Set the process umask, once, at the process entry point (``dsmpacs.cli.main``),
+    rather than a chmod at every place that creates a file: the libraries that create
+    files for us (SQLite, logging, pynetdicom's spool) follow it too, and the
+    children of ``serve`` inherit it."""
+    os.umask(UMASK)
 
 
 def build_archive(settings: Settings, *, upgrade: bool = False) -> Archive:
@@ -103,12 +119,19 @@ def serve_dicom(settings: Settings, *, recover: bool = True) -> None:
     # the same index leave it alone meanwhile) and the audit trail's housekeeping.
     stop_jobs = threading.Event()
     verifier = verification.start_background(archive, stop_jobs)
-    host, port = server.server_address[:2]
-    runfiles.write(settings, "dicom", host=host, port=port, ae_title=settings.ae_title)
-    heartbeat = runfiles.start_heartbeat(settings, "dicom", lambda: server.socket.fileno() >= 0)
+    # "port" is where plain DICOM is heard, or the TLS port when there is none.
+    host, port = server[0].server_address[:2]
+    tls_port = server.tls.server_address[1] if server.tls is not None else None
+    runfiles.write(settings, "dicom", host=host, port=port, ae_title=settings.ae_title,
+                   plain=server.plain is not None, tls_port=tls_port)
+    heartbeat = runfiles.start_heartbeat(settings, "dicom",
+                                         lambda: all(s.socket.fileno() >= 0 for s in server))
     start_audit_housekeeping(archive, stop_jobs)
-    log.info("DICOM listener up on %s:%s as %s", host, port, settings.ae_title)
-    print(f"DICOM listening on {host}:{port} as AE title {settings.ae_title}", flush=True)
+    for listening in server:
+        kind = "DICOM TLS" if listening is server.tls else "DICOM"
+        lhost, lport = listening.server_address[:2]
+        log.info("%s listener up on %s:%s as %s", kind, lhost, lport, settings.ae_title)
+        print(f"{kind} listening on {lhost}:{lport} as AE title {settings.ae_title}", flush=True)
     try:
         wait_for_stop()
     finally:

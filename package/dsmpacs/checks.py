@@ -52,14 +52,36 @@ def port_problems(settings: Settings) -> list[str]:
         found.append(f"The DICOM port and the web port are both {settings.dicom_port}; set "
                      f"different dicom_port and web_port in {config}.")
         return found
-    for label, host, port, host_setting, port_setting in (
-            ("DICOM", settings.dicom_host, settings.dicom_port, "dicom_host", "dicom_port"),
-            ("web", settings.web_host, settings.web_port, "web_host", "web_port")):
+    if settings.dicom_tls_port and settings.dicom_tls_port in (settings.dicom_port, settings.web_port):
+        found.append(f"dicom_tls_port {settings.dicom_tls_port} is also the DICOM or the web port; "
+                     f"choose another in {config} (2762 is DICOM over TLS).")
+        return found
+    problem = tls_problem(settings)
+    if problem:
+        found.append(problem)
+    listeners = [("DICOM", settings.dicom_host, settings.dicom_port if settings.dicom_plain else 0,
+                  "dicom_host", "dicom_port"),
+                 ("DICOM TLS", settings.dicom_host, settings.dicom_tls_port, "dicom_host",
+                  "dicom_tls_port"),
+                 ("web", settings.web_host, settings.web_port, "web_host", "web_port")]
+    for label, host, port, host_setting, port_setting in listeners:
         if port:  # 0 lets the system pick a free port
             problem = _bind_problem(label, host, port, host_setting, port_setting, config)
             if problem:
                 found.append(problem)
     return found
+
+
+def tls_problem(settings: Settings) -> str | None:
+    """The DICOM TLS port needs this archive's certificate and key."""
+    from dsmpacs.tls import TlsFiles
+
+    files = TlsFiles.of(settings)
+    if settings.dicom_tls_port and not files.has_server_identity():
+        return (f"dicom_tls_port is {settings.dicom_tls_port} but there is no certificate in "
+                f"{files.directory}: run `dsmpacs tls init --host NAME-OR-ADDRESS` (a local CA) or "
+                f"`dsmpacs tls import --cert CERT --key KEY`, or set dicom_tls_port = 0 in {_config(settings)}.")
+    return None
 
 
 def storage_problems(settings: Settings) -> list[str]:

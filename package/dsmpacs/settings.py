@@ -77,6 +77,15 @@ class Settings:
     dicom_port: int = setting(
         11112, "DICOM port. Ports below 1024 cannot be bound by a DSM 7 package.",
         minimum=0, maximum=65535)
+    dicom_tls_port: int = setting(
+        0, "DICOM TLS port (PS3.15 BCP 195 non-downgrading profile: TLS 1.2 or 1.3 only), "
+        "beside the plain dicom_port, same AE title, services and limits. 2762 is the port "
+        "IANA registered for DICOM over TLS. 0: no TLS listener. Needs a certificate in "
+        "<data_dir>/tls/ (`dsmpacs tls init` or `dsmpacs tls import`); plaintext and TLS "
+        "below 1.2 on this port are refused. See docs/security.md.", minimum=0, maximum=65535)
+    dicom_plain: bool = setting(
+        True, "Listen for plain (unencrypted) DICOM on dicom_port. false: TLS only (needs "
+        "dicom_tls_port); remote AEs marked TLS are refused on the plain port either way.")
     max_associations: int = setting(
         16, "Concurrent DICOM associations accepted; further requests are rejected as "
         "transient (local limit exceeded).", minimum=1, maximum=1000)
@@ -118,7 +127,9 @@ class Settings:
 
     # --- web server --------------------------------------------------------
     web_host: str = setting(
-        "0.0.0.0", "Address the web server (UI and DICOMweb) binds to.")
+        "127.0.0.1", "Address the web server (UI and DICOMweb) binds to. The default answers "
+        "this machine only (or a reverse proxy on it); 0.0.0.0 listens on every interface, for "
+        "browsers elsewhere on the network. The DSM install wizard asks which one.")
     web_port: int = setting(
         8080, "Web port for the UI and DICOMweb.", minimum=0, maximum=65535)
     web_threads: int = setting(
@@ -256,8 +267,11 @@ class Settings:
 
     # --- access policy -----------------------------------------------------
     unknown_ae_may_store: bool = setting(
-        True, "Calling AEs that are not registered may send C-ECHO and C-STORE. Only registered "
-        "AEs may ever query (C-FIND) or retrieve (C-MOVE, C-GET), whatever this says.")
+        False, "Calling AEs that are not registered may send C-STORE (anyone may C-ECHO). Off by "
+        "default: register each modality with `dsmpacs ae add` (or the DSM install wizard, or "
+        "the Remote AEs page), or its C-STORE is refused (0x0124, not authorized) and audited as access-denied. "
+        "Only registered AEs may ever query (C-FIND) or retrieve (C-MOVE, C-GET), whatever this "
+        "says.")
     strict_ae_check: bool = setting(
         False, "Reject associations from calling AE titles that are not registered, at "
         "association time.")
@@ -314,6 +328,10 @@ class Settings:
         if self.database_url and not self.database_url.startswith(("sqlite:", "mysql:")):
             raise SettingsError("database_url must start with sqlite:// or mysql://")
         self.cors_origins  # raises SettingsError for a malformed origin
+        if not self.dicom_plain and not self.dicom_tls_port:
+            raise SettingsError("dicom_plain is false but dicom_tls_port is 0: the archive would "
+                                "not listen for DICOM at all; set dicom_tls_port (2762 is DICOM "
+                                "over TLS) or dicom_plain = true")
 
     # --- derived values ----------------------------------------------------
     @property

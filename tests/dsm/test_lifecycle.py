@@ -21,6 +21,7 @@ import secrets
 import signal
 import socket
 import subprocess
+import tarfile
 import urllib.request
 import uuid
 from pathlib import Path
@@ -31,7 +32,7 @@ import pytest
 
 from dsmpacs.dsm import wizard as w
 from tests import factories as f
-from tests.dsm.harness import DSMError, FakeDSM
+from tests.dsm.harness import DSMError, FakeDSM, read_info
 from tests.peers import MARIADB, dcmtk, mariadb_connection, require
 from tests.webclient import WebSession
 
@@ -214,7 +215,9 @@ def mariadb_tables(database: str) -> list[str]:
 def test_install_store_upgrade_uninstall(database, spk_builds, fake_dsm_factory, tmp_path, request):
     answers = {w.DICOM_HOST: "127.0.0.1", w.AE_TITLE: "ANGIO_PACS", w.DICOM_PORT: str(free_port()),
                w.WEB_PORT: str(free_port()), w.ADMIN_PASSWORD: ADMIN_PASSWORD,
-               w.ADMIN_PASSWORD_CONFIRM: ADMIN_PASSWORD}
+               w.ADMIN_PASSWORD_CONFIRM: ADMIN_PASSWORD,
+               # storescu's AE title: unregistered AEs may not store (unknown_ae_may_store)
+               w.STORE_AES: "STORESCU"}
     mariadb_admin = None
     if database == "sqlite":
         answers[w.SHARE_NAME] = "PACS 影像"   # spaces and CJK must survive every layer
@@ -250,8 +253,20 @@ def test_install_store_upgrade_uninstall(database, spk_builds, fake_dsm_factory,
                                  "--exclude", "setuptools")
     bundled = (dsm.package_dir() / "target" / "wheels" / "requirements.txt").read_text().split()
     assert sorted(map(normalised, freeze.stdout.split())) == sorted(map(normalised, bundled))
+    # Package Center checks free space against INFO's extractsize: it must cover the
+    # environment postinst built, not only the unpacked payload (which was 5.7 times less).
+    with tarfile.open(spk_builds["previous"], "r:") as spk:
+        extractsize = int(read_info(spk.extractfile("INFO").read().decode())["extractsize"])
+    target = dsm.package_dir() / "target"
+    installed = int(subprocess.run(["du", "-sk", f"{target}/"], capture_output=True, text=True,
+                                   check=True).stdout.split()[0])
+    assert installed <= extractsize <= installed * 1.3, (installed, extractsize)
 
-    # A modality stores an instance on the wizard's AE title and port.
+    # A modality listed in the wizard stores an instance on the wizard's AE title and port;
+    # one that is not listed is refused.
+    stranger = dcmtk("storescu", "-v", "-aet", "STRANGER", "-aec", answers[w.AE_TITLE], "127.0.0.1",
+                     answers[w.DICOM_PORT], f.write(f.secondary_capture(), tmp_path / "stranger.dcm"))
+    assert "Received Store Response (Unknown Status: 0x124)" in stranger.stdout + stranger.stderr
     sent = f.write(f.secondary_capture(), tmp_path / "sc.dcm")
     stored = dcmtk("storescu", "-aec", answers[w.AE_TITLE], "127.0.0.1", answers[w.DICOM_PORT], sent)
     assert stored.returncode == 0, stored.stderr

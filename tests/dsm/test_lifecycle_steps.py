@@ -99,13 +99,77 @@ def test_a_weak_wizard_password_stops_postinst_with_the_reason(tmp_path):
 
 def test_postinst_keeps_an_existing_config_and_says_so_on_install(tmp_path):
     package_dir, target, var = layout(tmp_path)
-    (var / "config.toml").write_text("web_port = 9090\n")
+    (var / "config.toml").write_text(
+        "web_port = 9090\nweb_host = \"0.0.0.0\"\nunknown_ae_may_store = false\n")
+    config = (var / "config.toml").read_text()
     notices = lifecycle.postinst(var, target, package_dir, good_env(SYNOPKG_PKG_STATUS="INSTALL"))
     assert len(notices) == 1 and "kept them" in notices[0]
-    assert (var / "config.toml").read_text() == "web_port = 9090\n"
+    assert (var / "config.toml").read_text() == config
     assert '"9090"' in (target / integration.UI_CONFIG).read_text()
     assert lifecycle.postinst(var, target, package_dir, {"SYNOPKG_PKG_STATUS": "UPGRADE"}) == []
+    assert (var / "config.toml").read_text() == config
     assert not (var / admin.FILE_NAME).exists()
+
+
+@pytest.mark.parametrize("lang", ["enu", "chs"])
+def test_an_upgrade_keeps_the_defaults_an_earlier_config_ran_with(tmp_path, lang):
+    """A config.toml from before the strict defaults: the viewer stays on the network (the
+    desktop icon) and unregistered modalities keep storing, and the administrator is told."""
+    package_dir, target, var = layout(tmp_path)
+    (var / "config.toml").write_text("# written by version 1\nweb_port = 9090\n")
+    (var / "config.toml").chmod(0o600)
+    notices = lifecycle.postinst(var, target, package_dir,
+                                 {"SYNOPKG_PKG_STATUS": "UPGRADE", "SYNOPKG_DSM_LANGUAGE": lang})
+    settings = Settings.load(data_dir=var, env={})
+    assert (settings.web_host, settings.unknown_ae_may_store, settings.web_port) == ("0.0.0.0", True, 9090)
+    assert (var / "config.toml").read_text().startswith("# written by version 1\nweb_port = 9090\n")
+    assert stat.S_IMODE((var / "config.toml").stat().st_mode) == 0o600
+    [notice] = notices
+    assert "unknown_ae_may_store = true" in notice
+    assert ("远程 AE" in notice) is (lang == "chs")
+    # once pinned, the next upgrade has nothing to say
+    assert lifecycle.postinst(var, target, package_dir, {"SYNOPKG_PKG_STATUS": "UPGRADE"}) == []
+
+
+def test_the_wizards_modalities_may_store_from_the_first_start(tmp_path):
+    """postinst keeps the list; the first start (prestart) registers each AE as a peer that may
+    store, and the access policy, with its strict default, lets exactly those store."""
+    from dsmpacs.archive import Archive
+    from dsmpacs.archive.access import AccessPolicy, Action
+    from dsmpacs.archive.audit import AuditTrail
+    from dsmpacs.archive.peers import PeerRegistry
+    from dsmpacs.dsm import first_peers
+
+    package_dir, target, var = layout(tmp_path)
+    env = good_env(**{"wizard_store_aes": "DSA_ROOM1, WS3D@192.168.1.20:104",
+                      "wizard_dicom_port": str(free_port()), "wizard_web_port": str(free_port()),
+                      "SYNOPKG_PKG_STATUS": "INSTALL"})
+    assert lifecycle.postinst(var, target, package_dir, env) == []
+    assert stat.S_IMODE((var / first_peers.FILE_NAME).stat().st_mode) == 0o600
+    (var / "config.toml").write_text((var / "config.toml").read_text() + "min_free_mb = 0\n")
+    result = CliRunner().invoke(main, ["--data-dir", str(var), "dsm", "prestart", "--target", str(target)])
+    assert result.exit_code == 0, result.output
+    assert not (var / first_peers.FILE_NAME).exists()
+
+    settings = Settings.load(data_dir=var, env={})
+    assert settings.unknown_ae_may_store is False and settings.web_host == "0.0.0.0"
+    archive = Archive(settings)
+    archive.open()
+    try:
+        registry = PeerRegistry(archive.index)
+        peers = {p.ae_title: p for p in registry.list()}
+        assert set(peers) == {"DSA_ROOM1", "WS3D"}
+        assert not peers["DSA_ROOM1"].is_move_destination and not peers["DSA_ROOM1"].may_find
+        assert (peers["WS3D"].host, peers["WS3D"].port, peers["WS3D"].is_move_destination) == \
+            ("192.168.1.20", 104, True)
+        policy = AccessPolicy(settings, registry)
+        assert policy.allows(Action.STORE, "DSA_ROOM1", "10.1.2.3")[0]
+        assert not policy.allows(Action.FIND, "DSA_ROOM1", "10.1.2.3")[0]
+        assert not policy.allows(Action.STORE, "STRANGER", "10.1.2.3")[0]
+        added = AuditTrail.of(archive).recent(action="peer-add")
+        assert {e.actor for e in added} == {first_peers.ACTOR} and len(added) == 2
+    finally:
+        archive.close()
 
 
 def test_postinst_refuses_an_upgrade_without_config(tmp_path):
@@ -217,3 +281,22 @@ def test_a_zombie_is_not_alive():
 def test_drop_index_leaves_an_sqlite_index_to_postuninst(tmp_path):
     settings = Settings(data_dir=tmp_path)
     assert "removed with the data directory" in lifecycle.drop_index(settings)
+
+
+def test_postinst_creates_a_dicom_tls_certificate_when_tls_is_chosen(tmp_path):
+    from dsmpacs.tls import TlsFiles
+
+    package_dir, target, var = layout(tmp_path)
+    env = good_env(**{"wizard_dicom_tls_port": "2762", "wizard_dicom_tls_only": "true",
+                      "SYNOPKG_PKG_STATUS": "INSTALL"})
+    notices = lifecycle.postinst(var, target, package_dir, env)
+    settings = Settings.load(data_dir=var, env={})
+    assert (settings.dicom_tls_port, settings.dicom_plain) == (2762, False)
+    files = TlsFiles.of(settings)
+    assert files.has_server_identity() and any(str(files.ca_cert) in n for n in notices)
+    sc = (target / integration.SERVICE_FILE).read_text()
+    assert 'dst.ports="2762/tcp"' in sc and f'dst.ports="{settings.dicom_port}/tcp"' not in sc
+    # Installed again over the kept data: the certificate stays.
+    before = files.server_cert.read_bytes()
+    lifecycle.postinst(var, target, package_dir, env)
+    assert files.server_cert.read_bytes() == before

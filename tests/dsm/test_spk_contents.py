@@ -63,6 +63,9 @@ def test_info_keys_checksum_and_size(spk, spk_builds):
     assert info["package"] == "dsmpacs"
     assert info["os_min_ver"] == "7.0-40000"
     assert re.search(r"[\u4e00-\u9fff]", info["description_chs"] + info["displayname_chs"])
+    # Traditional Chinese too (Taiwan, Hong Kong); and the viewer is 网页阅片, not a "web browser".
+    assert re.search(r"[\u4e00-\u9fff]", info["description_cht"] + info["displayname_cht"])
+    assert "网页浏览器" not in info["description_chs"] and "网页阅片" in info["description_chs"]
     assert info["checksum"] == hashlib.md5((out / "package.tgz").read_bytes()).hexdigest()
     unpacked_kib = sum(m.size for m in payload_members.values()) / 1024
     assert int(info["extractsize"]) >= unpacked_kib
@@ -210,6 +213,12 @@ def test_install_wizard_lists_the_nas_addresses_and_validates_like_preinst(spk, 
     env = fill_wizard(english, {w.ADMIN_PASSWORD: "long enough", w.ADMIN_PASSWORD_CONFIRM: "long enough"})
     assert w.problems(env) == []
     assert env[w.DICOM_PORT] == "11112" and env[w.DB_SQLITE] == "true" and env[w.DB_MARIADB_CREATE] == "false"
+    # ... reachable from the network (the desktop icon), and with no modality registered
+    assert env[w.WEB_NETWORK] == "true" and env[w.WEB_PROXY_ONLY] == "false" and env[w.STORE_AES] == ""
+    assert w.parse(env).web_host == "0.0.0.0"
+    assert w.parse(fill_wizard(english, {w.ADMIN_PASSWORD: "long enough", w.ADMIN_PASSWORD_CONFIRM: "long enough",
+                                         w.WEB_NETWORK: False, w.WEB_PROXY_ONLY: True,
+                                         w.STORE_AES: "ANGIO1, WS@10.0.0.5:104"})).web_host == "127.0.0.1"
 
 
 def test_resource_renders_from_install_and_upgrade_answers(spk, tmp_path):

@@ -79,8 +79,43 @@ def test_good_answers_parse_to_the_config_values():
     answers = w.parse(good_env())
     assert answers.database == "sqlite" and answers.database_url() is None
     assert answers.config_values("/var/packages/dsmpacs/shares/pacs") == {
-        "ae_title": "ANGIO_PACS", "dicom_host": "0.0.0.0", "dicom_port": 11112, "web_port": 8080,
-        "storage_root": "/var/packages/dsmpacs/shares/pacs"}
+        "ae_title": "ANGIO_PACS", "dicom_host": "0.0.0.0", "dicom_port": 11112, "web_host": "0.0.0.0",
+        "web_port": 8080, "storage_root": "/var/packages/dsmpacs/shares/pacs",
+        "unknown_ae_may_store": False}
+    assert answers.store_aes == ()
+
+
+def test_web_access_is_the_network_unless_the_proxy_alone_is_chosen():
+    """The DSM desktop icon opens the web port on the NAS's address: the network stays the
+    answer of a wizard that did not ask (an older package) or of its default."""
+    assert w.parse(good_env()).web_host == "0.0.0.0"
+    assert w.parse(good_env(**{w.WEB_NETWORK: "true", w.WEB_PROXY_ONLY: "false"})).web_host == "0.0.0.0"
+    proxy = w.parse(good_env(**{w.WEB_NETWORK: "false", w.WEB_PROXY_ONLY: "true"}))
+    assert proxy.web_host == "127.0.0.1"
+    settings = Settings(**{k: v for k, v in proxy.config_values("/x").items() if k != "storage_root"})
+    assert (settings.web_host, settings.web_trusted_proxy) == ("127.0.0.1", "127.0.0.1")
+    assert "web_trusted_proxy" not in w.parse(good_env()).config_values("/x")
+
+
+@pytest.mark.parametrize("text,entries", [
+    ("ANGIO1", [("ANGIO1", "", 0)]),
+    (" ANGIO1, WS_3D@192.168.1.20:104 ", [("ANGIO1", "", 0), ("WS_3D", "192.168.1.20", 104)]),
+    ("A@nas-2.local B", [("A", "nas-2.local", 0), ("B", "", 0)]),
+    ("ANGIO1,ANGIO1", [("ANGIO1", "", 0)]),
+])
+def test_store_list_entries(text, entries):
+    assert w.matches("ae_list", text)
+    parsed = w.parse(good_env(**{w.STORE_AES: text})).store_aes
+    assert [(e.ae_title, e.host, e.port) for e in parsed] == entries
+    for entry in parsed:
+        assert valid_ae_title(entry.ae_title)
+
+
+@pytest.mark.parametrize("text", ["A,,B", "A@", "A@h:0", "A@h:70000", "A" * 17, "A\\B", "@h", "A@h_1"])
+def test_bad_store_lists_are_refused_in_both_languages(text):
+    assert not w.matches("ae_list", text)
+    assert w.message("ae_list", "enu") in w.problems(good_env(**{w.STORE_AES: text}), "enu")
+    assert w.message("ae_list", "chs") in w.problems(good_env(**{w.STORE_AES: text}), "chs")
 
 
 def test_mariadb_answers_give_a_url_that_keeps_the_password():
@@ -137,3 +172,17 @@ def test_runs_standalone_with_only_the_standard_library(tmp_path):
     bad = check(good_env(**{w.DICOM_PORT: "80", "SYNOPKG_DSM_LANGUAGE": "chs"}))
     assert bad.returncode == 1 and w.message("port", "chs") in bad.stdout
     assert check({"SYNOPKG_PKG_STATUS": "UPGRADE"}).returncode == 0
+
+
+def test_dicom_tls_side_by_side_or_alone():
+    side = w.parse(good_env(**{w.DICOM_TLS_PORT: "2762"}))
+    values = side.config_values("/s")
+    assert values["dicom_tls_port"] == 2762 and "dicom_plain" not in values
+    alone = w.parse(good_env(**{w.DICOM_TLS_PORT: "2762", w.DICOM_TLS_ONLY: "true"}))
+    assert alone.config_values("/s")["dicom_plain"] is False
+    Settings(**{k: v for k, v in alone.config_values("/s").items() if k != "storage_root"})
+    assert "dicom_tls_port" not in w.parse(good_env(**{w.DICOM_TLS_PORT: ""})).config_values("/s")
+    for changes, problem in (({w.DICOM_TLS_PORT: "11112"}, "tls_port_differs"),
+                             ({w.DICOM_TLS_PORT: "443"}, "port"),
+                             ({w.DICOM_TLS_PORT: "", w.DICOM_TLS_ONLY: "true"}, "tls_only_needs_port")):
+        assert w.message(problem, "chs") in w.problems(good_env(**changes), "chs"), changes

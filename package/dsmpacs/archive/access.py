@@ -1,9 +1,10 @@
 """Who may do what: the access policy for DICOM peers.
 
-Unknown calling AEs may echo and store by default (a new modality in the
-suite should not lose a run because nobody registered it yet), but only
-registered AEs may query and retrieve: those reveal patient data. A strict
-mode refuses unknown AEs outright. Every refusal is logged with the peer's
+Unknown calling AEs may echo; they may store only when the administrator allows
+it (unknown_ae_may_store, off by default: whoever reaches the port could
+otherwise fill the archive or plant studies under a real patient's name). Only
+registered AEs may query and retrieve: those reveal patient data. A strict mode
+refuses unknown AEs outright. Every refusal is logged with the peer's
 address by the protocol layer that asked.
 """
 from __future__ import annotations
@@ -13,7 +14,7 @@ import socket
 from enum import Enum
 from functools import lru_cache
 
-from dsmpacs.archive.peers import Peer, PeerRegistry
+from dsmpacs.archive.peers import ANY_HOST, Peer, PeerRegistry
 from dsmpacs.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -44,9 +45,31 @@ class AccessPolicy:
     def peer_for(self, calling_ae: str, address: str) -> Peer | None:
         """The registered entry matching the calling AE (and host, when checked)."""
         for peer in self.registry.by_ae_title(calling_ae):
-            if not self.settings.check_peer_host or address in _addresses(peer.host):
+            if not self.settings.check_peer_host:
+                return peer
+            # An entry without a host cannot pass a host check.
+            if peer.host != ANY_HOST and address in _addresses(peer.host):
                 return peer
         return None
+
+    def transport_problem(self, calling_ae: str, address: str, *, encrypted: bool,
+                          client_certificate: bool) -> str:
+        """Why an association from ``calling_ae`` may not arrive over this transport
+        ('' when it may). Non-downgrading: a remote AE marked TLS is refused over
+        plaintext, so a stolen AE title cannot get around its encryption. A remote AE
+        that must show a client certificate is refused without a verified one. AEs not
+        marked TLS may use either transport; the rest of the policy applies unchanged."""
+        peers = [p for p in self.registry.by_ae_title(calling_ae)
+                 if not self.settings.check_peer_host or address in _addresses(p.host)]
+        if not encrypted:
+            marked = next((p for p in peers if p.tls), None)
+            return (f"remote AE {marked.name!r} ({calling_ae}) is marked TLS and must use the "
+                    f"DICOM TLS port, not plaintext") if marked else ""
+        strict = next((p for p in peers if p.tls_client_cert), None)
+        if strict is not None and not client_certificate:
+            return (f"remote AE {strict.name!r} ({calling_ae}) must show a TLS client certificate "
+                    "signed by a trusted CA, and showed none")
+        return ""
 
     def allows(self, action: Action, calling_ae: str, address: str) -> tuple[bool, str]:
         """(allowed, reason when refused)."""

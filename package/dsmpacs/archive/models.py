@@ -157,7 +157,8 @@ class RemoteAE(BaseModel):
     may_find = BooleanField(default=True)              # may query us (C-FIND)
     may_retrieve = BooleanField(default=True)          # may C-MOVE / C-GET from us
     is_move_destination = BooleanField(default=True)   # we may send to it (C-MOVE target, push)
-    tls = BooleanField(default=False)
+    tls = BooleanField(default=False)                  # DICOM TLS both ways; refused on the plain port
+    tls_client_cert = BooleanField(default=False)      # must show a client certificate on the TLS port
     description = CharField(max_length=255, default="")
     created_at = DateTimeField(default=utcnow)
     updated_at = DateTimeField(default=utcnow)

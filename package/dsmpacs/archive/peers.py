@@ -13,6 +13,13 @@ from dsmpacs.settings import valid_ae_title
 _SPEC_RE = re.compile(r"^(?P<aet>[^@]{1,16})@(?P<host>\[[^\]]+\]|[^:]+):(?P<port>\d{1,5})$")
 
 
+# A peer known by its AE title alone (the DSM install wizard registers a modality so,
+# when the administrator does not give its address): it may come from any address,
+# and having no address or port of its own it can never be sent to.
+ANY_HOST = "*"
+NO_PORT = 0
+
+
 class PeerError(ValueError):
     """A registry entry is invalid or does not exist."""
 
@@ -27,7 +34,8 @@ class Peer:
     may_find: bool = True
     may_retrieve: bool = True
     is_move_destination: bool = True
-    tls: bool = False
+    tls: bool = False                # associations both ways use TLS; the plain port refuses it
+    tls_client_cert: bool = False    # on the TLS port it must show a verified client certificate
     description: str = ""
 
     def validate(self) -> None:
@@ -37,8 +45,18 @@ class Peer:
             raise PeerError(f"{self.ae_title!r} is not a valid AE title")
         if not self.host or len(self.host) > 255 or any(c.isspace() for c in self.host):
             raise PeerError(f"{self.host!r} is not a host name or address")
-        if not 1 <= int(self.port) <= 65535:
+        if not 0 <= int(self.port) <= 65535:
             raise PeerError(f"port {self.port} is outside 1-65535")
+        if self.tls_client_cert and not self.tls:
+            raise PeerError("a client certificate can only be required of a remote AE marked TLS")
+        if not self.reachable and self.is_move_destination:
+            raise PeerError(f"{self.ae_title} has no host and port to send to, so it cannot be "
+                            "a move destination")
+
+    @property
+    def reachable(self) -> bool:
+        """It has an address and a port this archive can connect to."""
+        return self.host != ANY_HOST and self.port != NO_PORT
 
     @classmethod
     def parse(cls, spec: str) -> "Peer":
@@ -78,8 +96,14 @@ class PeerRegistry:
                     .where(RemoteAE.ae_title == ae_title.strip()).order_by(RemoteAE.name)]
 
     def resolve(self, spec: str) -> Peer:
-        """A registered name, or ``AE@HOST:PORT`` for a peer that is not registered."""
-        return self.get(spec) or Peer.parse(spec)
+        """A registered name, or ``AE@HOST:PORT``. An ``AE@HOST:PORT`` that is a registered
+        entry is that entry, so its TLS flag holds (no plaintext by spelling it out)."""
+        named = self.get(spec)
+        if named is not None:
+            return named
+        parsed = Peer.parse(spec)
+        return next((p for p in self.by_ae_title(parsed.ae_title)
+                     if (p.host, p.port) == (parsed.host, parsed.port)), parsed)
 
     def move_destination(self, ae_title: str) -> Peer | None:
         """The registered entry C-MOVE may send to, or None (answered with 0xA801)."""

@@ -71,8 +71,9 @@ def audit(archive, action, detail: str = "", outcome: str = "ok", **fields) -> N
 @click.pass_context
 def main(click_ctx: click.Context, data_dir: str | None, sets: tuple[str, ...]) -> None:
     """DSM PACS: DICOM archive and web viewer."""
-    from dsmpacs.app import install_engine
+    from dsmpacs.app import install_engine, restrict_file_modes
 
+    restrict_file_modes()
     install_engine()
     click_ctx.obj = Context(data_dir, sets)
     if click_ctx.invoked_subcommand is None:

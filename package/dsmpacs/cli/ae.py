@@ -25,7 +25,7 @@ def ae() -> None:
 @click.argument("name")
 @click.argument("ae_title")
 @click.argument("host")
-@click.argument("port", type=click.IntRange(1, 65535))
+@click.argument("port", type=click.IntRange(0, 65535))
 @click.option("--store/--no-store", "may_store", default=True, show_default=True,
               help="May send us C-STORE.")
 @click.option("--find/--no-find", "may_find", default=True, show_default=True,
@@ -34,11 +34,19 @@ def ae() -> None:
               help="May retrieve from us (C-MOVE, C-GET).")
 @click.option("--move-destination/--no-move-destination", "is_move_destination", default=True,
               show_default=True, help="We may send to it (C-MOVE destination, push).")
-@click.option("--tls/--no-tls", default=False, show_default=True, help="Use TLS to reach it.")
+@click.option("--tls/--no-tls", default=False, show_default=True,
+              help="DICOM TLS both ways: this archive reaches it over TLS, and it is refused on "
+                   "the plain port (it must use dicom_tls_port).")
+@click.option("--client-cert/--no-client-cert", "tls_client_cert", default=False, show_default=True,
+              help="With --tls: it must show a TLS client certificate signed by a trusted CA.")
 @click.option("--description", default="", help="Free text, e.g. the room or the vendor.")
 @pass_ctx
 def ae_add(ctx: Context, name: str, ae_title: str, host: str, port: int, **flags) -> None:
-    """Register a remote AE: NAME AE_TITLE HOST PORT."""
+    """Register a remote AE: NAME AE_TITLE HOST PORT.
+
+    A modality that only sends needs no address: HOST '*' and PORT 0 register its AE
+    title alone (with --no-move-destination), and it may store from any address.
+    Unregistered AEs may not store unless unknown_ae_may_store is on."""
     from dsmpacs.archive.audit import AuditAction
     from dsmpacs.archive.peers import Peer, PeerError
 
@@ -69,7 +77,8 @@ def ae_list(ctx: Context) -> None:
     print_table(["name", "AE title", "host", "port", "store", "find", "retrieve", "move dest",
                  "tls", "description"],
                 [[p.name, p.ae_title, p.host, str(p.port), yes[p.may_store], yes[p.may_find],
-                  yes[p.may_retrieve], yes[p.is_move_destination], yes[p.tls], p.description]
+                  yes[p.may_retrieve], yes[p.is_move_destination],
+                  ("cert" if p.tls_client_cert else "yes") if p.tls else "-", p.description]
                  for p in peers])
 
 

@@ -5,6 +5,7 @@ import sys
 
 import click
 
+from dsmpacs.checks import tls_problem
 from dsmpacs.cli import Context, main, pass_ctx
 from dsmpacs.settings import settings_markdown
 
@@ -47,6 +48,10 @@ def serve(ctx: Context, only: str | None, no_recovery: bool, **flags) -> None:
 
     settings = ctx.settings(**flags)
     configure(settings, process=only or "serve")
+    if only != "web":
+        problem = tls_problem(settings)
+        if problem:
+            raise click.ClickException(problem)
     try:
         if only == "dicom":
             _listen(settings, "DICOM", settings.dicom_host, settings.dicom_port,

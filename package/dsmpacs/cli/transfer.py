@@ -15,15 +15,21 @@ def resolve_peer(ctx: Context, spec: str | None):
 
     settings = ctx.settings()
     if spec is None:
-        host = "127.0.0.1" if settings.dicom_host in ("0.0.0.0", "::", "") else settings.dicom_host
-        return Peer(settings.ae_title, settings.ae_title, host, settings.dicom_port)
+        from dsmpacs.dicom.connect import this_archive
+
+        return this_archive(settings)
     try:
-        if "@" in spec:
-            return Peer.parse(spec)
+        parsed = Peer.parse(spec) if "@" in spec else None
         from dsmpacs.archive.peers import PeerRegistry
 
-        archive = open_archive(ctx)
         try:
+            archive = open_archive(ctx)
+        except click.ClickException:
+            if parsed is None:
+                raise
+            return parsed           # no index here: an ad-hoc peer cannot be a registered one
+        try:
+            # AE@HOST:PORT of a registered entry is that entry, with its TLS flag.
             return PeerRegistry(archive.index).resolve(spec)
         finally:
             archive.close()

@@ -11,6 +11,7 @@ from dsmpacs.archive.audit import AuditAction
 from dsmpacs.archive.database import IndexUnavailable
 from dsmpacs.archive.models import utcnow
 from dsmpacs.dicom.auditing import DicomAudit
+from dsmpacs.dicom.engine import tls
 
 log = logging.getLogger("dsmpacs.dicom.associations")
 _SUMMARY = "_dsmpacs_summary"
@@ -112,12 +113,15 @@ def handle_conn_close(event, activity: Activity, audit: DicomAudit | None = None
 _CALLING_AE_NOT_RECOGNISED = (0x01, 0x01, 0x03)
 _CALLED_AE_NOT_RECOGNISED = (0x01, 0x01, 0x07)
 _TRANSIENT_NO_REASON = (0x02, 0x01, 0x01)
+_PERMANENT_NO_REASON = (0x01, 0x01, 0x01)      # the transport is wrong for this AE (TLS rules)
 
 
 def handle_requested(event, policy: AccessPolicy, audit: DicomAudit | None = None) -> None:
     """A-ASSOCIATE-RQ: apply the access policy before any negotiation. A wrong called
-    AE title (check_called_ae) or an unregistered calling AE (strict_ae_check) is
-    answered with A-ASSOCIATE-RJ, permanent, and logged with the peer's address."""
+    AE title (check_called_ae), a remote AE marked TLS over plaintext or one that
+    must show a client certificate without one (AccessPolicy.transport_problem),
+    or an unregistered calling AE (strict_ae_check) is answered with
+    A-ASSOCIATE-RJ, permanent, and logged with the peer's address and audited."""
     assoc = event.assoc
     rq = assoc.requestor.primitive
     calling, called = str(rq.calling_ae_title).strip(), str(rq.called_ae_title).strip()
@@ -125,6 +129,17 @@ def handle_requested(event, policy: AccessPolicy, audit: DicomAudit | None = Non
     if settings.check_called_ae and called != settings.ae_title:
         _reject(assoc, _CALLED_AE_NOT_RECOGNISED, calling, called,
                 f"called AE title {called!r} is not {settings.ae_title!r}", audit)
+        return
+    sock = getattr(assoc.dul.socket, "socket", None)
+    try:
+        problem = policy.transport_problem(calling, assoc.requestor.address,
+                                           encrypted=tls.is_tls(sock),
+                                           client_certificate=tls.client_certificate(sock) is not None)
+    except IndexUnavailable as exc:
+        _reject(assoc, _TRANSIENT_NO_REASON, calling, called, f"cannot check the registry: {exc}", audit)
+        return
+    if problem:
+        _reject(assoc, _PERMANENT_NO_REASON, calling, called, problem, audit)
         return
     if not settings.strict_ae_check:
         return      # unknown AEs may associate; each service checks what they may do

@@ -32,7 +32,7 @@ from dsmpacs.archive.access import AccessPolicy, Action
 from dsmpacs.archive.commitment import CommitFailure, CommitResult, verify_references
 from dsmpacs.archive.peers import Peer, PeerRegistry
 from dsmpacs.archive.uids import clean_uid, is_valid_uid
-from dsmpacs.dicom.associations import handle_conn_open, peer_of
+from dsmpacs.dicom.associations import peer_of
 
 log = logging.getLogger(__name__)
 
@@ -220,6 +220,7 @@ def _report_on_same_association(job: CommitmentJob, event_type: int, info: Datas
 
 
 def _report_on_new_association(job: CommitmentJob, event_type: int, info: Dataset) -> None:
+    from dsmpacs.dicom.connect import AssociationFailed, failure, open_association
     from dsmpacs.dicom.scu import client_ae
 
     peer: Peer | None = AccessPolicy(job.archive.settings, PeerRegistry(job.archive.index)).peer_for(
@@ -234,13 +235,16 @@ def _report_on_new_association(job: CommitmentJob, event_type: int, info: Datase
         if delay:
             wait.wait(delay)
         # This archive requests the association but is the SCP of the SOP class.
-        assoc = ae.associate(peer.host, peer.port, ae_title=peer.ae_title,
-                             contexts=[build_context(StorageCommitmentPushModel)],
-                             ext_neg=[build_role(StorageCommitmentPushModel, scp_role=True)],
-                             evt_handlers=[(evt.EVT_CONN_OPEN, handle_conn_open)])
+        try:
+            assoc = open_association(ae, peer, required=False,
+                                     contexts=[build_context(StorageCommitmentPushModel)],
+                                     ext_neg=[build_role(StorageCommitmentPushModel, scp_role=True)])
+        except AssociationFailed as exc:      # marked TLS, but no TLS set up here
+            log.error("storage commitment %s: %s", job.transaction_uid, exc)
+            return
         if not assoc.is_established:
-            log.warning("storage commitment %s: cannot associate with %s (attempt %d)",
-                        job.transaction_uid, peer, attempt)
+            log.warning("storage commitment %s: cannot associate with %s (attempt %d): %s",
+                        job.transaction_uid, peer, attempt, failure(assoc, peer))
             continue
         try:
             status, _reply = assoc.send_n_event_report(info, event_type, StorageCommitmentPushModel,

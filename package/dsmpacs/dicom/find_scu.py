@@ -9,8 +9,9 @@ from pydicom.dataset import Dataset
 
 from dsmpacs.archive.charset import TEXT_VRS, encode_text, parse_charset
 from dsmpacs.archive.peers import Peer
+from dsmpacs.dicom.connect import open_association
 from dsmpacs.dicom.find import PATIENT_ROOT, STUDY_ROOT, element_text
-from dsmpacs.dicom.scu import HANDLERS, AssociationFailed, client_ae
+from dsmpacs.dicom.scu import client_ae
 from dsmpacs.settings import Settings
 
 MODELS = {"study": STUDY_ROOT, "patient": PATIENT_ROOT}
@@ -90,9 +91,7 @@ def find(settings: Settings, target: Peer, level: str, keys: Mapping[str, str], 
     identifier = build_identifier(level, keys, charset)
     ae = client_ae(settings)
     ae.add_requested_context(sop_class)
-    assoc = ae.associate(target.host, target.port, ae_title=target.ae_title, evt_handlers=HANDLERS)
-    if not assoc.is_established:
-        raise AssociationFailed(f"association with {target} was rejected or failed")
+    assoc = open_association(ae, target)
     try:
         for status, answer in assoc.send_c_find(identifier, sop_class):
             if "Status" not in status:

@@ -11,6 +11,7 @@ from dsmpacs.archive.retrieve import (
     plan_batches,
 )
 from dsmpacs.dicom import sender
+from dsmpacs.dicom.connect import AssociationFailed, failure
 from dsmpacs.dicom.retrieve_service import (
     MOVE_DESTINATION_UNKNOWN,
     REFUSED_NO_SUBOPERATIONS,
@@ -91,27 +92,38 @@ class _DestinationLink:
         self.current = -1
         self.assoc = None
         self.sender: sender.InstanceSender | None = None
+        self.unreachable = ""
 
     def open(self, batch: int) -> bool:
         self.close()
         self.current = batch
         d = self.destination
-        self.assoc = sender.associate(self.call.assoc.ae, d.host, d.port, d.ae_title,
-                                      self.batches[batch].contexts)
+        try:
+            self.assoc = sender.open_batch(self.call.assoc.ae, d, self.batches[batch].contexts)
+        except AssociationFailed as exc:     # marked TLS, but no TLS set up here
+            self.unreachable = str(exc)
+            return False
+        if not self.assoc.is_established:
+            self.unreachable = failure(self.assoc, d)
+            return False
         self.sender = sender.InstanceSender(self.assoc, self.archive.storage,
                                             originator_ae=self.call.calling_ae,
                                             originator_message_id=self.call.message_id,
                                             refuse=lambda i: self.archive.refusal(i, "C-MOVE"))
-        return bool(self.assoc.is_established)
+        return True
 
     def send(self, instance: StoredInstance) -> sender.SubOperation:
         batch = self.batch_of[instance.sop_instance_uid]
         if batch != self.current and not self.open(batch):
-            log.warning("C-MOVE: cannot associate with %s for batch %d", self.destination, batch)
-        assert self.sender is not None
+            log.warning("C-MOVE: cannot associate with %s for batch %d: %s", self.destination, batch,
+                        self.unreachable)
+        if self.sender is None:
+            return sender.SubOperation(instance.sop_instance_uid, sender.NOT_SENT,
+                                       message=self.unreachable)
         return self.sender.send(instance)
 
     def close(self) -> None:
         if self.assoc is not None and self.assoc.is_established:
             self.assoc.release()
         self.assoc = None
+        self.sender = None

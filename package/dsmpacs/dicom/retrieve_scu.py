@@ -41,6 +41,7 @@ from dsmpacs.archive import Archive
 from dsmpacs.archive.peers import Peer
 from dsmpacs.archive.uids import clean_uid
 from dsmpacs.dicom.associations import handle_conn_open
+from dsmpacs.dicom.connect import open_association, this_archive
 from dsmpacs.dicom.engine import spool
 from dsmpacs.dicom.scu import AssociationFailed, client_ae, echo
 from dsmpacs.dicom.store import handle_store
@@ -146,8 +147,7 @@ def _consume(responses, report: RetrieveReport, progress: Progress | None) -> No
 
 
 def _self_peer(settings: Settings) -> Peer:
-    host = "127.0.0.1" if settings.dicom_host in ("0.0.0.0", "::", "") else settings.dicom_host
-    return Peer(settings.ae_title, settings.ae_title, host, settings.dicom_port)
+    return this_archive(settings)
 
 
 def daemon_listening(settings: Settings) -> bool:
@@ -205,6 +205,12 @@ def retrieve_move(settings: Settings, archive: Archive, peer: Peer, study_uid: s
         raise AssociationFailed("dicom_port is 0: a remote cannot send a C-MOVE to an ephemeral port; "
                                 "set the port the remote has registered for this archive")
     try:
+        if not settings.dicom_plain:
+            # The temporary listener speaks plain DICOM only: with TLS only, the daemon receives.
+            if not daemon_listening(settings):
+                raise AssociationFailed("dicom_plain is false and the archive daemon is not running: "
+                                        "start it to receive the C-MOVE on the TLS port")
+            raise PortInUse("TLS only")
         listener = TemporaryListener(settings, archive, on_received).__enter__()
     except PortInUse:
         receiver = (f"the running archive daemon ({settings.ae_title})" if daemon_listening(settings) else
@@ -226,10 +232,7 @@ def retrieve_move(settings: Settings, archive: Archive, peer: Peer, study_uid: s
 def _move(settings, peer, study_uid, series_uids, report, progress) -> None:
     ae = client_ae(settings)
     ae.add_requested_context(sc.StudyRootQueryRetrieveInformationModelMove)
-    assoc = ae.associate(peer.host, peer.port, ae_title=peer.ae_title,
-                         evt_handlers=[(evt.EVT_CONN_OPEN, handle_conn_open)])
-    if not assoc.is_established:
-        raise AssociationFailed(f"association with {peer} was rejected or failed")
+    assoc = open_association(ae, peer)
     try:
         _consume(assoc.send_c_move(identifier(study_uid, series_uids), settings.ae_title,
                                    sc.StudyRootQueryRetrieveInformationModelMove), report, progress)
@@ -258,11 +261,8 @@ def retrieve_get(settings: Settings, archive: Archive, peer: Peer, study_uid: st
             if on_received:
                 on_received(item)
 
-    assoc = ae.associate(peer.host, peer.port, ae_title=peer.ae_title, ext_neg=roles, evt_handlers=[
-        (evt.EVT_CONN_OPEN, handle_conn_open),
+    assoc = open_association(ae, peer, ext_neg=roles, evt_handlers=[
         (evt.EVT_C_STORE, _recording_store(received, locked_on_received), [archive])])
-    if not assoc.is_established:
-        raise AssociationFailed(f"association with {peer} was rejected or failed")
     try:
         _consume(assoc.send_c_get(identifier(study_uid, series_uids),
                                   sc.StudyRootQueryRetrieveInformationModelGet), report, progress)

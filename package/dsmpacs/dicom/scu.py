@@ -13,6 +13,7 @@ from pynetdicom.sop_class import Verification
 from dsmpacs.archive.peers import Peer
 from dsmpacs.dicom import engine
 from dsmpacs.dicom.associations import handle_conn_open
+from dsmpacs.dicom.connect import SETTINGS_ATTRIBUTE, AssociationFailed, open_association
 from dsmpacs.dicom.engine import limits, negotiation
 from dsmpacs.settings import Settings
 
@@ -33,23 +34,20 @@ def client_ae(settings: Settings) -> AE:
     ae.maximum_pdu_size = settings.max_pdu
     limits.bind(ae, settings)
     negotiation.allow_transfer_syntaxes(ae, settings.dicom_extra_transfer_syntaxes.split(","))
+    # dicom/connect.py builds the TLS context for peers marked TLS from these.
+    setattr(ae, SETTINGS_ATTRIBUTE, settings)
     return ae
 
 
 HANDLERS = [(evt.EVT_CONN_OPEN, handle_conn_open)]
-
-
-class AssociationFailed(Exception):
-    pass
+__all__ = ["AssociationFailed", "HANDLERS", "client_ae", "echo", "send_files"]
 
 
 def echo(settings: Settings, target: Peer) -> int:
     """C-ECHO; returns the status, raises AssociationFailed when no association."""
     ae = client_ae(settings)
     ae.add_requested_context(Verification)
-    assoc = ae.associate(target.host, target.port, ae_title=target.ae_title, evt_handlers=HANDLERS)
-    if not assoc.is_established:
-        raise AssociationFailed(f"association with {target} was rejected or failed")
+    assoc = open_association(ae, target)
     try:
         status = assoc.send_c_echo()
         return int(status.Status) if "Status" in status else -1
@@ -90,9 +88,7 @@ def send_files(settings: Settings, target: Peer, paths: list[Path],
     ae = client_ae(settings)
     for sop_class, ts in contexts:
         ae.add_requested_context(sop_class, ts)
-    assoc = ae.associate(target.host, target.port, ae_title=target.ae_title, evt_handlers=HANDLERS)
-    if not assoc.is_established:
-        raise AssociationFailed(f"association with {target} was rejected or failed")
+    assoc = open_association(ae, target)
     try:
         for path, sop_class, sop_instance, ts in items:
             if not sop_class:

@@ -16,13 +16,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
 
-from pynetdicom import build_context, evt
+from pynetdicom import build_context
 from pynetdicom.status import code_to_category
 
 from dsmpacs.archive.retrieve import Context, StoredInstance, choose_transfer_syntax, describe
 from dsmpacs.archive.storage import Storage
 from dsmpacs.archive.transcode import ConversionError, convert
-from dsmpacs.dicom.associations import handle_conn_open
+from dsmpacs.dicom.connect import open_association
 
 log = logging.getLogger(__name__)
 
@@ -51,10 +51,10 @@ def requested_contexts(contexts: Iterable[Context]) -> list:
     return [build_context(abstract, list(syntaxes)) for abstract, syntaxes in contexts]
 
 
-def associate(ae, host: str, port: int, ae_title: str, contexts: Iterable[Context]):
-    """Open an association proposing ``contexts`` (TCP_NODELAY set on the socket)."""
-    return ae.associate(host, port, ae_title=ae_title, contexts=requested_contexts(contexts),
-                        evt_handlers=[(evt.EVT_CONN_OPEN, handle_conn_open)])
+def open_batch(ae, peer, contexts: Iterable[Context], *, required: bool = False):
+    """Open an association to ``peer`` proposing ``contexts`` (dicom/connect.py: over
+    TLS when the peer is marked TLS)."""
+    return open_association(ae, peer, required=required, contexts=requested_contexts(contexts))
 
 
 class InstanceSender:
@@ -133,13 +133,9 @@ def push(ae, storage: Storage, peer, instances: list[StoredInstance],
     --study`). One association per batch of presentation contexts; raises
     AssociationFailed when the peer cannot be reached at all."""
     from dsmpacs.archive.retrieve import plan_batches
-    from dsmpacs.dicom.scu import AssociationFailed
-
     results: list[SubOperation] = []
     for number, batch in enumerate(plan_batches(instances)):
-        assoc = associate(ae, peer.host, peer.port, peer.ae_title, batch.contexts)
-        if not assoc.is_established and number == 0:
-            raise AssociationFailed(f"association with {peer} was rejected or failed")
+        assoc = open_batch(ae, peer, batch.contexts, required=number == 0)
         sender = InstanceSender(assoc, storage, refuse=refuse)
         try:
             for instance in batch.instances:

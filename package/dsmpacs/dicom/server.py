@@ -6,9 +6,11 @@ import logging
 from pynetdicom import AE, evt
 from pynetdicom.sop_class import Verification
 
+from dsmpacs import tls
 from dsmpacs.archive import Archive
 from dsmpacs.archive.access import AccessPolicy
 from dsmpacs.archive.activity import Activity
+from dsmpacs.archive.audit import AuditAction
 from dsmpacs.archive.peers import PeerRegistry
 from dsmpacs.dicom import (
     associations,
@@ -62,9 +64,46 @@ def event_handlers(archive: Archive) -> list:
     ]
 
 
-def start(settings: Settings, archive: Archive):
-    """Start listening (non-blocking); returns the AssociationServer (engine/listener.py)."""
+class Listeners(list):
+    """The daemon's listeners on one AE: plain (dicom_port, unless dicom_plain is
+    false) and TLS (dicom_tls_port, when set). ``plain`` and ``tls`` are None
+    when off."""
+
+    plain = None
+    tls = None
+
+    def shutdown(self) -> None:
+        for server in self:
+            server.shutdown()
+
+
+def start(settings: Settings, archive: Archive) -> Listeners:
+    """Start listening (non-blocking): one AE, its handlers and limits, on the plain
+    port, the TLS port, or both (engine/listener.py). Raises TlsNotConfigured when
+    the TLS port is set but there is no certificate (before anything listens)."""
+    tls_context = tls.server_context(settings, verify_clients=True) if settings.dicom_tls_port else None
     ae = build_ae(settings, archive)
-    return listener.start_listener(ae, (settings.dicom_host, settings.dicom_port),
-                                   event_handlers(archive),
-                                   per_address=settings.max_associations_per_address)
+    handlers = event_handlers(archive)
+    started = Listeners()
+    try:
+        if settings.dicom_plain:
+            started.plain = listener.start_listener(
+                ae, (settings.dicom_host, settings.dicom_port), handlers,
+                per_address=settings.max_associations_per_address)
+            started.append(started.plain)
+        if tls_context is not None:
+            audit = auditing.for_archive(archive)
+
+            def refused(address: str, reason: str) -> None:
+                audit.refused(AuditAction.ASSOCIATION_REJECTED, "", settings.ae_title, address,
+                              "TLS connection", reason)
+
+            started.tls = listener.start_listener(
+                ae, (settings.dicom_host, settings.dicom_tls_port), handlers,
+                per_address=settings.max_associations_per_address,
+                tls_context=tls_context, on_tls_refused=refused)
+            started.append(started.tls)
+    except BaseException:
+        started.shutdown()
+        raise
+    return started

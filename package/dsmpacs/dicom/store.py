@@ -7,12 +7,13 @@ from pydicom.dataset import Dataset
 
 from dsmpacs.archive import Archive
 from dsmpacs.archive.access import AccessPolicy, Action
+from dsmpacs.archive.audit import AuditAction
 from dsmpacs.archive.database import IndexUnavailable
 from dsmpacs.archive.ingest import Origin
 from dsmpacs.archive.results import StoreOutcome, StoreResult
 from dsmpacs.archive.storage import SpoolWriter, StorageError
 from dsmpacs.archive.uids import clean_uid
-from dsmpacs.dicom import associations
+from dsmpacs.dicom import associations, auditing
 from dsmpacs.dicom.associations import peer_of
 from dsmpacs.dicom.engine.store_service import fast_store_handler
 from dsmpacs.dicom.status import store_status
@@ -73,6 +74,11 @@ def handle_store(event, archive: Archive, policy: AccessPolicy | None) -> Datase
         associations.count(event.assoc, "C-STORE", ok=False)
         log.warning("refused %s from %s (%s): %s", uids["sop_instance_uid"], calling,
                     peer_of(event.assoc), reason)
+        # Like a refused C-FIND: an access-denied record (once per AE and address for a
+        # while, not per instance), besides the association's store record.
+        auditing.for_archive(archive).refused(
+            AuditAction.ACCESS_DENIED, calling, str(event.assoc.acceptor.ae_title),
+            event.assoc.requestor.address, "C-STORE", reason)
         return store_status(StoreResult(StoreOutcome.REFUSED, "calling AE may not store", **uids))
     try:
         staged = spool.staged(sync=False)     # ingest fsyncs it while parsing the header

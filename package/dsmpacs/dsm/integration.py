@@ -22,12 +22,17 @@ ICON_TEMPLATE = "images/dsmpacs_{0}.png"      # relative to ui/; DSM fills in th
 
 def service_file(settings: Settings) -> str:
     """INI read by DSM's firewall and port-forwarding pages (section names: [a-zA-Z0-9.-])."""
-    services = (
+    services = [
         ("dsmpacs-dicom", "DICOM", "DSM PACS: DICOM storage, query and retrieve",
          settings.dicom_port),
         ("dsmpacs-web", "DSM PACS web", "DSM PACS: web viewer and DICOMweb (HTTP)",
          settings.web_port),
-    )
+    ]
+    if settings.dicom_tls_port:
+        services.insert(1, ("dsmpacs-dicom-tls", "DICOM TLS", "DSM PACS: DICOM over TLS",
+                            settings.dicom_tls_port))
+    if not settings.dicom_plain:
+        services.pop(0)
     blocks = [
         f'[{name}]\ntitle="{title}"\ndesc="{desc}"\nport_forward="no"\ndst.ports="{port}/tcp"\n'
         for name, title, desc, port in services
@@ -55,6 +60,9 @@ def _replace(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text, encoding="utf-8")
+    # Read by DSM itself (its web server for the desktop icon, its firewall page),
+    # not by the package user: world-readable whatever the process umask says.
+    tmp.chmod(0o644)
     os.replace(tmp, path)
 
 

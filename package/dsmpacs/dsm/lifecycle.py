@@ -10,7 +10,7 @@ from typing import Mapping
 import click
 
 from dsmpacs.archive.users import UserError
-from dsmpacs.dsm import admin, configfile, integration, wizard
+from dsmpacs.dsm import admin, configfile, first_peers, integration, wizard
 from dsmpacs.settings import CONFIG_FILE, Settings
 
 
@@ -61,15 +61,69 @@ def postinst(data_dir: Path, target: Path, package_dir: Path, env: Mapping[str, 
             admin.write_initial_admin(data_dir, answers.admin_password)
         except UserError as exc:
             raise LifecycleError(f"admin password: {exc}") from None
+        first_peers.write_initial_peers(data_dir, answers.store_aes)
         write_installer_record(package_dir, answers)
+    else:
+        notices += keep_earlier_defaults(data_dir, lang)
     settings = Settings.load(data_dir=data_dir, env={})
     if status == "INSTALL" and not written:
         notices.append(
             f"DSM PACS found the settings of an earlier installation in {data_dir / CONFIG_FILE} "
             f"and kept them; the values entered in the wizard were not applied. The images are "
             f"in {settings.effective_storage_root}.")
+    notices.extend(_dicom_tls_certificate(settings))
     integration.write(target, settings)
     return notices
+
+
+# Settings whose default became stricter (issue 9): a config.toml written before,
+# which does not name them, gets the value it ran with, so an upgrade neither hides
+# the viewer from the network (the desktop icon opens the web port on the NAS's
+# address) nor refuses the modalities that stored without being registered.
+EARLIER_DEFAULTS = {"web_host": "0.0.0.0", "unknown_ae_may_store": True}
+_KEPT_NOTICE = (
+    "DSM PACS kept the behaviour of the earlier version: unregistered AE titles may still "
+    "store images (unknown_ae_may_store = true in {config}). Register the modalities on the "
+    "Remote AEs page, then turn this off on the Access policy page.",
+    "DSM PACS 保留了旧版本的行为：未登记的 AE 标题仍可存储影像（{config} 中 unknown_ae_may_store = "
+    "true）。请在“远程 AE”页面登记设备，然后在“访问策略”页面关闭此项。")
+
+
+def keep_earlier_defaults(data_dir: Path, lang: str) -> list[str]:
+    """Pin, in an existing config.toml, the earlier defaults it relied on; returns notices."""
+    from dsmpacs import configfile as editable
+
+    settings = Settings.load(data_dir=data_dir, env={})
+    present = editable.read_values(settings)
+    missing = {name: value for name, value in EARLIER_DEFAULTS.items() if name not in present}
+    if not missing:
+        return []
+    editable.update(settings, missing)
+    if "unknown_ae_may_store" not in missing:
+        return []
+    english, chinese = _KEPT_NOTICE
+    return [(chinese if lang == "chs" else english).format(config=data_dir / CONFIG_FILE)]
+
+
+def _dicom_tls_certificate(settings: Settings) -> list[str]:
+    """The DICOM TLS port needs a certificate: a local CA's, created once (an
+    existing or imported one is kept)."""
+    from dsmpacs.cli.tls import _default_hosts
+    from dsmpacs.tls import TlsFiles, authority
+
+    files = TlsFiles.of(settings)
+    if not settings.dicom_tls_port or files.has_server_identity():
+        return []
+    hosts = _default_hosts()
+    if settings.dicom_host not in ("0.0.0.0", "::", ""):
+        hosts.insert(0, settings.dicom_host)
+    try:
+        authority.init(files, list(dict.fromkeys(hosts)))
+    except (authority.AuthorityError, OSError) as exc:
+        raise LifecycleError(f"DICOM TLS: could not create a certificate ({exc}); run "
+                             f"`dsmpacs tls init` or set dicom_tls_port = 0") from None
+    return [f"DICOM TLS listens on port {settings.dicom_tls_port} with a certificate from a new local "
+            f"CA; give peers {files.ca_cert} (`dsmpacs tls show`)."]
 
 
 def prestart(settings: Settings, target: Path, serve: click.Command) -> list[tuple[str, list[str]]]:
@@ -87,12 +141,16 @@ def prestart(settings: Settings, target: Path, serve: click.Command) -> list[tup
     problems = checks.run(settings, list(checks.CHECKS))
     if problems:
         raise LifecycleError("\n".join(problems))
+    from dsmpacs.archive.audit import AuditTrail
+    from dsmpacs.archive.peers import PeerRegistry
     from dsmpacs.archive.users import Users
 
     archive = Archive(settings)
     try:
         database.upgrade(archive.db, backup_dir=settings.data_dir / "backups")
         admin.create_initial_admin(settings.data_dir, Users(archive.index))
+        first_peers.register_initial_peers(settings.data_dir, PeerRegistry(archive.index),
+                                           AuditTrail.of(archive))
     except database.IndexProblem as exc:
         raise LifecycleError(str(exc)) from None
     finally:
@@ -141,7 +199,8 @@ def _tail(path: Path, lines: int = 15) -> str:
 
 def wait_ready(settings: Settings, run_dir: Path, log_dir: Path, timeout: float) -> list[str]:
     """Wait until every service with a PID file in run_dir listens on its port."""
-    endpoints = {"dicom": (settings.dicom_host, settings.dicom_port),
+    dicom_port = settings.dicom_port if settings.dicom_plain else settings.dicom_tls_port
+    endpoints = {"dicom": (settings.dicom_host, dicom_port),
                  "web": (settings.web_host, settings.web_port)}
     pending = {p.stem: p for p in run_dir.glob("*.pid")}
     if not pending:

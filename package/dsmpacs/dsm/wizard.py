@@ -24,6 +24,11 @@ DICOM_HOST = "wizard_dicom_host"
 AE_TITLE = "wizard_ae_title"
 DICOM_PORT = "wizard_dicom_port"
 WEB_PORT = "wizard_web_port"
+WEB_NETWORK = "wizard_web_network"        # the web port answers the network (0.0.0.0)
+WEB_PROXY_ONLY = "wizard_web_proxy_only"  # only DSM's reverse proxy reaches it (127.0.0.1)
+STORE_AES = "wizard_store_aes"            # AE titles registered as peers that may store
+DICOM_TLS_PORT = "wizard_dicom_tls_port"   # blank: no DICOM TLS listener
+DICOM_TLS_ONLY = "wizard_dicom_tls_only"   # true: no plaintext DICOM listener
 SHARE_NAME = "wizard_share_name"
 ADMIN_PASSWORD = "wizard_admin_password"
 ADMIN_PASSWORD_CONFIRM = "wizard_admin_password_confirm"
@@ -41,12 +46,18 @@ DELETE_DATA = "wizard_delete_data"
 
 DEFAULTS = {
     DICOM_HOST: "0.0.0.0", AE_TITLE: "DSMPACS", DICOM_PORT: "11112", WEB_PORT: "8080",
+    DICOM_TLS_PORT: "2762",       # IANA's DICOM-over-TLS port; plain and TLS side by side
     SHARE_NAME: "pacs", MARIADB_HOST: "127.0.0.1", MARIADB_PORT: "3307",
     MARIADB_DATABASE: "dsmpacs", MARIADB_USER: "dsmpacs",
 }
 
 # --- patterns ------------------------------------------------------------------
 _OCTET = r"(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])"
+_HOST = r"[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?"
+_ANY_PORT = r"([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])"
+# One AE of the store list: TITLE, TITLE@HOST or TITLE@HOST:PORT. A title here has no
+# space, comma or @ (the list's separators); the AE VR allows more, the CLI takes those.
+_AE_ENTRY = rf"[\x21-\x2B\x2D-\x3F\x41-\x5B\x5D-\x7E]{{1,16}}(@{_HOST}(:{_ANY_PORT})?)?"
 # Characters DSM's resource templating or the shell could alter on the way to MariaDB.
 _UNSAFE = r"\x00-\x1F\"&'<>\\`"
 
@@ -56,12 +67,13 @@ PATTERNS = {
     # DSM 7 packages run unprivileged, so ports below 1024 cannot be bound.
     "port": (r"^(102[4-9]|10[3-9][0-9]|1[1-9][0-9]{2}|[2-9][0-9]{3}|[1-5][0-9]{4}|"
              r"6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])$"),
-    "any_port": r"^([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])$",
+    "any_port": rf"^{_ANY_PORT}$",
     "ipv4": rf"^({_OCTET}\.){{3}}{_OCTET}$",
     # DSM shared-folder names: no leading/trailing space, none of DSM's reserved characters.
     "share": r"^(?! )(?!.* $)[^\x00-\x1F!\"#$%&'()*+,\/:;<=>?@\[\]^`{|}~\\]{1,32}$",
     "admin_password": r"^[^\x00-\x1F\x7F]{10,128}$",   # archive/users.py MIN_PASSWORD_LENGTH
-    "host": r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$",
+    "host": rf"^{_HOST}$",
+    "ae_list": rf"^ *{_AE_ENTRY}( *[, ] *{_AE_ENTRY})* *$",
     "db_name": r"^[A-Za-z0-9_]{1,64}$",
     "db_user": r"^[A-Za-z0-9_]{1,32}$",
     "db_password": rf"^[^{_UNSAFE}]{{1,128}}$",
@@ -70,16 +82,18 @@ PATTERNS = {
 # Field key -> the pattern it must match (when given).
 FIELD_PATTERNS = {
     DICOM_HOST: "ipv4", AE_TITLE: "ae_title", DICOM_PORT: "port", WEB_PORT: "port",
+    DICOM_TLS_PORT: "port",
     SHARE_NAME: "share", ADMIN_PASSWORD: "admin_password", ADMIN_PASSWORD_CONFIRM: "admin_password",
     MARIADB_HOST: "host", MARIADB_PORT: "any_port", MARIADB_DATABASE: "db_name",
     MARIADB_USER: "db_user", MARIADB_PASSWORD: "db_password", MARIADB_ROOT_PASSWORD: "db_password",
+    STORE_AES: "ae_list",
 }
 
 # --- messages, English and Simplified Chinese --------------------------------------
 MESSAGES = {
     "ae_title": ("AE title: 1 to 16 letters, digits, spaces or punctuation; no backslash, "
                  "not only spaces.",
-                 "AE 标题：1 到 16 个字母、数字、空格或标点；不能含反斜杠，也不能全是空格。"),
+                 "AE 标题：1 到 16 个字符（字母、数字、空格或标点）；不能含反斜杠，也不能全是空格。"),
     "port": ("Port: a number from 1024 to 65535 (DSM packages cannot use ports below 1024).",
              "端口：1024 到 65535 之间的数字（DSM 套件不能使用 1024 以下的端口）。"),
     "any_port": ("Port: a number from 1 to 65535.", "端口：1 到 65535 之间的数字。"),
@@ -101,8 +115,15 @@ MESSAGES = {
     "db_password": ("MariaDB password: up to 128 characters, none of \" & ' < > \\ ` "
                     "(DSM cannot pass them on to MariaDB).",
                     "MariaDB 密码：最多 128 个字符，不能含 \" & ' < > \\ `（DSM 无法把这些字符传给 MariaDB）。"),
+    "ae_list": ("Modalities: AE titles separated by commas, each optionally followed by @ and "
+                "its address and :port, such as ANGIO1, ANGIO2@192.168.1.20:104.",
+                "设备：以逗号分隔的 AE 标题，每个后面可加 @地址 和 :端口，例如 ANGIO1, ANGIO2@192.168.1.20:104。"),
     "ports_differ": ("The DICOM port and the web port must differ.",
                      "DICOM 端口和 Web 端口不能相同。"),
+    "tls_port_differs": ("The DICOM TLS port must differ from the DICOM port and the web port.",
+                         "DICOM TLS 端口不能与 DICOM 端口或 Web 端口相同。"),
+    "tls_only_needs_port": ("TLS only was chosen: enter a DICOM TLS port.",
+                            "已选择仅使用 TLS：请填写 DICOM TLS 端口。"),
     "passwords_differ": ("The two administrator passwords are not the same.",
                          "两次输入的管理员密码不一致。"),
     "choose_database": ("Choose one index database: SQLite or MariaDB 10.",
@@ -129,6 +150,28 @@ def _true(value: str | None) -> bool:
 
 
 @dataclass(frozen=True)
+class StoreAE:
+    """A modality of the store list: may store from the day of installation."""
+
+    ae_title: str
+    host: str = ""        # empty: any address
+    port: int = 0         # 0: nothing to connect to (not a move destination)
+
+
+def store_aes(text: str) -> tuple[StoreAE, ...]:
+    """The store list's entries (TITLE, TITLE@HOST, TITLE@HOST:PORT), duplicates dropped."""
+    found: dict[str, StoreAE] = {}
+    for item in re.split(r"[, ]+", text.strip()):
+        if not item:
+            continue
+        title, _, where = item.partition("@")
+        host, _, port = where.partition(":")
+        entry = StoreAE(title, host, int(port) if port else 0)
+        found.setdefault(f"{title}@{host}", entry)
+    return tuple(found.values())
+
+
+@dataclass(frozen=True)
 class Answers:
     """What the administrator chose in the install wizard, checked."""
 
@@ -140,11 +183,15 @@ class Answers:
     admin_password: str
     database: str                  # "sqlite" or "mariadb"
     mariadb_create: bool = False   # DSM's mariadb10-db worker created the database and user
+    dicom_tls_port: int = 0        # 0: no DICOM TLS listener
+    dicom_tls_only: bool = False   # no plaintext DICOM listener
     mariadb_host: str = ""
     mariadb_port: int = 0
     mariadb_database: str = ""
     mariadb_user: str = ""
     mariadb_password: str = ""
+    web_host: str = "0.0.0.0"      # the desktop icon opens the web port on the NAS's address
+    store_aes: tuple[StoreAE, ...] = ()
 
     def database_url(self) -> str | None:
         """None for the built-in SQLite index (its default place in the data directory)."""
@@ -159,9 +206,20 @@ class Answers:
         """The settings config.toml gets from the wizard, in a stable order."""
         values: dict[str, object] = {
             "ae_title": self.ae_title, "dicom_host": self.dicom_host,
-            "dicom_port": self.dicom_port, "web_port": self.web_port,
+            "dicom_port": self.dicom_port, "web_host": self.web_host, "web_port": self.web_port,
             "storage_root": storage_root,
+            # Written out although it is the default: an upgrade that finds it absent
+            # knows the config predates the strict default (dsm/lifecycle.py).
+            "unknown_ae_may_store": False,
         }
+        if self.web_host == "127.0.0.1":
+            # Every request then comes through DSM's reverse proxy on this NAS: believe
+            # its X-Forwarded-For and -Proto (client address in the audit trail, HTTPS).
+            values["web_trusted_proxy"] = "127.0.0.1"
+        if self.dicom_tls_port:
+            values["dicom_tls_port"] = self.dicom_tls_port
+            if self.dicom_tls_only:
+                values["dicom_plain"] = False
         url = self.database_url()
         if url:
             values["database_url"] = url
@@ -191,8 +249,17 @@ def problems(env: Mapping[str, str], lang: str = "enu") -> list[str]:
             bad(FIELD_PATTERNS[key])
     if value(DICOM_PORT) and value(DICOM_PORT) == value(WEB_PORT):
         bad("ports_differ")
+    tls_port = value(DICOM_TLS_PORT).strip()
+    if tls_port and not matches("port", tls_port):
+        bad("port")
+    elif tls_port and tls_port in (value(DICOM_PORT), value(WEB_PORT)):
+        bad("tls_port_differs")
+    if _true(value(DICOM_TLS_ONLY)) and not tls_port:
+        bad("tls_only_needs_port")
     if value(ADMIN_PASSWORD) != value(ADMIN_PASSWORD_CONFIRM):
         bad("passwords_differ")
+    if value(STORE_AES).strip() and not matches("ae_list", value(STORE_AES)):
+        bad("ae_list")
 
     chosen = [key for key in (DB_SQLITE, DB_MARIADB_CREATE, DB_MARIADB_EXISTING) if _true(value(key))]
     if len(chosen) != 1:
@@ -222,7 +289,14 @@ def parse(env: Mapping[str, str], lang: str = "enu") -> Answers:
     common = dict(
         ae_title=env[AE_TITLE], dicom_host=env[DICOM_HOST], dicom_port=int(env[DICOM_PORT]),
         web_port=int(env[WEB_PORT]), share_name=env[SHARE_NAME],
-        admin_password=env[ADMIN_PASSWORD], database=database)
+        admin_password=env[ADMIN_PASSWORD], database=database,
+        # Reachable from the network unless the administrator chose the reverse proxy
+        # only (an older wizard, without the choice, meant the network).
+        web_host="127.0.0.1" if _true(env.get(WEB_PROXY_ONLY)) and not _true(env.get(WEB_NETWORK))
+        else "0.0.0.0",
+        store_aes=store_aes(env.get(STORE_AES, "")),
+        dicom_tls_port=int(env.get(DICOM_TLS_PORT, "").strip() or 0),
+        dicom_tls_only=_true(env.get(DICOM_TLS_ONLY)))
     if database == "sqlite":
         return Answers(**common)
     return Answers(**common, mariadb_create=_true(env.get(DB_MARIADB_CREATE)),

@@ -1,8 +1,14 @@
 """``/-/`` introspection: health and version for anyone (monitoring needs no
-account and learns nothing about patients), the effective settings for admins."""
+account and learns nothing about patients), the effective settings for admins.
+
+Anonymous callers learn the product version and nothing about the platform: an
+interpreter, operating system or library version tells an attacker which known
+flaws to try. A signed-in administrator sees those details (for support)."""
 from __future__ import annotations
 
 import platform
+import sys
+from importlib import metadata
 
 from flask import Blueprint, jsonify
 
@@ -27,11 +33,32 @@ def health_check():
     return response
 
 
+# The libraries whose versions matter when an administrator reports a problem.
+_LIBRARIES = ("pynetdicom", "pydicom", "peewee", "flask", "waitress", "cheroot", "cryptography",
+              "pylibjpeg", "pymysql")
+
+
+def _platform_details() -> dict:
+    libraries = {}
+    for name in _LIBRARIES:
+        try:
+            libraries[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return {"schema_version": LATEST_VERSION, "python": platform.python_version(),
+            "python_implementation": platform.python_implementation(),
+            "platform": platform.platform(), "executable": sys.executable, "libraries": libraries}
+
+
 @bp.route("/version")
 @auth.public
 def version():
-    return jsonify(name="DSM PACS", version=__version__, schema_version=LATEST_VERSION,
-                   python=platform.python_version())
+    """The product version for anyone; platform details only for a signed-in admin."""
+    body = {"name": "DSM PACS", "version": __version__}
+    user = auth.current_user()
+    if user is not None and user.can(Permission.ADMIN):
+        body.update(_platform_details())
+    return jsonify(body)
 
 
 @bp.route("/settings")

@@ -22,7 +22,12 @@ What each module changes, and the upstream hook it uses or lacks:
                    established); non-DICOM bytes answered with A-ABORT and a close,
                    without waiting in Sta13.
 * ``listener``     the listener, capped per peer address at accept
-                   (``ae.make_server(server_class=...)`` is the hook).
+                   (``ae.make_server(server_class=...)`` is the hook); one AE may
+                   have a plain and a TLS listener.
+* ``tls``          DICOM TLS: the acceptor's handshake on the connection's own
+                   thread with a fixed deadline (pynetdicom's ``ssl_context`` would
+                   handshake on the accept thread), and the requestor's handshake
+                   errors recorded (pynetdicom only logs them) for dicom/connect.py.
 * ``limits``       a bound on each DIMSE message while its fragments arrive.
 * ``spool``        chunked C-STORE receive writes into the storage's staging
                    directory with our File Meta (``_config.STORE_RECV_CHUNKED_DATASET``

@@ -9,6 +9,9 @@ started for it) until the association thread ends, and closes a connection
 over the cap at once. Refusing at accept costs nothing; answering with an
 A-ASSOCIATE-RJ would mean waiting for the peer's request on a thread, which is
 what a flood would exploit.
+
+A TLS listener is the same class given a ``tls_context``: each connection's
+handshake runs on its own thread (engine/tls.py), after the cap was applied.
 """
 from __future__ import annotations
 
@@ -22,6 +25,8 @@ from pynetdicom import evt
 from pynetdicom.transport import RequestHandler, ThreadedAssociationServer
 from pynetdicom.utils import make_target
 
+from dsmpacs.dicom.engine import tls
+
 log = logging.getLogger(__name__)
 REFUSAL_LOG_INTERVAL = 10.0     # seconds between log lines for one refused address
 
@@ -33,7 +38,21 @@ class _CountedRequestHandler(RequestHandler):
         server: CappedAssociationServer = self.server     # type: ignore[assignment]
         host = self.client_address[0]
         try:
+            opened = time.monotonic()
+            if server.tls_context is not None:
+                # On this connection's own thread, never the accept loop's (engine/tls.py).
+                seconds = float(server.ae.acse_timeout or 30)
+                try:
+                    self.request = tls.handshake(self.request, server.tls_context,
+                                                 opened + seconds, seconds)
+                except tls.HandshakeRefused as exc:
+                    server.refuse_tls(self.client_address, str(exc))
+                    server.release(host)
+                    return
             assoc = self._create_association()
+            # The A-ASSOCIATE-RQ deadline (engine/transport.py) counts from the accept,
+            # so the handshake's time is not given twice.
+            assoc.dul.socket._dsmpacs_opened = opened
             run = assoc.run
 
             def run_then_release() -> None:
@@ -59,8 +78,11 @@ class CappedAssociationServer(ThreadedAssociationServer):
     # the clients after 1 s, 3 s, 7 s... before we even see them.
     request_queue_size = 128
 
-    def __init__(self, *args, per_address: int, **kwargs):
+    def __init__(self, *args, per_address: int, tls_context=None, on_tls_refused=None, **kwargs):
         self.per_address = per_address
+        # Not pynetdicom's ssl_context: that one handshakes on the accept thread.
+        self.tls_context = tls_context
+        self.on_tls_refused = on_tls_refused
         self._counts: Counter[str] = Counter()
         self._refused: dict[str, tuple[float, int]] = {}
         self._count_lock = threading.Lock()
@@ -90,6 +112,15 @@ class CappedAssociationServer(ThreadedAssociationServer):
             self.release(client_address[0])   # no thread was started for it
             raise
 
+    def refuse_tls(self, client_address, reason: str) -> None:
+        log.warning("refusing the connection from %s:%s on the TLS port: %s",
+                    client_address[0], client_address[1], reason)
+        if self.on_tls_refused is not None:
+            try:
+                self.on_tls_refused(client_address[0], reason)
+            except Exception:   # bookkeeping must not break the listener
+                log.exception("could not record the refused TLS connection")
+
     def release(self, host: str) -> None:
         with self._count_lock:
             self._counts[host] -= 1
@@ -97,11 +128,17 @@ class CappedAssociationServer(ThreadedAssociationServer):
                 del self._counts[host]
 
 
-def start_listener(ae, address: tuple[str, int], evt_handlers: list, *, per_address: int):
+def start_listener(ae, address: tuple[str, int], evt_handlers: list, *, per_address: int,
+                   tls_context=None, on_tls_refused=None):
     """Start ``ae`` listening on ``address`` in a background thread, as
-    ``ae.start_server(block=False)`` does, with the per-address cap."""
+    ``ae.start_server(block=False)`` does, with the per-address cap; with
+    ``tls_context``, every connection is a TLS session first (engine/tls.py) and
+    ``on_tls_refused(address, reason)`` hears of those that did not become one.
+    One AE may have several listeners: they share its handlers and its
+    ``maximum_associations`` (pynetdicom counts the AE's associations)."""
     server = ae.make_server(address, evt_handlers=evt_handlers,
-                            server_class=CappedAssociationServer, per_address=per_address)
+                            server_class=CappedAssociationServer, per_address=per_address,
+                            tls_context=tls_context, on_tls_refused=on_tls_refused)
     timestamp = datetime.now().strftime("%Y%m%d%H%M%S")
     thread = threading.Thread(target=make_target(server.serve_forever), name=f"AcceptorServer@{timestamp}",
                               daemon=True)

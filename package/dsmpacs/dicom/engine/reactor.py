@@ -38,6 +38,7 @@ from __future__ import annotations
 import os
 import queue
 import select
+import ssl
 import threading
 import time as _time
 
@@ -105,6 +106,8 @@ class _DulClock:
         if waker is None or sock is None or not isinstance(dul, _dul.DULServiceProvider):
             _time.sleep(seconds)
             return
+        if isinstance(sock, ssl.SSLSocket) and sock.pending():
+            return      # decrypted bytes already buffered: select() would not see them
         try:
             select.select([sock, waker.read_fd], [], [], DUL_IDLE_WAIT)
         except (OSError, ValueError):

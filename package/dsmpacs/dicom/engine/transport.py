@@ -44,6 +44,8 @@ from pynetdicom import dul as _dul
 from pynetdicom import transport as _transport
 from pynetdicom.pdu import A_ABORT_RQ
 
+from dsmpacs.dicom.engine import tls
+
 log = logging.getLogger(__name__)
 
 P_DATA_TF = 0x04
@@ -191,9 +193,12 @@ def _peer(sock) -> str:
 
 def _drain(sock: socket.socket) -> None:
     discarded = 0
+    tls_socket = isinstance(sock, ssl.SSLSocket)
     try:
+        if tls_socket:
+            sock.setblocking(False)     # SSLSocket.recv takes no flags; it is closed next anyway
         while discarded < DRAIN_LIMIT:
-            chunk = sock.recv(65536, socket.MSG_DONTWAIT)
+            chunk = sock.recv(65536) if tls_socket else sock.recv(65536, socket.MSG_DONTWAIT)
             if not chunk:
                 return
             discarded += len(chunk)
@@ -228,8 +233,18 @@ def install() -> None:
         original_init(self, *args, **kwargs)
 
     def connect(self, primitive):
+        if self.tls_args:
+            tls.capture_connect_errors(self.tls_args[0])
+            tls.take_connect_error()                  # nothing stale from an earlier connect
         original_connect(self, primitive)
         self._dsmpacs_opened = time.monotonic()      # as a requestor, the clock starts here
+        error = tls.take_connect_error() if self.tls_args else None
+        if error is not None:
+            # pynetdicom only logged it; the caller says it (dicom/connect.py).
+            host, port = primitive.address_info.as_tuple[:2]
+            self.assoc._dsmpacs_connect_error = tls.describe_connect_error(host, port, error)
+        elif not self._is_connected:
+            self.assoc._dsmpacs_connect_error = "no connection"
 
     def _is_transport_event(self):
         wrapped = self.socket

@@ -14,7 +14,7 @@ from dsmpacs.web.admin import bp
 from dsmpacs.web.i18n import notify
 from dsmpacs.web.services import services
 
-_FLAGS = ("may_store", "may_find", "may_retrieve", "is_move_destination", "tls")
+_FLAGS = ("may_store", "may_find", "may_retrieve", "is_move_destination", "tls", "tls_client_cert")
 
 
 def _peer_from_form() -> Peer:

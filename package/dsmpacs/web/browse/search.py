@@ -8,6 +8,7 @@ from flask import abort, render_template, request
 from dsmpacs.archive.audit import AuditAction, query_fields
 from dsmpacs.archive.browse import patient_timeline, search_studies
 from dsmpacs.archive.matching import QueryError
+from dsmpacs.archive.names import typed_name_value
 from dsmpacs.web import audit
 from dsmpacs.web.browse import bp
 from dsmpacs.web.services import services
@@ -28,13 +29,14 @@ def _date(value: str) -> str | None:
 def filters_from(form) -> tuple[dict[str, str], list[str]]:
     """The form's fields as matcher keys, and the names of fields that were not understood.
 
-    Names match from their start (``zhang`` finds ZHANG^SAN, ``张`` finds 张三) unless
+    Names match from their start, as the list shows them (``zhang`` finds ZHANG^SAN,
+    ``张三`` finds 张^三, ``Wang Xiaoming`` finds WANG^XIAOMING: archive/names.py) unless
     the user typed a wildcard; descriptions match anywhere."""
     filters: dict[str, str] = {}
     invalid: list[str] = []
     name = form.get("patient_name", "").strip()
     if name:
-        filters["PatientName"] = name if ("*" in name or "?" in name) else name + "*"
+        filters["PatientName"] = typed_name_value(name)
     for field, key in (("patient_id", "PatientID"), ("accession", "AccessionNumber")):
         value = form.get(field, "").strip()
         if value:
