@@ -184,3 +184,18 @@ def test_chromium_loads_the_login_page_over_https(https, tmp_path):
         finally:
             pinned.close()
             plain.close()
+
+
+def test_web_tls_without_a_certificate_says_what_to_run(tmp_path):
+    from dsmpacs import checks
+    from dsmpacs.settings import Settings
+
+    settings = Settings(data_dir=tmp_path, web_tls=True, web_host="127.0.0.1", web_port=0, dicom_port=0)
+    assert any("web_tls is on but there is no certificate" in p and "dsmpacs tls init" in p
+               for p in checks.port_problems(settings))
+    refused = subprocess.run([sys.executable, "-m", "dsmpacs", "--data-dir", str(tmp_path), "--set", "web_tls=true",
+                              "--set", "web_port=0", "serve", "--only", "web"],
+                             cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 1 and "dsmpacs tls init" in refused.stderr, refused.stderr
+    tls_init(tmp_path)
+    assert not any("web_tls" in p for p in checks.port_problems(settings))

@@ -56,9 +56,9 @@ def port_problems(settings: Settings) -> list[str]:
         found.append(f"dicom_tls_port {settings.dicom_tls_port} is also the DICOM or the web port; "
                      f"choose another in {config} (2762 is DICOM over TLS).")
         return found
-    problem = tls_problem(settings)
-    if problem:
-        found.append(problem)
+    for problem in (tls_problem(settings), web_tls_problem(settings)):
+        if problem:
+            found.append(problem)
     listeners = [("DICOM", settings.dicom_host, settings.dicom_port if settings.dicom_plain else 0,
                   "dicom_host", "dicom_port"),
                  ("DICOM TLS", settings.dicom_host, settings.dicom_tls_port, "dicom_host",
@@ -81,6 +81,18 @@ def tls_problem(settings: Settings) -> str | None:
         return (f"dicom_tls_port is {settings.dicom_tls_port} but there is no certificate in "
                 f"{files.directory}: run `dsmpacs tls init --host NAME-OR-ADDRESS` (a local CA) or "
                 f"`dsmpacs tls import --cert CERT --key KEY`, or set dicom_tls_port = 0 in {_config(settings)}.")
+    return None
+
+
+def web_tls_problem(settings: Settings) -> str | None:
+    """HTTPS (web_tls) needs this archive's certificate and key too."""
+    from dsmpacs.tls import TlsFiles
+
+    files = TlsFiles.of(settings)
+    if settings.web_tls and not files.has_server_identity():
+        return (f"web_tls is on but there is no certificate in {files.directory}: run "
+                f"`dsmpacs tls init --host NAME-OR-ADDRESS` (a local CA) or `dsmpacs tls import "
+                f"--cert CERT --key KEY`, or set web_tls = false in {_config(settings)}.")
     return None
 
 

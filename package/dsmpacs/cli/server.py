@@ -5,7 +5,7 @@ import sys
 
 import click
 
-from dsmpacs.checks import tls_problem
+from dsmpacs.checks import tls_problem, web_tls_problem
 from dsmpacs.cli import Context, main, pass_ctx
 from dsmpacs.settings import settings_markdown
 
@@ -48,8 +48,8 @@ def serve(ctx: Context, only: str | None, no_recovery: bool, **flags) -> None:
 
     settings = ctx.settings(**flags)
     configure(settings, process=only or "serve")
-    if only != "web":
-        problem = tls_problem(settings)
+    for problem in (tls_problem(settings) if only != "web" else None,
+                    web_tls_problem(settings) if only != "dicom" else None):
         if problem:
             raise click.ClickException(problem)
     try:

@@ -34,7 +34,7 @@ def health_check():
 
 
 # The libraries whose versions matter when an administrator reports a problem.
-_LIBRARIES = ("pynetdicom", "pydicom", "peewee", "flask", "waitress", "cheroot", "cryptography",
+_LIBRARIES = ("pynetdicom", "pydicom", "peewee", "flask", "cheroot", "cryptography",
               "pylibjpeg", "pymysql")
 
 

@@ -13,7 +13,7 @@ is audited, and a burst over all keys (more than ``alert_per_minute`` within
 a minute) is reported to the caller, which raises a security alert.
 
 Counts live in the web process's memory: one web process serves every request
-(waitress threads share it), an attacker's burst must not become a burst of
+(the web server's threads share it), an attacker's burst must not become a burst of
 index writes, and a restart, which forgets the counts, takes longer than an
 attacker gains from it. The audit trail, which persists, has every failure.
 """
