@@ -199,3 +199,18 @@ def test_web_tls_without_a_certificate_says_what_to_run(tmp_path):
     assert refused.returncode == 1 and "dsmpacs tls init" in refused.stderr, refused.stderr
     tls_init(tmp_path)
     assert not any("web_tls" in p for p in checks.port_problems(settings))
+
+
+def test_an_anonymous_upload_over_https_is_refused_unread(https):
+    from tests import rawhttp
+
+    server, ca = https
+    total = 200 * 2**20
+    response = rawhttp.request("127.0.0.1", server.web_port, "POST", "/dicom-web/studies",
+                               {"Content-Type": 'multipart/related; type="application/dicom"; boundary=B',
+                                "Content-Length": str(total)}, rawhttp.zeros(total),
+                               tls=ssl.create_default_context(cafile=str(ca)))
+    assert response.status == 401 and response.closed
+    assert response.headers["connection"] == "close"
+    assert response.headers["strict-transport-security"] == "max-age=31536000"
+    assert response.sent < total // 10

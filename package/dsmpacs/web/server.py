@@ -307,6 +307,10 @@ class Server(wsgi.Server):
             return
         super().process_conn(conn)
 
+    def error_log(self, msg="", level=logging.INFO, traceback=False):
+        # cheroot writes to stderr; ours goes to the web process's log like everything else.
+        log.log(level, "%s", msg, exc_info=traceback)
+
     def prepare(self):
         super().prepare()
         threading.Thread(target=self.watchdog.run, name="web-header-watchdog", daemon=True).start()
