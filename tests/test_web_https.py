@@ -214,3 +214,19 @@ def test_an_anonymous_upload_over_https_is_refused_unread(https):
     assert response.headers["connection"] == "close"
     assert response.headers["strict-transport-security"] == "max-age=31536000"
     assert response.sent < total // 10
+
+
+def test_server_module_is_pinned_to_the_installed_and_constrained_cheroot():
+    """web/server.py overrides cheroot internals: it runs only on the version it was
+    written against, which is the one installed and pinned."""
+    import re
+    from importlib.metadata import version
+
+    from dsmpacs.web import server
+
+    assert version("cheroot") == server.WRITTEN_FOR
+    root = Path(__file__).resolve().parents[1]
+    pins = dict(re.findall(r"^([A-Za-z0-9_.-]+)==(\S+)", (root / "constraints.txt").read_text(), re.M))
+    assert pins["cheroot"] == server.WRITTEN_FOR
+    with pytest.raises(server.ServerVersionError, match=r"written against cheroot 11\.1\.2.*12\.0\.0"):
+        server.check_version("12.0.0")

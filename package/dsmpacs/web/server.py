@@ -43,6 +43,26 @@ from cheroot.ssl.builtin import BuiltinSSLAdapter
 
 log = logging.getLogger(__name__)
 
+# The classes below override cheroot internals (HeaderReader, ChunkedRFile,
+# HTTPRequest, HTTPConnection, process_conn), not a public API: an upgrade must
+# re-read each of them against the new source and then raise this.
+WRITTEN_FOR = "11.1.2"
+
+
+class ServerVersionError(RuntimeError):
+    """cheroot is not the version this module's changes were written against."""
+
+
+def check_version(version: str | None = None) -> None:
+    from importlib.metadata import version as installed
+
+    found = version or installed("cheroot")
+    if found != WRITTEN_FOR:
+        raise ServerVersionError(
+            f"dsmpacs.web.server was written against cheroot {WRITTEN_FOR}, but {found} is "
+            f"installed. Install cheroot=={WRITTEN_FOR} (constraints.txt), or re-read this "
+            f"module against the new cheroot and raise WRITTEN_FOR.")
+
 # Request line plus headers: generous for cookies and bearer tokens, small enough that
 # anonymous clients cannot make the server hold much before the app decides.
 MAX_HEADER_BYTES = 64 * 1024
@@ -323,6 +343,7 @@ class Server(wsgi.Server):
 def build(app, settings, context: ssl.SSLContext | None = None) -> Server:
     """The web server for ``app`` on web_host:web_port, HTTPS when ``context`` is given.
     Call ``prepare()`` to bind, then ``serve()``; ``stop()`` from another thread."""
+    check_version()
     srv = Server((settings.web_host, settings.web_port), app, numthreads=settings.web_threads,
                  server_name="dsmpacs", timeout=settings.web_timeout,
                  request_queue_size=64,
