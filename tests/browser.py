@@ -3,6 +3,7 @@
 Playwright cannot download its own browser on these machines, so it is
 pointed at the system one. Fixtures (registered in conftest.py):
 
+- ``playwright``: one Playwright per test session (a second one in the process fails).
 - ``browser``: one Chromium per test session (start-up costs about a second).
 - ``page``: a fresh context and page per test (own cookies), with a
   ``shot(name)`` helper that saves a PNG under the test's tmp dir, and
@@ -37,19 +38,26 @@ def chromium_path() -> str | None:
 
 
 @pytest.fixture(scope="session")
-def browser():
-    path = chromium_path()
-    require(path is not None, "chromium not installed (apt-get install chromium)")
+def playwright():
+    """One Playwright per worker: its sync API runs an event loop for the whole session,
+    so a second ``sync_playwright()`` in the same process fails. Tests that need a
+    Chromium with other flags launch it from this one."""
+    require(chromium_path() is not None, "chromium not installed (apt-get install chromium)")
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
         require(False, "playwright not installed (pip install playwright)")
     with sync_playwright() as pw:
-        chromium = pw.chromium.launch(executable_path=path, args=ARGS, headless=True)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
+        yield pw
+
+
+@pytest.fixture(scope="session")
+def browser(playwright):
+    chromium = playwright.chromium.launch(executable_path=chromium_path(), args=ARGS, headless=True)
+    try:
+        yield chromium
+    finally:
+        chromium.close()
 
 
 @pytest.fixture

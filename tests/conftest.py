@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from dsmpacs.settings import Settings
-from tests.browser import browser, page  # noqa: F401  (fixtures for UI tests)
+from tests.browser import browser, page, playwright  # noqa: F401  (fixtures for UI tests)
 from tests.peers import MARIADB, mariadb_connection, require
 
 ROOT = Path(__file__).resolve().parent.parent

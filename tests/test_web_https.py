@@ -153,37 +153,35 @@ def _spki_hash(cert_pem: Path) -> str:
     return base64.b64encode(hashlib.sha256(spki).digest()).decode()
 
 
-def test_chromium_loads_the_login_page_over_https(https, tmp_path):
+def test_chromium_loads_the_login_page_over_https(https, playwright, tmp_path):
     """Chromium takes no CA file on its command line. It is told to trust the one key
     of our local CA (--ignore-certificate-errors-spki-list with the CA's SPKI hash), which
     it checks against the chain the server presents: the same CA-signed certificate a
     browser with the CA imported would accept, and without that pin it refuses."""
     server, ca = https
     path = chromium_path()
-    require(path is not None, "chromium not installed (apt-get install chromium)")
-    from playwright.sync_api import Error, sync_playwright
+    from playwright.sync_api import Error
 
     password = add_user(server, "rad2", "radiologist")
-    with sync_playwright() as pw:
-        pinned = pw.chromium.launch(executable_path=path, headless=True,
-                                    args=ARGS + [f"--ignore-certificate-errors-spki-list={_spki_hash(ca)}"])
-        plain = pw.chromium.launch(executable_path=path, headless=True, args=ARGS)
-        try:
-            page = pinned.new_context().new_page()
-            response = page.goto(server.url("/login"))
-            assert response.status == 200
-            assert response.headers["strict-transport-security"] == "max-age=31536000"
-            page.fill("input[name=username]", "rad2")
-            page.fill("input[name=password]", password)
-            page.click("[data-login-form] button[type=submit]")
-            page.wait_for_selector("[data-action=logout]")
-            cookie = next(c for c in page.context.cookies() if c["name"] == "dsmpacs_session")
-            assert cookie["secure"] is True
-            with pytest.raises(Error, match="ERR_CERT_AUTHORITY_INVALID"):
-                plain.new_context().new_page().goto(server.url("/login"))
-        finally:
-            pinned.close()
-            plain.close()
+    pinned = playwright.chromium.launch(executable_path=path, headless=True,
+                                        args=ARGS + [f"--ignore-certificate-errors-spki-list={_spki_hash(ca)}"])
+    plain = playwright.chromium.launch(executable_path=path, headless=True, args=ARGS)
+    try:
+        page = pinned.new_context().new_page()
+        response = page.goto(server.url("/login"))
+        assert response.status == 200
+        assert response.headers["strict-transport-security"] == "max-age=31536000"
+        page.fill("input[name=username]", "rad2")
+        page.fill("input[name=password]", password)
+        page.click("[data-login-form] button[type=submit]")
+        page.wait_for_selector("[data-action=logout]")
+        cookie = next(c for c in page.context.cookies() if c["name"] == "dsmpacs_session")
+        assert cookie["secure"] is True
+        with pytest.raises(Error, match="ERR_CERT_AUTHORITY_INVALID"):
+            plain.new_context().new_page().goto(server.url("/login"))
+    finally:
+        pinned.close()
+        plain.close()
 
 
 def test_web_tls_without_a_certificate_says_what_to_run(tmp_path):
