@@ -72,28 +72,30 @@ def port_problems(settings: Settings) -> list[str]:
     return found
 
 
-def tls_problem(settings: Settings) -> str | None:
-    """The DICOM TLS port needs this archive's certificate and key."""
+def _missing_certificate(settings: Settings, what: str, turn_off: str) -> str | None:
     from dsmpacs.tls import TlsFiles
 
     files = TlsFiles.of(settings)
-    if settings.dicom_tls_port and not files.has_server_identity():
-        return (f"dicom_tls_port is {settings.dicom_tls_port} but there is no certificate in "
-                f"{files.directory}: run `dsmpacs tls init --host NAME-OR-ADDRESS` (a local CA) or "
-                f"`dsmpacs tls import --cert CERT --key KEY`, or set dicom_tls_port = 0 in {_config(settings)}.")
-    return None
+    if files.has_server_identity():
+        return None
+    return (f"{what} but there is no certificate in {files.directory}: run `dsmpacs tls init "
+            f"--host NAME-OR-ADDRESS` (a local CA) or `dsmpacs tls import --cert CERT --key KEY`, "
+            f"or set {turn_off} in {_config(settings)}.")
+
+
+def tls_problem(settings: Settings) -> str | None:
+    """The DICOM TLS port needs this archive's certificate and key."""
+    if not settings.dicom_tls_port:
+        return None
+    return _missing_certificate(settings, f"dicom_tls_port is {settings.dicom_tls_port}",
+                                "dicom_tls_port = 0")
 
 
 def web_tls_problem(settings: Settings) -> str | None:
     """HTTPS (web_tls) needs this archive's certificate and key too."""
-    from dsmpacs.tls import TlsFiles
-
-    files = TlsFiles.of(settings)
-    if settings.web_tls and not files.has_server_identity():
-        return (f"web_tls is on but there is no certificate in {files.directory}: run "
-                f"`dsmpacs tls init --host NAME-OR-ADDRESS` (a local CA) or `dsmpacs tls import "
-                f"--cert CERT --key KEY`, or set web_tls = false in {_config(settings)}.")
-    return None
+    if not settings.web_tls:
+        return None
+    return _missing_certificate(settings, "web_tls is on", "web_tls = false")
 
 
 def storage_problems(settings: Settings) -> list[str]:
