@@ -214,7 +214,8 @@ def mariadb_tables(database: str) -> list[str]:
 @pytest.mark.parametrize("database", ["sqlite", pytest.param("mariadb", marks=pytest.mark.mariadb)])
 def test_install_store_upgrade_uninstall(database, spk_builds, fake_dsm_factory, tmp_path, request):
     answers = {w.DICOM_HOST: "127.0.0.1", w.AE_TITLE: "ANGIO_PACS", w.DICOM_PORT: str(free_port()),
-               w.WEB_PORT: str(free_port()), w.ADMIN_PASSWORD: ADMIN_PASSWORD,
+               w.WEB_PORT: str(free_port()), w.DICOM_TLS_PORT: str(free_port()),
+               w.ADMIN_PASSWORD: ADMIN_PASSWORD,
                w.ADMIN_PASSWORD_CONFIRM: ADMIN_PASSWORD,
                # storescu's AE title: unregistered AEs may not store (unknown_ae_may_store)
                w.STORE_AES: "STORESCU"}
@@ -235,7 +236,12 @@ def test_install_store_upgrade_uninstall(database, spk_builds, fake_dsm_factory,
     # Install from the wizard, offline, and start (Package Center's "run after install").
     runs = dsm.install(spk_builds["previous"], answers)
     assert [r.name for r in runs] == ["preinst", "postinst", "start-stop-status start"]
-    assert all(r.message == "" for r in runs), [str(r) for r in runs]
+    # The only message: the wizard's TLS port got a certificate from a new local CA.
+    messages = {r.name: r.message for r in runs if r.message}
+    assert list(messages) == ["postinst"], [str(r) for r in runs]
+    assert f"DICOM TLS listens on port {answers[w.DICOM_TLS_PORT]}" in messages["postinst"]
+    key = var / "tls" / "server.key"
+    assert key.stat().st_uid == dsm.uid and key.stat().st_mode & 0o077 == 0
     assert_running_unprivileged(dsm)
     config = (var / "config.toml").read_bytes()
     assert oct((var / "config.toml").stat().st_mode & 0o777) == "0o600"
