@@ -85,3 +85,28 @@ def test_phone_layout_has_a_menu_button(live, browser, tmp_path):
         phone.screenshot(path=str(tmp_path / "screenshots" / "phone-admin.png"), full_page=True)
     finally:
         context.close()
+
+
+def test_the_study_lists_last_column_is_visible_at_1440_px(live, browser, tmp_path):
+    """A study with four series, a long description and a long ID: at 1440x900 the View
+    button lies inside the table's box (it sat past the scrolling edge), in both languages."""
+    patient = f.Patient(name="ZHANG^XIAOLONG", patient_id="P-0001234567")
+    study = "1.2.826.0.1.3680043.8.498.9901"
+    for number in range(1, 5):
+        run = f.xa_run(frames=2, size=64, patient=patient, study_uid=study, series_number=number,
+                       accession="ACC-2024-000123",
+                       study_description="Cerebral angiography, right ICA aneurysm, coil embolisation follow-up")
+        assert live.storescu(f.write(run, tmp_path / f"{number}.dcm")).returncode == 0
+    password = add_user(live, "rad3", "radiologist")
+    for locale in ("en-US", "zh-CN"):
+        context = browser.new_context(viewport={"width": 1440, "height": 900}, locale=locale)
+        try:
+            page = context.new_page()
+            sign_in(page, live, "rad3", password)
+            page.goto(live.url("/studies"))
+            view = page.locator("[data-table=recent-studies] [data-action=view]").first.bounding_box()
+            box = page.locator(".table-wrap").first.bounding_box()
+            assert view["x"] + view["width"] <= box["x"] + box["width"], (locale, view, box)
+            assert page.locator("[data-table=recent-studies] img.thumb").count() == 4
+        finally:
+            context.close()
