@@ -13,6 +13,7 @@ import logging
 import socket
 from enum import Enum
 from functools import lru_cache
+from typing import Iterator
 
 from dsmpacs.archive.peers import ANY_HOST, Peer, PeerRegistry
 from dsmpacs.settings import Settings
@@ -42,15 +43,18 @@ class AccessPolicy:
         self.settings = settings
         self.registry = registry
 
-    def peer_for(self, calling_ae: str, address: str) -> Peer | None:
-        """The registered entry matching the calling AE (and host, when checked)."""
+    def _matching(self, calling_ae: str, address: str) -> Iterator[Peer]:
+        """The registered entries for the calling AE (and host, when checked)."""
         for peer in self.registry.by_ae_title(calling_ae):
             if not self.settings.check_peer_host:
-                return peer
+                yield peer
             # An entry without a host cannot pass a host check.
-            if peer.host != ANY_HOST and address in _addresses(peer.host):
-                return peer
-        return None
+            elif peer.host != ANY_HOST and address in _addresses(peer.host):
+                yield peer
+
+    def peer_for(self, calling_ae: str, address: str) -> Peer | None:
+        """The registered entry matching the calling AE (and host, when checked)."""
+        return next(self._matching(calling_ae, address), None)
 
     def transport_problem(self, calling_ae: str, address: str, *, encrypted: bool,
                           client_certificate: bool) -> str:
@@ -59,8 +63,7 @@ class AccessPolicy:
         plaintext, so a stolen AE title cannot get around its encryption. A remote AE
         that must show a client certificate is refused without a verified one. AEs not
         marked TLS may use either transport; the rest of the policy applies unchanged."""
-        peers = [p for p in self.registry.by_ae_title(calling_ae)
-                 if not self.settings.check_peer_host or address in _addresses(p.host)]
+        peers = list(self._matching(calling_ae, address))
         if not encrypted:
             marked = next((p for p in peers if p.tls), None)
             return (f"remote AE {marked.name!r} ({calling_ae}) is marked TLS and must use the "

@@ -1,26 +1,11 @@
 """`dsmpacs tls`: the local CA, this archive's certificate, and the CAs it trusts."""
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 
 import click
 
 from dsmpacs.cli import Context, audit, main, open_archive, pass_ctx
-
-
-def _default_hosts() -> list[str]:
-    """The names and addresses peers are likely to dial: the host name, loopback,
-    and the address of the interface that routes outwards (a UDP connect sends
-    nothing, it only picks the interface)."""
-    hosts = [socket.gethostname(), "localhost", "127.0.0.1"]
-    try:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-            probe.connect(("10.255.255.255", 9))
-            hosts.append(probe.getsockname()[0])
-    except OSError:
-        pass
-    return list(dict.fromkeys(h for h in hosts if h))
 
 
 def _files(ctx: Context):
@@ -64,7 +49,7 @@ def init_cmd(ctx: Context, hosts: tuple[str, ...], force: bool) -> None:
     from dsmpacs.tls import authority
 
     files = _files(ctx)
-    names = list(hosts) or _default_hosts()
+    names = list(hosts) or authority.default_hosts()
     issued = _run(lambda: authority.init(files, names, force=force))
     _record(ctx, f"local CA created; server certificate for {', '.join(names)}")
     click.echo(f"server certificate {issued.cert_path} for {', '.join(names)}, "

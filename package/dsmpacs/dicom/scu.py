@@ -7,12 +7,11 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 from pydicom import dcmread
-from pynetdicom import AE, evt
+from pynetdicom import AE
 from pynetdicom.sop_class import Verification
 
 from dsmpacs.archive.peers import Peer
 from dsmpacs.dicom import engine
-from dsmpacs.dicom.associations import handle_conn_open
 from dsmpacs.dicom.connect import SETTINGS_ATTRIBUTE, AssociationFailed, open_association
 from dsmpacs.dicom.engine import limits, negotiation
 from dsmpacs.settings import Settings
@@ -39,8 +38,7 @@ def client_ae(settings: Settings) -> AE:
     return ae
 
 
-HANDLERS = [(evt.EVT_CONN_OPEN, handle_conn_open)]
-__all__ = ["AssociationFailed", "HANDLERS", "client_ae", "echo", "send_files"]
+__all__ = ["AssociationFailed", "client_ae", "echo", "send_files"]
 
 
 def echo(settings: Settings, target: Peer) -> int:

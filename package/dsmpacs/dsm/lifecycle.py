@@ -108,13 +108,12 @@ def keep_earlier_defaults(data_dir: Path, lang: str) -> list[str]:
 def _dicom_tls_certificate(settings: Settings) -> list[str]:
     """The DICOM TLS port needs a certificate: a local CA's, created once (an
     existing or imported one is kept)."""
-    from dsmpacs.cli.tls import _default_hosts
     from dsmpacs.tls import TlsFiles, authority
 
     files = TlsFiles.of(settings)
     if not settings.dicom_tls_port or files.has_server_identity():
         return []
-    hosts = _default_hosts()
+    hosts = authority.default_hosts()
     if settings.dicom_host not in ("0.0.0.0", "::", ""):
         hosts.insert(0, settings.dicom_host)
     try:

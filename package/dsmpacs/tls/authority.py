@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -107,6 +108,20 @@ def _load_ca(files: TlsFiles):
     ca_cert = x509.load_pem_x509_certificate(files.ca_cert.read_bytes())
     ca_key = serialization.load_pem_private_key(files.ca_key.read_bytes(), password=None)
     return ca_cert, ca_key
+
+
+def default_hosts() -> list[str]:
+    """The names and addresses peers are likely to dial: the host name, loopback,
+    and the address of the interface that routes outwards (a UDP connect sends
+    nothing, it only picks the interface)."""
+    hosts = [socket.gethostname(), "localhost", "127.0.0.1"]
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            probe.connect(("10.255.255.255", 9))
+            hosts.append(probe.getsockname()[0])
+    except OSError:
+        pass
+    return list(dict.fromkeys(h for h in hosts if h))
 
 
 def init(files: TlsFiles, hosts: list[str], *, common_name: str = "", force: bool = False,

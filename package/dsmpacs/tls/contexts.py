@@ -22,7 +22,7 @@ class TlsNotConfigured(RuntimeError):
 def _harden(ctx: ssl.SSLContext) -> ssl.SSLContext:
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.set_ciphers(TLS12_CIPHERS)
-    ctx.options |= ssl.OP_NO_COMPRESSION | ssl.OP_CIPHER_SERVER_PREFERENCE
+    ctx.options |= ssl.OP_NO_COMPRESSION
     if hasattr(ssl, "OP_NO_RENEGOTIATION"):
         ctx.options |= ssl.OP_NO_RENEGOTIATION
     return ctx
@@ -43,6 +43,7 @@ def server_context(settings, *, verify_clients: bool = False) -> ssl.SSLContext:
             f"no server certificate in {files.directory}: run `dsmpacs tls init` "
             "(local CA) or `dsmpacs tls import`")
     ctx = _harden(ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER))
+    ctx.options |= ssl.OP_CIPHER_SERVER_PREFERENCE
     ctx.load_cert_chain(files.server_cert, files.server_key)
     if verify_clients and files.trusted.is_file():
         ctx.verify_mode = ssl.CERT_OPTIONAL
@@ -56,7 +57,6 @@ def client_context(settings) -> ssl.SSLContext:
     own certificate goes along for peers that require a client certificate."""
     files = TlsFiles.of(settings)
     ctx = _harden(ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT))
-    ctx.options &= ~ssl.OP_CIPHER_SERVER_PREFERENCE
     if not files.trusted.is_file():
         raise TlsNotConfigured(
             f"no trusted CA certificates in {files.trusted}: run `dsmpacs tls init` or "
