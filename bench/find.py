@@ -59,7 +59,7 @@ from dsmpacs.archive.index import patient_key
 from dsmpacs.archive.models import Instance, Patient, Series, Study, utcnow
 from dsmpacs.archive.peers import Peer, PeerRegistry
 from dsmpacs.archive.query import Query, Search
-from dsmpacs.dicom.scu import HANDLERS
+from dsmpacs.dicom.associations import handle_conn_open
 from dsmpacs.settings import Settings
 
 XA = "1.2.840.10008.5.1.4.1.1.12.1"
@@ -222,14 +222,15 @@ def find_identifier() -> Dataset:
 
 
 def open_association(port: int, called_ae: str):
-    from pynetdicom import AE, _config
+    from pynetdicom import AE, _config, evt
     from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind as FIND
 
     _config.LOG_RESPONSE_IDENTIFIERS = False
     _config.LOG_REQUEST_IDENTIFIERS = False
     ae = AE(ae_title=CALLING_AE)
     ae.add_requested_context(FIND)
-    assoc = ae.associate("127.0.0.1", port, ae_title=called_ae, evt_handlers=HANDLERS)  # TCP_NODELAY
+    assoc = ae.associate("127.0.0.1", port, ae_title=called_ae,
+                         evt_handlers=[(evt.EVT_CONN_OPEN, handle_conn_open)])  # TCP_NODELAY
     if not assoc.is_established:
         raise RuntimeError(f"association with {called_ae} on port {port} failed")
     return assoc
