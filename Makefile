@@ -30,12 +30,12 @@ run: $(STAMP)
 
 ## Lint, then run the test suite (real dcmtk peers, real MariaDB when reachable)
 # ruff first: a lint finding fails in seconds, before twenty minutes of tests.
-# Two workers for everything but the fake NAS, whose tests share one system user
-# and build in the source tree, so they run afterwards, one at a time.
+# Two workers; each test module stays on one worker, and the fake-NAS tests, which
+# share one system user, run one at a time on one worker beside the rest
+# (tests/scheduling.py). The slowest tests are listed at the end.
 test: $(STAMP)
 	$(BIN)/ruff check package tests bench
-	$(BIN)/python -m pytest -n 2 --dist loadfile --ignore=tests/dsm
-	$(BIN)/python -m pytest tests/dsm
+	$(BIN)/python -m pytest -n 2 --dist loadfile --durations=15
 
 ## Benchmarks beside Orthanc and dcmtk (bench/README.md); a smoke run in a few
 ## minutes: make bench BENCH_ARGS=--quick

@@ -140,6 +140,13 @@ def pytest_configure(config):
     install_engine()
 
 
+def pytest_xdist_make_scheduler(config, log):
+    # Module by module, with tests/dsm as one unit beside the rest: tests/scheduling.py.
+    from tests.scheduling import make_scheduler
+
+    return make_scheduler(config, log)
+
+
 # --- in CI a skip is a failure ----------------------------------------------------
 # A skipped test in CI is a peer that CI forgot to install, and a green run that
 # checked less than it says. Converting the reports here catches every source at
