@@ -16,6 +16,7 @@ from dsmpacs.archive.uids import is_valid_uid
 from dsmpacs.imaging import dsa
 from dsmpacs.imaging import render as rendering
 from dsmpacs.imaging.overlay import overlay
+from dsmpacs.imaging.calibration import calibration_of
 from dsmpacs.imaging.subtraction import supports_subtraction
 from dsmpacs.web import audit
 from dsmpacs.web.browse import bp
@@ -108,6 +109,7 @@ def instance_info(study_uid: str, series_uid: str, sop_uid: str):
         "overlay": overlay(layout.header),
         "peak_frame": peak,
         **extra,
+        "calibration": calibration_of(layout.header),
     })
 
 
