@@ -62,7 +62,8 @@ def measured(page, kind: str, n: int) -> dict:
                            "&& document.querySelector('[data-viewport]').getAttribute('data-saving') === 'false'",
                            arg=[selector, n])
     g = page.locator(selector).nth(n - 1)
-    return {"value": float(g.get_attribute("data-value")), "label": g.get_attribute("data-label")}
+    value = g.get_attribute("data-value")
+    return {"value": float(value) if value is not None else None, "label": g.get_attribute("data-label")}
 
 
 @pytest.fixture
@@ -98,9 +99,30 @@ def test_calibrated_lengths_roi_gsps_by_movescu_and_reload(live, page, tmp_path)
     second = measured(page, "length", 1)
     assert second["value"] == pytest.approx(50.0, rel=0.01)
     assert "Imager Pixel Spacing ÷ ERMF 1.2" in second["label"]
+    # Angle (two drags, vertex at the end of the first), stenosis (reference 40 px,
+    # narrowest 10 px: 75 %, 2.50 of 10.00 mm), an arrow and a text.
+    page.click("[data-tool=angle]")
+    drag(page, (10, 10), (60, 60))
+    drag(page, (60, 60), (110, 60))
+    assert measured(page, "angle", 1)["value"] == pytest.approx(135.0, abs=0.01)
+    page.click("[data-tool=stenosis]")
+    drag(page, (150, 20), (150, 60))
+    drag(page, (180, 30), (180, 40))
+    stenosis = measured(page, "stenosis", 1)
+    assert stenosis["value"] == pytest.approx(75.0, abs=0.01) and "2.50 / 10.00 mm" in stenosis["label"]
+    page.click("[data-tool=arrow]")
+    drag(page, (200, 200), (150, 150))
+    page.click("[data-tool=text]")
+    drag(page, (30, 220), (30, 220))
+    page.fill("[data-measure-text]", "夹层 dissection")
+    page.click("[data-measure-ok]")
+    page.wait_for_function(f"() => [...document.querySelectorAll('{OWN}[data-kind=text]')]"
+                           ".some(g => g.getAttribute('data-label') === '夹层 dissection')")
+    measured(page, "arrow", 1)
 
     # No spacing: px until a 6F catheter (2 mm) is drawn 30 px wide; 150 px is then 10 mm.
     open_series(page, bare)
+    page.click("[data-tool=length]")
     drag(page, (20, 200), (170, 200))
     assert "uncalibrated px" in measured(page, "length", 1)["label"]
     page.click("[data-tool=calibrate]")
@@ -140,7 +162,10 @@ def test_calibrated_lengths_roi_gsps_by_movescu_and_reload(live, page, tmp_path)
     texts = [t.UnformattedTextValue for a in gsps.GraphicAnnotationSequence for t in a.get("TextObjectSequence", [])]
     assert any("80.00 mm" in x for x in texts) and any("10.00 mm" in x for x in texts)
     kinds = [g.GraphicType for a in gsps.GraphicAnnotationSequence for g in a.GraphicObjectSequence]
-    assert kinds.count("ELLIPSE") == 1 and kinds.count("POLYLINE") == 3   # three lengths, no calibration line
+    # three lengths, an angle, two stenosis diameters, an arrow and its two head strokes;
+    # no calibration line
+    assert kinds.count("ELLIPSE") == 1 and kinds.count("POLYLINE") == 9
+    assert "夹层 dissection" in texts
     kos = dcmread(received[kos_uid])
     assert kos.SOPClassUID == KOS
     assert kos.ContentSequence[0].ReferencedSOPSequence[0].ReferencedSOPInstanceUID == str(bare.SOPInstanceUID)
