@@ -1,4 +1,4 @@
-"""Render one frame of a stored instance as PNG or JPEG ("cloud display").
+"""Render one frame of a stored instance as PNG, JPEG or WebP ("cloud display").
 
 Only the asked frame (and the mask frame for subtraction) is read and decoded.
 Grey images go through Modality LUT, window and MONOCHROME1 inversion; colour
@@ -19,13 +19,14 @@ from PIL import Image
 from dsmpacs.imaging.decode import DecodeError, decode_frame
 from dsmpacs.imaging.frames import FrameNotFound, PixelDataError, PixelLayout, read_frame, read_layout
 from dsmpacs.imaging.lut import Window, apply_window, auto_window, frame_rate, modality, window_presets
-from dsmpacs.imaging.subtraction import log_subtract, subtraction_window, supports_subtraction
+from dsmpacs.imaging.subtraction import log_subtract, supports_subtraction
 
 __all__ = ["render", "render_image", "Rendered", "RenderError", "NoPixelData", "FrameNotFound",
            "window_presets", "frame_rate", "layout_of", "default_window", "supports_subtraction",
            "FORMATS"]
 
-FORMATS = {"png": ("PNG", "image/png"), "jpeg": ("JPEG", "image/jpeg"), "jpg": ("JPEG", "image/jpeg")}
+FORMATS = {"png": ("PNG", "image/png"), "jpeg": ("JPEG", "image/jpeg"), "jpg": ("JPEG", "image/jpeg"),
+           "webp": ("WEBP", "image/webp")}
 
 
 class RenderError(ValueError):
@@ -98,20 +99,26 @@ def _grey_values(path, layout: PixelLayout, index: int) -> np.ndarray:
 
 def default_window(path, frame_index: int = 0, mask_index: int | None = None) -> Window | None:
     """The window render() uses when none is given: the file's first preset, else the
-    frame's range; for subtraction, one centred on zero. None for colour images."""
+    frame's range; for subtraction the run's one window (dsa.run_window), centred on
+    zero. None for colour images."""
     layout = _require_layout(path)
     if not _is_grey(layout):
         return None
-    values = _grey_values(path, layout, frame_index)
     if mask_index is not None:
-        return subtraction_window(log_subtract(values, _grey_values(path, layout, mask_index)))
+        from dsmpacs.imaging import dsa  # dsa builds on this module's pixel reading
+        return dsa.run_window(path, mask_index)
     presets = window_presets(layout)
-    return presets[0] if presets else auto_window(values)
+    return presets[0] if presets else auto_window(_grey_values(path, layout, frame_index))
 
 
 def render_image(path, frame_index: int, *, window: tuple[float, float] | Window | None = None,
                  mask_index: int | None = None, fmt: str = "png", max_size: int | None = None,
-                 quality: int = 90) -> Rendered:
+                 quality: int = 90, shift: tuple[float, float] | None = None,
+                 roadmap: str | None = None) -> Rendered:
+    """One frame as an encoded image. ``mask_index`` subtracts that frame (moved by
+    ``shift`` = (dx, dy) pixels for patient motion) and defaults the window to the run's
+    one subtraction window; ``roadmap`` ("min"/"max") shows the minimum or maximum over
+    all frames instead of ``frame_index``. ``quality`` (1..100) is for JPEG and WebP."""
     if fmt not in FORMATS:
         raise RenderError(f"unknown image format {fmt!r}")
     layout = _require_layout(path)
@@ -119,14 +126,22 @@ def render_image(path, frame_index: int, *, window: tuple[float, float] | Window
         window = Window(float(window[0]), float(window[1]))
     if window is not None and window.width < 1:
         raise RenderError("window width must be at least 1")
+    n = layout.number_of_frames
+    if not 0 <= frame_index < n:
+        raise FrameNotFound(f"frame {frame_index} is outside 0..{n - 1}")
+    if mask_index is not None and not 0 <= mask_index < n:
+        raise FrameNotFound(f"mask frame {mask_index} is outside 0..{n - 1}")
     used: Window | None = None
     if _is_grey(layout):
-        values = _grey_values(path, layout, frame_index)
+        from dsmpacs.imaging import dsa  # dsa builds on this module's pixel reading
+        if roadmap:
+            values = dsa.roadmap(path, roadmap, mask_index, shift)
+        else:
+            values = _grey_values(path, layout, frame_index)
+            if mask_index is not None:
+                values = log_subtract(values, dsa.mask_values(path, layout, mask_index, shift))
         if mask_index is not None:
-            if not 0 <= mask_index < layout.number_of_frames:
-                raise FrameNotFound(f"mask frame {mask_index} is outside 0..{layout.number_of_frames - 1}")
-            values = log_subtract(values, _grey_values(path, layout, mask_index))
-            used = window or subtraction_window(values)
+            used = window or dsa.run_window(path, mask_index)
         else:
             presets = window_presets(layout)
             used = window or (presets[0] if presets else auto_window(values))
@@ -134,14 +149,19 @@ def render_image(path, frame_index: int, *, window: tuple[float, float] | Window
         if layout.photometric_interpretation == "MONOCHROME1" and mask_index is None:
             grey = 255 - grey       # MONOCHROME1: low values are white
         image = Image.fromarray(grey, mode="L")
+    elif roadmap:
+        raise RenderError("a road map needs a grey image")
     else:
         image = Image.fromarray(_colour(path, layout, frame_index), mode="RGB")
     if max_size:
         image.thumbnail((max_size, max_size), Image.Resampling.LANCZOS)
     pil_format, media_type = FORMATS[fmt]
     out = io.BytesIO()
+    quality = max(1, min(int(quality), 100))
     if pil_format == "JPEG":
-        image.save(out, format="JPEG", quality=max(1, min(int(quality), 100)))
+        image.save(out, format="JPEG", quality=quality)
+    elif pil_format == "WEBP":
+        image.save(out, format="WEBP", quality=quality, method=0)   # method 0: fastest encoder
     else:
         image.save(out, format="PNG", compress_level=1)   # speed over size: cine re-requests
     return Rendered(out.getvalue(), media_type, used)
@@ -165,8 +185,8 @@ def _colour(path, layout: PixelLayout, index: int) -> np.ndarray:
 
 
 def render(path, frame_index: int, *, window=None, mask_index: int | None = None, fmt: str = "png",
-           max_size: int | None = None, quality: int = 90) -> bytes:
-    """PNG or JPEG bytes of one frame (0-based), windowed, optionally DSA-subtracted
-    against ``mask_index`` and shrunk to fit ``max_size`` pixels."""
+           max_size: int | None = None, quality: int = 90, shift: tuple[float, float] | None = None,
+           roadmap: str | None = None) -> bytes:
+    """PNG, JPEG or WebP bytes of one frame (0-based): see render_image."""
     return render_image(path, frame_index, window=window, mask_index=mask_index, fmt=fmt,
-                        max_size=max_size, quality=quality).data
+                        max_size=max_size, quality=quality, shift=shift, roadmap=roadmap).data

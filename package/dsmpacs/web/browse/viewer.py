@@ -1,5 +1,6 @@
 """The viewer: a page, JSON describing a study's series and images, and frames
-rendered on the server (window/level, DSA subtraction) as PNG or JPEG.
+rendered on the server (window/level, DSA subtraction, pixel shift, road map) as PNG,
+JPEG or WebP.
 
 The browser never decodes DICOM: phones and thin clients get plain images.
 """
@@ -12,7 +13,9 @@ from flask import abort, jsonify, render_template, request, url_for
 
 from dsmpacs.archive.browse import instance_file, study_detail, study_files
 from dsmpacs.archive.uids import is_valid_uid
+from dsmpacs.imaging import dsa
 from dsmpacs.imaging import render as rendering
+from dsmpacs.imaging.overlay import overlay
 from dsmpacs.imaging.calibration import calibration_of
 from dsmpacs.imaging.subtraction import supports_subtraction
 from dsmpacs.web import audit
@@ -75,8 +78,9 @@ def _file_or_404(study_uid: str, series_uid: str, sop_uid: str):
 
 @bp.route("/viewer/info/<study_uid>/<series_uid>/<sop_uid>.json")
 def instance_info(study_uid: str, series_uid: str, sop_uid: str):
-    """What the viewer needs to show an instance: presets, frame rate and the window
-    render uses by default (for ?frame=F, subtracted from ?mask=M when given)."""
+    """What the viewer needs to show an instance: presets, frame rate, the frame of peak
+    contrast and the window render uses by default (for ?frame=F; with ?mask=M the run's
+    one subtraction window, also as "run_window")."""
     found, path = _file_or_404(study_uid, series_uid, sop_uid)
     frame, mask = _number("frame"), _number("mask")
     try:
@@ -88,8 +92,12 @@ def instance_info(study_uid: str, series_uid: str, sop_uid: str):
                 mask is not None and not 0 <= int(mask) < layout.number_of_frames):
             abort(404)
         window = rendering.default_window(path, frame_index, int(mask) if mask is not None else None)
+        peak = dsa.peak_frame(path)
     except (rendering.RenderError, OSError, ValueError) as exc:
         return jsonify({"frames": found.frames, "image": False, "error": str(exc)})
+    extra = {}
+    if mask is not None and window is not None:
+        extra["run_window"] = window.as_dict()
     return jsonify({
         "image": True, "frames": layout.number_of_frames, "rows": layout.rows, "columns": layout.columns,
         "frame_rate": rendering.frame_rate(layout),
@@ -98,6 +106,9 @@ def instance_info(study_uid: str, series_uid: str, sop_uid: str):
         "grey": window is not None,
         "subtraction": window is not None and supports_subtraction(layout.header),
         "photometric": layout.photometric_interpretation,
+        "overlay": overlay(layout.header),
+        "peak_frame": peak,
+        **extra,
         "calibration": calibration_of(layout.header),
     })
 
@@ -117,8 +128,11 @@ def _number(name: str) -> float | None:
 
 @bp.route("/render/<study_uid>/<series_uid>/<sop_uid>/<int:frame>.<fmt>")
 def render_frame(study_uid: str, series_uid: str, sop_uid: str, frame: int, fmt: str):
-    """One frame as an image: ?wc=&ww= (window), ?mask=N (subtract frame N, XA/XRF),
-    ?size=N (fit in N pixels). Frames count from 0."""
+    """One frame as an image (.png, .jpeg, .webp): ?wc=&ww= (window), ?mask=N (subtract
+    frame N, XA/XRF; without wc/ww the run's one subtraction window), ?shift=dx,dy (move
+    the mask by sub-pixel amounts), ?roadmap=min|max (minimum or maximum over the run
+    instead of the frame), ?q=1..100 (JPEG/WebP quality), ?size=N (fit in N pixels).
+    Frames count from 0. The window applied is in the X-Window header (center,width)."""
     if fmt not in rendering.FORMATS:
         abort(404)
     found, path = _file_or_404(study_uid, series_uid, sop_uid)
@@ -130,11 +144,31 @@ def render_frame(study_uid: str, series_uid: str, sop_uid: str, frame: int, fmt:
     mask_index = int(mask) if mask is not None else None
     size = _number("size")
     max_size = int(min(max(size, 16), MAX_RENDER_SIZE)) if size is not None else None
+    shift = None
+    if request.args.get("shift"):
+        try:
+            shift = dsa.parse_shift(request.args["shift"])
+        except ValueError as exc:
+            abort(400, str(exc))
+        if shift == (0.0, 0.0):
+            shift = None
+    roadmap = request.args.get("roadmap") or None
+    if roadmap is not None and roadmap not in dsa.ROADMAP_MODES:
+        abort(400, "roadmap must be min or max")
+    quality = _number("q")
+    quality = int(min(max(quality, 1), 100)) if quality is not None else 90
     audit.record_view(study_uid, detail="viewer")
-    etag = f"r-{found.sha256[:24]}-{frame}-{window}-{mask_index}-{max_size}-{fmt}"
+    etag = (f"r-{found.sha256[:24]}-{frame}-{window}-{mask_index}-{max_size}-{fmt}"
+            f"-{shift}-{roadmap}-{quality if fmt != 'png' else ''}")
+    applied = []
+
+    def make():
+        rendered = rendering.render_image(path, frame, window=window, mask_index=mask_index, fmt=fmt,
+                                          max_size=max_size, quality=quality, shift=shift, roadmap=roadmap)
+        applied.append(rendered.window)
+        return rendered
     try:
-        return image_response(lambda: rendering.render_image(
-            path, frame, window=window, mask_index=mask_index, fmt=fmt, max_size=max_size), etag)
+        response = image_response(make, etag)
     except rendering.FrameNotFound:
         abort(404)
     except rendering.NoPixelData:
@@ -142,3 +176,6 @@ def render_frame(study_uid: str, series_uid: str, sop_uid: str, frame: int, fmt:
     except rendering.RenderError as exc:
         log.warning("cannot render %s frame %d: %s", sop_uid, frame, exc)
         abort(422, str(exc))
+    if applied and applied[0] is not None:
+        response.headers["X-Window"] = f"{applied[0].center:g},{applied[0].width:g}"
+    return response
