@@ -81,12 +81,13 @@ class Measure {
     }).catch(() => { this.loadedStudy = null; });
   }
 
-  url(sop, frame) {
-    const vp = this.vp;
-    return base + "/viewer/annotations/" + enc(vp.study) + "/" + enc(vp.series.uid) + "/" + enc(sop) + "/" + frame + ".json";
+  url(series, sop, frame) {
+    return base + "/viewer/annotations/" + enc(this.vp.study) + "/" + enc(series) + "/" + enc(sop) + "/" + frame + ".json";
   }
 
-  persist(sop, frame) {
+  /* Store the frame's list; ``series`` is the one the mark was drawn in (the user
+   * may have moved on while a form or the ROI statistics were pending). */
+  persist(series, sop, frame) {
     const k = this.key(sop, frame);
     const list = this.marks.get(k) || [];
     const cal = this.calibration(sop);
@@ -95,7 +96,7 @@ class Measure {
       label: m.kind === "text" ? m.label : describe(m, cal),
     })) };
     this.vp.el.setAttribute("data-saving", "true");
-    return send("PUT", this.url(sop, frame), body).then((data) => {
+    return send("PUT", this.url(series, sop, frame), body).then((data) => {
       this.marks.set(k, data.annotations);
       this.vp.el.setAttribute("data-saving", "false");
       this.vp.el.setAttribute("data-saved-marks", String(data.annotations.length));
@@ -128,9 +129,18 @@ class Measure {
     const k = this.key(c.sop, c.frame);
     const own = this.marks.get(k) || [];
     // A presentation state the user saved repeats their own marks: show those once.
+    // GSPS stores 32-bit floats: compare to a hundredth of a pixel.
+    const sig = (pts) => pts.map((q) => q[0].toFixed(2) + "," + q[1].toFixed(2)).join(" ");
     const seen = new Set();
-    own.forEach((m) => { seen.add(JSON.stringify(m.points)); seen.add(JSON.stringify([m.points[m.points.length - 1]])); });
-    (this.shared.get(k) || []).forEach((m) => { if (!seen.has(JSON.stringify(m.points))) { this.drawMark(m, at, cal, "shared"); } });
+    own.forEach((m) => {
+      seen.add(sig(m.points));
+      seen.add(sig([m.points[m.points.length - 1]]));     // its label, a GSPS text
+      if (m.kind === "ellipse") {                          // read back as min/max corners
+        const [a, b] = m.points;
+        seen.add(sig([[Math.min(a[0], b[0]), Math.min(a[1], b[1])], [Math.max(a[0], b[0]), Math.max(a[1], b[1])]]));
+      }
+    });
+    (this.shared.get(k) || []).forEach((m) => { if (!seen.has(sig(m.points))) { this.drawMark(m, at, cal, "shared"); } });
     own.forEach((m) => this.drawMark(m, at, cal, "own"));
     if (this.pending && this.pending.key === k) { this.drawMark(this.pending.mark, at, cal, "pending"); }
     this.vp.el.setAttribute("data-calibration", cal.label);
@@ -188,7 +198,7 @@ class Measure {
           const m = this.pending.mark;
           if (name === "angle") { m.points.push(p); } else { m.points.push(p, p); }
         } else {
-          this.pending = { key: k, sop: c.sop, frame: c.frame, mark: { kind: name, points: name === "text" ? [p] : [p, p], extra: {} } };
+          this.pending = { key: k, series: this.vp.series.uid, sop: c.sop, frame: c.frame, mark: { kind: name, points: name === "text" ? [p] : [p, p], extra: {} } };
         }
         this.draw();
       },
@@ -224,7 +234,7 @@ class Measure {
     if (m.kind === "ellipse") {
       const [a, b] = m.points;
       const q = "?cx=" + (a[0] + b[0]) / 2 + "&cy=" + (a[1] + b[1]) / 2 + "&rx=" + Math.abs(b[0] - a[0]) / 2 + "&ry=" + Math.abs(b[1] - a[1]) / 2;
-      getJSON(base + "/viewer/roi/" + enc(this.vp.study) + "/" + enc(this.vp.series.uid) + "/" + enc(done.sop) + "/" + done.frame + ".json" + q)
+      getJSON(base + "/viewer/roi/" + enc(this.vp.study) + "/" + enc(done.series) + "/" + enc(done.sop) + "/" + done.frame + ".json" + q)
         .then((s) => { m.extra = { mean: s.mean, sd: s.sd, pixels: s.pixels }; this.add(done); })
         .catch(() => { this.say(t("js.measure.roi_failed")); this.add(done); });
       return;
@@ -237,7 +247,7 @@ class Measure {
     if (!this.marks.has(k)) { this.marks.set(k, []); }
     this.marks.get(k).push(done.mark);
     this.draw();
-    return this.persist(done.sop, done.frame);
+    return this.persist(done.series, done.sop, done.frame);
   }
 
   removeLast() {
@@ -246,7 +256,7 @@ class Measure {
     if (!list || !list.length) { return; }
     list.pop();
     this.draw();
-    this.persist(c.sop, c.frame);
+    this.persist(this.vp.series.uid, c.sop, c.frame);
   }
 
   clearFrame() {
@@ -254,7 +264,7 @@ class Measure {
     if (!c || !(this.marks.get(this.here()) || []).length) { return; }
     this.marks.set(this.here(), []);
     this.draw();
-    this.persist(c.sop, c.frame);
+    this.persist(this.vp.series.uid, c.sop, c.frame);
   }
 
   /* ---- the small form under the toolbar: a text, or the catheter size ---- */
