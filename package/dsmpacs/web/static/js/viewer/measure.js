@@ -49,6 +49,10 @@ class Measure {
     this.shared = new Map();    // "sop|frame" -> [mark], from presentation states in the study
     this.loadedStudy = null;
     this.pending = null;        // the mark being drawn
+    this.queue = new Map();     // "sop|frame" -> the promise of its last store request
+    this.tickets = new Map();   // "sop|frame" -> number of the newest store request
+    this.inFlight = 0;
+    this.failed = false;
     this.svg = svg("svg", { class: "measure-svg", "data-measure-svg": "" });
     vp.layer.appendChild(this.svg);
     this.status = vp.q("[data-measure-status]");
@@ -86,22 +90,43 @@ class Measure {
   }
 
   /* Store the frame's list; ``series`` is the one the mark was drawn in (the user
-   * may have moved on while a form or the ROI statistics were pending). */
+   * may have moved on while a form or the ROI statistics were pending). Requests
+   * for one frame go one after the other, each sending the list as it is when it
+   * leaves, and only the answer to the newest replaces the local list: the server
+   * may run two requests at once, and the last one sent must win. */
   persist(series, sop, frame) {
     const k = this.key(sop, frame);
-    const list = this.marks.get(k) || [];
-    const cal = this.calibration(sop);
-    const body = { annotations: list.map((m) => ({
-      id: m.id || null, kind: m.kind, points: m.points, extra: m.extra || {},
-      label: m.kind === "text" ? m.label : describe(m, cal),
-    })) };
+    const ticket = (this.tickets.get(k) || 0) + 1;
+    this.tickets.set(k, ticket);
+    this.inFlight += 1;
     this.vp.el.setAttribute("data-saving", "true");
-    return send("PUT", this.url(series, sop, frame), body).then((data) => {
-      this.marks.set(k, data.annotations);
-      this.vp.el.setAttribute("data-saving", "false");
-      this.vp.el.setAttribute("data-saved-marks", String(data.annotations.length));
-      this.draw();
-    }).catch((e) => { this.vp.el.setAttribute("data-saving", "error"); this.say(t("js.measure.store_failed", { why: e.message })); });
+    const run = () => {
+      const cal = this.calibration(sop);
+      const body = { annotations: (this.marks.get(k) || []).map((m) => ({
+        id: m.id || null, kind: m.kind, points: m.points, extra: m.extra || {},
+        label: m.kind === "text" ? m.label : describe(m, cal),
+      })) };
+      return send("PUT", this.url(series, sop, frame), body).then((data) => {
+        if (this.tickets.get(k) === ticket) { this.marks.set(k, data.annotations); this.draw(); }
+      });
+    };
+    const queued = (this.queue.get(k) || Promise.resolve()).then(run)
+      .catch((e) => { this.failed = true; this.say(t("js.measure.store_failed", { why: e.message })); })
+      .finally(() => {
+        this.inFlight -= 1;
+        if (!this.inFlight) { this.vp.el.setAttribute("data-saving", this.failed ? "error" : "false"); this.failed = false; }
+      });
+    this.queue.set(k, queued);
+    return queued;
+  }
+
+  /* A calibration changed on an instance: the stored labels of its other frames
+   * (which a GSPS carries) are written again with the new millimetres. */
+  relabel(sop, except) {
+    this.marks.forEach((list, k) => {
+      const [s, f] = k.split("|");
+      if (s === sop && k !== except && list.length) { this.persist(list[0].series || this.vp.series.uid, s, parseInt(f, 10)); }
+    });
   }
 
   /* ---- calibration ---- */
@@ -245,8 +270,10 @@ class Measure {
   add(done) {
     const k = this.key(done.sop, done.frame);
     if (!this.marks.has(k)) { this.marks.set(k, []); }
+    done.mark.series = done.series;
     this.marks.get(k).push(done.mark);
     this.draw();
+    if (done.mark.kind === "calibrate") { this.relabel(done.sop, k); }
     return this.persist(done.series, done.sop, done.frame);
   }
 
@@ -254,17 +281,20 @@ class Measure {
     const c = this.vp.current();
     const list = c && this.marks.get(this.here());
     if (!list || !list.length) { return; }
-    list.pop();
+    const gone = list.pop();
     this.draw();
     this.persist(this.vp.series.uid, c.sop, c.frame);
+    if (gone.kind === "calibrate") { this.relabel(c.sop, this.here()); }
   }
 
   clearFrame() {
     const c = this.vp.current();
-    if (!c || !(this.marks.get(this.here()) || []).length) { return; }
+    const list = c && this.marks.get(this.here());
+    if (!list || !list.length) { return; }
     this.marks.set(this.here(), []);
     this.draw();
     this.persist(this.vp.series.uid, c.sop, c.frame);
+    if (list.some((m) => m.kind === "calibrate")) { this.relabel(c.sop, this.here()); }
   }
 
   /* ---- the small form under the toolbar: a text, or the catheter size ---- */
