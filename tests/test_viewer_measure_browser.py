@@ -182,20 +182,36 @@ def test_calibrated_lengths_roi_gsps_by_movescu_and_reload(live, page, tmp_path)
     page.shot("measurements-after-reload")
     assert page.errors == []
 
-    # Another user (role viewer) has no annotations of their own but sees the GSPS's,
-    # and has no button to save into the study.
-    other = page.context.browser.new_context(viewport={"width": 1280, "height": 900}, locale="en-US")
+    # Another user (role viewer) on a phone: no annotations of their own, the GSPS's
+    # shown, no button to save into the study; a one-finger drag with the length tool
+    # measures (the swipe does not step frames) and is kept as theirs.
+    phone = page.context.browser.new_context(viewport={"width": 390, "height": 844}, has_touch=True,
+                                             is_mobile=True, device_scale_factor=2, locale="en-US")
     try:
-        second = other.new_page()
+        second = phone.new_page()
         errors = []
         second.on("pageerror", lambda exc: errors.append(str(exc)))
-        sign_in(second, live, "view2", add_user(live, "view2", "viewer"))
+        second.goto(live.url("/"))
+        second.fill("input[name=username]", "view2")
+        second.fill("input[name=password]", add_user(live, "view2", "viewer"))
+        second.click("[data-login-form] button[type=submit]")
+        second.wait_for_selector("[data-action=logout]", state="attached")    # in the phone's menu
         second.goto(live.url(f"/viewer?study={STUDY}"))
         open_series(second, ct)
         second.wait_for_function("() => [...document.querySelectorAll('[data-viewport] svg g.mark.shared')]"
                                  ".some(g => (g.getAttribute('data-label') || '').includes('80.00 mm'))")
         assert second.locator(OWN).count() == 0
         assert second.locator("[data-action=save-study]").count() == 0
+        second.locator("[data-viewport] [data-tool=length]").click()
+        cdp = phone.new_cdp_session(second)
+        start, end = to_client(second, 100, 20), to_client(second, 100, 180)
+        cdp.send("Input.dispatchTouchEvent", {"type": "touchStart", "touchPoints": [start]})
+        for k in range(1, 7):
+            cdp.send("Input.dispatchTouchEvent", {"type": "touchMove", "touchPoints": [
+                {"x": start["x"] + (end["x"] - start["x"]) * k / 6, "y": start["y"] + (end["y"] - start["y"]) * k / 6}]})
+        cdp.send("Input.dispatchTouchEvent", {"type": "touchEnd", "touchPoints": []})
+        touched = measured(second, "length", 1)
+        assert touched["value"] == pytest.approx(80.0, rel=0.01) and "(Pixel Spacing)" in touched["label"]
         assert errors == []
     finally:
-        other.close()
+        phone.close()

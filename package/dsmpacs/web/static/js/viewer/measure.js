@@ -60,6 +60,7 @@ class Measure {
     ["vp:frame", "vp:transform", "vp:series", "vp:info"].forEach((ev) => vp.el.addEventListener(ev, () => this.draw()));
     vp.el.addEventListener("vp:series", () => this.load());
     Object.keys(TOOLS).forEach((name) => vp.registerTool(name, this.tool(name)));
+    this.bindTouch();
     const action = (name, fn) => { const b = vp.q("[data-action=" + name + "]"); if (b) { b.addEventListener("click", fn); } };
     action("measure-clear", () => this.clearFrame());
     action("key-image", () => this.keyImage());
@@ -247,6 +248,37 @@ class Measure {
       },
       cancel: () => { this.pending = null; this.draw(); },
     };
+  }
+
+  /* One finger draws with the active measurement tool on a phone or tablet. The
+   * listeners capture on the stage, so input.js's gestures (swipe for frames, tap
+   * to play) do not also see that finger; a second finger cancels the drawing and
+   * is left to them (pinch zoom, two-finger pan). */
+  bindTouch() {
+    const vp = this.vp, stage = vp.stage;
+    let tool = null;
+    const point = (touch) => vp.clientToImage(touch.clientX, touch.clientY);
+    const stop = (e) => { e.stopPropagation(); if (e.cancelable) { e.preventDefault(); } };
+    stage.addEventListener("touchstart", (e) => {
+      if (tool && e.touches.length > 1) { tool.cancel(); tool = null; return; }
+      if (!TOOLS[vp.tool] || e.touches.length !== 1 || !vp.images.length) { return; }
+      tool = vp.tools[vp.tool];
+      stop(e);
+      vp.host && vp.host.activate && vp.host.activate(vp);
+      tool.down(point(e.touches[0]), e);
+    }, { capture: true, passive: false });
+    stage.addEventListener("touchmove", (e) => {
+      if (!tool || e.touches.length !== 1) { return; }
+      stop(e);
+      tool.move(point(e.touches[0]), e);
+    }, { capture: true, passive: false });
+    stage.addEventListener("touchend", (e) => {
+      if (!tool) { return; }
+      stop(e);
+      const done = tool; tool = null;
+      done.up(point(e.changedTouches[0]), e);
+    }, { capture: true, passive: false });
+    stage.addEventListener("touchcancel", () => { if (tool) { tool.cancel(); tool = null; } }, { capture: true });
   }
 
   finish(done) {
