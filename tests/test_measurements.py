@@ -212,3 +212,36 @@ def test_a_viewer_keeps_annotations_but_may_not_save_into_the_study(client, arch
                       headers={"X-CSRF-Token": token}).status_code == 400
     source = load_source(archive.index, archive.storage, STUDY, str(xa.SeriesInstanceUID), str(xa.SOPInstanceUID))
     assert (source.rows, source.columns, source.frames) == (64, 64, 4)
+
+
+def test_dcmtk_checks_the_gsps_and_reads_the_kos(tmp_path):
+    """dcmpschk (dcmtk's presentation state checker) passes the GSPS; dsrdump reads the
+    KOS as an "Of Interest" document with its image references."""
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian
+
+    from dsmpacs.archive.derived import SourceImage, key_objects
+    from tests.peers import dcmtk
+
+    image = f.xa_run(frames=4, size=64, patient=f.Patient("CHECK^PS", "PS-1"))
+    source = SourceImage(str(image.StudyInstanceUID), str(image.SeriesInstanceUID), str(image.SOPInstanceUID),
+                         str(image.SOPClassUID), 64, 64, 4, image)
+    marks = [Mark("length", [[1, 1], [30, 30]], "12.00 mm (Pixel Spacing)"), Mark("ellipse", [[10, 10], [40, 30]]),
+             Mark("arrow", [[50, 50], [20, 20]]), Mark("text", [[5, 5]], "dissection")]
+    ps = presentation_state.build([(source, 1, marks), (source, 2, [Mark("angle", [[1, 1], [30, 30], [60, 2]])])],
+                                  window=(2048, 4096), creator="rad1", series_number=5)
+    kos = key_objects.build([(source, 1), (source, 3)], creator="rad1", series_number=6, description="key")
+    paths = {}
+    for name, ds in (("ps", ps), ("kos", kos)):
+        ds.file_meta = FileMetaDataset()
+        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
+        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        paths[name] = tmp_path / f"{name}.dcm"
+        ds.save_as(paths[name], enforce_file_format=True, implicit_vr=False, little_endian=True)
+    checked = dcmtk("dcmpschk", paths["ps"])
+    assert "Test passed" in checked.stdout + checked.stderr, checked.stdout + checked.stderr
+    assert "E:" not in checked.stdout + checked.stderr
+    dumped = dcmtk("dsrdump", paths["kos"], check=True).stdout
+    assert '<CONTAINER:(,,"Of Interest")=SEPARATE>' in dumped
+    assert dumped.count("<contains IMAGE:") == 1 and '"Key Object Description")="key"' in dumped

@@ -48,7 +48,7 @@ def drag(page, a, b):
 
 
 def open_series(page, ds):
-    page.click(f"[data-series-list] [data-series='{ds.SeriesInstanceUID}']")
+    page.click(f"[data-series-strip] [data-series='{ds.SeriesInstanceUID}']")
     page.wait_for_function(
         """uid => { const v = window.DSMViewer.viewports[0]; const img = v.img;
              return v.series && v.series.uid === uid && v.info() && img.complete && img.naturalWidth > 0
@@ -62,7 +62,8 @@ def measured(page, kind: str, n: int) -> dict:
                            "&& document.querySelector('[data-viewport]').getAttribute('data-saving') === 'false'",
                            arg=[selector, n])
     g = page.locator(selector).nth(n - 1)
-    return {"value": float(g.get_attribute("data-value")), "label": g.get_attribute("data-label")}
+    value = g.get_attribute("data-value")
+    return {"value": float(value) if value is not None else None, "label": g.get_attribute("data-label")}
 
 
 @pytest.fixture
@@ -98,9 +99,30 @@ def test_calibrated_lengths_roi_gsps_by_movescu_and_reload(live, page, tmp_path)
     second = measured(page, "length", 1)
     assert second["value"] == pytest.approx(50.0, rel=0.01)
     assert "Imager Pixel Spacing ÷ ERMF 1.2" in second["label"]
+    # Angle (two drags, vertex at the end of the first), stenosis (reference 40 px,
+    # narrowest 10 px: 75 %, 2.50 of 10.00 mm), an arrow and a text.
+    page.click("[data-tool=angle]")
+    drag(page, (10, 10), (60, 60))
+    drag(page, (60, 60), (110, 60))
+    assert measured(page, "angle", 1)["value"] == pytest.approx(135.0, abs=0.01)
+    page.click("[data-tool=stenosis]")
+    drag(page, (150, 20), (150, 60))
+    drag(page, (180, 30), (180, 40))
+    stenosis = measured(page, "stenosis", 1)
+    assert stenosis["value"] == pytest.approx(75.0, abs=0.01) and "2.50 / 10.00 mm" in stenosis["label"]
+    page.click("[data-tool=arrow]")
+    drag(page, (200, 200), (150, 150))
+    page.click("[data-tool=text]")
+    drag(page, (30, 220), (30, 220))
+    page.fill("[data-measure-text]", "夹层 dissection")
+    page.click("[data-measure-ok]")
+    page.wait_for_function(f"() => [...document.querySelectorAll('{OWN}[data-kind=text]')]"
+                           ".some(g => g.getAttribute('data-label') === '夹层 dissection')")
+    measured(page, "arrow", 1)
 
     # No spacing: px until a 6F catheter (2 mm) is drawn 30 px wide; 150 px is then 10 mm.
     open_series(page, bare)
+    page.click("[data-tool=length]")
     drag(page, (20, 200), (170, 200))
     assert "uncalibrated px" in measured(page, "length", 1)["label"]
     page.click("[data-tool=calibrate]")
@@ -140,7 +162,10 @@ def test_calibrated_lengths_roi_gsps_by_movescu_and_reload(live, page, tmp_path)
     texts = [t.UnformattedTextValue for a in gsps.GraphicAnnotationSequence for t in a.get("TextObjectSequence", [])]
     assert any("80.00 mm" in x for x in texts) and any("10.00 mm" in x for x in texts)
     kinds = [g.GraphicType for a in gsps.GraphicAnnotationSequence for g in a.GraphicObjectSequence]
-    assert kinds.count("ELLIPSE") == 1 and kinds.count("POLYLINE") == 3   # three lengths, no calibration line
+    # three lengths, an angle, two stenosis diameters, an arrow and its two head strokes;
+    # no calibration line
+    assert kinds.count("ELLIPSE") == 1 and kinds.count("POLYLINE") == 9
+    assert "夹层 dissection" in texts
     kos = dcmread(received[kos_uid])
     assert kos.SOPClassUID == KOS
     assert kos.ContentSequence[0].ReferencedSOPSequence[0].ReferencedSOPInstanceUID == str(bare.SOPInstanceUID)
@@ -151,24 +176,42 @@ def test_calibrated_lengths_roi_gsps_by_movescu_and_reload(live, page, tmp_path)
     page.wait_for_function(f"() => document.querySelectorAll('{OWN}').length === 2")
     again = page.locator(f"{OWN}[data-kind=length]").get_attribute("data-label")
     assert "80.00 mm" in again and "(Pixel Spacing)" in again
-    assert page.locator("[data-viewport] svg g.mark.shared").count() == 0   # its own GSPS: shown once
+    shown_twice = page.evaluate("() => [...document.querySelectorAll('[data-viewport] svg g.mark.shared')]"
+                                ".map(g => g.getAttribute('data-kind'))")
+    assert shown_twice == []       # the user's own GSPS repeats their marks: shown once
     page.shot("measurements-after-reload")
     assert page.errors == []
 
-    # Another user (role viewer) has no annotations of their own but sees the GSPS's,
-    # and has no button to save into the study.
-    other = page.context.browser.new_context(viewport={"width": 1280, "height": 900}, locale="en-US")
+    # Another user (role viewer) on a phone: no annotations of their own, the GSPS's
+    # shown, no button to save into the study; a one-finger drag with the length tool
+    # measures (the swipe does not step frames) and is kept as theirs.
+    phone = page.context.browser.new_context(viewport={"width": 390, "height": 844}, has_touch=True,
+                                             is_mobile=True, device_scale_factor=2, locale="en-US")
     try:
-        second = other.new_page()
+        second = phone.new_page()
         errors = []
         second.on("pageerror", lambda exc: errors.append(str(exc)))
-        sign_in(second, live, "view2", add_user(live, "view2", "viewer"))
+        second.goto(live.url("/"))
+        second.fill("input[name=username]", "view2")
+        second.fill("input[name=password]", add_user(live, "view2", "viewer"))
+        second.click("[data-login-form] button[type=submit]")
+        second.wait_for_selector("[data-action=logout]", state="attached")    # in the phone's menu
         second.goto(live.url(f"/viewer?study={STUDY}"))
         open_series(second, ct)
         second.wait_for_function("() => [...document.querySelectorAll('[data-viewport] svg g.mark.shared')]"
                                  ".some(g => (g.getAttribute('data-label') || '').includes('80.00 mm'))")
         assert second.locator(OWN).count() == 0
         assert second.locator("[data-action=save-study]").count() == 0
+        second.locator("[data-viewport] [data-tool=length]").click()
+        cdp = phone.new_cdp_session(second)
+        start, end = to_client(second, 100, 20), to_client(second, 100, 180)
+        cdp.send("Input.dispatchTouchEvent", {"type": "touchStart", "touchPoints": [start]})
+        for k in range(1, 7):
+            cdp.send("Input.dispatchTouchEvent", {"type": "touchMove", "touchPoints": [
+                {"x": start["x"] + (end["x"] - start["x"]) * k / 6, "y": start["y"] + (end["y"] - start["y"]) * k / 6}]})
+        cdp.send("Input.dispatchTouchEvent", {"type": "touchEnd", "touchPoints": []})
+        touched = measured(second, "length", 1)
+        assert touched["value"] == pytest.approx(80.0, rel=0.01) and "(Pixel Spacing)" in touched["label"]
         assert errors == []
     finally:
-        other.close()
+        phone.close()

@@ -60,7 +60,7 @@ MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"
 @dataclass(frozen=True)
 class Origin:
     """Who sent an instance, for the index and the logs."""
-    kind: str              # dicom, stow, import, reindex
+    kind: str              # dicom, stow, import, reindex, derived (archive/derived)
     calling_ae: str = ""
     peer: str = ""         # address or user, for logs
 

@@ -128,7 +128,7 @@ Instance = _model("Instance", Level.IMAGE, {
     "dataset_offset": IntegerField(),                    # where the dataset bytes start
     "received_at": DateTimeField(default=utcnow, index=True),
     "calling_ae": CharField(max_length=16, default=""),
-    "origin": CharField(max_length=16, default=""),      # dicom, stow, import, reindex
+    "origin": CharField(max_length=16, default=""),      # dicom, stow, import, reindex, derived
     **INTEGRITY_COLUMNS,
 }, "One row per stored SOP instance and its file.")
 

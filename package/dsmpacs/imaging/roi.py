@@ -16,7 +16,7 @@ import numpy as np
 from dsmpacs.imaging.decode import DecodeError, decode_frame
 from dsmpacs.imaging.frames import FrameNotFound, PixelDataError, read_frame
 from dsmpacs.imaging.lut import modality
-from dsmpacs.imaging.render import RenderError, _require_layout
+from dsmpacs.imaging.render import NoPixelData, RenderError, layout_of
 
 __all__ = ["FrameNotFound", "RoiStats", "ellipse_mask", "ellipse_stats", "stats"]
 
@@ -52,7 +52,12 @@ def stats(values: np.ndarray, mask: np.ndarray) -> RoiStats:
 
 def ellipse_stats(path, frame_index: int, cx: float, cy: float, rx: float, ry: float) -> RoiStats:
     """Mean, SD, min and max of the modality values inside the ellipse on one frame."""
-    layout = _require_layout(path)
+    try:
+        layout = layout_of(path)
+    except (OSError, ValueError) as exc:
+        raise RenderError(f"cannot read the image header: {exc}") from exc
+    if layout is None:
+        raise NoPixelData("the instance has no pixel data")
     if layout.samples_per_pixel != 1 or layout.photometric_interpretation == "PALETTE COLOR":
         raise RenderError("region statistics need a greyscale image")
     if not all(math.isfinite(v) for v in (cx, cy, rx, ry)):

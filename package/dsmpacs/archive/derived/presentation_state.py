@@ -181,7 +181,7 @@ def build(source_marks: list[tuple[SourceImage, int, list[Mark]]], *, window: tu
     return ds
 
 
-def marks_from(ds: Dataset, study: str) -> list[Mark]:
+def marks_from(ds: Dataset) -> list[Mark]:
     """The annotations a GSPS carries, back as Marks for the viewer (read only):
     polylines as lengths or angles, ellipses, and texts. Enough to show what another
     viewer (or this one) saved in the study; the exact tool is not recorded in GSPS."""

@@ -77,7 +77,7 @@ def study_presentation_marks(index: Index, ingest: Ingest, study: str) -> list[d
             log.warning("cannot read presentation state %s: %s", found.sop_instance_uid, exc)
             continue
         creator = str(ds.get("ContentCreatorName", "") or "")
-        for mark in presentation_state.marks_from(ds, study):
+        for mark in presentation_state.marks_from(ds):
             item = mark.as_dict()
             item.update(id=None, source=found.sop_instance_uid, creator=creator)
             out.append(item)

@@ -70,7 +70,7 @@ export function describe(mark, cal) {
       const l = length(p[0], p[1], cal);
       return fmt(l.value, l.unit === "mm" ? 2 : 1) + " " + l.unit + " (" + cal.label + ")";
     }
-    case "angle": return fmt(angle(p[0], p[1], p[2], cal), 1) + "°";
+    case "angle": return p.length < 3 ? "" : fmt(angle(p[0], p[1], p[2], cal), 1) + "°";
     case "stenosis": {
       if (p.length < 4) { return ""; }
       const s = stenosis(p, cal);
@@ -98,7 +98,7 @@ export function describe(mark, cal) {
 export function valueOf(mark, cal) {
   const p = mark.points;
   if (mark.kind === "length") { return length(p[0], p[1], cal).value; }
-  if (mark.kind === "angle") { return angle(p[0], p[1], p[2], cal); }
+  if (mark.kind === "angle" && p.length === 3) { return angle(p[0], p[1], p[2], cal); }
   if (mark.kind === "stenosis" && p.length === 4) { return stenosis(p, cal).percent; }
   if (mark.kind === "ellipse" && mark.extra) { return mark.extra.mean; }
   return null;

@@ -49,6 +49,10 @@ class Measure {
     this.shared = new Map();    // "sop|frame" -> [mark], from presentation states in the study
     this.loadedStudy = null;
     this.pending = null;        // the mark being drawn
+    this.queue = new Map();     // "sop|frame" -> the promise of its last store request
+    this.tickets = new Map();   // "sop|frame" -> number of the newest store request
+    this.inFlight = 0;
+    this.failed = false;
     this.svg = svg("svg", { class: "measure-svg", "data-measure-svg": "" });
     vp.layer.appendChild(this.svg);
     this.status = vp.q("[data-measure-status]");
@@ -56,6 +60,7 @@ class Measure {
     ["vp:frame", "vp:transform", "vp:series", "vp:info"].forEach((ev) => vp.el.addEventListener(ev, () => this.draw()));
     vp.el.addEventListener("vp:series", () => this.load());
     Object.keys(TOOLS).forEach((name) => vp.registerTool(name, this.tool(name)));
+    this.bindTouch();
     const action = (name, fn) => { const b = vp.q("[data-action=" + name + "]"); if (b) { b.addEventListener("click", fn); } };
     action("measure-clear", () => this.clearFrame());
     action("key-image", () => this.keyImage());
@@ -81,26 +86,48 @@ class Measure {
     }).catch(() => { this.loadedStudy = null; });
   }
 
-  url(sop, frame) {
-    const vp = this.vp;
-    return base + "/viewer/annotations/" + enc(vp.study) + "/" + enc(vp.series.uid) + "/" + enc(sop) + "/" + frame + ".json";
+  url(series, sop, frame) {
+    return base + "/viewer/annotations/" + enc(this.vp.study) + "/" + enc(series) + "/" + enc(sop) + "/" + frame + ".json";
   }
 
-  persist(sop, frame) {
+  /* Store the frame's list; ``series`` is the one the mark was drawn in (the user
+   * may have moved on while a form or the ROI statistics were pending). Requests
+   * for one frame go one after the other, each sending the list as it is when it
+   * leaves, and only the answer to the newest replaces the local list: the server
+   * may run two requests at once, and the last one sent must win. */
+  persist(series, sop, frame) {
     const k = this.key(sop, frame);
-    const list = this.marks.get(k) || [];
-    const cal = this.calibration(sop);
-    const body = { annotations: list.map((m) => ({
-      id: m.id || null, kind: m.kind, points: m.points, extra: m.extra || {},
-      label: m.kind === "text" ? m.label : describe(m, cal),
-    })) };
+    const ticket = (this.tickets.get(k) || 0) + 1;
+    this.tickets.set(k, ticket);
+    this.inFlight += 1;
     this.vp.el.setAttribute("data-saving", "true");
-    return send("PUT", this.url(sop, frame), body).then((data) => {
-      this.marks.set(k, data.annotations);
-      this.vp.el.setAttribute("data-saving", "false");
-      this.vp.el.setAttribute("data-saved-marks", String(data.annotations.length));
-      this.draw();
-    }).catch((e) => { this.vp.el.setAttribute("data-saving", "error"); this.say(t("js.measure.store_failed", { why: e.message })); });
+    const run = () => {
+      const cal = this.calibration(sop);
+      const body = { annotations: (this.marks.get(k) || []).map((m) => ({
+        id: m.id || null, kind: m.kind, points: m.points, extra: m.extra || {},
+        label: m.kind === "text" ? m.label : describe(m, cal),
+      })) };
+      return send("PUT", this.url(series, sop, frame), body).then((data) => {
+        if (this.tickets.get(k) === ticket) { this.marks.set(k, data.annotations); this.draw(); }
+      });
+    };
+    const queued = (this.queue.get(k) || Promise.resolve()).then(run)
+      .catch((e) => { this.failed = true; this.say(t("js.measure.store_failed", { why: e.message })); })
+      .finally(() => {
+        this.inFlight -= 1;
+        if (!this.inFlight) { this.vp.el.setAttribute("data-saving", this.failed ? "error" : "false"); this.failed = false; }
+      });
+    this.queue.set(k, queued);
+    return queued;
+  }
+
+  /* A calibration changed on an instance: the stored labels of its other frames
+   * (which a GSPS carries) are written again with the new millimetres. */
+  relabel(sop, except) {
+    this.marks.forEach((list, k) => {
+      const [s, f] = k.split("|");
+      if (s === sop && k !== except && list.length) { this.persist(list[0].series || this.vp.series.uid, s, parseInt(f, 10)); }
+    });
   }
 
   /* ---- calibration ---- */
@@ -128,9 +155,18 @@ class Measure {
     const k = this.key(c.sop, c.frame);
     const own = this.marks.get(k) || [];
     // A presentation state the user saved repeats their own marks: show those once.
+    // GSPS stores 32-bit floats: compare to a hundredth of a pixel.
+    const sig = (pts) => pts.map((q) => q[0].toFixed(2) + "," + q[1].toFixed(2)).join(" ");
     const seen = new Set();
-    own.forEach((m) => { seen.add(JSON.stringify(m.points)); seen.add(JSON.stringify([m.points[m.points.length - 1]])); });
-    (this.shared.get(k) || []).forEach((m) => { if (!seen.has(JSON.stringify(m.points))) { this.drawMark(m, at, cal, "shared"); } });
+    own.forEach((m) => {
+      seen.add(sig(m.points));
+      seen.add(sig([m.points[m.points.length - 1]]));     // its label, a GSPS text
+      if (m.kind === "ellipse") {                          // read back as min/max corners
+        const [a, b] = m.points;
+        seen.add(sig([[Math.min(a[0], b[0]), Math.min(a[1], b[1])], [Math.max(a[0], b[0]), Math.max(a[1], b[1])]]));
+      }
+    });
+    (this.shared.get(k) || []).forEach((m) => { if (!seen.has(sig(m.points))) { this.drawMark(m, at, cal, "shared"); } });
     own.forEach((m) => this.drawMark(m, at, cal, "own"));
     if (this.pending && this.pending.key === k) { this.drawMark(this.pending.mark, at, cal, "pending"); }
     this.vp.el.setAttribute("data-calibration", cal.label);
@@ -188,7 +224,7 @@ class Measure {
           const m = this.pending.mark;
           if (name === "angle") { m.points.push(p); } else { m.points.push(p, p); }
         } else {
-          this.pending = { key: k, sop: c.sop, frame: c.frame, mark: { kind: name, points: name === "text" ? [p] : [p, p], extra: {} } };
+          this.pending = { key: k, series: this.vp.series.uid, sop: c.sop, frame: c.frame, mark: { kind: name, points: name === "text" ? [p] : [p, p], extra: {} } };
         }
         this.draw();
       },
@@ -214,6 +250,37 @@ class Measure {
     };
   }
 
+  /* One finger draws with the active measurement tool on a phone or tablet. The
+   * listeners capture on the stage, so input.js's gestures (swipe for frames, tap
+   * to play) do not also see that finger; a second finger cancels the drawing and
+   * is left to them (pinch zoom, two-finger pan). */
+  bindTouch() {
+    const vp = this.vp, stage = vp.stage;
+    let tool = null;
+    const point = (touch) => vp.clientToImage(touch.clientX, touch.clientY);
+    const stop = (e) => { e.stopPropagation(); if (e.cancelable) { e.preventDefault(); } };
+    stage.addEventListener("touchstart", (e) => {
+      if (tool && e.touches.length > 1) { tool.cancel(); tool = null; return; }
+      if (!TOOLS[vp.tool] || e.touches.length !== 1 || !vp.images.length) { return; }
+      tool = vp.tools[vp.tool];
+      stop(e);
+      vp.host && vp.host.activate && vp.host.activate(vp);
+      tool.down(point(e.touches[0]), e);
+    }, { capture: true, passive: false });
+    stage.addEventListener("touchmove", (e) => {
+      if (!tool || e.touches.length !== 1) { return; }
+      stop(e);
+      tool.move(point(e.touches[0]), e);
+    }, { capture: true, passive: false });
+    stage.addEventListener("touchend", (e) => {
+      if (!tool) { return; }
+      stop(e);
+      const done = tool; tool = null;
+      done.up(point(e.changedTouches[0]), e);
+    }, { capture: true, passive: false });
+    stage.addEventListener("touchcancel", () => { if (tool) { tool.cancel(); tool = null; } }, { capture: true });
+  }
+
   finish(done) {
     const m = done.mark;
     if (m.kind === "text") { this.ask("text", (value) => { m.label = value; this.add(done); }); return; }
@@ -224,7 +291,7 @@ class Measure {
     if (m.kind === "ellipse") {
       const [a, b] = m.points;
       const q = "?cx=" + (a[0] + b[0]) / 2 + "&cy=" + (a[1] + b[1]) / 2 + "&rx=" + Math.abs(b[0] - a[0]) / 2 + "&ry=" + Math.abs(b[1] - a[1]) / 2;
-      getJSON(base + "/viewer/roi/" + enc(this.vp.study) + "/" + enc(this.vp.series.uid) + "/" + enc(done.sop) + "/" + done.frame + ".json" + q)
+      getJSON(base + "/viewer/roi/" + enc(this.vp.study) + "/" + enc(done.series) + "/" + enc(done.sop) + "/" + done.frame + ".json" + q)
         .then((s) => { m.extra = { mean: s.mean, sd: s.sd, pixels: s.pixels }; this.add(done); })
         .catch(() => { this.say(t("js.measure.roi_failed")); this.add(done); });
       return;
@@ -235,26 +302,31 @@ class Measure {
   add(done) {
     const k = this.key(done.sop, done.frame);
     if (!this.marks.has(k)) { this.marks.set(k, []); }
+    done.mark.series = done.series;
     this.marks.get(k).push(done.mark);
     this.draw();
-    return this.persist(done.sop, done.frame);
+    if (done.mark.kind === "calibrate") { this.relabel(done.sop, k); }
+    return this.persist(done.series, done.sop, done.frame);
   }
 
   removeLast() {
     const c = this.vp.current();
     const list = c && this.marks.get(this.here());
     if (!list || !list.length) { return; }
-    list.pop();
+    const gone = list.pop();
     this.draw();
-    this.persist(c.sop, c.frame);
+    this.persist(this.vp.series.uid, c.sop, c.frame);
+    if (gone.kind === "calibrate") { this.relabel(c.sop, this.here()); }
   }
 
   clearFrame() {
     const c = this.vp.current();
-    if (!c || !(this.marks.get(this.here()) || []).length) { return; }
+    const list = c && this.marks.get(this.here());
+    if (!list || !list.length) { return; }
     this.marks.set(this.here(), []);
     this.draw();
-    this.persist(c.sop, c.frame);
+    this.persist(this.vp.series.uid, c.sop, c.frame);
+    if (list.some((m) => m.kind === "calibrate")) { this.relabel(c.sop, this.here()); }
   }
 
   /* ---- the small form under the toolbar: a text, or the catheter size ---- */
