@@ -1,0 +1,24 @@
+"""Version 6: orders for the Modality Worklist and their arrivals (new tables).
+
+Written as version 8 in the plan (6 and 7 were taken by concurrent work); the
+runner needs consecutive versions, so the integrator renumbers it on merge."""
+from __future__ import annotations
+
+import peewee
+
+from dsmpacs.archive.models import Order, OrderArrival
+
+NEW_MODELS = (Order, OrderArrival)
+
+
+def up(db: peewee.Database) -> None:
+    # Same table options as a fresh schema (binary collation on MariaDB).
+    from dsmpacs.archive.database import _MYSQL_TABLE_SETTINGS, is_mysql
+
+    for model in NEW_MODELS:
+        model._meta.table_settings = list(_MYSQL_TABLE_SETTINGS) if is_mysql(db) else []
+    try:
+        db.create_tables(NEW_MODELS, safe=True)
+    finally:
+        for model in NEW_MODELS:
+            model._meta.table_settings = []
