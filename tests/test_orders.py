@@ -4,6 +4,8 @@ The Modality Worklist SCP and the web pages against a real server:
 tests/test_worklist.py."""
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from dsmpacs.archive import database
@@ -140,3 +142,24 @@ def test_upgrade_from_version_5_adds_the_order_tables(archive):
         SchemaVersion.create(version=5)
     assert database.upgrade(archive.db) == (5, database.LATEST_VERSION)
     assert Orders(archive.index).create(order(accession_number="UP-1")).accession_number == "UP-1"
+
+
+def test_conformance_statement_lists_the_worklist_keys_and_statuses():
+    from pathlib import Path
+
+    from pydicom.datadict import dictionary_description
+
+    from dsmpacs.dicom import worklist
+    from tests.test_handler_statuses import code_statuses, docstring_statuses
+
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "conformance.md").read_text()
+    section = doc[doc.index("## 11. Modality Worklist SCP"):]
+    table = section[section.index("### 11.4"):]
+    listed = {int(code, 16) for code in re.findall(r"^\| 0x([0-9A-F]{4}) \|", table, re.M)}
+    assert listed == docstring_statuses(worklist.handle_worklist) == code_statuses(worklist.handle_worklist)
+    prose = " ".join(section.split())
+    missing = [k for k in worklist.SUPPORTED_KEYS if dictionary_description(k) not in prose]
+    assert missing == []
+    matching = section[section.index("### 11.1"):section.index("### 11.2")]
+    for keyword in worklist.MATCHING:
+        assert dictionary_description(keyword) in matching, keyword

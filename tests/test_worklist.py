@@ -14,9 +14,10 @@ import pytest
 from dsmpacs.archive.audit import AuditTrail
 from dsmpacs.archive.orders import Orders, State
 from dsmpacs.archive.peers import Peer, PeerRegistry
+from dsmpacs.archive.users import Users
 from tests import factories as f
 from tests.findscu import findscu
-from tests.webclient import WebSession, add_user, server_archive
+from tests.webclient import WebSession, server_archive
 
 PASSWORD = "correct horse battery"
 MWL_KEYS = ["AccessionNumber", "PatientName", "PatientID", "PatientBirthDate", "PatientSex",
@@ -34,10 +35,10 @@ def worklist(server, tmp_path, name, *keys, calling_ae="MODALITY"):
 @pytest.mark.slow
 def test_orders_worklist_arrivals_and_reconciliation(server_factory, database_url, tmp_path):
     server = server_factory(database_url=database_url)
-    add_user(server, "root", "admin", PASSWORD)
-    add_user(server, "rad1", "radiologist", PASSWORD)
-    add_user(server, "view1", "viewer", PASSWORD)
     with server_archive(server) as archive:
+        users = Users(archive.index)
+        for name, role in (("root", "admin"), ("rad1", "radiologist"), ("view1", "viewer")):
+            users.add(name, PASSWORD, role)
         PeerRegistry(archive.index).add(Peer(name="ct", ae_title="MODALITY", host="127.0.0.1", port=104))
         PeerRegistry(archive.index).add(Peer(name="ws", ae_title="NOFIND", host="127.0.0.1", port=104,
                                              may_find=False))
@@ -76,7 +77,7 @@ def test_orders_worklist_arrivals_and_reconciliation(server_factory, database_ur
     # The modality asks by its station AE and the day
     by_station = worklist(server, tmp_path, "station", "(0040,0100)[0].ScheduledStationAETitle=ANGIO1",
                           "(0040,0100)[0].ScheduledProcedureStepStartDate=20261207")
-    assert by_station.final == "Success"
+    assert by_station.final == "Success" and by_station.pending == ["Pending"]
     assert by_station.values("AccessionNumber") == [angio.accession_number]
     answer = by_station.responses[0]
     assert answer.SpecificCharacterSet == "ISO_IR 192"
@@ -92,6 +93,11 @@ def test_orders_worklist_arrivals_and_reconciliation(server_factory, database_ur
     by_name = worklist(server, tmp_path, "name", "(0008,0005)=ISO_IR 192", "PatientName=赵*".encode("utf-8"))
     assert by_name.values("AccessionNumber") == ["CSVACC3"]
     assert str(by_name.responses[0].PatientName) == "赵^六"
+    # a key the archive does not hold: returned empty, with the warning status
+    unsupported = worklist(server, tmp_path, "unsupported", "PatientComments", "PatientWeight",
+                           "AccessionNumber=CSVACC3")
+    assert unsupported.pending == ["Pending: WarningUnsupportedOptionalKeys"]
+    assert unsupported.responses[0].PatientComments == "" and "SpecificCharacterSet" in unsupported.responses[0]
     # same access policy as C-FIND
     refused = worklist(server, tmp_path, "refused", calling_ae="NOFIND")
     assert refused.final.endswith("0x124") and refused.responses == []
