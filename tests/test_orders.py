@@ -10,11 +10,34 @@ import pytest
 
 from dsmpacs.archive import database
 from dsmpacs.archive.ingest import Origin
-from dsmpacs.archive.models import SchemaVersion
+from dsmpacs.archive.models import Order, OrderArrival, SchemaVersion
 from dsmpacs.archive.ordercsv import ImportRefused, import_csv
 from dsmpacs.archive.orders import OrderError, OrderInput, Orders, State, WorklistFilter
 from dsmpacs.archive.reconcile import LINKED, MATCHED, PATIENT_DIFFERS, UNKNOWN_ORDER, Reconciler
+from dsmpacs.settings import Settings
 from tests import factories as f
+
+
+@pytest.fixture(scope="module")
+def shared_archive(module_database_url, tmp_path_factory):
+    """One index per module and database: a fresh MariaDB schema costs seconds."""
+    from dsmpacs.archive import Archive
+
+    settings = Settings.load(data_dir=tmp_path_factory.mktemp("orders"), env={}, overrides={
+        "database_url": module_database_url, "min_free_mb": 0, "unknown_ae_may_store": True})
+    arc = Archive(settings)
+    arc.open(upgrade=True)
+    yield arc
+    arc.close()
+
+
+@pytest.fixture
+def archive(shared_archive):
+    """The shared archive without the orders of the test before."""
+    with shared_archive.index.write():
+        OrderArrival.delete().execute()
+        Order.delete().execute()
+    return shared_archive
 
 
 def order(**kw) -> OrderInput:

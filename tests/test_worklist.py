@@ -142,3 +142,5 @@ def test_orders_worklist_arrivals_and_reconciliation(server_factory, database_ur
     actions = [(e.action, e.actor) for e in trail]
     assert ("order-link", "root") in actions and ("order-create", "rad1") in actions
     assert ("order-import", "rad1") in actions
+    queries = [e for e in trail if e.action == "search" and "WORKLIST" in e.detail]
+    assert any(e.actor == "ae:MODALITY" and e.patient_name == "赵*" for e in queries), queries

@@ -136,7 +136,7 @@ def dispatch_find(event, qr_handler, qr_args: list, mwl_args: list):
 
 @dataclass
 class WorklistRequest:
-    filters: dict[str, str] = field(default_factory=dict)     # WorklistFilter field -> value
+    filters: dict[str, str] = field(default_factory=dict)     # matching key keyword -> value
     states: tuple[State, ...] = (State.SCHEDULED, State.IN_PROGRESS)
     top: list[tuple[int, str, str]] = field(default_factory=list)   # (tag, keyword, VR) requested
     sps: list[tuple[int, str, str]] | None = None                    # None: no SPS sequence asked
@@ -173,8 +173,8 @@ def handle_worklist(event, orders: Orders, policy: AccessPolicy, audit: DicomAud
     try:
         request = parse_request(event.identifier)
         audit.search(calling, called, address, "WORKLIST", request.filters)
-        flt = WorklistFilter(**request.filters, states=request.states,
-                             limit=limit + 1 if limit else None)
+        flt = WorklistFilter(**{MATCHING[k]: v for k, v in request.filters.items()},
+                             states=request.states, limit=limit + 1 if limit else None)
         started = time.monotonic()
         matches = list(orders.worklist(flt))
     except IndexUnavailable as exc:
@@ -253,7 +253,7 @@ def _take(request: WorklistRequest, ds: Dataset, tag: int, keyword: str, vr: str
             raise QueryError(f"ScheduledProcedureStepStatus {value[:32]!r} is not a known status")
         request.states = states
     elif keyword in MATCHING:
-        request.filters[MATCHING[keyword]] = value
+        request.filters[keyword] = value
     else:
         request.warning = True           # a value we do not match on
 
