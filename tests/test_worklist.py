@@ -16,6 +16,7 @@ from dsmpacs.archive.orders import Orders, State
 from dsmpacs.archive.peers import Peer, PeerRegistry
 from dsmpacs.archive.users import Users
 from tests import factories as f
+from tests.browser import sign_in
 from tests.findscu import findscu
 from tests.webclient import WebSession, server_archive
 
@@ -33,7 +34,7 @@ def worklist(server, tmp_path, name, *keys, calling_ae="MODALITY"):
 
 
 @pytest.mark.slow
-def test_orders_worklist_arrivals_and_reconciliation(server_factory, database_url, tmp_path):
+def test_orders_worklist_arrivals_and_reconciliation(server_factory, database_url, tmp_path, page):
     server = server_factory(database_url=database_url)
     with server_archive(server) as archive:
         users = Users(archive.index)
@@ -43,23 +44,32 @@ def test_orders_worklist_arrivals_and_reconciliation(server_factory, database_ur
         PeerRegistry(archive.index).add(Peer(name="ws", ae_title="NOFIND", host="127.0.0.1", port=104,
                                              may_find=False))
 
-    # Registration: the form, with a Chinese name, by a radiologist (no registrar role yet)
+    # Registration: the form in a real browser, with a Chinese name, by a radiologist
+    # (there is no registrar role yet)
+    sign_in(page, server, "rad1", PASSWORD)
+    page.click("[data-nav=orders]")
+    page.click("a[href='/orders/new']")
+    for name, value in (("patient_name", "王^小明"), ("patient_id", "MWL-1"), ("birth_date", "1971-02-03"),
+                        ("procedure_description", "脑血管造影"), ("modality", "XA"), ("station_ae", "ANGIO1"),
+                        ("scheduled_date", "2026-12-07"), ("scheduled_time", "08:30"),
+                        ("requesting_physician", "李^华")):
+        page.fill(f"[data-form=order-new] [name={name}]", value)
+    page.select_option("[name=sex]", "M")
+    page.select_option("[name=priority]", "HIGH")
+    page.click("[data-action=create-order]")
+    page.wait_for_selector("table[data-table=orders] tr[data-order]")
+    assert page.locator("tr[data-order] td").nth(2).text_content() == "王小明"
+    assert page.errors == []
     web = WebSession(server)
     web.login("rad1", PASSWORD)
-    assert web.get("/orders").status_code == 200
-    created = web.post_form("/orders/new", {
-        "patient_id": "MWL-1", "patient_name": "王^小明", "birth_date": "1971-02-03", "sex": "M",
-        "procedure_description": "脑血管造影", "scheduled_date": "2026-12-07", "scheduled_time": "08:30",
-        "priority": "HIGH", "requesting_physician": "李^华", "modality": "XA", "station_ae": "ANGIO1",
-        "accession_number": ""})
-    assert created.status_code == 302, created.text[-2000:]
     # CSV import: three orders, the second line bad
     csv_text = ("patient_id,patient_name,procedure_description,scheduled_date,scheduled_time,modality,"
                 "station_ae,accession_number\n"
                 "CSV-1,Zhang^San,CT head,2026-12-07,09:00,CT,CT1,CSVACC1\n"
                 "CSV-2,Li^Si,CT chest,2026-12-32,10:00,CT,CT1,CSVACC2\n"
                 "CSV-3,赵^六,CT abdomen,2026-12-08,11:00,CT,CT1,CSVACC3\n")
-    web.get("/orders")
+    web.cookies.set("dsmpacs_lang", "zh-Hans")        # the registrar reads Chinese
+    assert web.get("/orders").status_code == 200
     imported = web.post("/orders/import", data={"csrf_token": web.csrf_token},
                         files={"file": ("orders.csv", csv_text.encode("utf-8"), "text/csv")})
     assert imported.status_code == 200
@@ -67,6 +77,7 @@ def test_orders_worklist_arrivals_and_reconciliation(server_factory, database_ur
     assert 'data-import-created="2"' in page
     errors = re.findall(r'data-import-error-line="(\d+)"', page)
     assert errors == ["3"], page[-3000:]
+    assert "第 3 行：日期不是有效日期（YYYY-MM-DD）。" in page
     listing = web.get("/orders").text
     assert "王小明" in listing and "CSVACC3" in listing and "CSVACC2" not in listing
     with server_archive(server) as archive:
