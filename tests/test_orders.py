@@ -160,7 +160,7 @@ def test_arrivals_are_matched_by_accession_number_and_patient_id(archive, tmp_pa
 def test_upgrade_from_version_5_adds_the_order_tables(archive):
     with archive.index.write():
         archive.db.execute_sql("DROP TABLE order_arrival")
-        archive.db.execute_sql('DROP TABLE "order"' if not database.is_mysql(archive.db) else "DROP TABLE `order`")
+        archive.db.execute_sql("DROP TABLE orders")
         SchemaVersion.delete().execute()
         SchemaVersion.create(version=5)
     assert database.upgrade(archive.db) == (5, database.LATEST_VERSION)

@@ -303,6 +303,9 @@ class Order(BaseModel):
     created_at = DateTimeField(default=utcnow)
     updated_at = DateTimeField(default=utcnow)
 
+    class Meta:
+        table_name = "orders"        # ORDER is an SQL keyword: raw SQL would have to quote it
+
 
 class OrderArrival(BaseModel):
     """How an arrived study with an accession number met the orders: matched to its
