@@ -125,13 +125,13 @@ def test_arrivals_are_matched_by_accession_number_and_patient_id(archive, tmp_pa
     target = orders.create(order(accession_number="ARR-1", patient_id="P100"))
     other = orders.create(order(accession_number="ARR-2", patient_id="P300"))
 
-    def store(name, accession, patient_id, count=1):
+    def store(name, accession, patient_id, count=1, origin=Origin("dicom", "MODALITY")):
         study = None
         for i in range(count):
             ds = f.secondary_capture(size=8, accession=accession, study_uid=study,
                                      patient=f.Patient(name="WANG^XIAOMING", patient_id=patient_id))
             study = ds.StudyInstanceUID
-            result = archive.ingest.import_file(f.write(ds, tmp_path / f"{name}{i}.dcm"), Origin("import"))
+            result = archive.ingest.import_file(f.write(ds, tmp_path / f"{name}{i}.dcm"), origin)
             assert result.outcome.archived, result
         return study
 
@@ -139,6 +139,7 @@ def test_arrivals_are_matched_by_accession_number_and_patient_id(archive, tmp_pa
     differs = store("d", "ARR-2", "P999")
     unknown = store("u", "NOPE", "P100")
     store("none", "", "P100")                 # no accession number: not recorded
+    store("old", "ARR-1", "P100", origin=Origin("import"))   # history, not an arrival
     reconciler = Reconciler(archive.index)
     outcomes = {a.study_instance_uid: a.outcome for a in reconciler.arrivals(unresolved_only=False)}
     assert outcomes == {matched: MATCHED, differs: PATIENT_DIFFERS, unknown: UNKNOWN_ORDER}

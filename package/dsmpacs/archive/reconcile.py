@@ -1,8 +1,9 @@
 """Arriving studies met with their orders: matched, or kept for reconciliation.
 
 The ingest (archive/ingest.py) calls ``Reconciler.instance_stored`` after each
-newly archived instance. The first instance of a study with an accession number
-decides, once per study (the unique key on OrderArrival):
+newly archived instance that arrived over DICOM or STOW-RS (files imported from
+disk are history, not arrivals). The first instance of a study with an
+accession number decides, once per study (the unique key on OrderArrival):
 
 * an order with that accession number and the same patient ID: *matched*; the
   order becomes in progress and the study is linked to it;
@@ -39,6 +40,9 @@ UNKNOWN_ORDER = "unknown-order"
 LINKED = "linked"
 MISMATCHES = (PATIENT_DIFFERS, UNKNOWN_ORDER)
 _REMEMBERED = 4096
+# Origins of images made for an order: a modality's C-STORE (or a retrieve) and STOW-RS.
+# Imported files and a re-index are archive history, not arrivals.
+ARRIVING = frozenset({"dicom", "stow"})
 
 
 @dataclass(frozen=True)
@@ -167,7 +171,9 @@ def hook(index: Index):
     """The ingest's observer: never lets a reconciliation problem fail a store."""
     reconciler = Reconciler(index)
 
-    def observe(values: dict) -> None:
+    def observe(values: dict, origin) -> None:
+        if origin.kind not in ARRIVING:
+            return
         try:
             reconciler.instance_stored(values)
         except (IndexUnavailable, peewee.PeeweeException) as exc:
