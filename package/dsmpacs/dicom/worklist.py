@@ -276,6 +276,8 @@ def response(order: OrderView, request: WorklistRequest) -> Dataset:
     """Exactly the requested keys (and Specific Character Set) for one order."""
     out = Dataset()
     for tag, keyword, vr in request.top:
+        if keyword == "QueryRetrieveLevel":      # not part of this model; some SCUs send it
+            continue
         if keyword == SPS:
             keys = request.sps or [(tag_for_keyword(k), k, dictionary_VR(k)) for k in SPS_KEYS]
             item = Dataset()
