@@ -142,6 +142,11 @@ def test_orders_worklist_arrivals_and_reconciliation(server_factory, database_ur
     linked = admin.post_form(f"/orders/reconcile/{found.group(1)}/link", {"accession_number": "CSVACC1"})
     assert linked.status_code == 302
     assert wrong.StudyInstanceUID not in admin.get("/orders/reconcile").text
+    # the registrar completes the angiography order: the modality no longer sees it
+    assert web.post_form(f"/orders/{angio.id}/state", {"state": "completed"}).status_code == 302
+    done = worklist(server, tmp_path, "done", "(0040,0100)[0].ScheduledStationAETitle=ANGIO1")
+    assert done.final == "Success" and done.responses == []
+    assert 'data-state="completed"' in web.get("/orders", params={"q": angio.accession_number}).text
     # a viewer may not register orders
     viewer = WebSession(server)
     viewer.login("view1", PASSWORD)
@@ -152,6 +157,6 @@ def test_orders_worklist_arrivals_and_reconciliation(server_factory, database_ur
     assert csv1.state is State.IN_PROGRESS
     actions = [(e.action, e.actor) for e in trail]
     assert ("order-link", "root") in actions and ("order-create", "rad1") in actions
-    assert ("order-import", "rad1") in actions
+    assert ("order-import", "rad1") in actions and ("order-state", "rad1") in actions
     queries = [e for e in trail if e.action == "search" and "WORKLIST" in e.detail]
     assert any(e.actor == "ae:MODALITY" and e.patient_name == "赵*" for e in queries), queries
