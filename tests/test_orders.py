@@ -156,6 +156,13 @@ def test_arrivals_are_matched_by_accession_number_and_patient_id(archive, tmp_pa
     assert orders.get(other.id).state is State.IN_PROGRESS
     assert orders.get(other.id).matched_studies == (unknown,)
     assert {a.study_instance_uid for a in reconciler.arrivals()} == {differs}
+    # images first, order later (an emergency): registering the order matches them
+    early = store("e", "LATE-1", "P500")
+    assert reconciler.get(next(a.id for a in reconciler.arrivals() if a.study_instance_uid == early)).outcome \
+        == UNKNOWN_ORDER
+    late = orders.create(order(accession_number="LATE-1", patient_id="P500"))
+    assert late.state is State.IN_PROGRESS and late.matched_studies == (early,)
+    assert {a.study_instance_uid for a in reconciler.arrivals()} == {differs}
 
 
 def test_upgrade_from_the_version_before_adds_the_order_tables(archive):

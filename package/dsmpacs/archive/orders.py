@@ -6,8 +6,8 @@ description, optional code), a unique accession number (generated when none is
 given), the requested date and time, a priority (PS3.3 Requested Procedure
 Priority: STAT, HIGH, ROUTINE, MEDIUM, LOW), the requesting physician, the
 modality and the scheduled station's AE title. Its state runs scheduled ->
-in progress (images arrived, archive/reconcile.py) -> completed, or ends as
-discontinued.
+in progress (images arrived, archive/reconcile.py; or had arrived before the
+order was registered) -> completed, or ends as discontinued.
 
 The Modality Worklist SCP (dicom/worklist.py) reads orders through
 ``Orders.worklist``, whose matching follows the archive's C-FIND matching
@@ -43,6 +43,11 @@ from dsmpacs.archive.matching import (
 )
 from dsmpacs.archive.models import Order, OrderArrival, utcnow
 
+# How an arrived study met the orders (OrderArrival.outcome; archive/reconcile.py).
+ARRIVAL_MATCHED = "matched"
+ARRIVAL_PATIENT_DIFFERS = "patient-differs"
+ARRIVAL_UNKNOWN_ORDER = "unknown-order"
+ARRIVAL_LINKED = "linked"
 # Requested Procedure Priority (0040,1003), PS3.3 C.4.11.1: its defined terms.
 PRIORITIES = ("STAT", "HIGH", "ROUTINE", "MEDIUM", "LOW")
 # Registration may be done by these roles (there is no registrar role yet).
@@ -277,7 +282,8 @@ class Orders:
             try:
                 with self.index.write():
                     order = Order.create(**row)
-                return OrderView.of(order)
+                    early = _claim_early_arrivals(order)
+                return self.get(order.id) if early else OrderView.of(order)
             except peewee.IntegrityError:
                 if not generated:
                     raise OrderError("duplicate_accession", "accession_number",
@@ -316,7 +322,7 @@ class Orders:
         if ids:
             for arrival in (OrderArrival.select(OrderArrival.order, OrderArrival.study_instance_uid)
                             .where(OrderArrival.order.in_(ids)
-                                   & OrderArrival.outcome.in_(("matched", "linked")))):
+                                   & OrderArrival.outcome.in_((ARRIVAL_MATCHED, ARRIVAL_LINKED)))):
                 out.setdefault(arrival.order_id, []).append(arrival.study_instance_uid)
         return {k: tuple(v) for k, v in out.items()}
 
@@ -367,6 +373,18 @@ class Orders:
                       for form, group in zip(forms, person_name_groups(value))
                       if normalise(group) not in ("", "*")]
         return all_of(conditions) if conditions else (Order.id > 0)
+
+
+def _claim_early_arrivals(order: Order) -> int:
+    """Studies that arrived with this accession number and patient ID before the order
+    was registered (waiting as unknown-order) are matched to it now; the order starts."""
+    claimed = (OrderArrival.update(order=order, outcome=ARRIVAL_MATCHED)
+               .where((OrderArrival.accession_number == order.accession_number)
+                      & (OrderArrival.patient_id == order.patient_id)
+                      & (OrderArrival.outcome == ARRIVAL_UNKNOWN_ORDER)).execute())
+    if claimed:
+        Order.update(state=State.IN_PROGRESS.value).where(Order.id == order.id).execute()
+    return claimed
 
 
 def _values(value: str) -> list[str]:

@@ -11,7 +11,9 @@ accession number decides, once per study (the unique key on OrderArrival):
 * no order with that accession number: *unknown-order*.
 
 The last two wait on the reconciliation page until an administrator links the
-study to an order (*linked*, audited by the web layer). Studies without an
+study to an order (*linked*, audited by the web layer); an *unknown-order*
+study is matched by itself when its order is registered later with the same
+patient ID (``orders.Orders.create``). Studies without an
 accession number are not recorded (most archived studies predate any order).
 A process remembers the studies it has already decided, so the instances after
 the first cost no query.
@@ -30,14 +32,21 @@ from dsmpacs.archive.attributes import Level
 from dsmpacs.archive.database import IndexUnavailable
 from dsmpacs.archive.index import Index
 from dsmpacs.archive.models import Order, OrderArrival, utcnow
-from dsmpacs.archive.orders import OrderError, State
+from dsmpacs.archive.orders import (
+    ARRIVAL_LINKED,
+    ARRIVAL_MATCHED,
+    ARRIVAL_PATIENT_DIFFERS,
+    ARRIVAL_UNKNOWN_ORDER,
+    OrderError,
+    State,
+)
 
 log = logging.getLogger(__name__)
 
-MATCHED = "matched"
-PATIENT_DIFFERS = "patient-differs"
-UNKNOWN_ORDER = "unknown-order"
-LINKED = "linked"
+MATCHED = ARRIVAL_MATCHED
+PATIENT_DIFFERS = ARRIVAL_PATIENT_DIFFERS
+UNKNOWN_ORDER = ARRIVAL_UNKNOWN_ORDER
+LINKED = ARRIVAL_LINKED
 MISMATCHES = (PATIENT_DIFFERS, UNKNOWN_ORDER)
 _REMEMBERED = 4096
 # Origins of images made for an order: a modality's C-STORE (or a retrieve) and STOW-RS.
