@@ -10,7 +10,7 @@ import pytest
 
 from dsmpacs.archive import database
 from dsmpacs.archive.ingest import Origin
-from dsmpacs.archive.models import Order, OrderArrival, SchemaVersion
+from dsmpacs.archive.models import Order, OrderArrival, PerformedStep, SchemaVersion
 from dsmpacs.archive.ordercsv import ImportRefused, import_csv
 from dsmpacs.archive.orders import OrderError, OrderInput, Orders, State, WorklistFilter
 from dsmpacs.archive.reconcile import LINKED, MATCHED, PATIENT_DIFFERS, UNKNOWN_ORDER, Reconciler
@@ -35,6 +35,7 @@ def shared_archive(module_database_url, tmp_path_factory):
 def archive(shared_archive):
     """The shared archive without the orders of the test before."""
     with shared_archive.index.write():
+        PerformedStep.delete().execute()
         OrderArrival.delete().execute()
         Order.delete().execute()
     return shared_archive
@@ -165,13 +166,34 @@ def test_arrivals_are_matched_by_accession_number_and_patient_id(archive, tmp_pa
     assert {a.study_instance_uid for a in reconciler.arrivals()} == {differs}
 
 
+def test_performed_steps_move_the_order_along(archive):
+    from dsmpacs.archive.performed import COMPLETED, DISCONTINUED, IN_PROGRESS, PerformedSteps, StepError
+
+    orders, steps = Orders(archive.index), PerformedSteps(archive.index)
+    target = orders.create(order(accession_number="PPS-1"))
+    # found by its Scheduled Procedure Step ID when the modality left the accession number out
+    step = steps.started("1.2.3.1", IN_PROGRESS, accessions=[""], step_ids=["PPS-1"], calling_ae="CT1")
+    assert step.order_id == target.id and orders.get(target.id).state is State.IN_PROGRESS
+    unscheduled = steps.started("1.2.3.2", IN_PROGRESS, accessions=["NONE"], step_ids=[])
+    assert unscheduled.order_id is None
+    with pytest.raises(StepError) as not_new:
+        steps.started("1.2.3.3", COMPLETED, accessions=["PPS-1"], step_ids=[])
+    assert not_new.value.code == "bad-status"
+    assert steps.update("1.2.3.1", None).status == IN_PROGRESS          # other attributes only
+    assert steps.update("1.2.3.1", DISCONTINUED).status == DISCONTINUED
+    assert orders.get(target.id).state is State.DISCONTINUED
+    with pytest.raises(StepError) as final:
+        steps.update("1.2.3.1", COMPLETED)
+    assert final.value.code == "final"
+
+
 def test_upgrade_from_the_version_before_adds_the_order_tables(archive):
     """The orders migration is the newest (m0006 here; renumbered when merged after
     others, which is why the versions are relative)."""
     before = database.LATEST_VERSION - 1
     with archive.index.write():
-        archive.db.execute_sql("DROP TABLE order_arrival")
-        archive.db.execute_sql("DROP TABLE orders")
+        for table in ("performed_step", "order_arrival", "orders"):
+            archive.db.execute_sql(f"DROP TABLE {table}")
         SchemaVersion.delete().execute()
         SchemaVersion.create(version=before)
     assert database.upgrade(archive.db) == (before, database.LATEST_VERSION)

@@ -10,6 +10,10 @@ from __future__ import annotations
 import re
 
 import pytest
+from pydicom.dataset import Dataset
+from pydicom.uid import generate_uid
+from pynetdicom import AE
+from pynetdicom.sop_class import ModalityPerformedProcedureStep
 
 from dsmpacs.archive.audit import AuditTrail
 from dsmpacs.archive.orders import Orders, State
@@ -27,6 +31,34 @@ MWL_KEYS = ["AccessionNumber", "PatientName", "PatientID", "PatientBirthDate", "
             "(0040,0100)[0].ScheduledStationAETitle", "(0040,0100)[0].ScheduledProcedureStepStartDate",
             "(0040,0100)[0].ScheduledProcedureStepStartTime", "(0040,0100)[0].Modality",
             "(0040,0100)[0].ScheduledProcedureStepID", "(0040,0100)[0].ScheduledProcedureStepStatus"]
+
+
+def listing_orders(server, accession: str = ""):
+    with server_archive(server) as archive:
+        return Orders(archive.index).list(text=accession)
+
+
+def mpps(server, kind: str, uid: str, status: str, accession: str = "") -> int:
+    """One N-CREATE or N-SET from a pynetdicom SCU (dcmtk has no MPPS SCU)."""
+    ae = AE(ae_title="MODALITY")
+    ae.add_requested_context(ModalityPerformedProcedureStep)
+    assoc = ae.associate("127.0.0.1", server.port, ae_title=server.ae_title)
+    assert assoc.is_established
+    try:
+        ds = Dataset()
+        ds.PerformedProcedureStepStatus = status
+        if kind == "create":
+            item = Dataset()
+            item.AccessionNumber = accession
+            item.ScheduledProcedureStepID = accession
+            ds.ScheduledStepAttributesSequence = [item]
+            ds.Modality = "CT"
+            answer, _ = assoc.send_n_create(ds, ModalityPerformedProcedureStep, uid)
+        else:
+            answer, _ = assoc.send_n_set(ds, ModalityPerformedProcedureStep, uid)
+        return int(answer.Status)
+    finally:
+        assoc.release()
 
 
 def worklist(server, tmp_path, name, *keys, calling_ae="MODALITY"):
@@ -147,6 +179,17 @@ def test_orders_worklist_arrivals_and_reconciliation(server_factory, database_ur
     done = worklist(server, tmp_path, "done", "(0040,0100)[0].ScheduledStationAETitle=ANGIO1")
     assert done.final == "Success" and done.responses == []
     assert 'data-state="completed"' in web.get("/orders", params={"q": angio.accession_number}).text
+    # MPPS: the CT modality starts the CSVACC3 procedure, then completes it
+    uid = generate_uid(prefix=None)
+    csv3 = [o for o in listing_orders(server) if o.accession_number == "CSVACC3"][0]
+    assert mpps(server, "create", uid, "IN PROGRESS", "CSVACC3") == 0x0000
+    assert listing_orders(server, "CSVACC3")[0].state is State.IN_PROGRESS
+    assert mpps(server, "create", uid, "IN PROGRESS", "CSVACC3") == 0x0111      # duplicate
+    assert mpps(server, "set", uid, "COMPLETED") == 0x0000
+    assert listing_orders(server, "CSVACC3")[0].state is State.COMPLETED
+    assert mpps(server, "set", uid, "DISCONTINUED") == 0x0110                    # final
+    assert mpps(server, "set", generate_uid(prefix=None), "COMPLETED") == 0x0112  # unknown step
+    assert csv3.state is State.SCHEDULED
     # a viewer may not register orders
     viewer = WebSession(server)
     viewer.login("view1", PASSWORD)

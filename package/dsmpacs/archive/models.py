@@ -321,6 +321,18 @@ class OrderArrival(BaseModel):
     created_at = DateTimeField(default=utcnow)
 
 
+class PerformedStep(BaseModel):
+    """A Modality Performed Procedure Step a modality reported (archive/performed.py):
+    its state and the order it performs, when one matched."""
+    sop_instance_uid = CharField(max_length=64, unique=True)
+    order = ForeignKeyField(Order, null=True, backref="performed_steps", on_delete="SET NULL")
+    accession_number = CharField(max_length=16, default="", index=True)
+    status = CharField(max_length=16)                    # IN PROGRESS, COMPLETED, DISCONTINUED
+    calling_ae = CharField(max_length=16, default="")
+    created_at = DateTimeField(default=utcnow)
+    updated_at = DateTimeField(default=utcnow)
+
+
 class SchemaVersion(BaseModel):
     version = IntegerField()
 
@@ -328,4 +340,4 @@ class SchemaVersion(BaseModel):
 MODELS: tuple[type[BaseModel], ...] = (SchemaVersion, Patient, Study, Series, Instance, Quarantine,
                                         RemoteAE, User, ApiToken, AuditEvent, AssociationLog, JobLease,
                                         WebSession, TotpCredential, RecoveryCode,
-                                        Order, OrderArrival)
+                                        Order, OrderArrival, PerformedStep)

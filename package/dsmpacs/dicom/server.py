@@ -17,6 +17,7 @@ from dsmpacs.dicom import (
     auditing,
     commitment,
     find,
+    mpps,
     retrieve_service,
     worklist,
 )
@@ -40,6 +41,7 @@ def build_ae(settings: Settings, archive: Archive) -> AE:
     ae.add_supported_context(Verification)
     find.install(ae)
     worklist.install(ae)                    # Modality Worklist C-FIND (dicom/worklist.py)
+    mpps.install(ae)                        # Modality Performed Procedure Step (dicom/mpps.py)
     spool.bind_storage(ae, archive.storage)
     retrieve_service.install(ae)            # C-MOVE and C-GET (dicom/move.py, dicom/get.py)
     commitment.install(ae)
@@ -63,6 +65,7 @@ def event_handlers(archive: Archive) -> list:
         (evt.EVT_C_MOVE, handle_move, [archive]),
         (evt.EVT_C_GET, handle_get, [archive]),
         (evt.EVT_N_ACTION, commitment.handle_n_action, [archive]),
+        *mpps.handlers(archive, policy),
     ]
 
 

@@ -1,4 +1,5 @@
-"""Version 6: orders for the Modality Worklist and their arrivals (new tables).
+"""Version 6: orders for the Modality Worklist, their arrivals and the performed
+procedure steps modalities report (new tables).
 
 Written as version 8 in the plan (6 and 7 were taken by concurrent work); the
 runner needs consecutive versions, so the integrator renumbers it on merge."""
@@ -6,9 +7,9 @@ from __future__ import annotations
 
 import peewee
 
-from dsmpacs.archive.models import Order, OrderArrival
+from dsmpacs.archive.models import Order, OrderArrival, PerformedStep
 
-NEW_MODELS = (Order, OrderArrival)
+NEW_MODELS = (Order, OrderArrival, PerformedStep)
 
 
 def up(db: peewee.Database) -> None:
