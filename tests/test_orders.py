@@ -209,7 +209,7 @@ def test_conformance_statement_lists_the_worklist_keys_and_statuses():
     from tests.test_handler_statuses import code_statuses, docstring_statuses
 
     doc = (Path(__file__).resolve().parent.parent / "docs" / "conformance.md").read_text()
-    section = doc[doc.index("## 11. Modality Worklist SCP"):]
+    section = doc[doc.index("## 11. Modality Worklist SCP"):doc.index("## 12. ")]
     table = section[section.index("### 11.4"):]
     listed = {int(code, 16) for code in re.findall(r"^\| 0x([0-9A-F]{4}) \|", table, re.M)}
     assert listed == docstring_statuses(worklist.handle_worklist) == code_statuses(worklist.handle_worklist)
@@ -219,3 +219,17 @@ def test_conformance_statement_lists_the_worklist_keys_and_statuses():
     matching = section[section.index("### 11.1"):section.index("### 11.2")]
     for keyword in worklist.MATCHING:
         assert dictionary_description(keyword) in matching, keyword
+
+
+def test_conformance_statement_lists_the_mpps_statuses():
+    from pathlib import Path
+
+    from dsmpacs.dicom import mpps
+    from tests.test_handler_statuses import code_statuses, docstring_statuses
+
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "conformance.md").read_text()
+    section = doc[doc.index("## 12. Modality Performed Procedure Step SCP"):]
+    for heading, handler in (("### 12.1", mpps.handle_n_create), ("### 12.2", mpps.handle_n_set)):
+        table = section[section.index(heading) + len(heading):].split("\n### ", 1)[0]
+        listed = {int(code, 16) for code in re.findall(r"^\| 0x([0-9A-F]{4}) \|", table, re.M)}
+        assert listed == docstring_statuses(handler) == code_statuses(handler), heading
