@@ -6,8 +6,9 @@ description, optional code), a unique accession number (generated when none is
 given), the requested date and time, a priority (PS3.3 Requested Procedure
 Priority: STAT, HIGH, ROUTINE, MEDIUM, LOW), the requesting physician, the
 modality and the scheduled station's AE title. Its state runs scheduled ->
-in progress (images arrived, archive/reconcile.py; or had arrived before the
-order was registered) -> completed, or ends as discontinued.
+in progress (the modality's MPPS, archive/performed.py; or images arrived,
+archive/reconcile.py, even before the order was registered) -> completed (MPPS
+or a registrar), or ends as discontinued.
 
 The Modality Worklist SCP (dicom/worklist.py) reads orders through
 ``Orders.worklist``, whose matching follows the archive's C-FIND matching
