@@ -233,3 +233,21 @@ def test_conformance_statement_lists_the_mpps_statuses():
         table = section[section.index(heading) + len(heading):].split("\n### ", 1)[0]
         listed = {int(code, 16) for code in re.findall(r"^\| 0x([0-9A-F]{4}) \|", table, re.M)}
         assert listed == docstring_statuses(handler) == code_statuses(handler), heading
+
+
+def test_every_order_error_has_its_text_in_both_languages():
+    """The pages show an OrderError or a CSV line error by its code and field."""
+    from pathlib import Path
+
+    from dsmpacs.web.i18n import LANGUAGES, catalog
+
+    package = Path(__file__).resolve().parent.parent / "package" / "dsmpacs" / "archive"
+    source = "".join((package / name).read_text() for name in ("orders.py", "reconcile.py", "ordercsv.py"))
+    raised = set(re.findall(r'OrderError\("([a-z_]+)", (?:"([a-z_]*)"|\w+)', source))
+    codes = {code for code, _ in raised} | {"cell_count"}
+    fields = {name for _, name in raised if name} | set(OrderInput.names())
+    assert {"required", "bad_date", "duplicate_accession", "unknown_accession"} <= codes
+    for lang in LANGUAGES:
+        texts = catalog(lang)
+        assert [c for c in codes if f"orders.error.{c}" not in texts] == [], lang
+        assert [f for f in fields if f"orders.field.{f}" not in texts] == [], lang
