@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from dsmpacs.dicom import commitment, echo, find, get, move, retrieve_service, store
+from dsmpacs.dicom import commitment, echo, find, get, move, mpps, retrieve_service, store, worklist
 from dsmpacs.dicom.engine.store_service import FastStorageServiceClass
 from dsmpacs.dicom.status import STORE_STATUS
 
@@ -179,6 +179,9 @@ HANDLERS = {
     "C-MOVE": (move.handle_move, retrieve_service.serve),
     "C-GET": (get.handle_get, retrieve_service.serve),
     "N-ACTION": (commitment.handle_n_action, None),
+    "MWL C-FIND": (worklist.handle_worklist, None),
+    "MPPS N-CREATE": (mpps.handle_n_create, None),
+    "MPPS N-SET": (mpps.handle_n_set, None),
 }
 
 

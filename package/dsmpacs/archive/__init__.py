@@ -5,7 +5,7 @@ import logging
 
 import pydicom.config
 
-from dsmpacs.archive import database, inflate
+from dsmpacs.archive import database, inflate, reconcile
 from dsmpacs.archive.index import Index
 from dsmpacs.archive.ingest import Ingest
 from dsmpacs.archive.storage import Storage
@@ -26,6 +26,8 @@ class Archive:
         database.bind(self.db)
         self.index = Index(self.db, settings.effective_index_timeout)
         self.ingest = Ingest(self.storage, self.index, settings.duplicate_policy)
+        # Arrived studies matched to their orders (archive/reconcile.py).
+        self.ingest.observers.append(reconcile.hook(self.index))
         # The archive validates what it needs itself and keeps bytes unchanged;
         # pydicom's per-value warnings would only flood the log with sender quirks.
         pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE

@@ -41,6 +41,7 @@ import logging
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Callable
 
 from dsmpacs.archive.attributes import Level, extract
 from dsmpacs.archive.database import IndexUnavailable
@@ -74,6 +75,10 @@ class Ingest:
         self.storage = storage
         self.index = index
         self.duplicate_policy = duplicate_policy
+        # Called with the extracted values (by level) of each newly archived instance and
+        # its origin, after its commit: archive/reconcile.py matches studies to orders
+        # there. An observer must not raise; what it does never changes the outcome.
+        self.observers: list[Callable[[dict, Origin], None]] = []
 
     # --- entry points --------------------------------------------------------
     def store(self, staged: StagedFile, origin: Origin, *, expected_sop_class_uid: str | None = None,
@@ -185,6 +190,8 @@ class Ingest:
             self.storage.remove(relpath)
             return StoreResult(StoreOutcome.INDEX_UNAVAILABLE, str(exc), **ids)
 
+        for observe in self.observers:
+            observe(extracted.values, origin)
         if extracted.problems:
             return StoreResult(StoreOutcome.STORED_WITH_WARNINGS,
                                "stored unchanged; index text could not be fully decoded: "

@@ -295,10 +295,70 @@ class Annotation(BaseModel):
         indexes = ((("username", "study_instance_uid"), False),)
 
 
+class Order(BaseModel):
+    """A registered imaging order (archive/orders.py): one requested procedure with one
+    scheduled procedure step, served to modalities by the Modality Worklist SCP."""
+    accession_number = CharField(max_length=16, unique=True)
+    patient_id = CharField(max_length=64, index=True)
+    patient_name = CharField(max_length=192, default="")          # DICOM PN form
+    # Normalised component groups, as on Patient: the worklist matches names like C-FIND.
+    patient_name_alpha = CharField(max_length=128, default="", index=True)
+    patient_name_ideo = CharField(max_length=128, default="", index=True)
+    patient_name_phon = CharField(max_length=128, default="", index=True)
+    patient_birth_date = CharField(max_length=8, default="")
+    patient_sex = CharField(max_length=16, default="")
+    requested_procedure_id = CharField(max_length=16, default="")
+    procedure_description = CharField(max_length=64, default="")
+    procedure_code = CharField(max_length=16, default="")
+    procedure_code_scheme = CharField(max_length=16, default="")
+    scheduled_date = CharField(max_length=8, index=True)        # YYYYMMDD
+    scheduled_time = CharField(max_length=6, default="")        # HHMMSS
+    priority = CharField(max_length=8, default="ROUTINE")
+    requesting_physician = CharField(max_length=192, default="")
+    modality = CharField(max_length=16, index=True)
+    station_ae_title = CharField(max_length=16, default="", index=True)
+    step_id = CharField(max_length=16, default="")              # Scheduled Procedure Step ID
+    study_instance_uid = CharField(max_length=64, unique=True)  # given to the modality
+    state = CharField(max_length=16, default="scheduled", index=True)
+    created_by = CharField(max_length=64, default="")
+    created_at = DateTimeField(default=utcnow)
+    updated_at = DateTimeField(default=utcnow)
+
+    class Meta:
+        table_name = "orders"        # ORDER is an SQL keyword: raw SQL would have to quote it
+
+
+class OrderArrival(BaseModel):
+    """How an arrived study with an accession number met the orders: matched to its
+    order, or a mismatch waiting for reconciliation (archive/reconcile.py)."""
+    study_instance_uid = CharField(max_length=64, unique=True)
+    accession_number = CharField(max_length=16, index=True)
+    patient_id = CharField(max_length=64, default="")
+    patient_name = CharField(max_length=192, default="")
+    order = ForeignKeyField(Order, null=True, backref="arrivals", on_delete="SET NULL")
+    outcome = CharField(max_length=16, index=True)   # matched, patient-differs, unknown-order, linked
+    resolved_by = CharField(max_length=64, default="")
+    resolved_at = DateTimeField(null=True)
+    created_at = DateTimeField(default=utcnow)
+
+
+class PerformedStep(BaseModel):
+    """A Modality Performed Procedure Step a modality reported (archive/performed.py):
+    its state and the order it performs, when one matched."""
+    sop_instance_uid = CharField(max_length=64, unique=True)
+    order = ForeignKeyField(Order, null=True, backref="performed_steps", on_delete="SET NULL")
+    accession_number = CharField(max_length=16, default="", index=True)
+    status = CharField(max_length=16)                    # IN PROGRESS, COMPLETED, DISCONTINUED
+    calling_ae = CharField(max_length=16, default="")
+    created_at = DateTimeField(default=utcnow)
+    updated_at = DateTimeField(default=utcnow)
+
+
 class SchemaVersion(BaseModel):
     version = IntegerField()
 
 
 MODELS: tuple[type[BaseModel], ...] = (SchemaVersion, Patient, Study, Series, Instance, Quarantine,
                                         RemoteAE, User, ApiToken, AuditEvent, AssociationLog, JobLease,
-                                        WebSession, TotpCredential, RecoveryCode, Annotation)
+                                        WebSession, TotpCredential, RecoveryCode, Annotation,
+                                        Order, OrderArrival, PerformedStep)

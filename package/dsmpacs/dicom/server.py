@@ -17,7 +17,9 @@ from dsmpacs.dicom import (
     auditing,
     commitment,
     find,
+    mpps,
     retrieve_service,
+    worklist,
 )
 from dsmpacs.dicom.echo import handle_echo
 from dsmpacs.dicom.engine import listener, spool
@@ -38,6 +40,8 @@ def build_ae(settings: Settings, archive: Archive) -> AE:
     ae.require_called_aet = False     # checked by the access policy (check_called_ae)
     ae.add_supported_context(Verification)
     find.install(ae)
+    worklist.install(ae)                    # Modality Worklist C-FIND (dicom/worklist.py)
+    mpps.install(ae)                        # Modality Performed Procedure Step (dicom/mpps.py)
     spool.bind_storage(ae, archive.storage)
     retrieve_service.install(ae)            # C-MOVE and C-GET (dicom/move.py, dicom/get.py)
     commitment.install(ae)
@@ -57,10 +61,11 @@ def event_handlers(archive: Archive) -> list:
         (evt.EVT_ABORTED, associations.handle_aborted),
         (evt.EVT_C_ECHO, handle_echo),
         (evt.EVT_C_STORE, handle_store, [archive, policy]),
-        *find.handlers(archive, policy),
+        *worklist.handlers(find.handlers(archive, policy), archive, policy),
         (evt.EVT_C_MOVE, handle_move, [archive]),
         (evt.EVT_C_GET, handle_get, [archive]),
         (evt.EVT_N_ACTION, commitment.handle_n_action, [archive]),
+        *mpps.handlers(archive, policy),
     ]
 
 
