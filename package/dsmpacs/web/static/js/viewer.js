@@ -87,7 +87,7 @@
         var label = document.createElement("span");
         label.textContent = [s.number === null ? "" : "#" + s.number, s.modality, s.description].join(" ").trim();
         var count = document.createElement("small");
-        count.textContent = t("js.viewer.frames", { n: s.frames });
+        count.textContent = t("js.viewer.frames", { count: s.frames });
         button.appendChild(thumb); button.appendChild(label); button.appendChild(count);
         button.addEventListener("click", function () { self.selectSeries(s); });
         li.appendChild(button);
