@@ -8,7 +8,7 @@ import pytest
 
 from dsmpacs.archive.activity import OUTCOMES
 from dsmpacs.archive.users import Role
-from dsmpacs.web import i18n
+from dsmpacs.web import i18n, labels
 from dsmpacs.web.admin.policy import POLICY_SETTINGS
 from dsmpacs.web.errors import TITLED
 
@@ -79,6 +79,7 @@ def _used_keys() -> set[str]:
     used |= {f"setting.{s}" for s in POLICY_SETTINGS} | {f"error.{c}" for c in TITLED}
     used |= {f"source.{s}" for s in ("default", "config_toml", "environment", "command_line")}
     used |= {"admin.activity.in", "admin.activity.out"}
+    used |= labels.all_keys() | {f"js.send.reason.{c}" for c in labels.ASSOCIATION_FAILURES}
     return used
 
 
@@ -87,6 +88,10 @@ def test_every_key_used_in_templates_and_views_exists():
     assert {"login.title", "admin.users.enabled_msg", "admin.nav.audit", "admin.users.enabled"} <= used
     missing = used - set(i18n.catalog("en"))
     assert not missing, f"keys used but not in the catalogs: {sorted(missing)}"
+    # the adapter's texts for domain values are all used (none left over from a removed value)
+    values = {k for k in i18n.catalog("en") if k.split(".")[0] in ("audit", "assoc", "quarantine", "integrity",
+                                                                     "peer", "user")}
+    assert values <= used, sorted(values - used)
 
 
 @pytest.mark.parametrize("header, expected", [

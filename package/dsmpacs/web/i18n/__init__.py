@@ -39,7 +39,7 @@ COOKIE = "dsmpacs_lang"
 CATALOG_DIR = Path(__file__).resolve().parent
 
 
-Text = str | dict[str, str]      # plain, or CLDR plural category -> text
+CatalogText = str | dict[str, str]      # plain, or CLDR plural category -> text
 
 
 class CatalogError(ValueError):
@@ -66,9 +66,9 @@ def plural_category(lang: str, count) -> str:
 
 
 @lru_cache(maxsize=None)
-def catalog(lang: str) -> dict[str, Text]:
+def catalog(lang: str) -> dict[str, CatalogText]:
     """Every key of one language, merged from its files."""
-    merged: dict[str, Text] = {}
+    merged: dict[str, CatalogText] = {}
     for path in sorted((CATALOG_DIR / lang).glob("*.json")):
         data = json.loads(path.read_text(encoding="utf-8"))
         for key, value in data.items():
@@ -131,16 +131,28 @@ def _(key: str, **params) -> str:
     return translate(current_language(), key, **params)
 
 
+def message(key: str, **params) -> dict:
+    """A text to translate later (when a flashed message is shown): a parameter may
+    itself be such a text, e.g. the reason of a failure."""
+    return {"key": key, "params": {k: v if isinstance(v, dict) else str(v) for k, v in params.items()}}
+
+
+def message_text(value: dict) -> str:
+    params = {k: message_text(v) if isinstance(v, dict) else v for k, v in value.get("params", {}).items()}
+    return _(value["key"], **params)
+
+
 def notify(key: str, category: str = "ok", **params) -> None:
     """Flash a message by catalog key; it is translated when shown (categories:
-    ok, error, info)."""
-    flash({"key": key, "params": {k: str(v) for k, v in params.items()}}, category)
+    ok, error, info). A parameter made by ``message`` is translated too."""
+    flash(message(key, **params), category)
 
 
-def js_strings(lang: str) -> dict[str, Text]:
+def js_strings(lang: str) -> dict[str, CatalogText]:
     return {k: v for k, v in catalog(lang).items() if k.startswith("js.")}
 
 
 def init_app(app: Flask) -> None:
     app.jinja_env.globals.update(_=_, LANGUAGES=LANGUAGES, current_language=current_language,
+                                 message_text=message_text,
                                  js_strings=lambda: js_strings(current_language()))
