@@ -114,8 +114,17 @@ def render(client, lang: str, path: str, post: bool = False) -> str:
     return visible_text(response.get_data(as_text=True))
 
 
+def chinese_patient_row(client, study: str) -> int:
+    """The patient page's row id, as the study page links it."""
+    client.set_cookie(i18n.COOKIE, "en")
+    found = re.search(r'href="/patients/(\d+)"', client.get(f"/studies/{study}", headers=HTML).get_data(as_text=True))
+    assert found
+    return int(found.group(1))
+
+
 def test_no_english_text_remains_on_chinese_pages(populated):
     client, study = populated
+    patient = chinese_patient_row(client, study)
     phrases = english_phrases()
     assert {"Sign-in", "the file no longer matches its checksum", "cannot connect to"} <= phrases
     pages = {
@@ -132,6 +141,10 @@ def test_no_english_text_remains_on_chinese_pages(populated):
         "studies": ("/studies", False, ["1 study, the latest study date first"]),
         "study": (f"/studies/{study}", False, ["2 frames", "damaged in storage", "Explicit VR Little Endian"]),
         "account": ("/account", False, ["Change password"]),
+        "peer edit": ("/admin/peers/edit/gone", False, ["Edit remote AE"]),
+        "delete": (f"/studies/{study}/delete", False, ["1 series, 2 instances"]),
+        "patient": (f"/patients/{patient}", False, ["1 series, 2 instances"]),
+        "viewer": (f"/viewer?study={study}", False, ["Window presets"]),
     }
     # A failed echo, on the Chinese page too (its flash is shown once), and a refused peer form.
     seen: dict[str, tuple[str, str]] = {}
