@@ -190,3 +190,20 @@ def test_form_errors_are_translated(client, archive):
 def test_recorded_details_read_in_the_language(web_app, stored, english):
     with web_app.test_request_context(headers={"Cookie": f"{i18n.COOKIE}=en"}):
         assert labels.detail(stored) == english
+
+
+@pytest.mark.parametrize("stored, english, chinese", [
+    ("association with P@h:1 was rejected or failed: cannot connect to h:1", "cannot connect to h:1", "无法连接到 h:1"),
+    ("association with P@h:1 was rejected or failed (no connection or no answer)", "no connection or no answer",
+     "无法连接或无应答"),
+    ("association with P@h:1 was rejected", "the remote AE rejected the association", "远程 AE 拒绝了关联"),
+    ("TLS handshake with h:2762 failed: CERTIFICATE_VERIFY_FAILED",
+     "TLS handshake with h:2762 failed (CERTIFICATE_VERIFY_FAILED)", "与 h:2762 的 TLS 握手失败（CERTIFICATE_VERIFY_FAILED）"),
+    ("TLS handshake with h:2762 failed: Connection reset by peer", "TLS handshake with h:2762 failed",
+     "与 h:2762 的 TLS 握手失败"),
+])
+def test_association_failures_keep_address_and_tls_reason_code(web_app, stored, english, chinese):
+    for lang, expected in (("en", english), ("zh-Hans", chinese)):
+        with web_app.test_request_context(headers={"Cookie": f"{i18n.COOKIE}={lang}"}):
+            key, params = labels.association_failure_message(stored)
+            assert i18n._(key, **params) == expected

@@ -63,19 +63,29 @@ def role(value: str) -> str:
     return _(f"audit.role.{value}") if value in ROLES else value
 
 
-def association_failure(code: str, address: str = "") -> str:
-    """An ``AssociationFailed.code`` as text."""
-    return _(f"assoc.failure.{code if code in ASSOCIATION_FAILURES else 'other'}", address=address)
+def association_failure_message(text: str) -> tuple[str, dict[str, str]]:
+    """The catalog key and parameters of an ``AssociationFailed`` message (as
+    ``dicom.connect.failure`` and the transport word it): the address, and an
+    OpenSSL reason code (CERTIFICATE_VERIFY_FAILED) when there is one, survive."""
+    if match := re.search(r"cannot connect to (\S+?)(?::? connection refused)?$", text):
+        return "assoc.failure.unreachable", {"address": match.group(1)}
+    if match := re.search(r"TLS handshake with (\S+) failed: (.*)$", text):
+        address, detail = match.groups()
+        if "connection_timeout" in detail:
+            return "assoc.failure.tls_timeout", {"address": address}
+        if re.fullmatch(r"[A-Z0-9_]+", detail):
+            return "assoc.failure.tls_handshake", {"address": address, "code": detail}
+        return "assoc.failure.tls_handshake_plain", {"address": address}
+    for code, marker in (("no_answer", "no connection or no answer"), ("tls", "TLS"),
+                         ("rejected", "was rejected"), ("aborted", "was aborted")):
+        if marker in text:
+            return f"assoc.failure.{code}", {}
+    return "assoc.failure.other", {}
 
 
 def _association_text(text: str) -> str:
-    """The text ``dicom.connect.failure`` made, as its code's text."""
-    if match := re.search(r"cannot connect to (\S+?)(?::? connection refused)?$", text):
-        return association_failure("unreachable", match.group(1))
-    for code, marker in (("tls", "TLS"), ("rejected", "was rejected"), ("aborted", "was aborted")):
-        if marker in text:
-            return association_failure(code)
-    return association_failure("other")
+    key, params = association_failure_message(text)
+    return _(key, **params)
 
 
 def quarantine_reason(value: str) -> str:
@@ -198,6 +208,7 @@ def all_keys() -> set[str]:
     return ({action_key(a.value) for a in AuditAction} | {event_key(e) for e in set(EVENTS.values())}
             | {f"audit.outcome.{o}" for o in OUTCOMES} | {f"audit.role.{r}" for r in ROLES}
             | {f"assoc.failure.{c}" for c in ASSOCIATION_FAILURES}
+            | {"assoc.failure.tls_handshake", "assoc.failure.tls_handshake_plain", "assoc.failure.tls_timeout"}
             | {f"quarantine.reason.{c}" for c in QUARANTINE_REASONS.values()}
             | {f"quarantine.origin.{o}" for o in ORIGINS} | {f"integrity.finding.{f}" for f in FINDINGS}
             | {f"audit.detail.{k}" for k in FIXED_DETAILS.values()} | {k for _p, k, _c in _DETAILS}

@@ -12,7 +12,7 @@ from dsmpacs.archive.peers import Peer, PeerError
 from dsmpacs.web import audit
 from dsmpacs.web.admin import bp
 from dsmpacs.web.i18n import message, notify
-from dsmpacs.web.labels import peer_error
+from dsmpacs.web.labels import association_failure_message, peer_error
 from dsmpacs.web.services import services
 
 _FLAGS = ("may_store", "may_find", "may_retrieve", "is_move_destination", "tls", "tls_client_cert")
@@ -108,9 +108,10 @@ def peer_echo(name: str):
         summary.failed = 1
         summary.detail = problem or f"status 0x{(status or 0) & 0xFFFF:04X}"
         if status is None:
-            # The reason in the reader's language; the full text stays in the association log.
-            notify("admin.peers.echo_failed", "error", name=peer.name,
-                   reason=message(f"assoc.failure.{code}", address=f"{peer.host}:{peer.port}"))
+            # The reason in the reader's language (address and TLS reason code kept);
+            # the full text stays in the association log.
+            key, params = association_failure_message(problem) if code != "other" else ("assoc.failure.other", {})
+            notify("admin.peers.echo_failed", "error", name=peer.name, reason=message(key, **params))
         else:
             notify("admin.peers.echo_status", "error", name=peer.name, status=f"0x{status & 0xFFFF:04X}")
     svc.activity.record(summary)
