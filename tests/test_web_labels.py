@@ -185,6 +185,8 @@ def test_form_errors_are_translated(client, archive):
     ("3 series, 12 instances, 1048576 bytes", "3 series, 12 instances, 1.0 MiB"),
     ("to pacs: sent 2 (0 converted), failed 1: association with P was aborted",
      "to pacs: 2 sent (0 converted), 1 failed: the association was aborted"),
+    ("more than 10 failed logins within a minute", "more than 10 failed sign-ins within a minute"),
+    ("alice: 2 sessions (by an administrator)", "alice: 2 sessions (by an administrator)"),
     ("WADO-RS metadata", "WADO-RS metadata"),          # a protocol name: shown as stored
 ])
 def test_recorded_details_read_in_the_language(web_app, stored, english):
