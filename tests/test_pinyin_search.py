@@ -1,5 +1,5 @@
 """A Chinese patient name is found by its pinyin in the study list (王^小明 by
-`wang xiaoming`), on SQLite and MariaDB, for new instances and, through migration
+`wang xiaoming` or `wxm`), on SQLite and MariaDB, for new instances and, through migration
 m0007, for patients indexed before it."""
 from __future__ import annotations
 
@@ -12,20 +12,20 @@ from dsmpacs.archive.database import is_mysql
 from dsmpacs.archive.ingest import Origin
 from dsmpacs.archive.migrations import m0007_patient_name_pinyin as m0007
 from dsmpacs.archive.models import Patient
-from dsmpacs.archive.names import pinyin_search_form, typed_name_value
+from dsmpacs.archive.names import initials_search_form, pinyin_search_form, typed_name_value
 from dsmpacs.archive.query import Query, Search
 from tests import factories as f
 from tests.webclient import client_as
 
 
-@pytest.mark.parametrize("name, form", [
-    ("王^小明", "wang^xiaoming"), ("王小明", "wang^xiaoming"), ("王 小明", "wang^xiaoming"),
-    ("Wang^Xiaoming=王^小明", "wang^xiaoming"), ("欧阳娜娜", "ouyang^nana"),
-    ("曾^国藩", "zeng^guofan"),                 # the family name's reading, not the common ceng
-    ("DOE^JOHN", ""), ("", ""),
+@pytest.mark.parametrize("name, form, initials", [
+    ("王^小明", "wang^xiaoming", "wxm"), ("王小明", "wang^xiaoming", "wxm"), ("王 小明", "wang^xiaoming", "wxm"),
+    ("Wang^Xiaoming=王^小明", "wang^xiaoming", "wxm"), ("欧阳娜娜", "ouyang^nana", "oynn"),
+    ("曾^国藩", "zeng^guofan", "zgf"),           # the family name's reading, not the common ceng
+    ("DOE^JOHN", "", ""), ("", "", ""),
 ])
-def test_the_pinyin_form_of_a_name(name, form):
-    assert pinyin_search_form(name) == form
+def test_the_pinyin_form_of_a_name(name, form, initials):
+    assert (pinyin_search_form(name), initials_search_form(name)) == (form, initials)
 
 
 def _store(archive, tmp_path, name: str, patient_id: str) -> str:
@@ -51,6 +51,7 @@ SEARCHES = [
     ("wang xiaoming", ["P-WANG"]), ("Wang Xiaoming", ["P-WANG"]), ("ＷＡＮＧ xiaom", ["P-WANG"]),
     ("wang", ["P-LATIN", "P-WANG"]),             # the Latin-script WANG^XIAOBO as before
     ("zhang xiaolong", ["P-ZHANG"]), ("王小明", ["P-WANG"]), ("li", []), ("xiaoming", []),
+    ("wxm", ["P-WANG"]), ("WX", ["P-WANG"]), ("zxl", ["P-ZHANG"]), ("xm", []),
 ]
 
 
@@ -77,13 +78,16 @@ def test_migration_m0007_adds_and_fills_the_column(chinese_patients):
     db = chinese_patients.index.db
     migrator = MySQLMigrator(db) if is_mysql(db) else SqliteMigrator(db)
     with db.connection_context():
-        migrate(migrator.drop_index("patient", m0007.INDEX), migrator.drop_column("patient", "patient_name_pinyin"))
-        assert "patient_name_pinyin" not in {c.name for c in db.get_columns("patient")}
+        migrate(*(migrator.drop_index("patient", name) for name in m0007.INDEXES),
+                *(migrator.drop_column("patient", name) for name in ("patient_name_pinyin", "patient_name_initials")))
+        assert not {"patient_name_pinyin", "patient_name_initials"} & {c.name for c in db.get_columns("patient")}
         with db.atomic():
             m0007.up(db)
-        assert m0007.INDEX in {i.name for i in db.get_indexes("patient")}
-        forms = dict(Patient.select(Patient.patient_id, Patient.patient_name_pinyin).tuples())
+        assert set(m0007.INDEXES) <= {i.name for i in db.get_indexes("patient")}
+        forms = list(Patient.select(Patient.patient_id, Patient.patient_name_pinyin, Patient.patient_name_initials)
+                     .order_by(Patient.patient_id).tuples())
         m0007.up(db)                             # again, as after an interrupted run: nothing changes
-        assert dict(Patient.select(Patient.patient_id, Patient.patient_name_pinyin).tuples()) == forms
-    assert forms == {"P-WANG": "wang^xiaoming", "P-ZHANG": "zhang^xiaolong", "P-LATIN": ""}
-    assert _found(chinese_patients, "wang xiaoming") == ["P-WANG"]
+        assert list(Patient.select(Patient.patient_id, Patient.patient_name_pinyin, Patient.patient_name_initials)
+                    .order_by(Patient.patient_id).tuples()) == forms
+    assert forms == [("P-LATIN", "", ""), ("P-WANG", "wang^xiaoming", "wxm"), ("P-ZHANG", "zhang^xiaolong", "zxl")]
+    assert _found(chinese_patients, "wang xiaoming") == _found(chinese_patients, "wxm") == ["P-WANG"]

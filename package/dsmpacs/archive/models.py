@@ -80,11 +80,13 @@ def _name_columns(level: Level) -> dict[str, object]:
 
 
 def pinyin_columns() -> dict[str, object]:
-    """The pinyin of a Chinese patient name (archive/names.pinyin_search_form), for the
+    """The pinyin of a Chinese patient name and its initials (archive/names), for the
     study list's search. The database default lets the migration add it without
     rebuilding the table."""
     return {"patient_name_pinyin": CharField(max_length=128, default="", index=True,
-                                             constraints=[SQL("DEFAULT ''")])}
+                                             constraints=[SQL("DEFAULT ''")]),
+            "patient_name_initials": CharField(max_length=32, default="", index=True,
+                                               constraints=[SQL("DEFAULT ''")])}
 
 
 Patient = _model("Patient", Level.PATIENT, {

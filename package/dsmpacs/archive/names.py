@@ -85,13 +85,24 @@ def pinyin_search_form(name: str) -> str:
     (``王^小明`` and ``王小明`` -> ``wang^xiaoming``; ``欧阳娜娜`` -> ``ouyang^nana``).
     Taken from the ideographic group, or the alphabetic one when that holds the
     characters (a GB18030 file); empty when the name has no Chinese character."""
+    return "^".join("".join(syllables) for syllables in _pinyin_syllables(name))[:128]
+
+
+def initials_search_form(name: str) -> str:
+    """The first letter of each syllable, run together: ``王^小明`` -> ``wxm``, as
+    readers type a Chinese name in a hurry."""
+    return "".join(s[:1] for syllables in _pinyin_syllables(name) for s in syllables)[:32]
+
+
+def _pinyin_syllables(name: str) -> list[list[str]]:
+    """Per name component, its pinyin syllables (lower case, no tones)."""
     from pypinyin import lazy_pinyin
 
     groups = (name.split("=") + ["", ""])[:2]
     source = next((g for g in (groups[1], groups[0]) if _han(g)), "")
     text = unicodedata.normalize("NFKC", source).strip(" ^")
     if not text:
-        return ""
+        return []
     components = text.split("^") if "^" in text else text.split()
     if len(components) == 1:      # unseparated: the family name is 1 or 2 characters
         cut = 2 if text[:2] in _COMPOUND_FAMILY_NAMES else 1
@@ -105,5 +116,5 @@ def pinyin_search_form(name: str) -> str:
             syllables = [_FAMILY_READINGS[component[0]]] + lazy_pinyin(component[1:])
         else:
             syllables = lazy_pinyin(component)
-        out.append("".join(syllables))
-    return "^".join(out).casefold().rstrip("^")[:128]
+        out.append([s.casefold() for s in syllables if s.strip()])
+    return out

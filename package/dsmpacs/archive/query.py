@@ -348,7 +348,7 @@ class Search:
         if "=" not in value:
             pattern = normalise(value)
             if pinyin and key.keyword == "PatientName":
-                forms.append(model.patient_name_pinyin)
+                forms += [model.patient_name_pinyin, model.patient_name_initials]
             return any_of([match_text(form, pattern, self.dialect) for form in forms])
         conditions = []
         for form, group in zip(forms, person_name_groups(value)):

@@ -1,8 +1,9 @@
-"""Version 7: patients carry the pinyin of a Chinese name (``patient_name_pinyin``,
-archive/names.pinyin_search_form) so the study list finds 王^小明 when a reader types
-``wang xiaoming``. The column is added with its database default (no table rebuild)
-and indexed, then filled for the existing patients from their stored names, in
-batches: only names with Chinese characters get a value."""
+"""Version 7: patients carry the pinyin of a Chinese name and its initials
+(``patient_name_pinyin``, ``patient_name_initials``; archive/names) so the study list
+finds 王^小明 when a reader types ``wang xiaoming`` or ``wxm``. The columns are added
+with their database default (no table rebuild) and indexed, then filled for the
+existing patients from their stored names, in batches: only names with Chinese
+characters get a value."""
 from __future__ import annotations
 
 import peewee
@@ -11,10 +12,10 @@ from playhouse.migrate import MySQLMigrator, SqliteMigrator, migrate
 from dsmpacs.archive.database import is_mysql
 from dsmpacs.archive.migrations import missing_columns, missing_indexes
 from dsmpacs.archive.models import Patient, pinyin_columns
-from dsmpacs.archive.names import pinyin_search_form
+from dsmpacs.archive.names import initials_search_form, pinyin_search_form
 
 BATCH = 1000
-INDEX = "patient_patient_name_pinyin"
+INDEXES = ("patient_patient_name_pinyin", "patient_patient_name_initials")
 
 
 def up(db: peewee.Database) -> None:
@@ -22,8 +23,8 @@ def up(db: peewee.Database) -> None:
     columns = pinyin_columns()
     migrate(*(migrator.add_column("patient", name, columns[name], allow_not_null=True)
               for name in missing_columns(db, "patient", columns)))
-    if missing_indexes(db, "patient", [INDEX]):
-        migrate(migrator.add_index("patient", ("patient_name_pinyin",), False))
+    migrate(*(migrator.add_index("patient", (name.removeprefix("patient_"),), False)
+              for name in missing_indexes(db, "patient", INDEXES)))
     fill(db)
 
 
@@ -41,5 +42,6 @@ def fill(db: peewee.Database) -> int:
         for row_id, name in rows:
             form = pinyin_search_form(name or "")
             if form:
-                Patient.update(patient_name_pinyin=form).where(Patient.id == row_id).execute()
+                Patient.update(patient_name_pinyin=form, patient_name_initials=initials_search_form(name)
+                               ).where(Patient.id == row_id).execute()
                 done += 1
