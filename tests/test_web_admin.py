@@ -192,8 +192,8 @@ def test_quarantine_and_audit_pages_list_entries(admin, archive, tmp_path):
     body = text(admin.get("/admin/quarantine", headers=HTML))
     assert first.SOPInstanceUID in body
     audit = text(admin.get("/admin/audit?action=login", headers=HTML))
-    assert "<td>root <small>(admin)</small></td>" in audit
-    assert "<td>User Authentication: Login</td><td>login</td>" in audit
+    assert "<td>root <small>(administrator)</small></td>" in audit
+    assert '<td>User Authentication: Login</td><td data-audit-action="login">Sign-in</td>' in audit
     assert 'data-chain="intact"' in audit
 
 

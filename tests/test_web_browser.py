@@ -24,11 +24,15 @@ def test_login_switch_language_and_logout(live, page):
     sign_in(page, live, "rad1", password)
     assert page.locator("h1").text_content() == "Archive"
     assert page.locator("html").get_attribute("lang") == "en"
+    # Plural forms in the browser: Intl.PluralRules picks the CLDR category, as Babel does on the server.
+    frames = "[1, 2, 0].map(function (n) { return DSM.t('js.viewer.frames', {count: n}); })"
+    assert page.evaluate(frames) == ["1 frame", "2 frames", "0 frames"]
 
     page.click("[data-lang-switch] button[value=zh-Hans]")
     page.wait_for_selector("html[lang=zh-Hans]")
     assert page.locator("h1").text_content() == "影像归档"
     assert page.locator("[data-action=logout]").text_content().strip() == "退出登录"
+    assert page.evaluate(frames) == ["1 帧", "2 帧", "0 帧"]
     page.goto(live.url("/account"))                            # the choice sticks
     assert page.locator("h1").text_content() == "我的账户"
     page.shot("chinese")

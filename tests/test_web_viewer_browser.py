@@ -63,6 +63,8 @@ def test_search_chinese_name_open_run_cine_subtraction_and_compare(live, page, t
     info = page.request.get(live.url(f"/viewer/info/{STUDY_A}/{run_a.SeriesInstanceUID}/{run_a.SOPInstanceUID}.json")).json()
     peak = info["peak_frame"]
     assert index_of(page) == peak and page.locator("[data-frame-index]").text_content() == f"{peak + 1} / 12"
+    # the series list's frame count takes its plural form in the browser (DSM.t, Intl.PluralRules)
+    assert page.locator("button[data-series] small").first.text_content() == "12 frames"
 
     # Cine at the file's 15 fps: the frame index advances by itself, then stops.
     page.click("[data-action=play]")

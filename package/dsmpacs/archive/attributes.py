@@ -16,6 +16,7 @@ from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 
 from dsmpacs.archive.charset import TEXT_VRS, decode_text, parse_charset, person_name_search_forms
+from dsmpacs.archive.names import initials_search_form, pinyin_search_form
 from dsmpacs.archive.uids import clean_uid
 
 
@@ -124,6 +125,8 @@ def extracted_columns(level: Level) -> tuple[str, ...]:
     for column, at in NAME_SEARCH.items():
         if at is level:
             cols += [f"{column}_{group}" for group in ("alpha", "ideo", "phon")]
+    if level is Level.PATIENT:
+        cols += ["patient_name_pinyin", "patient_name_initials"]
     return tuple(cols)
 
 
@@ -204,6 +207,9 @@ def extract(ds: Dataset) -> Extracted:
         values[level][f"{column}_alpha"] = alpha[:128]
         values[level][f"{column}_ideo"] = ideo[:128]
         values[level][f"{column}_phon"] = phon[:128]
+    patient = values[Level.PATIENT]
+    patient["patient_name_pinyin"] = pinyin_search_form(str(patient.get("patient_name", "")))
+    patient["patient_name_initials"] = initials_search_form(str(patient.get("patient_name", "")))
     return Extracted(values, "\\".join(charsets), problems)
 
 

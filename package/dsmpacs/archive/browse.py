@@ -67,9 +67,10 @@ def search_studies(index: Index, filters: Mapping[str, str], *, page: int = 1, p
     then the most recently indexed), so a patient's newest visit heads the list."""
     search = Search(index)
     page = max(1, page)
-    total = search.count(Query(Level.STUDY, dict(filters), STUDY_COLUMNS))
+    # pn_pinyin: a reader may type a Chinese patient's name in pinyin (wang xiaoming).
+    total = search.count(Query(Level.STUDY, dict(filters), STUDY_COLUMNS, pn_pinyin=True))
     rows = search.newest_first(Query(Level.STUDY, dict(filters), STUDY_COLUMNS, limit=per_page,
-                                     offset=(page - 1) * per_page), "StudyDate", "StudyTime")
+                                     offset=(page - 1) * per_page, pn_pinyin=True), "StudyDate", "StudyTime")
     _add_links(index, rows)
     return StudyPage(rows, page, per_page, total)
 

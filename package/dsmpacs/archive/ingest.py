@@ -56,6 +56,8 @@ from dsmpacs.archive.validation import dataset_problem
 log = logging.getLogger(__name__)
 _COMPARE_CHUNK = 1 << 20
 MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"
+# The quarantine reason of a conflicting copy, as stored (web/labels.py translates it).
+CONFLICT_REASON = "different content under an already stored SOP Instance UID"
 
 
 @dataclass(frozen=True)
@@ -220,7 +222,7 @@ class Ingest:
             return StoreResult(StoreOutcome.REPLACED, "replaced the stored copy (overwrite policy)",
                                path=relpath, **ids)
         qpath = self.storage.quarantine(staged, "conflict")     # fsyncs file, then directory
-        reason = "different content under an already stored SOP Instance UID"
+        reason = CONFLICT_REASON
         try:
             self.index.add_quarantine(sop_instance_uid=ids["sop_instance_uid"],
                                       sop_class_uid=ids["sop_class_uid"], path=qpath, reason=reason,

@@ -15,6 +15,9 @@ from dsmpacs.archive.uids import is_valid_uid
 
 log = logging.getLogger(__name__)
 Progress = Callable[[int], None]
+# Quarantine reasons as stored (web/labels.py translates them).
+DUPLICATE_REASON = "second file with an already indexed SOP Instance UID"
+ORPHAN_REASON = "published but not indexed (interrupted store)"
 
 
 @dataclass
@@ -112,8 +115,7 @@ def reindex(archive, progress: Progress | None = None) -> ReindexReport:
             report.indexed += 1
         elif outcome == "duplicate":
             report.duplicates.append(relpath)
-            _to_quarantine(archive, relpath, "second file with an already indexed SOP Instance UID",
-                           "duplicate")
+            _to_quarantine(archive, relpath, DUPLICATE_REASON, "duplicate")
         else:
             report.unreadable.append(relpath)
             log.error("reindex: %s is not a readable instance", relpath)
@@ -139,5 +141,5 @@ def quarantine_orphans(archive, newest_days: int = 2) -> int:
     such files from the last run."""
     orphans = find_orphans(archive, newest_days=newest_days)
     for relpath in orphans:
-        _to_quarantine(archive, relpath, "published but not indexed (interrupted store)")
+        _to_quarantine(archive, relpath, ORPHAN_REASON)
     return len(orphans)

@@ -79,10 +79,21 @@ def _name_columns(level: Level) -> dict[str, object]:
             for k, v in _name_search_fields(column).items()}
 
 
+def pinyin_columns() -> dict[str, object]:
+    """The pinyin of a Chinese patient name and its initials (archive/names), for the
+    study list's search. The database default lets the migration add it without
+    rebuilding the table."""
+    return {"patient_name_pinyin": CharField(max_length=128, default="", index=True,
+                                             constraints=[SQL("DEFAULT ''")]),
+            "patient_name_initials": CharField(max_length=32, default="", index=True,
+                                               constraints=[SQL("DEFAULT ''")])}
+
+
 Patient = _model("Patient", Level.PATIENT, {
     # PatientID + issuer identify a patient; without an ID, name and birth date do.
     "patient_key": CharField(max_length=64, unique=True),
     **_name_columns(Level.PATIENT),
+    **pinyin_columns(),
     "specific_character_set": CharField(max_length=64, default=""),
     "created_at": DateTimeField(default=utcnow),
 }, "One row per patient identity (PatientID and issuer).")

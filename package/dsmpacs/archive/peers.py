@@ -21,7 +21,12 @@ NO_PORT = 0
 
 
 class PeerError(ValueError):
-    """A registry entry is invalid or does not exist."""
+    """A registry entry is invalid or does not exist. ``code`` names the problem and
+    ``params`` its values, so that a user interface can say it in its own words."""
+
+    def __init__(self, message: str, code: str = "invalid", **params):
+        super().__init__(message)
+        self.code, self.params = code, params
 
 
 @dataclass(frozen=True)
@@ -40,18 +45,18 @@ class Peer:
 
     def validate(self) -> None:
         if not self.name or len(self.name) > 64:
-            raise PeerError("name must be 1-64 characters")
+            raise PeerError("name must be 1-64 characters", "name")
         if not valid_ae_title(self.ae_title):
-            raise PeerError(f"{self.ae_title!r} is not a valid AE title")
+            raise PeerError(f"{self.ae_title!r} is not a valid AE title", "ae_title", value=self.ae_title)
         if not self.host or len(self.host) > 255 or any(c.isspace() for c in self.host):
-            raise PeerError(f"{self.host!r} is not a host name or address")
+            raise PeerError(f"{self.host!r} is not a host name or address", "host", value=self.host)
         if not 0 <= int(self.port) <= 65535:
-            raise PeerError(f"port {self.port} is outside 1-65535")
+            raise PeerError(f"port {self.port} is outside 1-65535", "port", value=self.port)
         if self.tls_client_cert and not self.tls:
-            raise PeerError("a client certificate can only be required of a remote AE marked TLS")
+            raise PeerError("a client certificate can only be required of a remote AE marked TLS", "client_cert")
         if not self.reachable and self.is_move_destination:
             raise PeerError(f"{self.ae_title} has no host and port to send to, so it cannot be "
-                            "a move destination")
+                            "a move destination", "not_reachable", value=self.ae_title)
 
     @property
     def reachable(self) -> bool:
@@ -115,13 +120,13 @@ class PeerRegistry:
             with self.index.write():
                 RemoteAE.create(**asdict(peer))
         except peewee.IntegrityError:
-            raise PeerError(f"a remote AE named {peer.name!r} already exists") from None
+            raise PeerError(f"a remote AE named {peer.name!r} already exists", "exists", value=peer.name) from None
         return peer
 
     def update(self, name: str, **changes) -> Peer:
         current = self.get(name)
         if current is None:
-            raise PeerError(f"no remote AE named {name!r}")
+            raise PeerError(f"no remote AE named {name!r}", "unknown", value=name)
         updated = Peer(**{**asdict(current), **changes})
         updated.validate()
         with self.index.write():

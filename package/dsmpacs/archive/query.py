@@ -135,6 +135,7 @@ class Query:
     limit: int | None = None
     offset: int = 0
     pn_case_insensitive: bool = True
+    pn_pinyin: bool = False              # PatientName also matches the pinyin of a Chinese name (study list)
     combined_datetime: bool = False      # C.2.2.2.5.1, when the SCU negotiated it
 
     def returned(self) -> list[str]:
@@ -331,19 +332,23 @@ class Search:
         if key.vr in INTEGER_VRS:
             return any_of([match_integer(column, v) for v in _values(value)])
         if key.vr == "PN" and query.pn_case_insensitive:
-            return any_of([self._person_name(key, column, v) for v in _values(value)])
+            return any_of([self._person_name(key, column, v, query.pn_pinyin) for v in _values(value)])
         if key.keyword in _MULTI_VALUED:
             return any_of([match_text_in_values(column, v, self.dialect) for v in _values(value)])
         return any_of([match_text(column, v, self.dialect) for v in _values(value)])
 
-    def _person_name(self, key: Key, column, value: str):
-        """Case-insensitive, normalised PN matching (PS3.4 C.2.2.2.1 allows it)."""
+    def _person_name(self, key: Key, column, value: str, pinyin: bool = False):
+        """Case-insensitive, normalised PN matching (PS3.4 C.2.2.2.1 allows it); with
+        ``pinyin`` a patient name also matches the pinyin of a Chinese name (an
+        extension for the web UI's search box, not for DICOM queries)."""
         if key.keyword not in _PN_SEARCH_FORMS:
             return match_lowercase(column, value, self.dialect)
         model = MODELS[key.level]
         forms = [getattr(model, f"{key.column}_{g}") for g in ("alpha", "ideo", "phon")]
         if "=" not in value:
             pattern = normalise(value)
+            if pinyin and key.keyword == "PatientName":
+                forms += [model.patient_name_pinyin, model.patient_name_initials]
             return any_of([match_text(form, pattern, self.dialect) for form in forms])
         conditions = []
         for form, group in zip(forms, person_name_groups(value)):

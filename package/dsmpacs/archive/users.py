@@ -64,7 +64,12 @@ _SCRYPT_MAXMEM = 64 * 2**20
 
 
 class UserError(ValueError):
-    """An account operation cannot be done (invalid input, unknown user, last admin)."""
+    """An account operation cannot be done (invalid input, unknown user, last admin).
+    ``code`` names the problem and ``params`` its values, for a user interface's own words."""
+
+    def __init__(self, message: str, code: str = "invalid", **params):
+        super().__init__(message)
+        self.code, self.params = code, params
 
 
 @dataclass(frozen=True)
@@ -151,9 +156,11 @@ def generate_password() -> str:
 
 def check_password_quality(password: str) -> None:
     if len(password) < MIN_PASSWORD_LENGTH:
-        raise UserError(f"the password must have at least {MIN_PASSWORD_LENGTH} characters")
+        raise UserError(f"the password must have at least {MIN_PASSWORD_LENGTH} characters", "password_short",
+                        value=MIN_PASSWORD_LENGTH)
     if len(password) > MAX_PASSWORD_LENGTH:
-        raise UserError(f"the password must have at most {MAX_PASSWORD_LENGTH} characters")
+        raise UserError(f"the password must have at most {MAX_PASSWORD_LENGTH} characters", "password_long",
+                        value=MAX_PASSWORD_LENGTH)
 
 
 def username_key(username: str) -> str:
@@ -163,7 +170,7 @@ def username_key(username: str) -> str:
 def check_username(username: str) -> str:
     name = unicodedata.normalize("NFKC", username).strip()
     if not _USERNAME_RE.match(name):
-        raise UserError("a user name has 1-64 letters, digits or . _ - @ + (no spaces or colons)")
+        raise UserError("a user name has 1-64 letters, digits or . _ - @ + (no spaces or colons)", "username")
     return name
 
 
@@ -171,7 +178,8 @@ def _role(value: str | Role) -> Role:
     try:
         return Role(value)
     except ValueError:
-        raise UserError(f"unknown role {value!r}; one of {', '.join(r.value for r in Role)}") from None
+        raise UserError(f"unknown role {value!r}; one of {', '.join(r.value for r in Role)}", "role",
+                        value=value) from None
 
 
 def hash_token(token: str) -> str:
@@ -200,7 +208,7 @@ class Users:
     def _row(self, username: str) -> User:
         row = User.get_or_none(User.username_key == username_key(username))
         if row is None:
-            raise UserError(f"no user named {username!r}")
+            raise UserError(f"no user named {username!r}", "unknown", value=username)
         return row
 
     def admin_exists(self) -> bool:
@@ -218,7 +226,7 @@ class Users:
                 row = User.create(username=name, username_key=username_key(name),
                                   password_hash=encoded, role=role.value)
         except peewee.IntegrityError:
-            raise UserError(f"a user named {name!r} already exists") from None
+            raise UserError(f"a user named {name!r} already exists", "exists", value=name) from None
         return Account.from_row(row)
 
     def add_hashed(self, username: str, encoded: str, role: Role | str) -> Account:
@@ -226,13 +234,13 @@ class Users:
         hands over a hash, never the password)."""
         name = check_username(username)
         if not encoded.startswith("scrypt$"):
-            raise UserError("not a password hash this archive can check")
+            raise UserError("not a password hash this archive can check", "hash")
         try:
             with self.index.write():
                 row = User.create(username=name, username_key=username_key(name),
                                   password_hash=encoded, role=_role(role).value)
         except peewee.IntegrityError:
-            raise UserError(f"a user named {name!r} already exists") from None
+            raise UserError(f"a user named {name!r} already exists", "exists", value=name) from None
         return Account.from_row(row)
 
     def set_password(self, username: str, password: str) -> Account:
@@ -282,7 +290,8 @@ class Users:
         others = User.select().where((User.role == Role.ADMIN.value) & (~User.disabled)
                                      & (User.id != row.id)).count()
         if others == 0:
-            raise UserError(f"cannot {verb} {row.username!r}: it is the only enabled administrator")
+            raise UserError(f"cannot {verb} {row.username!r}: it is the only enabled administrator", "last_admin",
+                            value=row.username)
 
     def ensure_admin(self, username: str = "admin") -> tuple[Account, str] | None:
         """Create an administrator with a generated password when none is enabled.

@@ -21,7 +21,13 @@ SETTINGS_ATTRIBUTE = "_dsmpacs_settings"      # set by scu.client_ae on every AE
 
 
 class AssociationFailed(Exception):
-    pass
+    """``code`` says why in one stable word (the message is for logs and the command
+    line; the web UI shows its own text per code): unreachable, rejected, aborted,
+    no_answer, tls, or other."""
+
+    def __init__(self, message: str, code: str = "other"):
+        super().__init__(message)
+        self.code = code
 
 
 def this_archive(settings) -> Peer:
@@ -40,11 +46,11 @@ def tls_args(ae, peer: Peer):
         return None
     settings = getattr(ae, SETTINGS_ATTRIBUTE, None)
     if settings is None:
-        raise AssociationFailed(f"{peer} is marked TLS but this AE was not built by client_ae")
+        raise AssociationFailed(f"{peer} is marked TLS but this AE was not built by client_ae", "tls")
     try:
         return tls.client_context(settings), peer.host
     except tls.TlsNotConfigured as exc:
-        raise AssociationFailed(f"{peer} is marked TLS: {exc}") from None
+        raise AssociationFailed(f"{peer} is marked TLS: {exc}", "tls") from None
 
 
 def failure(assoc, peer: Peer) -> str:
@@ -61,6 +67,18 @@ def failure(assoc, peer: Peer) -> str:
     return f"association with {peer} was rejected or failed (no connection or no answer)"
 
 
+def failure_code(assoc) -> str:
+    """``failure`` as an AssociationFailed code."""
+    told = getattr(assoc, "_dsmpacs_connect_error", None)
+    if told == "no connection" or (told or "").startswith("cannot connect"):
+        return "unreachable"
+    if told:
+        return "tls"                    # the only other thing the transport tells: a failed handshake
+    if assoc.is_rejected:
+        return "rejected"
+    return "aborted" if assoc.is_aborted else "no_answer"
+
+
 def open_association(ae, peer: Peer, *, required: bool = True, evt_handlers=(), **kwargs):
     """``ae.associate`` to ``peer`` (TCP_NODELAY set on the socket), over TLS when the
     peer is marked TLS. With ``required`` a failure raises AssociationFailed with its
@@ -69,5 +87,5 @@ def open_association(ae, peer: Peer, *, required: bool = True, evt_handlers=(), 
                          evt_handlers=[(evt.EVT_CONN_OPEN, handle_conn_open), *evt_handlers],
                          **kwargs)
     if required and not assoc.is_established:
-        raise AssociationFailed(failure(assoc, peer))
+        raise AssociationFailed(failure(assoc, peer), failure_code(assoc))
     return assoc

@@ -8,6 +8,7 @@ from werkzeug.exceptions import HTTPException, ServiceUnavailable
 
 from dsmpacs.archive.database import IndexProblem
 from dsmpacs.web import auth
+from dsmpacs.web.i18n import _
 
 log = logging.getLogger(__name__)
 TITLED = (400, 403, 404, 405, 410, 413, 429, 500, 503)     # error.<code> exists in the catalogs
@@ -21,12 +22,13 @@ def _respond(exc: HTTPException):
     retry = getattr(exc, "retry_after", None)
     if retry:
         headers["Retry-After"] = str(retry)
+    title_key = f"error.{code}" if code in TITLED else "error.other"
     if auth.wants_html():
-        body = render_template("error.html", code=code,
-                               title_key=f"error.{code}" if code in TITLED else "error.other",
+        body = render_template("error.html", code=code, title_key=title_key,
                                reason=exc.description if isinstance(exc.description, str) else "")
         return body, code, headers
-    response = jsonify(error=exc.name, status=code,
+    # detail stays English for API clients and logs; title is what a page shows the user.
+    response = jsonify(error=exc.name, status=code, title=_(title_key, code=code),
                        detail=exc.description if isinstance(exc.description, str) else "")
     response.status_code = code
     response.headers.update(headers)

@@ -49,5 +49,7 @@ def person_name(value: str | None) -> str:
 
 
 def init_app(app: Flask) -> None:
+    from dsmpacs.web.labels import FILTERS
+
     app.jinja_env.filters.update(filesize=filesize, localtime=localtime, dicom_date=dicom_date,
-                                 person_name=person_name)
+                                 person_name=person_name, **FILTERS)

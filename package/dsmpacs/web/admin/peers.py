@@ -11,7 +11,8 @@ from dsmpacs.archive.models import utcnow
 from dsmpacs.archive.peers import Peer, PeerError
 from dsmpacs.web import audit
 from dsmpacs.web.admin import bp
-from dsmpacs.web.i18n import notify
+from dsmpacs.web.i18n import message, notify
+from dsmpacs.web.labels import association_failure_message, peer_error
 from dsmpacs.web.services import services
 
 _FLAGS = ("may_store", "may_find", "may_retrieve", "is_move_destination", "tls", "tls_client_cert")
@@ -22,7 +23,7 @@ def _peer_from_form() -> Peer:
     try:
         port = int(form.get("port", "").strip())
     except ValueError:
-        raise PeerError("the port must be a number") from None
+        raise PeerError("the port must be a number", "port_number") from None
     return Peer(name=form.get("name", "").strip(), ae_title=form.get("ae_title", "").strip(),
                 host=form.get("host", "").strip(), port=port,
                 description=form.get("description", "").strip()[:255],
@@ -40,7 +41,7 @@ def peer_add():
         peer = services().peers.add(_peer_from_form())
     except PeerError as exc:
         return render_template("admin/peers.html", peers=services().peers.list(), form=request.form,
-                               error=str(exc)), 400
+                               error=peer_error(exc)), 400
     audit.record(AuditAction.PEER_ADD, detail=f"{peer.name}: {peer}")
     notify("admin.peers.added", name=peer.name)
     return redirect(url_for("admin.peers"))
@@ -60,7 +61,8 @@ def peer_edit(name: str):
         updated = registry.update(name, **{k: getattr(changed, k) for k in changed.__dataclass_fields__
                                            if k != "name"})
     except PeerError as exc:
-        return render_template("admin/peer_edit.html", peer=current, form=request.form, error=str(exc)), 400
+        return render_template("admin/peer_edit.html", peer=current, form=request.form,
+                               error=peer_error(exc)), 400
     audit.record(AuditAction.PEER_CHANGE, detail=f"{name}: {current} -> {updated.name}: {updated}")
     notify("admin.peers.saved", name=updated.name)
     return redirect(url_for("admin.peers"))
@@ -90,10 +92,12 @@ def peer_echo(name: str):
     started = time.monotonic()
     try:
         status = echo(svc.settings, peer)
-    except (AssociationFailed, OSError, RuntimeError, ValueError) as exc:
-        status, problem = None, str(exc)
+    except AssociationFailed as exc:
+        status, problem, code = None, str(exc), exc.code
+    except (OSError, RuntimeError, ValueError) as exc:
+        status, problem, code = None, str(exc), "other"
     else:
-        problem = ""
+        problem = code = ""
     ms = int((time.monotonic() - started) * 1000)
     summary.ended_at = utcnow()
     if status == 0:
@@ -104,7 +108,10 @@ def peer_echo(name: str):
         summary.failed = 1
         summary.detail = problem or f"status 0x{(status or 0) & 0xFFFF:04X}"
         if status is None:
-            notify("admin.peers.echo_failed", "error", name=peer.name, reason=problem)
+            # The reason in the reader's language (address and TLS reason code kept);
+            # the full text stays in the association log.
+            key, params = association_failure_message(problem) if code != "other" else ("assoc.failure.other", {})
+            notify("admin.peers.echo_failed", "error", name=peer.name, reason=message(key, **params))
         else:
             notify("admin.peers.echo_status", "error", name=peer.name, status=f"0x{status & 0xFFFF:04X}")
     svc.activity.record(summary)

@@ -2,6 +2,7 @@
 and changed by writing config.toml (effective at the next start)."""
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, fields
 
 from flask import redirect, render_template, request, url_for
@@ -11,8 +12,10 @@ from dsmpacs.archive.audit import AuditAction
 from dsmpacs.settings import Settings, SettingsError
 from dsmpacs.web import audit
 from dsmpacs.web.admin import bp
-from dsmpacs.web.i18n import notify
+from dsmpacs.web.i18n import _, notify
 from dsmpacs.web.services import services
+
+log = logging.getLogger(__name__)
 
 POLICY_SETTINGS = ("unknown_ae_may_store", "strict_ae_check", "check_called_ae", "check_peer_host")
 
@@ -59,7 +62,8 @@ def policy():
             try:
                 path = configfile.update(services().settings, changes)
             except (SettingsError, OSError) as exc:
-                error = str(exc)
+                log.error("saving the access policy: %s", exc)
+                error = _("admin.policy.write_failed")
             else:
                 audit.record(AuditAction.SETTINGS_CHANGE,
                              detail=", ".join(f"{k} = {str(v).lower()}" for k, v in changes.items()))

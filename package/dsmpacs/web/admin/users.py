@@ -14,6 +14,7 @@ from dsmpacs.archive.users import Role, UserError, generate_password
 from dsmpacs.web import audit, auth
 from dsmpacs.web.admin import bp
 from dsmpacs.web.i18n import _, notify
+from dsmpacs.web.labels import user_error
 from dsmpacs.web.services import services
 
 ROLES = [r.value for r in Role]
@@ -42,7 +43,7 @@ def user_add():
     try:
         account = services().users.add(form.get("username", ""), password, form.get("role", "viewer"))
     except UserError as exc:
-        return _list(error=str(exc), form=form), 400
+        return _list(error=user_error(exc), form=form), 400
     audit.record(AuditAction.USER_ADD, detail=f"{account.username} ({account.role.value})")
     notify("admin.users.added", name=account.username)
     return _list(shown_password=(account.username, password) if generated else None)
@@ -63,7 +64,7 @@ def user_role(username: str):
     try:
         updated = services().users.set_role(account.username, role)
     except UserError as exc:
-        return _list(error=str(exc)), 400
+        return _list(error=user_error(exc)), 400
     audit.record(AuditAction.USER_CHANGE, detail=f"{updated.username}: role {updated.role.value}")
     notify("admin.users.role_changed", name=updated.username, role=updated.role.value)
     return redirect(url_for("admin.users"))
@@ -77,7 +78,7 @@ def user_state(username: str):
     try:
         updated = services().users.set_disabled(account.username, disable)
     except UserError as exc:
-        return _list(error=str(exc)), 400
+        return _list(error=user_error(exc)), 400
     audit.record(AuditAction.USER_CHANGE,
                  detail=f"{updated.username}: {'disabled' if disable else 'enabled'}")
     notify("admin.users.disabled_msg" if disable else "admin.users.enabled_msg", name=updated.username)
@@ -95,7 +96,7 @@ def user_password(username: str):
     try:
         updated = services().users.set_password(account.username, password)
     except UserError as exc:
-        return _list(error=str(exc)), 400
+        return _list(error=user_error(exc)), 400
     audit.record(AuditAction.PASSWORD_CHANGE, detail=f"{updated.username} (reset by an administrator)")
     if updated.id == auth.current_user().id:
         auth.keep_session_after_password_change(updated)
@@ -112,7 +113,7 @@ def user_remove(username: str):
     try:
         services().users.remove(account.username)
     except UserError as exc:
-        return _list(error=str(exc)), 400
+        return _list(error=user_error(exc)), 400
     audit.record(AuditAction.USER_REMOVE, detail=account.username)
     notify("admin.users.removed", name=account.username)
     return redirect(url_for("admin.users"))

@@ -1,6 +1,7 @@
 """The search form with paging, and one patient's studies on a timeline."""
 from __future__ import annotations
 
+import logging
 import re
 
 from flask import abort, render_template, request
@@ -11,7 +12,10 @@ from dsmpacs.archive.matching import QueryError
 from dsmpacs.archive.names import typed_name_value
 from dsmpacs.web import audit
 from dsmpacs.web.browse import bp
+from dsmpacs.web.i18n import _
 from dsmpacs.web.services import services
+
+log = logging.getLogger(__name__)
 
 PER_PAGE = 25
 FIELDS = ("patient_name", "patient_id", "accession", "date_from", "date_to", "modality", "description")
@@ -75,7 +79,8 @@ def index():
         try:
             result = search_studies(services().archive.index, filters, page=page, per_page=PER_PAGE)
         except QueryError as exc:
-            error = str(exc)
+            log.info("study list query refused: %s", exc)
+            error = _("study.search.invalid")
     return render_template("studies/index.html", result=result, invalid=invalid, error=error,
                            form=request.args, searched=bool(filters)), (400 if invalid or error else 200)
 

@@ -126,5 +126,5 @@ def delete(study_uid: str):
     audit.record(AuditAction.DELETE, study_instance_uid=study_uid,
                  detail=f"{done.series} series, {done.instances} instances, {done.bytes} bytes"
                         + (f", {done.files_missing} files were already missing" if done.files_missing else ""))
-    notify("study.delete.done", instances=done.instances)
+    notify("study.delete.done", count=done.instances)
     return redirect(url_for("studies.index"))

@@ -45,13 +45,14 @@ class Job:
     converted: int = 0
     state: str = "running"           # running, done, failed
     message: str = ""
+    reason: str = ""                 # AssociationFailed.code when the push failed; the page's text
     finished_at: float | None = None
     failures: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict:
         return {"id": self.id, "study": self.study_instance_uid, "peer": self.peer, "total": self.total,
                 "sent": self.sent, "failed": self.failed, "converted": self.converted, "state": self.state,
-                "message": self.message, "failures": self.failures[:20]}
+                "message": self.message, "reason": self.reason, "failures": self.failures[:20]}
 
 
 class Jobs:
@@ -92,17 +93,17 @@ def _run(svc: Services, job: Job, peer, instances, address: str) -> None:
             else:
                 job.sent += 1
                 job.converted += int(result.converted)
-    state, message = "failed", ""
+    state, message, reason = "failed", "", ""
     try:
         push(client_ae(svc.settings), svc.archive.storage, peer, instances, progress,
              refuse=svc.archive.refusal)
         state = "done" if job.failed == 0 else "failed"
     except (AssociationFailed, OSError, RuntimeError, ValueError) as exc:
-        message = str(exc)
+        message, reason = str(exc), getattr(exc, "code", "other")
         summary.outcome = "failed"
     except Exception as exc:  # a thread must not die silently with the job left "running"
         log.exception("sending study %s to %s", job.study_instance_uid, peer)
-        message = str(exc)
+        message, reason = str(exc), "other"
         summary.outcome = "failed"
     finally:
         summary.ended_at = utcnow()
@@ -118,7 +119,7 @@ def _run(svc: Services, job: Job, peer, instances, address: str) -> None:
             log.exception("could not record the outcome of sending %s", job.study_instance_uid)
         # Finished only once recorded: whoever polls sees the audit row with the result.
         with _lock:
-            job.state, job.message, job.finished_at = state, message, time.monotonic()
+            job.state, job.message, job.reason, job.finished_at = state, message, reason, time.monotonic()
         log.info("web send %s of %s to %s: %s, %d/%d sent", job.id, job.study_instance_uid, job.peer,
                  state, job.sent, job.total)
 

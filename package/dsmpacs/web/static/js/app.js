@@ -15,9 +15,26 @@
     return meta ? meta.getAttribute("content") : "";
   }
 
-  /* Translate a js.* key; {name} placeholders are filled from params. */
+  /* The CLDR plural category of a number in the page's language, as the server's
+   * Babel picks it (Intl.PluralRules carries the same CLDR rules). */
+  var plurals = null;
+  function pluralCategory(count) {
+    if (typeof count !== "number") { count = Number(count); }
+    if (!isFinite(count)) { return "other"; }
+    try {
+      plurals = plurals || new Intl.PluralRules(document.documentElement.lang || "en");
+      return plurals.select(count);
+    } catch (e) { return "other"; }
+  }
+
+  /* Translate a js.* key; {name} placeholders are filled from params. A text with
+   * plural forms ({"one": ..., "other": ...}) takes the form of params.count. */
   function t(key, params) {
     var text = Object.prototype.hasOwnProperty.call(strings, key) ? strings[key] : key;
+    if (text && typeof text === "object") {
+      var category = params ? pluralCategory(params.count) : "other";
+      text = Object.prototype.hasOwnProperty.call(text, category) ? text[category] : text.other;
+    }
     if (params) {
       text = text.replace(/\{(\w+)\}/g, function (m, name) {
         return Object.prototype.hasOwnProperty.call(params, name) ? String(params[name]) : m;
@@ -63,5 +80,5 @@
     }
   });
 
-  window.DSM = { t: t, fetch: dsmFetch, csrfToken: csrfToken };
+  window.DSM = { t: t, fetch: dsmFetch, csrfToken: csrfToken, pluralCategory: pluralCategory };
 }());

@@ -11,7 +11,8 @@
       sent: job.sent, failed: job.failed, total: job.total, peer: job.peer
     });
     status.setAttribute("data-state", job.state);
-    if (job.message) { status.textContent += " " + job.message; }
+    // The reason as a code the catalogs translate; job.message is the English detail for API clients.
+    if (job.reason) { status.textContent += " " + window.DSM.t("js.send.reason." + job.reason); }
   }
 
   function poll(url) {
@@ -29,7 +30,7 @@
     window.DSM.fetch(form.action, { method: "POST", body: new FormData(form) }).then(function (r) {
       return r.json().then(function (body) { return { ok: r.ok, body: body }; });
     }).then(function (answer) {
-      if (!answer.ok) { throw new Error(answer.body.detail || answer.body.error || ""); }
+      if (!answer.ok) { throw new Error(answer.body.title || ""); }
       show(answer.body);
       poll(form.getAttribute("data-progress-url").replace("JOB", answer.body.id));
     }).catch(function (e) {

@@ -130,7 +130,7 @@ function boot() {
         label.textContent = [s.number === null ? "" : "#" + s.number, s.modality, s.description].join(" ").trim();
         b.title = label.textContent;
         const count = document.createElement("small");
-        count.textContent = t("js.viewer.frames", { n: s.frames });
+        count.textContent = t("js.viewer.frames", { count: s.frames });
         b.append(thumb, label, count);
         b.addEventListener("click", () => { if (host.active) { showSeries(host.active, uid, s); } });
         b.addEventListener("dragstart", (e) => {
