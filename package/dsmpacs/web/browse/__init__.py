@@ -25,4 +25,4 @@ def _readers_only():
     return None
 
 # Routes register themselves on bp when their module is imported.
-from dsmpacs.web.browse import search, study, transfers, viewer  # noqa: E402,F401
+from dsmpacs.web.browse import mpr, search, study, transfers, viewer  # noqa: E402,F401
