@@ -64,6 +64,16 @@
     view.img.src = url;
   }
 
+  /* The image as large as its stage allows, in its own proportions (the server
+   * made its pixels square), so the crosshair lines span exactly the image. */
+  function fit(view) {
+    var img = view.img, box = view.stage.getBoundingClientRect();
+    if (!img.naturalWidth || !box.width || !box.height) { return; }
+    var scale = Math.min(box.width / img.naturalWidth, box.height / img.naturalHeight);
+    img.style.width = Math.floor(img.naturalWidth * scale) + "px";
+    img.style.height = Math.floor(img.naturalHeight * scale) + "px";
+  }
+
   function renderPlane(plane) {
     var v = views[plane], n = state.volume.shape[AXIS[plane]], pos = state.point[AXIS[plane]];
     var params = common();
@@ -224,12 +234,16 @@
     });
     Object.keys(views).forEach(function (plane) {
       var img = views[plane].img;
-      img.addEventListener("load", function () { img.setAttribute("data-loaded", "true"); });
+      img.addEventListener("load", function () {
+        fit(views[plane]);
+        img.setAttribute("data-loaded", "true");
+      });
       img.addEventListener("error", function () {
         img.setAttribute("data-loaded", "error");
         show(t("js.mpr.render_failed"));
       });
     });
+    window.addEventListener("resize", function () { Object.keys(views).forEach(function (p) { fit(views[p]); }); });
     fillPresets(volume);
     root.querySelector("[data-slab]").addEventListener("input", function (e) {
       state.slab = +e.target.value;
