@@ -13,11 +13,12 @@ import math
 import numpy as np
 from PIL import Image
 
+from dsmpacs.archive.browse import study_files
 from tests import factories as f
 from tests.browser import sign_in
 from tests.test_mpr import PHANTOM, WINDOW, bright, rod_samples
 from tests.volumes import ROD_HU, SPHERE_HU, ct_series, enhanced_ct
-from tests.webclient import WebSession, add_user
+from tests.webclient import WebSession, add_user, server_archive
 
 STUDY = "1.2.826.0.1.3680043.8.498.8111"
 
@@ -132,3 +133,10 @@ def test_mpr_over_http_and_on_a_phone(server_factory, page, tmp_path):
     assert page.errors == []
     assert page.failed_loads == []
 
+    # A truncated stored file: the series is refused as the viewer refuses it.
+    with server_archive(live) as archive:
+        stored = archive.storage.path(study_files(archive.index, STUDY, series["run"])[0].path)
+    with open(stored, "r+b") as fh:
+        fh.truncate(1000)
+    gone = web.get(f"{base}/{series['run']}/volume.json")
+    assert gone.status_code == 410 and "corrupt" in gone.json()["detail"]
