@@ -386,26 +386,28 @@ def _read_slice(item: _Slice, layout_header: Dataset, dtype: np.dtype) -> np.nda
     return values
 
 
-def estimate_bytes(paths: Sequence) -> int:
-    """What build_volume would allocate for the voxels, from the headers alone."""
-    plan = _plan(paths)
+def _needed(plan: _Plan) -> int:
     layout = plan.slices[0].layout
     return len(plan.slices) * layout.rows * layout.columns * _dtype(plan).itemsize
 
 
-def build_volume(paths: Sequence, *, max_bytes: int | None = None, plan: _Plan | None = None) -> Volume:
+def build_volume(paths: Sequence, *, max_bytes: int | None = None, plan: _Plan | None = None,
+                 make_room: Callable[[int], None] | None = None) -> Volume:
     """Read the series' files (``paths``, any order) into a Volume. Raises VolumeError
     with the reason, VolumeTooLarge before reading any pixel when the voxels alone
-    would pass ``max_bytes``."""
+    would pass ``max_bytes``. ``make_room(bytes)`` is called before the voxels are
+    allocated (the cache evicts then, not after, so memory stays within its budget)."""
     started = time.perf_counter()
     plan = plan or _plan(paths)
     layout = plan.slices[0].layout
     if len(plan.slices) < 2:
         raise VolumeError("study.mpr.error.too_few", "one frame is not a volume", count=len(plan.slices))
     dtype = _dtype(plan)
-    needed = len(plan.slices) * layout.rows * layout.columns * dtype.itemsize
+    needed = _needed(plan)
     if max_bytes is not None and needed > max_bytes:
         raise VolumeTooLarge(needed, max_bytes)
+    if make_room is not None:
+        make_room(needed)
     stored = np.empty((len(plan.slices), layout.rows, layout.columns), dtype=dtype)
     for i, item in enumerate(plan.slices):
         if (item.layout.rows, item.layout.columns) != (layout.rows, layout.columns):
@@ -427,8 +429,10 @@ def build_volume(paths: Sequence, *, max_bytes: int | None = None, plan: _Plan |
 
 def _range_window(data: np.ndarray) -> Window:
     """The volume's range without its extreme tails (air and metal would flatten the rest)."""
-    sample = data[:, ::4, ::4]
-    lo, hi = np.percentile(sample, [0.5, 99.5]) if sample.size else (0, 1)
+    # About a million voxels spread over the volume say as much as all of them.
+    stride = max(1, round((data.size / 1e6) ** (1 / 3)))
+    sample = data[::stride, ::stride, ::stride].ravel()
+    lo, hi = np.quantile(sample, [0.005, 0.995], method="closest_observation") if sample.size else (0, 1)
     if hi <= lo:
         return auto_window(sample)
     return Window(center=float(lo + hi + 1) / 2, width=float(hi - lo + 1), name="auto")
@@ -470,7 +474,7 @@ class VolumeCache:
                     self._volumes.move_to_end(key)
                     return hit
             try:
-                volume = build_volume(paths(), max_bytes=self.budget)
+                volume = build_volume(paths(), max_bytes=self.budget, make_room=self._make_room)
             except BaseException:
                 with self._lock:
                     self._building.pop(key, None)
@@ -483,15 +487,19 @@ class VolumeCache:
                 self._evict(keep=key)
             return volume
 
+    def _make_room(self, needed: int) -> None:
+        with self._lock:
+            self._evict(keep=None, room=needed)
+
     def trim(self) -> None:
         """Evict until within budget again (a derived array made a volume grow)."""
         with self._lock:
             self._evict(keep=None)
 
-    def _evict(self, keep) -> None:
+    def _evict(self, keep, room: int = 0) -> None:
         total = sum(v.nbytes for v in self._volumes.values())
         for key in list(self._volumes):
-            if total <= self.budget:
+            if total + room <= self.budget:
                 break
             if key == keep:
                 continue
