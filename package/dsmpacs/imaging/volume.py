@@ -408,16 +408,18 @@ def build_volume(paths: Sequence, *, max_bytes: int | None = None, plan: _Plan |
         raise VolumeTooLarge(needed, max_bytes)
     if make_room is not None:
         make_room(needed)
-    stored = np.empty((len(plan.slices), layout.rows, layout.columns), dtype=dtype)
+    perm, flips = _canonical_axes(plan)
+    stored_shape = (len(plan.slices), layout.rows, layout.columns)
+    # The voxels go straight to their reoriented place: data = flip(transpose(stored, perm)),
+    # so stored = transpose(flip(data), perm^-1) is a view of data, written slice by slice
+    # (no second copy of the volume, whatever the acquisition's orientation).
+    data = np.empty(tuple(stored_shape[perm[k]] for k in range(3)), dtype=dtype)
+    stored = np.transpose(data[tuple(slice(None, None, -1) if f else slice(None) for f in flips)],
+                          np.argsort(perm))
     for i, item in enumerate(plan.slices):
         if (item.layout.rows, item.layout.columns) != (layout.rows, layout.columns):
             raise VolumeError("study.mpr.error.sizes", "the slices have different sizes")
         stored[i] = _read_slice(item, item.layout.header, dtype)
-    perm, flips = _canonical_axes(plan)
-    data = np.transpose(stored, perm)
-    data = data[tuple(slice(None, None, -1) if f else slice(None) for f in flips)]
-    data = np.ascontiguousarray(data)     # planes along any axis read fast; one copy, once
-    del stored
     spacing = tuple(float(plan.spacing[perm[k]]) for k in range(3))
     presets = window_presets(plan.header)
     window = presets[0] if presets else _range_window(data)
