@@ -18,7 +18,7 @@ from pydicom.dataset import FileMetaDataset
 from dsmpacs.imaging import mpr
 from dsmpacs.imaging.volume import VolumeCache, VolumeError, VolumeTooLarge, build_volume, may_form_volume
 from tests import factories as f
-from tests.volumes import ENHANCED_CT, ROD_HU, SPHERE_HU, Phantom, ct_series, enhanced_ct
+from tests.volumes import ENHANCED_CT, ROD_HU, SPHERE_HU, Phantom, ct_series, enhanced_ct, sagittal_series
 
 PHANTOM = Phantom()
 
@@ -52,6 +52,13 @@ def test_enhanced_ct_acquired_coronally_is_reoriented_to_the_same_grid(tmp_path,
     path = f.write(ds, tmp_path / "enhanced.dcm", transfer_syntax=syntax)
     built = build_volume([path])
     assert built.source == "frame-positions" and not built.assumed
+    assert np.allclose(built.spacing, PHANTOM.spacing)
+    assert np.array_equal(built.data, PHANTOM.values())
+
+
+def test_sagittal_slices_against_the_left_axis_are_flipped_into_place(tmp_path):
+    paths = [f.write(ds, tmp_path / f"{i}.dcm") for i, ds in enumerate(sagittal_series(PHANTOM))]
+    built = build_volume(paths)
     assert np.allclose(built.spacing, PHANTOM.spacing)
     assert np.array_equal(built.data, PHANTOM.values())
 

@@ -128,3 +128,25 @@ def enhanced_ct(phantom: Phantom | None = None, *, positions: bool = True, seed:
     ds.PerFrameFunctionalGroupsSequence = per_frame
     _pixels(ds, np.stack(frames))
     return ds
+
+
+def sagittal_series(phantom: Phantom | None = None, **kw) -> list[Dataset]:
+    """Single-frame sagittal slices whose normal points to the patient's right
+    (Image Orientation 0,1,0 / 0,0,-1): the stored order runs against the L axis,
+    rows from the head down, columns along P."""
+    phantom = phantom or Phantom()
+    stored = phantom.stored()
+    study_uid, series_uid = kw.pop("study_uid", None) or generate_uid(), generate_uid()
+    dz, dy, dx = phantom.spacing
+    nz, _, nx = phantom.shape
+    out = []
+    for i in range(nx):
+        ds = base_dataset(CT, modality="CT", study_uid=study_uid, series_uid=series_uid,
+                          instance_number=i + 1, series_description="CT sagittal", **kw)
+        ds.ImageOrientationPatient = [0, 1, 0, 0, 0, -1]
+        ds.ImagePositionPatient = [round(i * dx, 4), 0, round((nz - 1) * dz, 4)]
+        ds.PixelSpacing = [dz, dy]
+        ds.RescaleIntercept, ds.RescaleSlope = INTERCEPT, 1
+        _pixels(ds, stored[::-1, :, i])
+        out.append(ds)
+    return out
