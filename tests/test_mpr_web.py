@@ -1,8 +1,9 @@
 """3D over HTTP and in headless Chromium against a real `dsmpacs serve`: volumes
 stored with storescu (a shuffled CT series, a coronally acquired Enhanced CT, an
-Enhanced CT without positions, a series with a tilted slice, an XA run); the study
-JSON says which series make a volume; the server's planes show the sphere round
-and in place and its MIP the rod; a refused series says why; then the MPR page
+Enhanced CT without positions, a series with a tilted slice, an XA run, a series
+larger than the volume budget); the study JSON says which series make a volume;
+the server's planes show the sphere round and in place and its MIP the rod; a
+refused series says why (422, 413, 410); then the MPR page
 on a 390x844 phone: the four images load, a tap moves the crosshair point, the
 slab and the rotating cine work, with no script error."""
 from __future__ import annotations
@@ -31,16 +32,22 @@ def _store(live, tmp_path):
                        series_number=4)
     tilted[5].ImageOrientationPatient = [1, 0, 0, 0, 0.8, 0.6]
     run = f.xa_run(frames=12, size=32, study_uid=STUDY, series_number=5)
+    big = []                                # 40 x 512 x 512 x 2 bytes: 20 MiB, over the 16 MiB budget
+    for k in range(40):
+        ds = f.ct_slice(512, study_uid=STUDY, series_uid=big[0].SeriesInstanceUID if big else None,
+                        series_number=6, instance_number=k + 1)
+        ds.ImageOrientationPatient, ds.ImagePositionPatient = [1, 0, 0, 0, 1, 0], [0, 0, k]
+        big.append(ds)
     paths = [f.write(ds, tmp_path / "in" / f"{n}.dcm")
-             for n, ds in enumerate([*ct, enhanced, assumed, *tilted, run])]
+             for n, ds in enumerate([*ct, enhanced, assumed, *tilted, run, *big])]
     assert live.storescu(*paths).returncode == 0
     return {"ct": ct[0].SeriesInstanceUID, "enhanced": enhanced.SeriesInstanceUID,
             "assumed": assumed.SeriesInstanceUID, "tilted": tilted[0].SeriesInstanceUID,
-            "run": run.SeriesInstanceUID}
+            "run": run.SeriesInstanceUID, "big": big[0].SeriesInstanceUID}
 
 
 def test_mpr_over_http_and_on_a_phone(server_factory, page, tmp_path):
-    live = server_factory()
+    live = server_factory(viewer_volume_cache_mb=16)
     series = _store(live, tmp_path)
     password = add_user(live, "rad1", "radiologist")
     web = WebSession(live)
@@ -82,6 +89,10 @@ def test_mpr_over_http_and_on_a_phone(server_factory, page, tmp_path):
     assert assumed["assumed"] is True and assumed["source"] == "assumed"
     refused = web.get(f"{base}/{series['tilted']}/volume.json")
     assert refused.status_code == 422 and "same orientation" in refused.json()["detail"]
+    too_big = web.get(f"{base}/{series['big']}/axial.png")
+    assert too_big.status_code == 413
+    assert too_big.json()["detail"] == ("This volume needs 20 MiB, more than the 16 MiB set aside for 3D "
+                                        "(viewer_volume_cache_mb).")
     assert web.get(f"{base}/{series['ct']}/rotate/30.png").headers["Content-Type"] == "image/png"
     assert web.get(f"{base}/{series['ct']}/oblique.jpeg", params={"a": 20, "b": 45}).status_code == 200
     assert web.get(f"{base}/{series['ct']}/axial.png", params={"pos": 64}).status_code == 400

@@ -37,6 +37,7 @@
                      crossV: el.querySelector("[data-cross-v]"), crossH: el.querySelector("[data-cross-h]") };
   });
   var message = root.querySelector("[data-message]");
+  var prefetch = new Image();
 
   function show(text) { message.textContent = text; message.hidden = !text; }
 
@@ -88,8 +89,11 @@
   function renderThird() {
     var v = views.oblique;
     if (state.rotating) {
-      load(v, base + "/rotate/" + state.angle + ".png?" + query({ wc: state.window.center, ww: state.window.width }));
+      var win = "?" + query({ wc: state.window.center, ww: state.window.width });
+      load(v, base + "/rotate/" + state.angle + ".png" + win);
       v.el.setAttribute("data-angle", String(state.angle));
+      // The next angle is computed on the server while this one is shown.
+      prefetch.src = base + "/rotate/" + ((state.angle + step) % 360) + ".png" + win;
       return;
     }
     var params = common();
