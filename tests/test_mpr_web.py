@@ -124,6 +124,12 @@ def test_mpr_over_http_and_on_a_phone(server_factory, page, tmp_path):
     page.wait_for_function(all_loaded)
     coronal = page.locator("[data-plane=coronal] [data-image]").get_attribute("data-src")
     assert f"pos={j}" in coronal
+    # The wheel over a plane steps through it.
+    before = int(page.locator("[data-plane=sagittal]").get_attribute("data-pos-value"))
+    page.locator("[data-plane=sagittal] [data-stage]").hover()
+    page.mouse.wheel(0, 120)
+    page.wait_for_function(f"() => document.querySelector('[data-plane=sagittal]')"
+                           f".getAttribute('data-pos-value') === '{before + 1}'")
     # The slab slider asks for slabs.
     page.locator("[data-slab]").fill("20")
     page.wait_for_function("() => document.querySelector('[data-plane=axial] [data-image]')"
