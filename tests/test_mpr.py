@@ -16,7 +16,8 @@ from PIL import Image
 from pydicom.dataset import FileMetaDataset
 
 from dsmpacs.imaging import mpr
-from dsmpacs.imaging.volume import VolumeCache, VolumeError, VolumeTooLarge, build_volume, may_form_volume
+from dsmpacs.imaging.volume import VolumeError, VolumeTooLarge, build_volume, may_form_volume
+from dsmpacs.imaging.volume_cache import VolumeCache
 from tests import factories as f
 from tests.volumes import ENHANCED_CT, ROD_HU, SPHERE_HU, Phantom, ct_series, enhanced_ct, sagittal_series
 

@@ -19,8 +19,7 @@ acquisition allows: the axial, coronal and sagittal planes are then plain
 array slices. Frames are read one at a time through frames.py and decode.py,
 so a compressed run is never decompressed whole.
 
-``VolumeCache`` keeps built volumes within a byte budget (least recently used
-goes first) and builds each one once even when several requests ask at once.
+volume_cache.py keeps built volumes within a byte budget.
 """
 from __future__ import annotations
 
@@ -28,9 +27,8 @@ import itertools
 import math
 import threading
 import time
-from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Callable, Hashable, Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 from pydicom.dataset import Dataset
@@ -39,7 +37,7 @@ from dsmpacs.imaging.decode import DecodeError, decode_frame
 from dsmpacs.imaging.frames import PixelDataError, PixelLayout, read_frame, read_layout
 from dsmpacs.imaging.lut import Window, auto_window, window_presets
 
-__all__ = ["Volume", "VolumeError", "VolumeTooLarge", "VolumeCache", "build_volume",
+__all__ = ["Volume", "VolumeError", "VolumeTooLarge", "build_volume",
            "may_form_volume", "MIN_SLICES", "VOLUME_SOP_CLASSES"]
 
 MIN_SLICES = 8                       # fewer is a handful of images, not a volume
@@ -438,71 +436,3 @@ def _range_window(data: np.ndarray) -> Window:
     if hi <= lo:
         return auto_window(sample)
     return Window(center=float(lo + hi + 1) / 2, width=float(hi - lo + 1), name="auto")
-
-
-# --- the cache -------------------------------------------------------------------------
-class VolumeCache:
-    """Built volumes within ``budget`` bytes, least recently used evicted first.
-    Each key is built once: concurrent requests for it wait for the first build."""
-
-    def __init__(self, budget: int):
-        self.budget = int(budget)
-        self._volumes: OrderedDict[Hashable, Volume] = OrderedDict()
-        self._building: dict[Hashable, threading.Lock] = {}
-        self._lock = threading.Lock()
-        self.builds = 0                  # volumes built so far (tests and the log read it)
-
-    def __contains__(self, key) -> bool:
-        with self._lock:
-            return key in self._volumes
-
-    @property
-    def used(self) -> int:
-        with self._lock:
-            return sum(v.nbytes for v in self._volumes.values())
-
-    def get(self, key: Hashable, paths: Callable[[], Sequence]) -> Volume:
-        """The volume for ``key``, built from ``paths()`` when not cached."""
-        with self._lock:
-            hit = self._volumes.get(key)
-            if hit is not None:
-                self._volumes.move_to_end(key)
-                return hit
-            gate = self._building.setdefault(key, threading.Lock())
-        with gate:
-            with self._lock:
-                hit = self._volumes.get(key)
-                if hit is not None:
-                    self._volumes.move_to_end(key)
-                    return hit
-            try:
-                volume = build_volume(paths(), max_bytes=self.budget, make_room=self._make_room)
-            except BaseException:
-                with self._lock:
-                    self._building.pop(key, None)
-                raise
-            with self._lock:
-                # Cached before the gate goes, so a late request finds it instead of rebuilding.
-                self.builds += 1
-                self._volumes[key] = volume
-                self._building.pop(key, None)
-                self._evict(keep=key)
-            return volume
-
-    def _make_room(self, needed: int) -> None:
-        with self._lock:
-            self._evict(keep=None, room=needed)
-
-    def trim(self) -> None:
-        """Evict until within budget again (a derived array made a volume grow)."""
-        with self._lock:
-            self._evict(keep=None)
-
-    def _evict(self, keep, room: int = 0) -> None:
-        total = sum(v.nbytes for v in self._volumes.values())
-        for key in list(self._volumes):
-            if total + room <= self.budget:
-                break
-            if key == keep:
-                continue
-            total -= self._volumes.pop(key).nbytes

@@ -18,7 +18,8 @@ from dsmpacs.archive.browse import study_detail, study_files
 from dsmpacs.archive.uids import is_valid_uid
 from dsmpacs.imaging import mpr as planes
 from dsmpacs.imaging.render import FORMATS, RenderError
-from dsmpacs.imaging.volume import Volume, VolumeCache, VolumeError, VolumeTooLarge, may_form_volume
+from dsmpacs.imaging.volume import Volume, VolumeError, VolumeTooLarge, may_form_volume
+from dsmpacs.imaging.volume_cache import VolumeCache
 from dsmpacs.web import audit
 from dsmpacs.web.browse import bp
 from dsmpacs.web.browse.study import image_response, refuse_corrupt
