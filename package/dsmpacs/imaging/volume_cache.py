@@ -3,9 +3,8 @@
 A volume takes a second or more to read and hundreds of MiB to hold, and every
 plane of a scroll asks for it: it is built once per key and kept, least
 recently used evicted first, room made before a new one is allocated (so the
-budget holds while it is built), and a volume that alone needs more than the
-budget refused (VolumeTooLarge) before any pixel is read. Concurrent requests
-for a volume being built wait for that one build.
+budget holds while it is built), one build at a time, and a volume that alone
+needs more than the budget refused (VolumeTooLarge) before any pixel is read.
 """
 from __future__ import annotations
 
@@ -20,13 +19,15 @@ __all__ = ["VolumeCache"]
 
 class VolumeCache:
     """Built volumes within ``budget`` bytes, least recently used evicted first.
-    Each key is built once: concurrent requests for it wait for the first build."""
+    One build at a time: two volumes built at once would each make room for
+    themselves only, and pass the budget together. A request for a volume being
+    built waits for that build and then finds it."""
 
     def __init__(self, budget: int):
         self.budget = int(budget)
         self._volumes: OrderedDict[Hashable, Volume] = OrderedDict()
-        self._building: dict[Hashable, threading.Lock] = {}
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()            # the dictionary
+        self._build = threading.Lock()           # one build at a time
         self.builds = 0                  # volumes built so far (tests and the log read it)
 
     def __contains__(self, key) -> bool:
@@ -38,31 +39,26 @@ class VolumeCache:
         with self._lock:
             return sum(v.nbytes for v in self._volumes.values())
 
-    def get(self, key: Hashable, paths: Callable[[], Sequence]) -> Volume:
-        """The volume for ``key``, built from ``paths()`` when not cached."""
+    def _hit(self, key) -> Volume | None:
         with self._lock:
             hit = self._volumes.get(key)
             if hit is not None:
                 self._volumes.move_to_end(key)
+            return hit
+
+    def get(self, key: Hashable, paths: Callable[[], Sequence]) -> Volume:
+        """The volume for ``key``, built from ``paths()`` when not cached."""
+        hit = self._hit(key)
+        if hit is not None:
+            return hit
+        with self._build:
+            hit = self._hit(key)
+            if hit is not None:
                 return hit
-            gate = self._building.setdefault(key, threading.Lock())
-        with gate:
+            volume = build_volume(paths(), max_bytes=self.budget, make_room=self._make_room)
             with self._lock:
-                hit = self._volumes.get(key)
-                if hit is not None:
-                    self._volumes.move_to_end(key)
-                    return hit
-            try:
-                volume = build_volume(paths(), max_bytes=self.budget, make_room=self._make_room)
-            except BaseException:
-                with self._lock:
-                    self._building.pop(key, None)
-                raise
-            with self._lock:
-                # Cached before the gate goes, so a late request finds it instead of rebuilding.
                 self.builds += 1
                 self._volumes[key] = volume
-                self._building.pop(key, None)
                 self._evict(keep=key)
             return volume
 
