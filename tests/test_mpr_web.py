@@ -140,6 +140,14 @@ def test_mpr_over_http_and_on_a_phone(server_factory, page, tmp_path):
     page.wait_for_function("() => +document.querySelector('[data-plane=oblique]').getAttribute('data-angle') >= 30")
     page.click("[data-action=rotate]")
     page.shot("mpr-phone-rotating")
+    # The phone turned: two views side by side, none wider than the screen.
+    page.set_viewport_size({"width": 844, "height": 390})
+    page.wait_for_function(all_loaded)
+    assert page.evaluate("() => document.documentElement.scrollWidth") <= 844
+    lefts = page.evaluate("() => [...document.querySelectorAll('[data-mpr] [data-stage]')]"
+                          ".map(s => Math.round(s.getBoundingClientRect().left))")
+    assert len(set(lefts)) == 2
+    page.shot("mpr-landscape", full_page=False)
     # On a desk the four views share the window as a 2x2 grid, nothing below the fold.
     page.set_viewport_size({"width": 1440, "height": 900})
     page.wait_for_function(all_loaded)
