@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import math
+import re
 
 import numpy as np
 from PIL import Image
@@ -130,6 +131,20 @@ def test_mpr_over_http_and_on_a_phone(server_factory, page, tmp_path):
     page.mouse.wheel(0, 120)
     page.wait_for_function(f"() => document.querySelector('[data-plane=sagittal]')"
                            f".getAttribute('data-pos-value') === '{before + 1}'")
+    # A mouse drag sets the window of every plane: right wider, down a higher centre.
+    shown = page.locator("[data-window]").text_content()
+    width = re.search(r"ww=([\d.]+)", page.locator("[data-plane=coronal] [data-image]").get_attribute("data-src"))[1]
+    page.locator("[data-plane=axial] [data-stage]").scroll_into_view_if_needed()
+    box = page.locator("[data-plane=axial] [data-stage]").bounding_box()
+    page.mouse.move(box["x"] + 40, box["y"] + 40)
+    page.mouse.down()
+    page.mouse.move(box["x"] + 100, box["y"] + 70, steps=5)
+    page.mouse.up()
+    page.wait_for_function("w => !document.querySelector('[data-plane=coronal] [data-image]')"
+                           ".getAttribute('data-src').includes('ww=' + w + '&')", arg=width)
+    assert page.locator("[data-window]").text_content() != shown
+    assert page.locator("[data-plane=coronal]").get_attribute("data-pos-value") == str(j)   # no pick
+    page.wait_for_function(all_loaded)
     # The slab slider asks for slabs.
     page.locator("[data-slab]").fill("20")
     page.wait_for_function("() => document.querySelector('[data-plane=axial] [data-image]')"

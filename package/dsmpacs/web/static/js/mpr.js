@@ -103,11 +103,20 @@
     load(v, base + "/oblique.png?" + query(params));
   }
 
+  /* During a window drag: at most one new set of images every 120 ms. */
+  var pending = null;
+  function soon() {
+    if (pending) { return; }
+    pending = window.setTimeout(function () { pending = null; renderAll(); }, 120);
+  }
+
   function renderAll() {
     PLANES.forEach(renderPlane);
     renderThird();
     var info = state.slab ? t("js.mpr.slab_value", { mm: state.slab }) : t("js.mpr.thin");
     root.querySelector("[data-slab-value]").textContent = info;
+    root.querySelector("[data-window]").textContent = t("js.mpr.window", {
+      wc: Math.round(state.window.center), ww: Math.round(state.window.width) });
   }
 
   /* Fractions (0..1) across and down a plane's image where the other planes cut it. */
@@ -153,24 +162,40 @@
       e.preventDefault();
       scroll(plane, e.deltaY > 0 ? 1 : -1);
     }, { passive: false });
-    // A tap or click picks the point; a horizontal swipe steps through the planes
-    // (a vertical one is left to the page, which scrolls: touch-action pan-y).
+    // A tap or click picks the point. A mouse drag sets the window (right: wider,
+    // down: higher centre), as in the viewer; a horizontal swipe steps through the
+    // planes (a vertical one is left to the page, which scrolls: touch-action pan-y).
     var start = null;
     v.stage.addEventListener("pointerdown", function (e) {
-      start = { x: e.clientX, y: e.clientY, last: e.clientX, moved: false };
+      start = { x: e.clientX, y: e.clientY, last: e.clientX, moved: false, mouse: e.pointerType === "mouse",
+                window: { center: state.window.center, width: state.window.width } };
+      if (start.mouse && v.stage.setPointerCapture) { v.stage.setPointerCapture(e.pointerId); }
     });
     v.stage.addEventListener("pointermove", function (e) {
       if (!start) { return; }
       if (Math.abs(e.clientX - start.x) > 8 || Math.abs(e.clientY - start.y) > 8) { start.moved = true; }
-      if (e.pointerType === "touch" || e.buttons) {
-        var steps = Math.trunc((e.clientX - start.last) / 12);
-        if (steps && start.moved) { start.last += steps * 12; scroll(plane, steps); }
+      if (!start.moved) { return; }
+      if (start.mouse) {
+        if (!(e.buttons & 1)) { return; }
+        var per = Math.max(1, start.window.width / 300);
+        state.window = { center: Math.round(start.window.center + (e.clientY - start.y) * per),
+                         width: Math.max(1, Math.round(start.window.width + (e.clientX - start.x) * per)) };
+        soon();
+        return;
       }
+      var steps = Math.trunc((e.clientX - start.last) / 12);
+      if (steps) { start.last += steps * 12; scroll(plane, steps); }
     });
     v.stage.addEventListener("pointercancel", function () { start = null; });
     v.stage.addEventListener("pointerup", function (e) {
       var was = start;
       start = null;
+      if (was && was.moved && was.mouse) {
+        window.clearTimeout(pending);
+        pending = null;
+        renderAll();            // the window where the drag ended
+        return;
+      }
       if (!was || was.moved) { return; }
       var box = v.img.getBoundingClientRect();
       if (!box.width || !box.height) { return; }
