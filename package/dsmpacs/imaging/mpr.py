@@ -220,6 +220,8 @@ def _pooled(volume: Volume, size: int) -> tuple[np.ndarray, tuple[float, float, 
     """The volume max-pooled (a MIP keeps thin bright vessels that way) until each axis
     is at most ``size`` voxels; kept with the volume, used by every angle."""
     factors = tuple(max(1, math.ceil(n / size)) for n in volume.shape)
+    if factors == (1, 1, 1):
+        return volume.data, volume.spacing            # small enough as it is: no copy
 
     def make():
         data = volume.data
