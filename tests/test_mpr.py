@@ -122,6 +122,7 @@ def test_may_form_volume_from_index_rows_alone():
     ct = "1.2.840.10008.5.1.4.1.1.2"
     assert may_form_volume([(ct, 1)] * 8)
     assert not may_form_volume([(ct, 1)] * 7)
+    assert not may_form_volume([(f.SC, 1)] * 20)               # screenshots, not slices
     assert may_form_volume([(ENHANCED_CT, 64)])
     assert not may_form_volume([(f.XA, 300)])                 # a 2D run, not a volume
     assert may_form_volume([("1.2.840.10008.5.1.4.1.1.13.1.1", 300)])      # 3D XA

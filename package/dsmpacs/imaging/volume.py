@@ -58,6 +58,14 @@ VOLUME_SOP_CLASSES = frozenset({
 })
 
 
+# Single-frame images that come as slices of a volume.
+SLICE_SOP_CLASSES = frozenset({
+    "1.2.840.10008.5.1.4.1.1.2",         # CT Image
+    "1.2.840.10008.5.1.4.1.1.4",         # MR Image
+    "1.2.840.10008.5.1.4.1.1.128",       # Positron Emission Tomography Image
+}) | VOLUME_SOP_CLASSES
+
+
 class VolumeError(ValueError):
     """The series cannot be made into a volume. ``key`` and ``params`` name the
     reason in the i18n catalogs (mpr.error.*); str() is the English text."""
@@ -115,13 +123,16 @@ class Volume:
 
 def may_form_volume(instances: Iterable[tuple[str, int]]) -> bool:
     """Whether a series can make a volume, from its index rows alone (SOP class,
-    frames): at least MIN_SLICES single-frame images, or a 3D/enhanced multi-frame
-    object of at least MIN_SLICES frames. No file is read."""
+    frames): at least MIN_SLICES single-frame cross-sectional images (CT, MR, PET:
+    what a 3D reconstruction of a rotational run is exported as, too), or a
+    3D/enhanced multi-frame object of at least MIN_SLICES frames. No file is read.
+    A stack of radiographs or screenshots is not offered, though the builder would
+    stack it (flagged assumed) if asked."""
     singles = 0
     for sop_class, frames in instances:
         if frames >= MIN_SLICES and sop_class in VOLUME_SOP_CLASSES:
             return True
-        if frames == 1:
+        if frames == 1 and sop_class in SLICE_SOP_CLASSES:
             singles += 1
     return singles >= MIN_SLICES
 
