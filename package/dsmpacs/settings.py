@@ -207,6 +207,12 @@ class Settings:
         "10000 holds a large thin-slice CT or multi-phase study in one request; every part costs "
         "a file, an fsync and an index transaction before the one answer goes out, so clients "
         "with more send several requests.", minimum=1, maximum=1000000)
+    viewer_volume_cache_mb: int = setting(
+        1024, "Memory, in MiB, the web process keeps for 3D volumes (MPR and MIP in the viewer): "
+        "each series opened in 3D is read once into memory and kept until volumes opened since "
+        "need the room (least recently used first). A volume larger than this alone is refused "
+        "with HTTP 413; a 512x512 CT slice takes 0.5 MiB, a 300-slice rotational volume 150 MiB.",
+        minimum=16, maximum=65536)
 
     # --- ingest ------------------------------------------------------------
     duplicate_policy: str = setting(

@@ -28,4 +28,4 @@ def _readers_only():
 # imported by its full name: in a from-import it would be this module's __future__
 # feature of that name, and the submodule would never load.
 import dsmpacs.web.browse.annotations  # noqa: E402,F401
-from dsmpacs.web.browse import search, study, transfers, viewer  # noqa: E402,F401
+from dsmpacs.web.browse import mpr, search, study, transfers, viewer  # noqa: E402,F401

@@ -37,8 +37,10 @@ def study(study_uid: str):
     audit.record_view(study_uid, detail="study page")
     svc = services()
     peers = [p for p in svc.peers.list() if p.is_move_destination] if auth.current_user().can(Permission.SEND) else []
+    from dsmpacs.web.browse.mpr import volume_series  # here: mpr imports this module
     return render_template("studies/study.html", d=detail, peers=peers, describe=describe,
-                           corrupt=corrupt_in_study(svc.archive.index, study_uid))
+                           corrupt=corrupt_in_study(svc.archive.index, study_uid),
+                           volumes=volume_series(study_uid))
 
 
 def refuse_corrupt(found) -> None:

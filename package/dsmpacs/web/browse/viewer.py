@@ -18,6 +18,7 @@ from dsmpacs.imaging import render as rendering
 from dsmpacs.imaging.calibration import calibration_of
 from dsmpacs.imaging.overlay import overlay
 from dsmpacs.imaging.subtraction import supports_subtraction
+from dsmpacs.imaging.volume import may_form_volume
 from dsmpacs.web import audit
 from dsmpacs.web.browse import bp
 from dsmpacs.web.browse.study import image_response, refuse_corrupt
@@ -57,6 +58,7 @@ def study_json(study_uid: str):
             "uid": s.series_instance_uid, "number": s.series_number, "modality": s.modality,
             "description": s.description, "frames": s.frames,
             "subtraction": s.modality.upper() in ("XA", "XRF", "RF"),
+            **_volume_links(study_uid, s.series_instance_uid, files),
             "thumbnail": url_for("studies.thumbnail", study_uid=study_uid, series_uid=s.series_instance_uid),
             "instances": [{"uid": f.sop_instance_uid, "frames": f.frames, "number": f.instance_number}
                           for f in files if f.series_instance_uid == s.series_instance_uid],
@@ -66,6 +68,13 @@ def study_json(study_uid: str):
         "patient_id": detail.patient.patient_id, "date": dicom_date(detail.study.study_date),
         "description": detail.study.study_description, "series": series,
     })
+
+
+def _volume_links(study_uid: str, series_uid: str, files) -> dict:
+    """viewer-mpr: whether the series can open in 3D (from the index alone) and where."""
+    volume = may_form_volume((f.sop_class_uid, f.frames) for f in files if f.series_instance_uid == series_uid)
+    return {"volume": volume,
+            "mpr_url": url_for("studies.mpr", study=study_uid, series=series_uid) if volume else None}
 
 
 def _file_or_404(study_uid: str, series_uid: str, sop_uid: str):
