@@ -6,6 +6,8 @@ import logging
 import pydicom.config
 
 from dsmpacs.archive import database, inflate, reconcile
+from dsmpacs.archive.events import Events
+from dsmpacs.archive.grants import Grants
 from dsmpacs.archive.index import Index
 from dsmpacs.archive.ingest import Ingest
 from dsmpacs.archive.storage import Storage
@@ -26,6 +28,10 @@ class Archive:
         database.bind(self.db)
         self.index = Index(self.db, settings.effective_index_timeout)
         self.ingest = Ingest(self.storage, self.index, settings.duplicate_policy)
+        # What one part of the domain tells the others (archive/events.py), and the
+        # single studies users may see beyond their institutions (archive/grants.py).
+        self.events = Events()
+        self.grants = Grants(self.index)
         # Arrived studies matched to their orders (archive/reconcile.py).
         self.ingest.observers.append(reconcile.hook(self.index))
         # The archive validates what it needs itself and keeps bytes unchanged;

@@ -365,6 +365,24 @@ class PerformedStep(BaseModel):
     updated_at = DateTimeField(default=utcnow)
 
 
+class StudyGrant(BaseModel):
+    """Access to one study given to one user beyond their institutions
+    (archive/grants.py): a reading assignment, the prior studies it brings for
+    comparison, an administrator's share. Expires at ``expires_at`` (None: until
+    revoked); revoked rows are kept for the record."""
+    username = CharField(max_length=64, index=True)
+    study_instance_uid = CharField(max_length=64, index=True)
+    reason = CharField(max_length=16)                     # assignment, prior, manual
+    source = CharField(max_length=64, default="")         # e.g. the reading task's id
+    granted_by = CharField(max_length=64, default="")
+    expires_at = DateTimeField(null=True)
+    revoked_at = DateTimeField(null=True)
+    created_at = DateTimeField(default=utcnow)
+
+    class Meta:
+        indexes = ((("username", "study_instance_uid"), False),)
+
+
 class SchemaVersion(BaseModel):
     version = IntegerField()
 
@@ -372,4 +390,4 @@ class SchemaVersion(BaseModel):
 MODELS: tuple[type[BaseModel], ...] = (SchemaVersion, Patient, Study, Series, Instance, Quarantine,
                                         RemoteAE, User, ApiToken, AuditEvent, AssociationLog, JobLease,
                                         WebSession, TotpCredential, RecoveryCode, Annotation,
-                                        Order, OrderArrival, PerformedStep)
+                                        Order, OrderArrival, PerformedStep, StudyGrant)

@@ -14,7 +14,7 @@ import pkgutil
 
 import peewee
 
-LATEST_VERSION = 8
+LATEST_VERSION = 9
 
 
 def _module_for(version: int):
