@@ -255,7 +255,7 @@ def test_upgrade_from_version_4_adds_the_client_certificate_flag(archive):
         archive.db.execute_sql("ALTER TABLE remote_ae DROP COLUMN tls_client_cert")
         SchemaVersion.delete().execute()
         SchemaVersion.create(version=4)
-    assert database.upgrade(archive.db) == (4, 5)
+    assert database.upgrade(archive.db) == (4, database.LATEST_VERSION)
     old = registry.get("old")
     assert old is not None and old.tls and not old.tls_client_cert
     registry.update("old", tls_client_cert=True)

@@ -274,10 +274,31 @@ class JobLease(BaseModel):
     updated_at = DateTimeField(default=utcnow)
 
 
+class Annotation(BaseModel):
+    """One measurement or annotation a user drew on a frame (archive/annotations.py).
+    Kept per user, by UIDs rather than foreign keys: a study deleted and received
+    again finds its annotations back, and nothing here blocks a delete. Geometry is
+    JSON in image pixel coordinates, so it is independent of zoom and screen."""
+    username = CharField(max_length=64)
+    study_instance_uid = CharField(max_length=64)
+    series_instance_uid = CharField(max_length=64)
+    sop_instance_uid = CharField(max_length=64)
+    frame = IntegerField(default=0)                       # counted from 0
+    kind = CharField(max_length=16)                       # length, angle, stenosis, ellipse, arrow, text, calibrate
+    geometry = TextField()                                # JSON: {"points": [[x, y], ...], ...}
+    label = CharField(max_length=255, default="")
+    created_at = DateTimeField(default=utcnow)
+    updated_at = DateTimeField(default=utcnow)
+
+    class Meta:
+        # The viewer asks per user and study.
+        indexes = ((("username", "study_instance_uid"), False),)
+
+
 class SchemaVersion(BaseModel):
     version = IntegerField()
 
 
 MODELS: tuple[type[BaseModel], ...] = (SchemaVersion, Patient, Study, Series, Instance, Quarantine,
                                         RemoteAE, User, ApiToken, AuditEvent, AssociationLog, JobLease,
-                                        WebSession, TotpCredential, RecoveryCode)
+                                        WebSession, TotpCredential, RecoveryCode, Annotation)

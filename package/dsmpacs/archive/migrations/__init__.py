@@ -14,7 +14,7 @@ import pkgutil
 
 import peewee
 
-LATEST_VERSION = 5
+LATEST_VERSION = 6
 
 
 def _module_for(version: int):

@@ -24,5 +24,8 @@ def _readers_only():
     auth.require(Permission.VIEW)
     return None
 
-# Routes register themselves on bp when their module is imported.
+# Routes register themselves on bp when their module is imported. ``annotations`` is
+# imported by its full name: in a from-import it would be this module's __future__
+# feature of that name, and the submodule would never load.
+import dsmpacs.web.browse.annotations  # noqa: E402,F401
 from dsmpacs.web.browse import search, study, transfers, viewer  # noqa: E402,F401

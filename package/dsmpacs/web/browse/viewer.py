@@ -15,6 +15,8 @@ from dsmpacs.archive.browse import instance_file, study_detail, study_files
 from dsmpacs.archive.uids import is_valid_uid
 from dsmpacs.imaging import dsa
 from dsmpacs.imaging import render as rendering
+from dsmpacs.imaging.overlay import overlay
+from dsmpacs.imaging.calibration import calibration_of
 from dsmpacs.imaging.subtraction import supports_subtraction
 from dsmpacs.web import audit
 from dsmpacs.web.browse import bp
@@ -104,8 +106,10 @@ def instance_info(study_uid: str, series_uid: str, sop_uid: str):
         "grey": window is not None,
         "subtraction": window is not None and supports_subtraction(layout.header),
         "photometric": layout.photometric_interpretation,
+        "overlay": overlay(layout.header),
         "peak_frame": peak,
         **extra,
+        "calibration": calibration_of(layout.header),
     })
 
 
