@@ -2,9 +2,8 @@
 (positioner angles, orientation letters, shutters, frame time, spacing)."""
 from __future__ import annotations
 
-from tests import factories as f
-
 from dsmpacs.imaging.overlay import orientation, overlay, shutters
+from tests import factories as f
 
 
 def test_xa_header_gives_angles_frame_time_orientation_shutters_and_spacing():

@@ -40,7 +40,8 @@ def shown_src(page, nth: int = 0, contains: str = "/render/") -> str:
 
 
 def open_series(page, uid: str, nth: int = 0) -> None:
-    page.locator("[data-viewport]").nth(nth).locator(f"[data-series-list] button[data-series='{uid}']").click()
+    page.locator("[data-viewport]").nth(nth).locator("[data-stage]").click()      # the active viewport
+    page.locator(f"[data-series-strip] button[data-series='{uid}']").click()
     page.wait_for_function("([n, uid]) => document.querySelectorAll('[data-viewport]')[n].getAttribute('data-series') === uid",
                            arg=[nth, uid])
 

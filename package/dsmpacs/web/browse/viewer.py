@@ -15,8 +15,8 @@ from dsmpacs.archive.browse import instance_file, study_detail, study_files
 from dsmpacs.archive.uids import is_valid_uid
 from dsmpacs.imaging import dsa
 from dsmpacs.imaging import render as rendering
-from dsmpacs.imaging.overlay import overlay
 from dsmpacs.imaging.calibration import calibration_of
+from dsmpacs.imaging.overlay import overlay
 from dsmpacs.imaging.subtraction import supports_subtraction
 from dsmpacs.web import audit
 from dsmpacs.web.browse import bp

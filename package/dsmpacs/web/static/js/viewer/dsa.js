@@ -18,19 +18,17 @@ let syncBox = null;
 
 const round1 = (v) => Math.round(v * 10) / 10;
 
-function nudge(dx, dy) {
-  return (vp, e) => {
-    const k = e && e.shiftKey ? 10 : 1;
-    setShift(vp, vp.dsaShift.x + dx * k, vp.dsaShift.y + dy * k);
-  };
-}
+const ARROWS = { ArrowLeft: [-0.1, 0], ArrowRight: [0.1, 0], ArrowUp: [0, -0.1], ArrowDown: [0, 0.1] };
 
-/* Alt+arrows move the mask: left/right along x, up/down along y (image pixels). */
+/* Alt+arrows move the mask: left/right along x, up/down along y (image pixels),
+ * 0.1 px a press, 1 px with Shift. One entry for the help dialog; main.js leaves
+ * Alt combinations alone, so onKey below dispatches them. */
 export const keys = [
-  { key: "Alt+ArrowLeft", label: "js.viewer.key_shift_left", run: nudge(-0.1, 0) },
-  { key: "Alt+ArrowRight", label: "js.viewer.key_shift_right", run: nudge(0.1, 0) },
-  { key: "Alt+ArrowUp", label: "js.viewer.key_shift_up", run: nudge(0, -0.1) },
-  { key: "Alt+ArrowDown", label: "js.viewer.key_shift_down", run: nudge(0, 0.1) },
+  { key: "Alt+← → ↑ ↓", label: "js.viewer.key_shift", run: (vp, e) => {
+    const [dx, dy] = ARROWS[e.key];
+    const k = e.shiftKey ? 10 : 1;
+    setShift(vp, vp.dsaShift.x + dx * k, vp.dsaShift.y + dy * k);
+  } },
 ];
 
 function subtracting(vp) {
@@ -135,18 +133,16 @@ function buildSync() {
   syncBox.addEventListener("change", () => { if (syncBox.checked) { const a = viewports.find((v) => v.el.classList.contains("active")) || viewports[0]; sync(a); } });
 }
 
-/* Alt+arrows: handled here in the capture phase so that plain-arrow frame stepping
- * never sees them; the entries in `keys` also list them in the help dialog. */
+/* Alt+arrows: handled here, in the capture phase, on the active viewport. */
 function onKey(e) {
-  if (!e.altKey || e.ctrlKey || e.metaKey) { return; }
-  const entry = keys.find((k) => k.key === "Alt+" + e.key);
+  if (!e.altKey || e.ctrlKey || e.metaKey || !ARROWS[e.key]) { return; }
   const host = window.DSMViewer && window.DSMViewer.host;
   const vp = (host && host.active) || viewports[0];
-  if (!entry || !vp || !subtracting(vp)) { return; }
-  if (/^(INPUT|SELECT|TEXTAREA)$/.test((e.target && e.target.tagName) || "") && e.target.type !== "checkbox") { return; }
+  const el = e.target;
+  if (!vp || !subtracting(vp) || (el && (el.tagName === "TEXTAREA" || el.isContentEditable))) { return; }
   e.preventDefault();
   e.stopImmediatePropagation();
-  entry.run(vp, e);
+  keys[0].run(vp, e);
 }
 
 export function attach(vp) {
