@@ -118,6 +118,12 @@ def test_dsa_controls_preview_and_cine_on_lan_and_slow_link(live, page, tmp_path
     page.keyboard.press("Alt+Shift+ArrowUp")
     assert vp_attr(page, "data-shift") == "1.6,-3"
     shown_src(page, contains="shift=1.6,-3")
+    # The shift belongs to its run: another series starts unshifted, and coming back restores it.
+    open_series(page, run.SeriesInstanceUID)
+    assert vp_attr(page, "data-shift") == "0,0"
+    open_series(page, moved.SeriesInstanceUID)
+    assert vp_attr(page, "data-shift") == "1.6,-3"
+    shown_src(page, contains="shift=1.6,-3")
 
     # Window drag on the LAN: the preview filter is on within 100 ms of each move and maps
     # the shown image exactly onto the server's render of the new window.

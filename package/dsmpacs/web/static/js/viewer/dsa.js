@@ -170,8 +170,16 @@ export function attach(vp) {
     const host = window.DSMViewer && window.DSMViewer.host;
     if (vp.window && (!host || host.active === vp)) { sync(vp); }
   });
+  // Shift and road map belong to one run: kept per series, restored on coming back
+  // (as the viewport keeps subtraction, mask and window).
+  const kept = new Map();
+  let shownSeries = null;
   vp.el.addEventListener("vp:series", () => {
-    // A road map belongs to one run; the shift is kept with the other DSA state.
-    if (vp.dsaRoadmap) { vp.dsaRoadmap = null; showState(vp); }
+    if (shownSeries) { kept.set(shownSeries, { shift: vp.dsaShift, roadmap: vp.dsaRoadmap }); }
+    shownSeries = vp.series && vp.series.uid;
+    const back = kept.get(shownSeries);
+    vp.dsaShift = back ? back.shift : { x: 0, y: 0 };
+    vp.dsaRoadmap = back ? back.roadmap : null;
+    showState(vp);
   });
 }

@@ -135,8 +135,20 @@ class Quality {
   }
 
   format() {
-    this.lastFormat = this.lossy() ? "jpeg" : "png";
-    return this.lastFormat;
+    const format = this.lossy() ? "jpeg" : "png";
+    if (format === "jpeg" && this.lastFormat === "png") { this.dropPending(); }
+    this.lastFormat = format;
+    return format;
+  }
+
+  /* Going lossy because the link is slow: PNG frames still on their way (fetched
+   * ahead) would hold the link for seconds; stop them (a new src aborts a load). */
+  dropPending() {
+    const cache = this.vp.cache;
+    if (!cache) { return; }
+    Array.from(cache.entries()).forEach(([url, img]) => {
+      if (!img.complete && /\.png(\?|$)/.test(url)) { img.src = ""; cache.delete(url); }
+    });
   }
 
   /* ---- the on-screen image and the diagnostic-quality label ---- */
