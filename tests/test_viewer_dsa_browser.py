@@ -71,7 +71,8 @@ def test_dsa_controls_preview_and_cine_on_lan_and_slow_link(live, page, tmp_path
     other = dsa_runs.bolus_run(frames=30, size=64, peak=9, study_uid=OTHER, series_number=1)
     paths = [dsa_runs.write(ds, tmp_path / "in" / f"{i}.dcm") for i, ds in enumerate((run, moved, big, other))]
     assert live.storescu(*paths).returncode == 0
-    sign_in(page, live, "rad1", add_user(live, "rad1", "radiologist"))
+    password = add_user(live, "rad1", "radiologist")
+    sign_in(page, live, "rad1", password)
     page.goto(live.url(f"/viewer?study={STUDY}&series={run.SeriesInstanceUID}"))
 
     # Opens on the peak-contrast frame; a still frame is lossless PNG, "diagnostic quality".
@@ -188,6 +189,7 @@ def test_dsa_controls_preview_and_cine_on_lan_and_slow_link(live, page, tmp_path
     shown_src(page, contains=f"{big.SOPInstanceUID}/")
     slow_fps, slow_srcs = cine_fps(page, warmup_ms=2000)
     FIGURES["slow_fps"] = slow_fps
+    FIGURES["slow_measured_mbps"] = float(vp_attr(page, "data-bandwidth") or 0)
     FIGURES["slow_quality"] = float(slow_srcs[-1].split("q=")[1].split("&")[0]) if "q=" in slow_srcs[-1] else 0
     assert slow_fps >= 12 and all(".jpeg?q=" in s for s in slow_srcs)
     # Left alone, the frame on screen comes back lossless.
@@ -213,3 +215,25 @@ def test_dsa_controls_preview_and_cine_on_lan_and_slow_link(live, page, tmp_path
     assert "ww=" in shown_src(page, 1, contains="ww=")
     page.shot("dsa-compare-synced")
     assert page.errors == []
+
+    # A phone plays cine as JPEG whatever the link, and a still frame comes back lossless.
+    phone = page.context.browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True,
+                                             has_touch=True, device_scale_factor=3, locale="en-US")
+    try:
+        mobile = phone.new_page()
+        errors: list[str] = []
+        mobile.on("pageerror", lambda exc: errors.append(str(exc)))
+        mobile.goto(live.url("/"))       # sign in; on a phone the sign-out button sits in a closed menu
+        mobile.fill("input[name=username]", "rad1")
+        mobile.fill("input[name=password]", password)
+        mobile.click("[data-login-form] button[type=submit]")
+        mobile.wait_for_selector("[data-action=logout]", state="attached")
+        mobile.goto(live.url(f"/viewer?study={STUDY}&series={run.SeriesInstanceUID}"))
+        shown_src(mobile, contains=".png")
+        mobile.evaluate("() => window.DSMViewer.viewports[0].play()")
+        assert ".jpeg?q=" in shown_src(mobile, contains=".jpeg")
+        mobile.evaluate("() => window.DSMViewer.viewports[0].pause()")
+        mobile.wait_for_function("() => document.querySelector('[data-viewport]').getAttribute('data-quality') === 'lossless'")
+        assert errors == []
+    finally:
+        phone.close()

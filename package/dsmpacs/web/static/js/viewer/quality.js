@@ -136,6 +136,7 @@ class Quality {
 
   format() {
     const format = this.lossy() ? "jpeg" : "png";
+    if (link.bps) { this.vp.el.setAttribute("data-bandwidth", (link.bps / 1e6).toFixed(1)); }   // Mbit/s, for diagnosis
     if (format === "jpeg" && this.lastFormat === "png") { this.dropPending(); }
     this.lastFormat = format;
     return format;
