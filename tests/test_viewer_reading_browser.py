@@ -135,7 +135,6 @@ def test_reading_layout_overlays_touch_and_keyboard(live, page, browser, tmp_pat
     page.keyboard.press("s")
     assert not page.locator("[data-subtract]").first.is_checked()
     page.keyboard.press("s")
-    page.keyboard.press("End")                                      # not a shortcut: nothing happens
     # M takes the current frame as mask; H flips (the orientation letters follow); R rotates.
     page.keyboard.press("ArrowRight")
     shown = int(attr(page, "data-index"))
@@ -193,6 +192,13 @@ def test_reading_layout_overlays_touch_and_keyboard(live, page, browser, tmp_pat
     page.keyboard.press("l")                                        # 2x2 -> 1x1
     assert page.locator("[data-viewer]").get_attribute("data-layout") == "1x1"
     page.shot("layout-1x1", full_page=False)
+    # F: the viewer (not the page) goes full screen, and the image still fits; F again leaves.
+    page.keyboard.press("f")
+    page.wait_for_function("() => document.fullscreenElement === document.querySelector('[data-viewer]')")
+    page.wait_for_function("() => document.querySelector('[data-image]').getBoundingClientRect().bottom <= innerHeight")
+    assert page.locator("[data-action=fullscreen]").get_attribute("aria-pressed") == "true"
+    page.keyboard.press("f")
+    page.wait_for_function("() => document.fullscreenElement === null")
 
     # Compare: the keyboard acts on the viewport clicked last, in both.
     page.goto(live.url(f"/viewer?study={STUDY_A}&compare={STUDY_B}"))

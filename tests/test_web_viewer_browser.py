@@ -59,9 +59,10 @@ def test_search_chinese_name_open_run_cine_subtraction_and_compare(live, page, t
     page.shot("study-page")
     page.click("[data-action=view]")
     first = wait_image(page)
-    # A run opens on its frame of peak contrast (the server's peak_frame), not on the mask.
-    opened = index_of(page)
-    assert opened > 0 and page.locator("[data-frame-index]").text_content() == f"{opened + 1} / 12"
+    # The run opens on its frame of peak contrast (the server's peak_frame), not on the mask.
+    info = page.request.get(live.url(f"/viewer/info/{STUDY_A}/{run_a.SeriesInstanceUID}/{run_a.SOPInstanceUID}.json")).json()
+    peak = info["peak_frame"]
+    assert index_of(page) == peak and page.locator("[data-frame-index]").text_content() == f"{peak + 1} / 12"
 
     # Cine at the file's 15 fps: the frame index advances by itself, then stops.
     page.click("[data-action=play]")
@@ -96,12 +97,12 @@ def test_search_chinese_name_open_run_cine_subtraction_and_compare(live, page, t
     page.goto(live.url(f"/viewer?study={STUDY_A}&compare={STUDY_B}"))
     wait_image(page, 0)
     wait_image(page, 1)
-    target = str(min(index_of(page, 0) + 3, 11))
     page.locator("[data-stage]").first.hover()
+    target = min(index_of(page, 0) + 3, 11)
     for _ in range(3):
         page.mouse.wheel(0, 120)
-    page.wait_for_function("t => document.querySelectorAll('[data-viewport]')[1].getAttribute('data-index') === t", arg=target)
-    assert index_of(page, 0) == int(target)
+    page.wait_for_function(f"() => document.querySelectorAll('[data-viewport]')[1].getAttribute('data-index') === '{target}'")
+    assert index_of(page, 0) == target
     wait_image(page, 1, contains=f"/{target}.png")
     page.shot("compare-linked")
     assert page.errors == []

@@ -245,6 +245,9 @@ function boot() {
   function typing(el) {
     if (!el) { return false; }
     if (el.isContentEditable || el.tagName === "TEXTAREA") { return true; }
+    // A list inside a form (a measurement's details) keeps its arrows; the
+    // toolbar's preset list does not, or the arrows would stop stepping frames.
+    if (el.tagName === "SELECT") { return !!el.closest("form"); }
     return el.tagName === "INPUT" && !/^(range|checkbox|radio|button|submit|reset|image|color|file)$/i.test(el.type);
   }
 

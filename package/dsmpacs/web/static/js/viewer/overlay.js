@@ -102,7 +102,11 @@ export function attach(vp) {
     const info = vp.info() || {};
     const cal = info.calibration;
     const quarter = vp.rotation % 180 !== 0;
-    if (cal && cal.source && cal.row_mm && cal.column_mm) { return { mm: quarter ? cal.row_mm : cal.column_mm, note: "" }; }
+    if (cal && cal.source && cal.row_mm && cal.column_mm) {
+      // Imager Pixel Spacing without a magnification factor is the detector's scale.
+      const detector = cal.source === "imager_pixel_spacing" && !cal.magnification;
+      return { mm: quarter ? cal.row_mm : cal.column_mm, note: detector ? " " + t("js.viewer.ov_detector") : "" };
+    }
     const o = ov();
     const ps = o && (o.pixel_spacing || o.imager_pixel_spacing);
     if (!ps) { return null; }
