@@ -1,7 +1,8 @@
 /* dsa.js: digital subtraction angiography controls of a viewport.
  * - One window for a subtracted run: the server's default window with a mask is
- *   the run's ("run_window", computed once per run), so a subtracted cine keeps
- *   its contrast; this module shows that window when subtraction is switched on.
+ *   the run's ("run_window", computed once per run), and the viewport asks for
+ *   and labels that one window when subtraction is switched on, so a subtracted
+ *   cine keeps its contrast.
  * - Pixel shift of the mask (patient motion): x/y inputs in 0.1 px steps and
  *   Alt+arrow keys (0.1 px; Alt+Shift+arrow: 1 px), sent as shift=dx,dy.
  * - Road map: the minimum over all frames of the run ("peak opacification"),
