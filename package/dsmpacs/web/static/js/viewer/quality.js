@@ -23,6 +23,7 @@ const IDLE_MS = 300;              // a frame left alone this long is asked for l
 const LEVELS = [30, 45, 60, 75, 85];
 const WINDOW_MS = 4000;           // bandwidth is measured over the frames of the last 4 s
 const MIN_BYTES = 150000;
+const STICKY_MS = 3000;
 const SVG_NS = "http://www.w3.org/2000/svg";
 let counter = 0;
 
@@ -30,7 +31,13 @@ export const keys = [];
 
 /* ---- link measurement (shared by all viewports: one link to the server) ---- */
 
-const link = { samples: [], bps: null, pngBytes: 0, observing: false };
+// A download's time on the link is its first-to-last-byte time: the round trip and
+// the server's render come before the first byte and are not bandwidth. Chromium's
+// network emulation, though, adds its latency after the first byte; so the time is
+// also bounded by request-to-last-byte less the floor, the shortest such time of a
+// small answer (a few KB): the round trip plus the server's least answer time.
+const link = { samples: [], bps: null, pngBytes: 0, floor: null, observing: false };
+const SMALL = 8192;
 
 function observe() {
   if (link.observing || !window.PerformanceObserver) { return; }
@@ -38,11 +45,14 @@ function observe() {
   const seen = (list) => {
     list.getEntries().forEach((e) => {
       // transferSize 0: from the browser's cache, which says nothing about the link.
+      if (e.transferSize && e.encodedBodySize && e.encodedBodySize < SMALL && e.requestStart > 0) {
+        const d = e.responseEnd - e.requestStart;
+        link.floor = link.floor === null ? d : Math.min(link.floor, d);
+      }
       if (e.name.indexOf("/render/") < 0 || !e.encodedBodySize || !e.transferSize || e.responseEnd <= 0) { return; }
-      // Download time only (first byte to last): the server's render time and the
-      // round trip are not the link's bandwidth.
       const q = /\.jpeg\?(?:.*&)?q=(\d+)/.exec(e.name);
-      link.samples.push({ start: e.responseStart || e.startTime, end: e.responseEnd, bytes: e.encodedBodySize,
+      link.samples.push({ start: e.requestStart || e.startTime, first: e.responseStart || e.startTime,
+                          end: e.responseEnd, bytes: e.encodedBodySize,
                           q: q ? parseInt(q[1], 10) : null, png: /\.png(\?|$)/.test(e.name) && !/[?&]size=/.test(e.name) });
     });
     const now = performance.now();
@@ -54,12 +64,18 @@ function observe() {
   try { new PerformanceObserver(seen).observe({ type: "resource", buffered: true }); } catch (e) { link.observing = false; }
 }
 
-/* Bytes over busy time: the union of the download intervals, so parallel prefetches
+/* Bytes over busy time: the union of the downloads' times on the link (see above),
+ * so parallel prefetches
  * count once and idle gaps between them not at all. Null until enough bytes were
  * seen: a few small images say more about latency than about bandwidth. */
 function estimate(samples) {
   if (samples.reduce((a, s) => a + s.bytes, 0) < MIN_BYTES) { return null; }
-  const sorted = samples.slice().sort((a, b) => a.start - b.start);
+  const floor = link.floor || 0;
+  const sorted = samples.map((s) => {
+    const onLink = Math.max(1, Math.min(s.end - s.first, s.end - s.start - floor));
+    return { start: s.end - onLink, end: s.end, bytes: s.bytes };
+  })
+    .sort((a, b) => a.start - b.start);
   let busy = 0, bytes = 0, from = sorted[0].start, to = sorted[0].end;
   sorted.forEach((s) => {
     bytes += s.bytes;
@@ -98,6 +114,7 @@ class Quality {
     this.adjusted = 0;
     this.wanted = null;              // window the user wants (preview target)
     this.shown = null;               // window of the image on screen
+    this.sticky = new WeakMap();     // image -> {q, t}: the quality a frame was asked with
   }
 
   lossy() { return this.moving && (phone() || slow(this.vp.fps || 15)); }
@@ -240,7 +257,15 @@ export function attach(vp) {
 
   vp.format = () => q.format();
   // url() calls renderParams before format(): decide the format here, format() agrees.
-  vp.renderParams.push(() => (q.format() === "jpeg" ? ["q=" + q.quality()] : []));
+  // A frame keeps the quality it was first asked with for a few seconds, so that a
+  // quality step does not throw away the frames already fetched ahead for the cine.
+  vp.renderParams.push((v, image) => {
+    if (q.format() !== "jpeg") { return []; }
+    const now = performance.now();
+    let kept = q.sticky.get(image);
+    if (!kept || now - kept.t > STICKY_MS) { kept = { q: q.quality(), t: now }; q.sticky.set(image, kept); }
+    return ["q=" + kept.q];
+  });
   vp.windowPreview = (from, to) => { q.touch(); q.preview(from, to); };
   vp.img.addEventListener("load", () => q.loaded());
   vp.el.addEventListener("vp:frame", () => q.touch());
