@@ -8,7 +8,10 @@ the series strip (click and drag) and per-series memory.
 One server and one sign-in for all of it: the later contexts reuse the session."""
 from __future__ import annotations
 
+import io
+
 import pytest
+from PIL import Image
 
 from tests import factories as f
 from tests.browser import sign_in
@@ -114,6 +117,21 @@ def test_reading_layout_overlays_touch_and_keyboard(live, page, browser, tmp_pat
     assert page.locator("[data-side=top]").first.text_content() == "H"
     assert "(at detector)" in page.locator("[data-scale-bar]").first.text_content()
     assert page.locator("[data-shutter] path").count() == 2          # rectangle and circle
+    # Scale bar: its length on screen is its millimetres at 0.2 mm per image pixel.
+    box = image_box(page)
+    per_pixel = min(box["width"], box["height"]) / 128                 # object-fit: contain, zoom 1
+    bar = page.locator("[data-scale-bar] div").first.bounding_box()
+    mm = float(page.locator("[data-scale-bar]").first.get_attribute("data-mm"))
+    assert abs(bar["width"] - mm / 0.2 * per_pixel) <= 1.5, (bar, mm, per_pixel)
+    # Shutters black out the image's corner (outside the circle), not its centre.
+    left = box["left"] + (box["width"] - 128 * per_pixel) / 2
+    top = box["top"] + (box["height"] - 128 * per_pixel) / 2
+    corner = Image.open(io.BytesIO(page.screenshot(clip={"x": left + 2 * per_pixel, "y": top + 2 * per_pixel,
+                                                           "width": 4 * per_pixel, "height": 4 * per_pixel})))
+    centre = Image.open(io.BytesIO(page.screenshot(clip={"x": left + 60 * per_pixel, "y": top + 60 * per_pixel,
+                                                           "width": 8 * per_pixel, "height": 8 * per_pixel})))
+    assert corner.convert("L").getextrema() == (0, 0)
+    assert centre.convert("L").getextrema()[1] > 60
     page.shot("desktop-open", full_page=False)
 
     # Keyboard after toolbar clicks: Space plays (and does not click the button).
