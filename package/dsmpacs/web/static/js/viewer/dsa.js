@@ -111,7 +111,12 @@ function sync(vp) {
   viewports.forEach((other) => {
     if (other === vp || !other.series) { return; }
     const mine = { ...want, subtract: want.subtract && !!other.series.subtraction };
-    if (same(state(other), mine)) { return; }
+    const before = state(other);
+    if (same(before, mine)) { return; }
+    // Only the window differs: preview it at once there too, as in the dragged viewport.
+    if (mine.window && other.shownWindow && same({ ...before, window: null }, { ...mine, window: null })) {
+      other.windowPreview(other.shownWindow, mine.window);
+    }
     other.dsaShift = { x: want.shift.x, y: want.shift.y };
     other.dsaRoadmap = want.roadmap;
     other.maskInput.value = want.mask;
