@@ -134,8 +134,7 @@ class Quality {
   }
 
   /* Quality for the bandwidth: frame bytes x frame rate within about 70 % of the
-   * link. Re-judged at most every 1.5 s, in coarse steps, so that frames already
-   * fetched ahead keep their URLs. */
+   * link. Re-judged at most every 1.5 s, in coarse steps. */
   quality() {
     const now = performance.now();
     if (link.bps && now - this.adjusted > 1500) {
@@ -165,7 +164,8 @@ class Quality {
     const cache = this.vp.cache;
     if (!cache) { return; }
     Array.from(cache.entries()).forEach(([url, img]) => {
-      if (!img.complete && /\.png(\?|$)/.test(url)) { img.src = ""; cache.delete(url); }
+      // Not the one the viewport waits for: its error event would read as a failed render.
+      if (!img.complete && /\.png(\?|$)/.test(url) && url !== this.vp.loading) { img.src = ""; cache.delete(url); }
     });
   }
 
