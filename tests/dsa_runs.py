@@ -19,23 +19,27 @@ def anatomy(size: int, shift: tuple[float, float] = (0.0, 0.0)) -> np.ndarray:
 
 
 def bolus_run(frames: int = 30, size: int = 64, peak: int = 17, spread: float = 4.0,
-              steady: bool = True, **kw) -> Dataset:
+              steady: bool = True, noise: float = 0.0, **kw) -> Dataset:
     """Frame 0 is the mask. A diagonal vessel's opacity follows a bolus curve that peaks at
     frame ``peak``; with ``steady`` a horizontal vessel (rows size//8 .. +4) keeps the same
     opacity (x0.7) in every frame after the mask, so its subtracted grey must not change
-    from frame to frame."""
+    from frame to frame. ``noise``: the standard deviation of added quantum-like noise
+    (makes a 512x512 frame compress like a real one)."""
     background = anatomy(size)
     y, x = np.mgrid[0:size, 0:size]
     diagonal = np.abs(x - y) < max(3, size // 12)
     band = (y >= size // 8) & (y < size // 8 + 4)
-    stack = []
+    rng = np.random.default_rng(11)
+    stack = np.empty((frames, size, size), dtype=np.uint16)
     for i in range(frames):
         opacity = 0.0 if i == 0 else 0.65 * np.exp(-((i - peak) / spread) ** 2)
         frame = background * np.where(diagonal, 1.0 - opacity, 1.0)
         if steady and i > 0:
             frame = frame * np.where(band & ~diagonal, 0.7, 1.0)
-        stack.append(frame)
-    return _xa(np.stack(stack), **kw)
+        if noise:
+            frame = frame + rng.normal(0, noise, frame.shape)
+        stack[i] = np.clip(np.rint(frame), 0, 4095)
+    return _xa(stack, **kw)
 
 
 def moved_run(shift: tuple[float, float], size: int = 48, **kw) -> Dataset:

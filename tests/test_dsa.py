@@ -131,3 +131,15 @@ def test_render_endpoint_run_window_shift_roadmap_webp_quality(client, archive, 
     mbase = f"/render/{study}/{moved.SeriesInstanceUID}/{moved.SOPInstanceUID}"
     fixed = pixels(client.get(f"{mbase}/1.png?mask=0&wc=0&ww=200&shift=1.5,-2").data)[4:-4, 4:-4]
     assert np.abs(fixed.astype(int) - 128).max() <= 3
+
+
+def test_a_damaged_frame_costs_the_run_nothing_but_itself(tmp_path):
+    run = dsa_runs.write(dsa_runs.bolus_run(frames=30, peak=17, steady=False), tmp_path / "cut.dcm")
+    data = run.read_bytes()
+    run.write_bytes(data[:-64 * 64])          # the last frame loses half its bytes
+    with pytest.raises(rd.RenderError):
+        rd.render(run, 29)
+    assert dsa.peak_frame(run) == 17
+    assert rd.render_image(run, 17, mask_index=0).window.width > 1000
+    low = dsa.roadmap(run, "min", 0)
+    assert low.shape == (64, 64) and low.min() < -900

@@ -102,6 +102,15 @@ def _stride(shape: tuple[int, ...], grid: int) -> int:
     return max(1, math.ceil(max(shape[:2]) / grid))
 
 
+def _readable(path, layout, index: int) -> np.ndarray | None:
+    """A frame's values, or None when that one frame cannot be read or decoded: one
+    damaged frame must not cost the whole run its window, peak or road map."""
+    try:
+        return _grey_values(path, layout, index)
+    except (RenderError, FrameNotFound):
+        return None
+
+
 def _frames_of_run(path):
     layout = _require_layout(path)
     if not _is_grey(layout):
@@ -131,8 +140,9 @@ def _find_peak(path, layout, n: int) -> int:
 
     def score(i: int) -> float:
         if i not in scores:
-            diff = log_subtract(_grey_values(path, layout, i)[::s, ::s], mask)
-            scores[i] = float(np.percentile(np.abs(diff), 99))
+            values = _readable(path, layout, i)
+            scores[i] = -1.0 if values is None else float(
+                np.percentile(np.abs(log_subtract(values[::s, ::s], mask)), 99))
         return scores[i]
 
     step = max(1, math.ceil((n - 1) / _PEAK_SAMPLES))
@@ -159,8 +169,9 @@ def _run_window(path, layout, n: int, mask_index: int) -> Window:
     mask = mask[::s, ::s]
     step = max(1, math.ceil(n / _WINDOW_SAMPLES))
     sample = [i for i in range(0, n, step) if i != mask_index] or [mask_index]
-    diffs = [log_subtract(_grey_values(path, layout, i)[::s, ::s], mask).ravel() for i in sample]
-    return subtraction_window(np.concatenate(diffs))
+    diffs = [log_subtract(values[::s, ::s], mask).ravel()
+             for values in (_readable(path, layout, i) for i in sample) if values is not None]
+    return subtraction_window(np.concatenate(diffs) if diffs else np.zeros(0, np.float32))
 
 
 def parse_shift(text: str) -> tuple[float, float]:
@@ -224,9 +235,13 @@ def _roadmap(path, layout, n: int, mode: str, mask_index, shift) -> np.ndarray:
     mask = mask_values(path, layout, mask_index, shift) if mask_index is not None else None
     result = None
     for i in range(n):
-        values = _grey_values(path, layout, i)
+        values = _readable(path, layout, i)
+        if values is None:
+            continue
         if mask is not None:
             values = log_subtract(values, mask)
         result = values.astype(np.float32, copy=True) if result is None else reduce(result, values, out=result)
+    if result is None:
+        raise RenderError("no frame of the run could be decoded")
     result.flags.writeable = False      # shared between requests
     return result

@@ -101,9 +101,12 @@ def instance_info(study_uid: str, series_uid: str, sop_uid: str):
                 mask is not None and not 0 <= int(mask) < layout.number_of_frames):
             abort(404)
         window = rendering.default_window(path, frame_index, int(mask) if mask is not None else None)
-        peak = dsa.peak_frame(path)
     except (rendering.RenderError, OSError, ValueError) as exc:
         return jsonify({"frames": found.frames, "image": False, "error": str(exc)})
+    try:
+        peak = dsa.peak_frame(path)
+    except (rendering.RenderError, OSError, ValueError):
+        peak = layout.number_of_frames // 2      # a run that cannot be scored still opens
     extra = {}
     if mask is not None and window is not None:
         extra["run_window"] = window.as_dict()
