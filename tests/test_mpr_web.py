@@ -103,6 +103,13 @@ def test_mpr_over_http_and_on_a_phone(server_factory, page, tmp_path):
     sign_in(page, live, "rad1", password)             # at desktop size: the phone hides the menu
     page.set_viewport_size({"width": 390, "height": 844})
     page.failed_loads.clear()                         # the 401 of the login page itself
+    # The viewer's series strip offers 3D for the series that form a volume, and only those.
+    page.goto(live.url(f"/viewer?study={STUDY}"))
+    page.wait_for_selector("[data-series-strip] button[data-series]")
+    offered = page.evaluate("() => [...document.querySelectorAll('[data-series-strip] [data-action=mpr]')]"
+                            ".map(a => a.closest('li').querySelector('[data-series]').getAttribute('data-series'))")
+    volumes = [uid for uid, (volume, _) in flags.items() if volume]
+    assert sorted(offered) == sorted(volumes) and series["ct"] in offered
     page.goto(live.url(f"/studies/{STUDY}"))
     page.click(f"tr[data-series='{series['ct']}'] [data-action=mpr]")
     page.wait_for_selector("[data-mpr][data-ready=true]")

@@ -179,6 +179,10 @@ def test_calibrated_lengths_roi_gsps_by_movescu_and_reload(live, page, tmp_path)
     shown_twice = page.evaluate("() => [...document.querySelectorAll('[data-viewport] svg g.mark.shared')]"
                                 ".map(g => g.getAttribute('data-kind'))")
     assert shown_twice == []       # the user's own GSPS repeats their marks: shown once
+    # The PR and KO series now in the study are not pictures: the strip does not offer them.
+    strip = page.evaluate("() => [...document.querySelectorAll('[data-series-strip] button[data-series]')]"
+                          ".map(b => b.getAttribute('data-series'))")
+    assert gsps.SeriesInstanceUID not in strip and kos.SeriesInstanceUID not in strip and strip
     page.shot("measurements-after-reload")
     assert page.errors == []
 

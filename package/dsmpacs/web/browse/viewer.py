@@ -28,6 +28,10 @@ from dsmpacs.web.services import services
 log = logging.getLogger(__name__)
 
 MAX_RENDER_SIZE = 4096
+# Series whose objects are not pictures: presentation states and key-object notes
+# (drawn over the images they reference), reports (SR, encapsulated PDF), registrations
+# and RT structures. The viewer lists no frames for them.
+NON_IMAGE_MODALITIES = frozenset({"PR", "KO", "SR", "DOC", "REG", "RTSTRUCT", "RTPLAN", "RTRECORD"})
 
 
 @bp.route("/viewer")
@@ -54,9 +58,10 @@ def study_json(study_uid: str):
     files = study_files(services().archive.index, study_uid)
     series = []
     for s in detail.series:
+        image = s.modality.upper() not in NON_IMAGE_MODALITIES
         series.append({
             "uid": s.series_instance_uid, "number": s.series_number, "modality": s.modality,
-            "description": s.description, "frames": s.frames,
+            "description": s.description, "frames": s.frames if image else 0, "image": image,
             "subtraction": s.modality.upper() in ("XA", "XRF", "RF"),
             **_volume_links(study_uid, s.series_instance_uid, files),
             "thumbnail": url_for("studies.thumbnail", study_uid=study_uid, series_uid=s.series_instance_uid),

@@ -117,7 +117,7 @@ function boot() {
         li.appendChild(h);
         strip.appendChild(li);
       }
-      data.series.forEach((s) => {
+      data.series.filter((s) => s.image !== false).forEach((s) => {
         const li = document.createElement("li");
         const b = document.createElement("button");
         b.type = "button";
@@ -139,6 +139,15 @@ function boot() {
           e.dataTransfer.effectAllowed = "copy";
         });
         li.appendChild(b);
+        if (s.volume && s.mpr_url) {
+          // A series that forms a volume opens in the 3D page (MPR, MIP), in this tab.
+          const a = document.createElement("a");
+          a.href = s.mpr_url;
+          a.className = "strip-3d";
+          a.setAttribute("data-action", "mpr");
+          a.textContent = t("js.viewer.open_3d");
+          li.appendChild(a);
+        }
         strip.appendChild(li);
       });
     });
