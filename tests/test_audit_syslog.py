@@ -123,7 +123,8 @@ def test_records_reach_the_collector_in_order_across_an_outage(settings, archive
         trail.record("rad1", AuditAction.LOGOUT, detail="after")
         later += collector.take(1)
     finally:
-        exporter.stop.set()
+        exporter.close()
+        assert not exporter.thread.is_alive()
         collector.stop()
     messages = first + later
     assert [int(SEQ.search(m).group(1)) for m in messages] == [1, 2, 3, 4, 5, 6, 7]

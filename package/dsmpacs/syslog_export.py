@@ -103,6 +103,14 @@ class Exporter:
         self.stop = stop if stop is not None else threading.Event()
         self.hostname = socket.gethostname()
         self._context = tls_context(settings)
+        self.thread: threading.Thread | None = None
+
+    def close(self, timeout: float = SOCKET_TIMEOUT * 2) -> None:
+        """Stop and wait for the thread, before whoever owns the index closes it: a
+        thread left querying a closed SQLite connection can crash the process."""
+        self.stop.set()
+        if self.thread is not None:
+            self.thread.join(timeout)
 
     def _connect(self) -> ssl.SSLSocket:
         host, port = self.settings.audit_syslog_host, self.settings.audit_syslog_port
@@ -183,5 +191,6 @@ def start(settings: Settings, trail: AuditTrail, poll: float = 1.0,
     if not settings.audit_syslog_host:
         return None
     exporter = Exporter(settings, trail, stop)
-    threading.Thread(target=exporter.run, args=(poll,), name="audit-syslog", daemon=True).start()
+    exporter.thread = threading.Thread(target=exporter.run, args=(poll,), name="audit-syslog", daemon=True)
+    exporter.thread.start()
     return exporter
