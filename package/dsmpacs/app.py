@@ -83,9 +83,10 @@ def serve(settings: Settings, commands: dict[str, list[str]]) -> int:
 AUDIT_HOUSEKEEPING_SECONDS = 24 * 3600
 
 
-def start_audit_housekeeping(archive: Archive, stop: threading.Event) -> None:
+def start_audit_housekeeping(archive: Archive, stop: threading.Event):
     """Prune and verify the audit trail now and then daily, and export it to syslog when
-    configured, in daemon threads (one process does it: the DICOM daemon), until ``stop``."""
+    configured, in daemon threads (one process does it: the DICOM daemon), until ``stop``.
+    Returns the syslog exporter (None when not configured), to be closed before the index."""
     from dsmpacs import syslog_export
     from dsmpacs.archive.audit import AuditTrail, housekeeping
 
@@ -103,6 +104,7 @@ def start_audit_housekeeping(archive: Archive, stop: threading.Event) -> None:
                 return
 
     threading.Thread(target=run, name="audit-housekeeping", daemon=True).start()
+    return exporter
 
 
 def serve_dicom(settings: Settings, *, recover: bool = True) -> None:
@@ -126,7 +128,7 @@ def serve_dicom(settings: Settings, *, recover: bool = True) -> None:
                    plain=server.plain is not None, tls_port=tls_port)
     heartbeat = runfiles.start_heartbeat(settings, "dicom",
                                          lambda: all(s.socket.fileno() >= 0 for s in server))
-    start_audit_housekeeping(archive, stop_jobs)
+    exporter = start_audit_housekeeping(archive, stop_jobs)
     for listening in server:
         kind = "DICOM TLS" if listening is server.tls else "DICOM"
         lhost, lport = listening.server_address[:2]
@@ -141,6 +143,8 @@ def serve_dicom(settings: Settings, *, recover: bool = True) -> None:
         server.shutdown()
         if verifier is not None:
             verifier.join(timeout=30)
+        if exporter is not None:
+            exporter.close()
         archive.close()
         log.info("DICOM listener stopped")
 
