@@ -383,6 +383,46 @@ class StudyGrant(BaseModel):
         indexes = ((("username", "study_instance_uid"), False),)
 
 
+class ReadingRule(BaseModel):
+    """How an arriving study becomes a reading task (archive/reading.py): the first
+    enabled rule (by position) whose institution, modality and description pattern
+    match gives the assignee ('' = the pool), priority, due time and whether the
+    patient's prior studies are granted with the assignment."""
+    name = CharField(max_length=64)
+    institution = CharField(max_length=64, default="")    # '' = any
+    modality = CharField(max_length=16, default="")       # '' = any
+    pattern = CharField(max_length=128, default="")       # fnmatch on the description; '' = any
+    assignee = CharField(max_length=64, default="")       # '' = the pool
+    priority = CharField(max_length=8, default="MEDIUM")  # HIGH, MEDIUM, LOW (UPS priorities)
+    due_hours = IntegerField(default=24)
+    include_priors = BooleanField(default=False)
+    position = IntegerField(default=0)
+    created_by = CharField(max_length=64, default="")
+    created_at = DateTimeField(default=utcnow)
+
+
+class ReadingTask(BaseModel):
+    """One study to read (archive/reading.py), also a UPS workitem (its SOP
+    Instance UID, and the Transaction UID of the performer who holds it)."""
+    study_instance_uid = CharField(max_length=64, unique=True)
+    ups_uid = CharField(max_length=64, unique=True)
+    institution = CharField(max_length=64, default="", index=True)
+    state = CharField(max_length=16, index=True)          # unread, assigned, in-progress, ...
+    priority = CharField(max_length=8, default="MEDIUM")
+    due_at = DateTimeField(null=True)
+    assignee = CharField(max_length=64, default="", index=True)
+    rule = CharField(max_length=64, default="")
+    include_priors = BooleanField(default=False)
+    patient_id = CharField(max_length=64, default="")
+    patient_name = CharField(max_length=256, default="")
+    accession_number = CharField(max_length=64, default="")
+    modality = CharField(max_length=16, default="")
+    description = CharField(max_length=128, default="")
+    transaction_uid = CharField(max_length=64, default="")
+    created_at = DateTimeField(default=utcnow)
+    updated_at = DateTimeField(default=utcnow)
+
+
 class SchemaVersion(BaseModel):
     version = IntegerField()
 
@@ -390,4 +430,5 @@ class SchemaVersion(BaseModel):
 MODELS: tuple[type[BaseModel], ...] = (SchemaVersion, Patient, Study, Series, Instance, Quarantine,
                                         RemoteAE, User, ApiToken, AuditEvent, AssociationLog, JobLease,
                                         WebSession, TotpCredential, RecoveryCode, Annotation,
-                                        Order, OrderArrival, PerformedStep, StudyGrant)
+                                        Order, OrderArrival, PerformedStep, StudyGrant,
+                                        ReadingRule, ReadingTask)
