@@ -16,7 +16,7 @@ from dsmpacs.archive.reading import ReadingError, hook
 from dsmpacs.settings import Settings
 from tests import factories as f
 
-VERSION_BEFORE = 9      # the schema version before the reading tables (renumbered at merge)
+VERSION_BEFORE = 10     # the schema version before the reading tables (renumbered at merge)
 STUDY, PRIOR = "1.2.826.0.1.3680043.8.498.7001", "1.2.826.0.1.3680043.8.498.7002"
 
 

@@ -27,6 +27,7 @@ from dsmpacs.archive.database import (
     session,
 )
 from dsmpacs.archive.models import Instance, Patient, Quarantine, Series, Study, utcnow
+from dsmpacs.archive.visibility import placement
 
 log = logging.getLogger(__name__)
 _DB_ERRORS = (peewee.OperationalError, peewee.InterfaceError)
@@ -160,7 +161,8 @@ class Index:
 
     # --- writes ------------------------------------------------------------
     def add_instance(self, extracted: Extracted, stored: StoredFile, *, origin: str,
-                     calling_ae: str = "", before_commit: Callable[[], None] | None = None) -> None:
+                     calling_ae: str = "", before_commit: Callable[[], None] | None = None,
+                     institution: int | None = None, institution_name: str = "") -> None:
         """Insert the instance and create or update its patient, study and series.
 
         ``before_commit`` runs inside the transaction after the inserts: the ingest
@@ -174,7 +176,7 @@ class Index:
                 break
             try:
                 with self.write(None if attempt == 0 else remaining):
-                    self._add(extracted, stored, origin, calling_ae)
+                    self._add(extracted, stored, origin, calling_ae, institution, institution_name)
                     if before_commit is not None:
                         before_commit()
                     return
@@ -214,13 +216,19 @@ class Index:
         row = self.db.execute_sql(sql, [key]).fetchone()
         return dict(zip(columns, row)) if row else None
 
-    def _add(self, extracted: Extracted, stored: StoredFile, origin: str, calling_ae: str) -> None:
+    def _add(self, extracted: Extracted, stored: StoredFile, origin: str, calling_ae: str,
+             institution: int | None = None, institution_name: str = "") -> None:
         sql, values, now = self._sql, extracted.values, utcnow()
         study_values = values[Level.STUDY]
         study = self._fetch(sql.study_select, sql.study_columns, study_values["study_instance_uid"])
         if study is None:
             patient = self._patient(values[Level.PATIENT])
-            study_id = Study.insert(patient=patient, created_at=now, updated_at=now, **study_values).execute()
+            # A new study's institution is decided once, in this transaction; later
+            # instances join the study where it is (an admin may move it).
+            if institution is None:
+                institution = placement(calling_ae, institution_name)
+            study_id = Study.insert(patient=patient, created_at=now, updated_at=now,
+                                    institution=institution, **study_values).execute()
         else:
             study_id = study["id"]
             self._fill_blanks(Study, study, study_values)

@@ -66,6 +66,10 @@ class Origin:
     kind: str              # dicom, stow, import, reindex, derived (archive/derived)
     calling_ae: str = ""
     peer: str = ""         # address or user, for logs
+    # Where a new study goes when the sender says (STOW-RS into the caller's
+    # institution); None: decided by the sending AE or Institution Name
+    # (archive/visibility.placement).
+    institution: int | None = None
 
     def __str__(self) -> str:
         who = " ".join(x for x in (self.calling_ae, self.peer) if x)
@@ -168,7 +172,9 @@ class Ingest:
         # are rare, for the price of one query less on every new instance.
         try:
             self.index.add_instance(extracted, _with_path(stored, relpath), origin=origin.kind,
-                                    calling_ae=origin.calling_ae, before_commit=durable)
+                                    calling_ae=origin.calling_ae, before_commit=durable,
+                                    institution=origin.institution,
+                                    institution_name=_institution_name(header))
         except StorageError as exc:
             self.storage.remove(relpath)
             return StoreResult(StoreOutcome.OUT_OF_RESOURCES, str(exc), **ids)
@@ -269,6 +275,14 @@ class Ingest:
 def _with_path(stored: StoredFile, relpath: str) -> StoredFile:
     return StoredFile(relpath, stored.size, stored.sha256, stored.dataset_offset,
                       stored.transfer_syntax_uid)
+
+
+def _institution_name(header: Header) -> str:
+    """Institution Name (0008,0080) for placing a new study; "" when absent or unreadable."""
+    try:
+        return str(header.dataset.get("InstitutionName", "") or "")
+    except Exception:      # a sender's odd bytes must never stop a store
+        return ""
 
 
 def _sop_uids(header: Header) -> tuple[str, str]:

@@ -36,7 +36,7 @@ from dsmpacs.archive.database import IndexUnavailable
 from dsmpacs.archive.events import Events
 from dsmpacs.archive.grants import Grants
 from dsmpacs.archive.index import Index
-from dsmpacs.archive.models import Patient, ReadingTask, Study, utcnow
+from dsmpacs.archive.models import Institution, Patient, ReadingTask, Study, utcnow
 from dsmpacs.archive.reading_rules import PRIORITIES, Rules, normal_priority
 from dsmpacs.archive.uids import is_valid_uid
 
@@ -116,16 +116,12 @@ def _task(row: ReadingTask) -> Task:
 
 
 def institution_of(study_instance_uid: str) -> str:
-    """The code of the study's institution, where the index knows institutions
-    (archive/visibility.py's Study.institution); '' before that."""
-    field = Study._meta.fields.get("institution")
-    if field is None:
-        return ""
-    row = (Study.select(Study.institution).where(Study.study_instance_uid == study_instance_uid).first())
-    if row is None or getattr(row, "institution_id", None) is None:
-        return ""
-    target = getattr(row.institution, "code", None)
-    return str(target or "")
+    """The code of the study's institution (archive/visibility.py); '' for a study
+    not (yet) in the index, such as one a UPS-RS client schedules before it arrives."""
+    row = (Study.select(Institution.code)
+           .join(Institution, on=(Study.institution == Institution.id))
+           .where(Study.study_instance_uid == study_instance_uid).tuples().first())
+    return str(row[0]) if row else ""
 
 
 class Reading:

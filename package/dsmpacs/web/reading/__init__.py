@@ -19,7 +19,7 @@ from dsmpacs.archive.reading_rules import PRIORITIES
 from dsmpacs.archive.users import Role, Users
 from dsmpacs.web import audit, auth
 from dsmpacs.web.i18n import notify
-from dsmpacs.web.reading.access import is_coordinator, may_read, visible
+from dsmpacs.web.reading.access import administered, coordinates_any, is_coordinator, may_read, visible
 from dsmpacs.web.services import services
 
 bp = Blueprint("reading", __name__)
@@ -74,7 +74,7 @@ def index():
     tasks = _reading().tasks(states=states, priority=priority if priority in PRIORITIES else "",
                              institution=institution, assignee=user.username if mine else None,
                              visible=visible, limit=PAGE_LIMIT)
-    coordinator = is_coordinator()
+    coordinator = coordinates_any()
     return render_template("reading/index.html", tasks=tasks, states=STATES, state=state,
                            priorities=PRIORITIES, priority=priority, institution=institution, mine=mine,
                            coordinator=coordinator, readers=_readers() if coordinator else [],
@@ -138,12 +138,18 @@ def release(task_id: int):
     return _back()
 
 
+def _may_rule(institution: str) -> bool:
+    """The global admin keeps every rule; an institution-admin those of their institution."""
+    user = auth.current_user()
+    return user.is_admin or (bool(institution) and institution in administered(user.username))
+
+
 @bp.route("/rules", methods=["POST"])
 def add_rule():
-    if not is_coordinator():
-        audit.record_refusal(403, "needs a reading coordinator")
-        raise Forbidden("coordinator")
     form = request.form
+    if not _may_rule(form.get("institution", "")):
+        audit.record_refusal(403, "needs a reading coordinator of the rule's institution")
+        raise Forbidden("coordinator")
     try:
         rule = _reading().rules.add(
             name=form.get("name", "")[:64], institution=form.get("institution", "")[:64],
@@ -164,11 +170,12 @@ def add_rule():
 
 @bp.route("/rules/<int:rule_id>/delete", methods=["POST"])
 def delete_rule(rule_id: int):
-    if not is_coordinator():
-        audit.record_refusal(403, "needs a reading coordinator")
-        raise Forbidden("coordinator")
-    rule = _reading().rules.delete(rule_id)
+    rule = next((r for r in _reading().rules.all() if r.id == rule_id), None)
     if rule is None:
         abort(404)
+    if not _may_rule(rule.institution):
+        audit.record_refusal(403, "needs a reading coordinator of the rule's institution")
+        raise Forbidden("coordinator")
+    _reading().rules.delete(rule_id)
     audit.record(domain.AUDIT_RULE, detail=f"rule {rule.name} deleted")
     return redirect(url_for("reading.index"))

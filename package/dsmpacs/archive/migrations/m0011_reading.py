@@ -1,4 +1,4 @@
-"""Version 10: the reading worklist, its tasks and assignment rules (new tables;
+"""Version 11: the reading worklist, its tasks and assignment rules (new tables;
 archive/reading.py)."""
 from __future__ import annotations
 
