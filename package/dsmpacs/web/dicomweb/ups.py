@@ -67,7 +67,7 @@ def _text(vr: str, value: str) -> dict:
     return dicomjson.attribute(vr, value)
 
 
-def workitem(task: Task) -> dict[str, dict]:
+def dataset_of(task: Task) -> dict[str, dict]:
     """A task as a UPS dataset in DICOM JSON (never its Transaction UID: PS3.4
     CC.2.5.1.3 keeps it between the performer and the SCP)."""
     performers = []
@@ -212,7 +212,7 @@ def search_workitems():
     everything = "all" in request.args.getlist("includefield")
     matched = []
     for task in services().archive.reading.tasks(visible=visible, limit=SCAN_LIMIT):
-        item = workitem(task)
+        item = dataset_of(task)
         if all(_matches(vr, wanted, _values(item, path) or []) for path, vr, wanted in criteria):
             matched.append(item)
     page = matched[offset:offset + limit]
@@ -229,12 +229,13 @@ def search_workitems():
     return _json(page, **headers)
 
 
-@bp.route("/workitems/<uid>", methods=["GET"])
+@bp.route("/workitems/<workitem>", methods=["GET"])
 @auth.requires(Permission.VIEW)
-def retrieve_workitem(uid: str):
+def retrieve_workitem(workitem: str):
+    uid = workitem
     task = _visible_task(uid)
     audit.record_view(task.study_instance_uid, detail=f"workitem {uid}", action="ups-retrieve")
-    return _json([workitem(task)])
+    return _json([dataset_of(task)])
 
 
 # --- changes ----------------------------------------------------------------------
@@ -305,9 +306,10 @@ def create_workitem():
                                          "Content-Location": _location(task.ups_uid)})
 
 
-@bp.route("/workitems/<uid>/state", methods=["PUT"])
+@bp.route("/workitems/<workitem>/state", methods=["PUT"])
 @auth.requires(Permission.VIEW)
-def change_state(uid: str):
+def change_state(workitem: str):
+    uid = workitem
     task = _visible_task(uid)
     ds = _dataset()
     target, transaction = _one(ds, "ProcedureStepState"), _one(ds, "TransactionUID")
@@ -347,9 +349,10 @@ def _conflict_status(current: str, target: str) -> str:
     return "0xC300"              # COMPLETED or CANCELED: may no longer be updated
 
 
-@bp.route("/workitems/<uid>/cancelrequest", methods=["POST"])
+@bp.route("/workitems/<workitem>/cancelrequest", methods=["POST"])
 @auth.requires(Permission.VIEW)
-def request_cancellation(uid: str):
+def request_cancellation(workitem: str):
+    uid = workitem
     task = _visible_task(uid)
     if not is_coordinator(task):
         fail(403, "only a reading coordinator may cancel workitems")
