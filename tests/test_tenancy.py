@@ -178,3 +178,32 @@ def test_study_list_under_a_scope_stays_fast(archive, tmp_path, world):
     assert all(s.institution == c.id or s.study_instance_uid == rows[0]["study_instance_uid"] for s in carol_rows)
     print(f"study list (50 of {len(rows) + 2}): unscoped {everything * 1000:.2f} ms, scoped {scoped * 1000:.2f} ms")
     assert scoped < max(everything * 5, 0.05)
+
+
+def test_orders_belong_to_the_registrars_institution(archive, world):
+    """The worklist answers a modality bound to an institution only with its orders;
+    the registration list shows a registrar only theirs."""
+    from dsmpacs.archive.orders import OrderInput, Orders, WorklistFilter
+
+    inst, a, c, *_ = world
+    orders = Orders(archive.index)
+
+    def order(accession, institution):
+        return orders.create(OrderInput(patient_id=f"P-{accession}", patient_name="DOE^JANE",
+                                        procedure_description="DSA", scheduled_date="20261206",
+                                        modality="XA", accession_number=accession),
+                             actor="reg", institution=institution)
+
+    order("ORD-A", a.id)
+    mine = order("ORD-C", c.id)
+    order("ORD-D", None)
+    seen = lambda scope: {o.accession_number for o in orders.worklist(WorklistFilter(), scope)}  # noqa: E731
+    assert seen(Scope.for_ae(archive.index, "WS_C")) == {"ORD-C"}
+    assert seen(Scope.for_ae(archive.index, "ANGIO_A")) == {"ORD-A"}
+    assert seen(Scope.for_ae(archive.index, "UNBOUND")) == {"ORD-A", "ORD-C", "ORD-D"}
+    carol = Scope.for_user(archive.index, archive.grants, "carol")
+    assert [o.accession_number for o in orders.list(scope=carol)] == ["ORD-C"]
+    from dsmpacs.archive.orders import OrderError, State
+    with pytest.raises(OrderError):
+        orders.set_state(orders.by_accession("ORD-A").id, State.DISCONTINUED, carol)
+    assert orders.set_state(mine.id, State.DISCONTINUED, carol).state == "discontinued"
