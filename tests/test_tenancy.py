@@ -207,3 +207,37 @@ def test_orders_belong_to_the_registrars_institution(archive, world):
     with pytest.raises(OrderError):
         orders.set_state(orders.by_accession("ORD-A").id, State.DISCONTINUED, carol)
     assert orders.set_state(mine.id, State.DISCONTINUED, carol).state == "discontinued"
+
+
+def test_admin_page_keeps_institutions_and_audits_a_moved_study(archive, client, world):
+    from dsmpacs.archive.models import AuditEvent
+    from tests.webclient import client_as, client_csrf
+
+    inst, a, c, study_a, study_c = world
+    client_as(client, archive, "admin", "boss")
+    page = client.get("/admin/institutions", headers={"Accept": "text/html"})
+    assert page.status_code == 200 and "Hospital C" in page.get_data(as_text=True)
+    token = client_csrf(client, "/admin/institutions")
+
+    def post(**form):
+        return client.post("/admin/institutions", data={"csrf_token": token, **form})
+
+    assert post(op="create", code="b", name="Hospital B").status_code == 302
+    assert post(op="create", code="B B", name="x").status_code == 400
+    assert post(op="member", username="carol", institution="b", role="referring").status_code == 302
+    assert post(op="alias", name="Hospital B Radiology", institution="b").status_code == 302
+    assert post(op="bind", peer="angio-a", institution="b").status_code == 302
+    assert post(op="move", study_instance_uid=study_a, institution="b").status_code == 302
+    assert post(op="move", study_instance_uid="1.2.3.4", institution="b").status_code == 400
+    b = inst.get("b")
+    assert inst.institution_of(study_a) == b.id
+    assert ("carol", "b", "referring") in {(m.username, m.institution_code, m.role) for m in inst.members()}
+    assert ("angio-a", "ANGIO_A", "b") in inst.bindings()
+    with archive.index.read():
+        moved = AuditEvent.get(AuditEvent.action == "study-move")
+        assert moved.study_instance_uid == study_a and moved.actor == "boss"
+        assert AuditEvent.select().where(AuditEvent.action == "institution-change").count() == 4
+    # Not for anyone else.
+    client.post("/logout", data={"csrf_token": token})
+    client_as(client, archive, "radiologist", "rad9")
+    assert client.get("/admin/institutions").status_code == 403
