@@ -34,6 +34,10 @@ _DB_ERRORS = (peewee.OperationalError, peewee.InterfaceError)
 _ATTEMPTS = 8
 
 
+class StudyElsewhere(Exception):
+    """The instance's study exists in another institution than the one the sender named."""
+
+
 class _Statements:
     """SQL text of the statements every stored instance runs, built once per database.
 
@@ -45,7 +49,7 @@ class _Statements:
     def __init__(self, db: peewee.Database, mysql: bool):
         q = lambda name: f"{db.quote[0]}{name}{db.quote[1]}"   # noqa: E731
         p = db.param
-        self.study_columns = ("id",) + extracted_columns(Level.STUDY)
+        self.study_columns = ("id", "institution") + extracted_columns(Level.STUDY)
         self.series_columns = ("id", "study_id") + extracted_columns(Level.SERIES)
         self.instance_columns = ("series_id", "path", "size", "sha256", "dataset_offset",
                                  "transfer_syntax_uid", "received_at", "calling_ae",
@@ -230,6 +234,9 @@ class Index:
             study_id = Study.insert(patient=patient, created_at=now, updated_at=now,
                                     institution=institution, **study_values).execute()
         else:
+            if institution is not None and study["institution"] != institution:
+                # A sender that names its institution (STOW-RS) cannot add to another's study.
+                raise StudyElsewhere(str(study_values["study_instance_uid"]))
             study_id = study["id"]
             self._fill_blanks(Study, study, study_values)
 

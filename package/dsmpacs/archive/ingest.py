@@ -45,7 +45,7 @@ from typing import Callable
 
 from dsmpacs.archive.attributes import Level, extract
 from dsmpacs.archive.database import IndexUnavailable
-from dsmpacs.archive.index import Index, InstanceExists, StoredFile
+from dsmpacs.archive.index import Index, InstanceExists, StoredFile, StudyElsewhere
 from dsmpacs.archive.models import Instance
 from dsmpacs.archive.part10 import Header, InvalidDataset, file_meta_bytes, read_header
 from dsmpacs.archive.results import StoreOutcome, StoreResult
@@ -197,6 +197,10 @@ class Ingest:
         except IndexUnavailable as exc:
             self.storage.remove(relpath)
             return StoreResult(StoreOutcome.INDEX_UNAVAILABLE, str(exc), **ids)
+        except StudyElsewhere:
+            self.storage.remove(relpath)
+            return StoreResult(StoreOutcome.REFUSED, "not stored: the study is outside the sender's institution",
+                               **ids)
 
         for observe in self.observers:
             observe(extracted.values, origin)
