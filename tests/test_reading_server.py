@@ -94,8 +94,12 @@ def test_the_reading_workflow_from_storescu_to_final(server_factory, page, tmp_p
     ct_item = tasks[CT].ups_uid
 
     # rad1 (East) sees none of the default institution's tasks, nor the study.
+    rad1 = WebSession(live)
+    rad1.login("rad1", PW)
     assert ups(live, "rad1", "GET", "/workitems")[0] == 204
     assert ups(live, "rad1", "GET", f"/workitems/{ct_item}")[0] == 404
+    assert rad1.get(f"/viewer/studies/{CT}.json").status_code == 404
+    assert ups(live, "rad1", "GET", f"/studies/{CT}/metadata")[0] == 404
 
     # The coordinator assigns the CT to rad1 by hand.
     coord.get("/reading/")
@@ -105,8 +109,6 @@ def test_the_reading_workflow_from_storescu_to_final(server_factory, page, tmp_p
     assert value(found[0], "00404034", "00404009", "00080100") == "rad1"
     assert value(found[0], "00404021", "0020000D") == CT and value(found[0], "00741200") == "MEDIUM"
     # ... and through the grant, the study itself: the viewer's JSON and WADO-RS.
-    rad1 = WebSession(live)
-    rad1.login("rad1", PW)
     assert rad1.get(f"/viewer/studies/{CT}.json").status_code == 200
     assert ups(live, "rad1", "GET", f"/studies/{CT}/metadata")[0] == 200
     with server_archive(live) as archive:
@@ -142,6 +144,8 @@ def test_the_reading_workflow_from_storescu_to_final(server_factory, page, tmp_p
 
     # Released: rad1 loses the task and the study.
     assert ups(live, "rad1", "GET", f"/workitems/{ct_item}")[0] == 404
+    assert rad1.get(f"/viewer/studies/{CT}.json").status_code == 404
+    assert ups(live, "rad1", "GET", f"/studies/{CT}/metadata")[0] == 404
     with server_archive(live) as archive:
         assert not Scope.for_user(archive.index, archive.grants, "rad1").allows(CT, archive.index)
         assert [g.revoked_at is not None for g in archive.grants.for_study(CT)] == [True]
