@@ -187,6 +187,22 @@ def test_the_reading_workflow_from_storescu_to_final(server_factory, page, tmp_p
     assert status == 200 and len(found) == 1
     assert ups(live, "coord", "GET", "/workitems?NoSuchKeyword=1")[0] == 400
 
+    # An institution-admin coordinates their own institution's tasks, and only those.
+    with server_archive(live) as archive:
+        users = Users(archive.index)
+        users.add("dadmin", PW, "radiologist")
+        users.add("eadmin", PW, "radiologist", institution=other.id)
+        Institutions(archive.index).add_member("dadmin", "default", "institution-admin")
+        Institutions(archive.index).add_member("eadmin", "east", "institution-admin")
+    east_admin, default_admin = WebSession(live), WebSession(live)
+    east_admin.login("eadmin", PW)
+    east_admin.get("/reading/")
+    assert east_admin.post_form(f"/reading/{tasks[MR].id}/assign", {"assignee": "rad1"}).status_code == 404
+    default_admin.login("dadmin", PW)
+    default_admin.get("/reading/")
+    assert default_admin.post_form(f"/reading/{tasks[MR].id}/assign", {"assignee": "rad1"}).status_code == 302
+    assert rad1.get(f"/viewer/studies/{MR}.json").status_code == 200
+
     # Every change is in the audit trail, with who did it.
     with server_archive(live) as archive:
         rows = AuditTrail(archive.index).recent(limit=200)
@@ -195,4 +211,4 @@ def test_the_reading_workflow_from_storescu_to_final(server_factory, page, tmp_p
     assert ("reading-assign", "rule:mr-fast", MR) in seen and ("reading-assign", "coord", CT) in seen
     assert ("reading-release", "rad1", CT) in seen and ("reading-claim", "rad2", CT) in seen
     assert ("reading-state", "rad1", CT) in seen and ("reading-state", "rad2", CT) in seen
-    assert ("reading-create", "coord", SCHEDULED_STUDY) in seen
+    assert ("reading-create", "coord", SCHEDULED_STUDY) in seen and ("reading-assign", "dadmin", MR) in seen
