@@ -101,8 +101,10 @@ def test_the_reading_workflow_from_storescu_to_final(server_factory, page, tmp_p
     assert rad1.get(f"/viewer/studies/{CT}.json").status_code == 404
     assert ups(live, "rad1", "GET", f"/studies/{CT}/metadata")[0] == 404
 
-    # The coordinator assigns the CT to rad1 by hand.
-    coord.get("/reading/")
+    # The coordinator assigns the CT to rad1 by hand (readers of every institution offered).
+    listing = coord.get("/reading/")
+    assert listing.status_code == 200 and listing.text.count('data-action="assign"') == 2
+    assert '<option value="rad1">' in listing.text and 'data-rule="mr-fast"' in listing.text
     assert coord.post_form(f"/reading/{tasks[CT].id}/assign", {"assignee": "rad1"}).status_code == 302
     status, _, found = ups(live, "rad1", "GET", "/workitems?ProcedureStepState=SCHEDULED&includefield=all")
     assert status == 200 and [value(i, "00080018") for i in found] == [ct_item]
