@@ -251,3 +251,21 @@ def test_admin_page_keeps_institutions_and_audits_a_moved_study(archive, client,
     client.post("/logout", data={"csrf_token": token})
     client_as(client, archive, "radiologist", "rad9")
     assert client.get("/admin/institutions").status_code == 403
+
+
+def test_a_referring_member_sees_only_what_the_referring_filter_lets_through(archive, world):
+    """The sharing feature plugs its rule in; until then a referring member sees only grants."""
+    from dsmpacs.archive import visibility
+
+    inst, a, c, study_a, study_c = world
+    inst.add_member("carol", "a", "referring")
+    carol = Scope.for_user(archive.index, archive.grants, "carol")
+    assert carol.referring == {a.id} and not carol.allows(study_a) and carol.allows(study_c)
+    visibility.register_referring_filter(lambda username: Study.study_instance_uid == study_a)
+    try:
+        assert carol.allows(study_a)
+        with archive.index.read():
+            assert {s.study_instance_uid for s in carol.restrict(Study.select())} == {study_a, study_c}
+    finally:
+        visibility.register_referring_filter(None)
+    assert not carol.allows(study_a)

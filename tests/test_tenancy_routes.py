@@ -1,13 +1,14 @@
 """Institutions on every route of a real `dsmpacs serve`: a user of institution C
 and a workstation bound to C get nothing of institution A's study anywhere (web
 pages and JSON 404, DICOMweb 404 or empty, C-FIND no match, C-MOVE/C-GET no
-sub-operation), and after a grant the same user sees exactly that one study."""
+sub-operation, worklist only C's orders), and after a grant the same user sees exactly that one study."""
 from __future__ import annotations
 
 import requests
 
 from dsmpacs.archive.institutions import Institutions
 from dsmpacs.archive.models import Patient, Series, Study
+from dsmpacs.archive.orders import OrderInput, Orders
 from dsmpacs.archive.peers import Peer, PeerRegistry
 from dsmpacs.archive.users import Users
 from tests import factories as f
@@ -44,6 +45,11 @@ def _scenario(server, ws_c, tmp_path):
         inst.bind_ae("angio-a", "a")
         inst.bind_ae("ws-c", "c")
         Users(archive.index).add("carol", PASSWORD, "radiologist", institution=c.id)
+        orders = Orders(archive.index)
+        for accession, institution in (("ORD-A", a.id), ("ORD-C", c.id)):
+            orders.create(OrderInput(patient_id=f"P-{accession}", patient_name="DOE^JANE",
+                                     procedure_description="DSA", scheduled_date="20261206", modality="XA",
+                                     accession_number=accession), actor="reg", institution=institution)
 
     file_a, ds_a = _study(tmp_path, "ALPHA^ANNA", "PA-1", "ACC-A1")
     file_a2, ds_a2 = _study(tmp_path, "ALPHA^ANNA", "PA-1", "ACC-A2")
@@ -143,6 +149,9 @@ def _scenario(server, ws_c, tmp_path):
     patients = findscu(server.port, ["QueryRetrieveLevel=PATIENT", "PatientID"], tmp_path / "find3",
                        model="-P", calling_ae="WS_C", called_ae=server.ae_title)
     assert "PA-1" not in patients.values("PatientID") and "PC-1" in patients.values("PatientID")
+    mwl = findscu(server.port, ["AccessionNumber", "PatientID", "(0040,0100)[0].Modality"], tmp_path / "mwl",
+                  model="-W", calling_ae="WS_C", called_ae=server.ae_title)
+    assert mwl.final == "Success" and mwl.values("AccessionNumber") == ["ORD-C"]
     moved = dcmtk("movescu", "-v", "-S", "-aet", "WS_C", "-aec", server.ae_title, "-aem", "WS_C",
                   "-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={uid_a}", "127.0.0.1", server.port)
     out = moved.stdout + moved.stderr

@@ -18,6 +18,7 @@ exist (404 on the web, no match in C-FIND).
 from __future__ import annotations
 
 import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import peewee
@@ -56,12 +57,28 @@ def alias_key(name: str) -> str:
     return " ".join(unicodedata.normalize("NFKC", name or "").casefold().split())[:128]
 
 
+# How a referring physician's studies are told apart within an institution where
+# their membership role is "referring" (the sharing feature provides it: e.g. the
+# studies whose Referring Physician's Name matches their linked DICOM name). A
+# function of the user name returning a condition over Study; None registered:
+# such a member sees none of that institution's studies beyond their grants.
+_referring_filter: Callable[[str], peewee.Expression] | None = None
+
+
+def register_referring_filter(function: Callable[[str], peewee.Expression] | None) -> None:
+    global _referring_filter
+    _referring_filter = function
+
+
 @dataclass(frozen=True)
 class Scope:
-    """The studies one user or peer may see. ``institutions`` None: everything."""
+    """The studies one user or peer may see. ``institutions`` None: everything.
+    ``referring``: institutions where the user is only a referring physician (they
+    see there what ``referring_filter`` lets through)."""
     institutions: frozenset[int] | None
     granted: frozenset[str] = field(default_factory=frozenset)
     who: str = ""
+    referring: frozenset[int] = field(default_factory=frozenset)
 
     # --- construction ---------------------------------------------------------
     @classmethod
@@ -82,10 +99,12 @@ class Scope:
                 return cls.nothing(username)
             if user.role == "admin":
                 return cls.everything(username)
-            ids = frozenset(m.institution_id for m in
-                            Membership.select(Membership.institution).where(Membership.user == user.id))
+            roles = [(m.institution_id, m.role) for m in
+                     Membership.select(Membership.institution, Membership.role).where(Membership.user == user.id)]
+        ids = frozenset(i for i, role in roles if role != "referring")
+        referring = frozenset(i for i, role in roles if role == "referring") - ids
         granted = frozenset(grants.studies_for(username)) if grants is not None else frozenset()
-        return cls(ids, granted, username)
+        return cls(ids, granted, username, referring)
 
     @classmethod
     def for_ae(cls, index, ae: str) -> "Scope":
@@ -110,6 +129,9 @@ class Scope:
         cond = None
         if self.institutions:
             cond = model.institution.in_(sorted(self.institutions))
+        if self.referring and _referring_filter is not None:
+            theirs = model.institution.in_(sorted(self.referring)) & _referring_filter(self.who)
+            cond = theirs if cond is None else (cond | theirs)
         if self.granted:
             by_grant = model.study_instance_uid.in_(sorted(self.granted))
             cond = by_grant if cond is None else (cond | by_grant)
@@ -128,15 +150,15 @@ class Scope:
             return True
         if study_instance_uid in self.granted:
             return True
-        if not self.institutions:
+        if not self.institutions and not (self.referring and _referring_filter is not None):
             return False
-        query = Study.select(Study.institution).where(Study.study_instance_uid == study_instance_uid)
+        # The same condition as the lists, so a page and the list never disagree.
+        query = Study.select(Study.id).where(Study.study_instance_uid == study_instance_uid,
+                                             self.condition())
         if index is not None:
             with index.read():
-                row = query.first()
-        else:
-            row = query.first()
-        return row is not None and row.institution in self.institutions
+                return query.exists()
+        return query.exists()
 
     def allows_institution(self, institution_id: int) -> bool:
         return self.institutions is None or institution_id in self.institutions
