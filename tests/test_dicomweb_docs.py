@@ -22,7 +22,7 @@ def test_every_route_is_in_the_guide(web_app):
     assert len(rules) > 20
     for rule in rules:
         path = rule.removeprefix("/dicom-web")
-        for name in ("study", "series", "instance"):
+        for name in ("study", "series", "instance", "workitem"):
             path = path.replace(f"<{name}>", "{" + name + "}")
         path = path.replace("<frame_list>", "{list}").replace("<tag>", "{tag}")
         last = path.rsplit("/", 1)[-1]

@@ -214,6 +214,12 @@ class Settings:
         "with HTTP 413; a 512x512 CT slice takes 0.5 MiB, a 300-slice rotational volume 150 MiB.",
         minimum=16, maximum=65536)
 
+    reading_grace_hours: int = setting(
+        72, "Hours a reader keeps the studies of a reading assignment (the study and the "
+        "priors granted with it) after its report is signed final: time to answer the "
+        "referring physician's questions or amend, after which the grants expire and a "
+        "reader outside the study's institution no longer sees it.", minimum=0, maximum=8760)
+
     # --- ingest ------------------------------------------------------------
     duplicate_policy: str = setting(
         "keep-first",

@@ -5,7 +5,7 @@ import logging
 
 import pydicom.config
 
-from dsmpacs.archive import database, inflate, reconcile
+from dsmpacs.archive import database, inflate, reading, reconcile
 from dsmpacs.archive.events import Events
 from dsmpacs.archive.grants import Grants
 from dsmpacs.archive.index import Index
@@ -34,10 +34,24 @@ class Archive:
         self.grants = Grants(self.index)
         # Arrived studies matched to their orders (archive/reconcile.py).
         self.ingest.observers.append(reconcile.hook(self.index))
+        # The reading worklist: a task per arrived study, following its report
+        # (archive/reading.py).
+        self.reading = reading.Reading(self.index, self.grants, self.events,
+                                       grace_hours=settings.reading_grace_hours, record=self._record)
+        self.ingest.observers.append(reading.hook(self.reading))
         # The archive validates what it needs itself and keeps bytes unchanged;
         # pydicom's per-value warnings would only flood the log with sender quirks.
         pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
         inflate.set_limit(settings.max_inflated_mb * 2**20)
+
+    def _record(self, actor: str, action: str, **fields) -> None:
+        """An audit row for what the domain does by itself (a rule's assignment at
+        ingest, a task following its report); the web layer audits what users do."""
+        from dsmpacs.archive.audit import AuditTrail
+        try:
+            AuditTrail.of(self).record(actor, action, **fields)
+        except Exception:      # noqa: BLE001 - the change happened; a lost audit row is logged
+            log.exception("could not audit %s by %s", action, actor)
 
     def open(self, *, upgrade: bool = False, create_storage: bool = True) -> None:
         """Prepare storage and check (or bring forward) the index schema."""
