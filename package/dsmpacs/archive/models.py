@@ -383,6 +383,42 @@ class StudyGrant(BaseModel):
         indexes = ((("username", "study_instance_uid"), False),)
 
 
+class Report(BaseModel):
+    """The report of one study (archive/reports.py): its state and current version.
+    The versions themselves, each with its content and signature, are ReportVersion rows."""
+    study_instance_uid = CharField(max_length=64, unique=True)
+    state = CharField(max_length=16, index=True)          # draft, final, amended
+    current_version = IntegerField(default=1)
+    created_by = CharField(max_length=64, default="")
+    created_at = DateTimeField(default=utcnow)
+    updated_at = DateTimeField(default=utcnow)
+
+
+class ReportVersion(BaseModel):
+    """One version of a report. A draft is edited in place; once signed it is never
+    changed again (an amendment is the next version, with its reason)."""
+    report = ForeignKeyField(Report, backref="versions", on_delete="CASCADE")
+    version = IntegerField()
+    state = CharField(max_length=16)                      # draft, final, amended
+    template = CharField(max_length=32, default="")
+    language = CharField(max_length=16, default="en")
+    findings = TextField(default="")
+    impression = TextField(default="")
+    items = TextField(default="{}")                       # JSON: measurements and key images
+    author = CharField(max_length=64, default="")
+    signer = CharField(max_length=64, default="")
+    signed_at = DateTimeField(null=True)
+    content_hash = CharField(max_length=64, default="")   # SHA-256 of the canonical signed content
+    amendment_reason = TextField(default="")
+    sr_sop_instance_uid = CharField(max_length=64, default="")
+    pdf_sop_instance_uid = CharField(max_length=64, default="")
+    created_at = DateTimeField(default=utcnow)
+    updated_at = DateTimeField(default=utcnow)
+
+    class Meta:
+        indexes = ((("report", "version"), True),)
+
+
 class SchemaVersion(BaseModel):
     version = IntegerField()
 
@@ -390,4 +426,5 @@ class SchemaVersion(BaseModel):
 MODELS: tuple[type[BaseModel], ...] = (SchemaVersion, Patient, Study, Series, Instance, Quarantine,
                                         RemoteAE, User, ApiToken, AuditEvent, AssociationLog, JobLease,
                                         WebSession, TotpCredential, RecoveryCode, Annotation,
-                                        Order, OrderArrival, PerformedStep, StudyGrant)
+                                        Order, OrderArrival, PerformedStep, StudyGrant, Report,
+                                        ReportVersion)
