@@ -166,3 +166,46 @@ def test_signing_stores_an_sr_and_a_pdf_that_dcmtk_and_poppler_read(archive, stu
     text = subprocess.run(["pdftotext", str(tmp_path / "r.pdf"), "-"], capture_output=True, timeout=30,
                           check=True).stdout.decode("utf-8")
     assert "左侧大脑中动脉" in text and "诊断意见" in text and v1.content_hash in text.replace("\n", "")
+
+
+def test_web_roles_password_signature_and_refusals(web_app, archive, study):
+    """Over the Flask adapter: a viewer reads but cannot write, an auditor cannot read,
+    a radiologist without a second factor signs with the password (a wrong one is
+    refused and counted), and a study that is not there answers 404."""
+    from dsmpacs.archive.audit import AuditTrail
+    from tests.webclient import client_as, client_csrf
+
+    url = f"/reports/{STUDY}"
+    body = {"template": "ct-head", "language": "en", "findings": "No bleed.", "impression": "Normal."}
+    client = web_app.test_client()
+    client_as(client, archive, "viewer", "view1")
+    token = client_csrf(client, "/studies")
+    assert client.get(url + ".json").json["report"] is None
+    assert client.put(url + "/draft", json=body, headers={"X-CSRF-Token": token}).status_code == 403
+    assert client.get(url).status_code == 200                                     # the page, read only
+    auditor = web_app.test_client()
+    client_as(auditor, archive, "auditor", "aud1")
+    assert auditor.get(url + ".json").status_code == 403
+
+    client = web_app.test_client()
+    client_as(client, archive, "radiologist", "rad1")
+    token = client_csrf(client, "/studies")
+    headers = {"X-CSRF-Token": token}
+    assert client.put(url + "/draft", json=body).status_code == 403                    # no CSRF token
+    saved = client.put(url + "/draft", json=body, headers=headers)
+    assert saved.status_code == 200 and saved.json["report"]["state"] == "draft"
+    assert client.put(url + "/draft", json={**body, "template": "knee"}, headers=headers).status_code == 400
+    assert client.get("/reports/1.2.3.4.json").status_code == 404
+    assert client.post(url + "/sign", json={}, headers=headers).json["reason"] == "password"
+    wrong = client.post(url + "/sign", json={"password": "not it"}, headers=headers)
+    assert (wrong.status_code, wrong.json["reason"]) == (401, "wrong")
+    signed = client.post(url + "/sign", json={"password": "correct horse battery"}, headers=headers)
+    assert signed.status_code == 200, signed.data
+    report = signed.json["report"]
+    assert (report["state"], report["current"]["signer"], signed.json["verified"]) == ("final", "rad1", [True])
+    assert report["current"]["sr"] and report["current"]["pdf"]
+    locked = client.put(url + "/draft", json=body, headers=headers)
+    assert locked.status_code == 409 and locked.json["error"] == "locked"
+    assert client.post(url + "/amend", json={"reason": ""}, headers=headers).status_code == 400
+    actions = [e.action for e in AuditTrail(archive.index).recent(actor="rad1", limit=50)]
+    assert {"report-start", "report-sign", "login-failed"} <= set(actions)
