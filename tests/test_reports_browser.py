@@ -138,6 +138,10 @@ def test_write_sign_amend_and_retrieve_a_chinese_report(server_factory, page, tm
     assert "瘤颈测量更正" in page.locator("[data-history-version='2'] [data-history-reason]").text_content()
     assert v1["content_hash"] in page.locator("[data-history-version='1'] [data-history-hash]").text_content()
     assert page.locator("[data-history-version='1']").get_attribute("data-verified") == "true"
+    pdf_link = page.locator("[data-history-version='1'] [data-history-pdf]").get_attribute("href")
+    fetched = page.evaluate("url => fetch(url).then(r => r.arrayBuffer().then(b => [r.headers.get('content-type'), "
+                            "new TextDecoder('latin1').decode(b.slice(0, 5))]))", pdf_link)
+    assert fetched == ["application/pdf", "%PDF-"]
 
     # dcmtk movescu brings the SRs and PDFs to a workstation.
     workstation = StoreSCP(tmp_path / "ws", "WORKSTATION").start()

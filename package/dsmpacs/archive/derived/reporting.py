@@ -99,6 +99,20 @@ def objects_for_signature(index: Index, ingest: Ingest):
     return make
 
 
+def stored_pdf(archive, study: str, sop: str) -> bytes | None:
+    """The PDF inside a stored Encapsulated PDF of ``study``, or None when it is not
+    there or must not be served (archive.refusal: corrupt or damaged files)."""
+    from pydicom import dcmread
+
+    found = next((f for f in study_files(archive.index, study) if f.sop_instance_uid == sop), None)
+    if found is None or found.sop_class_uid != report_pdf.ENCAPSULATED_PDF or archive.refusal(found, "report"):
+        return None
+    ds = dcmread(archive.storage.path(found.path))
+    body = bytes(ds.EncapsulatedDocument)
+    length = ds.get("EncapsulatedDocumentLength")
+    return body[:int(length)] if length else body
+
+
 def _stored(result, what: str) -> None:
     if not result.archived:
         raise ReportError(f"the report's {what} could not be stored: {result.message}")

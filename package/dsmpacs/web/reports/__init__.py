@@ -11,13 +11,13 @@ for a signature. Writes carry the session's CSRF token (DSM.fetch) and are audit
 """
 from __future__ import annotations
 
-from flask import Blueprint, abort, jsonify, render_template, request
+from flask import Blueprint, Response, abort, jsonify, render_template, request
 from werkzeug.exceptions import Forbidden
 
 from dsmpacs.archive.annotations import KINDS, AnnotationError, Annotations
 from dsmpacs.archive.audit import AuditAction
 from dsmpacs.archive.browse import study_detail
-from dsmpacs.archive.derived.reporting import objects_for_signature
+from dsmpacs.archive.derived.reporting import objects_for_signature, stored_pdf
 from dsmpacs.archive.reports import LANGUAGES, Content, ReportError, ReportLocked, Reports, templates
 from dsmpacs.archive.uids import is_valid_uid
 from dsmpacs.archive.users import Permission
@@ -200,3 +200,20 @@ def amend(study_uid: str):
     audit.record(AUDIT_AMEND, study_instance_uid=study_uid,
                  detail=f"report {view.id} v{view.current.version}: {view.current.amendment_reason}"[:1024])
     return jsonify(_state(study_uid, view))
+
+
+@bp.route("/<study_uid>/v<int:version>.pdf")
+@auth.requires(Permission.VIEW)
+def version_pdf(study_uid: str, version: int):
+    """The PDF of a signed version, as stored in the study (to print or save)."""
+    _study_or_404(study_uid)
+    view = _reports().get(study_uid)
+    found = next((v for v in view.history if v.version == version and v.pdf_sop_instance_uid), None) if view else None
+    body = stored_pdf(services().archive, study_uid, found.pdf_sop_instance_uid) if found else None
+    if body is None:
+        abort(404)
+    audit.record_view(study_uid, detail=f"report PDF v{version}")
+    response = Response(body, mimetype="application/pdf")
+    response.headers["Content-Disposition"] = f'inline; filename="report-v{version}.pdf"'
+    response.headers["Cache-Control"] = "private, no-store"
+    return response

@@ -298,6 +298,10 @@
         if (v.content_hash) {
           li.appendChild(el("p", "SHA-256 " + v.content_hash, { class: "report-hash", "data-history-hash": "" }));
         }
+        if (v.pdf) {
+          li.appendChild(el("a", t("js.report.pdf"), { href: this.base + "/v" + v.version + ".pdf",
+            target: "_blank", rel: "noopener", "data-history-pdf": "" }));
+        }
         const details = el("details");
         details.appendChild(el("summary", t("js.report.content")));
         details.appendChild(el("pre", v.findings, { "data-history-findings": "" }));
