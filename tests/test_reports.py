@@ -28,7 +28,7 @@ from dsmpacs.archive.reports import (
 from tests import factories as f
 from tests.peers import tool
 
-VERSION_BEFORE = 9          # the schema version before reports (one edit when renumbered)
+VERSION_BEFORE = 10          # the schema version before reports (one edit when renumbered)
 STUDY = "1.2.826.0.1.3680043.8.498.9601"
 FINDINGS = "左侧大脑中动脉M1段见一囊状动脉瘤，大小约 5 mm。"
 
@@ -209,3 +209,31 @@ def test_web_roles_password_signature_and_refusals(web_app, archive, study):
     assert client.post(url + "/amend", json={"reason": ""}, headers=headers).status_code == 400
     actions = [e.action for e in AuditTrail(archive.index).recent(actor="rad1", limit=50)]
     assert {"report-start", "report-sign", "login-failed"} <= set(actions)
+
+
+def test_a_report_outside_the_users_institutions_does_not_exist(web_app, archive, study):
+    """Tenancy (archive/visibility.py): a radiologist of another institution gets 404
+    on every report route of a study of the default institution, never 403."""
+    from dsmpacs.archive.institutions import Institutions
+    from dsmpacs.archive.users import Users
+    from tests.webclient import client_as, client_csrf, client_login
+
+    owner = web_app.test_client()
+    client_as(owner, archive, "radiologist", "rad1")
+    headers = {"X-CSRF-Token": client_csrf(owner, "/studies")}
+    body = {"findings": "在范围内。"}
+    assert owner.put(f"/reports/{STUDY}/draft", json=body, headers=headers).status_code == 200
+    signed = owner.post(f"/reports/{STUDY}/sign", json={"password": "correct horse battery"}, headers=headers)
+    assert signed.status_code == 200 and owner.get(f"/reports/{STUDY}/v1.pdf").status_code == 200
+
+    other = Institutions(archive.index).create("c", "Hospital C")
+    Users(archive.index).add("carol", "correct horse battery", "radiologist", institution=other.id)
+    carol = web_app.test_client()
+    assert client_login(carol, "carol").status_code == 302
+    headers = {"X-CSRF-Token": client_csrf(carol, "/studies")}
+    assert [carol.get(f"/reports/{STUDY}{tail}").status_code for tail in ("", ".json", "/v1.pdf")] == [404] * 3
+    assert carol.put(f"/reports/{STUDY}/draft", json=body, headers=headers).status_code == 404
+    assert carol.post(f"/reports/{STUDY}/amend", json={"reason": "x"}, headers=headers).status_code == 404
+    # A grant (a reading assignment) opens exactly that study's report.
+    archive.grants.grant("carol", STUDY, reason="assignment", source="task-1")
+    assert carol.get(f"/reports/{STUDY}.json").json["report"]["state"] == "final"

@@ -77,7 +77,8 @@ def index():
     if not invalid:
         audit.record(AuditAction.SEARCH, **query_fields("study list", "STUDY", filters))
         try:
-            result = search_studies(services().archive.index, filters, page=page, per_page=PER_PAGE)
+            result = search_studies(services().archive.index, filters, page=page, per_page=PER_PAGE,
+                                    scope=services().scope())
         except QueryError as exc:
             log.info("study list query refused: %s", exc)
             error = _("study.search.invalid")
@@ -87,7 +88,7 @@ def index():
 
 @bp.route("/patients/<int:patient_row>")
 def patient(patient_row: int):
-    found = patient_timeline(services().archive.index, patient_row)
+    found = patient_timeline(services().archive.index, patient_row, services().scope())
     if found is None:
         abort(404)
     patient, studies = found

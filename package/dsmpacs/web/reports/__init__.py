@@ -21,11 +21,14 @@ from dsmpacs.archive.derived.reporting import objects_for_signature, stored_pdf
 from dsmpacs.archive.reports import LANGUAGES, Content, ReportError, ReportLocked, Reports, templates
 from dsmpacs.archive.uids import is_valid_uid
 from dsmpacs.archive.users import Permission
-from dsmpacs.web import audit, auth
+from dsmpacs.web import audit, auth, scoping
 from dsmpacs.web.i18n import catalog, current_language
 from dsmpacs.web.services import services
 
 bp = Blueprint("reports", __name__)
+# A report belongs to its study: outside the user's institutions and grants it does
+# not exist (404), checked before any view like the study browser's (web/scoping.py).
+bp.before_request(scoping.guard_study_arguments)
 REPORT_ROLES = frozenset({"radiologist", "admin"})
 AUDIT_SIGN, AUDIT_AMEND, AUDIT_START = "report-sign", "report-amend", "report-start"
 # A calibration line is the reader's tool, not a finding (as in archive/derived/saving.py).
@@ -53,9 +56,11 @@ def _study_or_404(study_uid: str):
 
 
 def _allowed(study_uid: str) -> bool:
-    # Institution scoping (archive/visibility.py) when it is part of this build.
-    scope = getattr(services(), "scope", None)
-    return scope is None or scope().allows(study_uid)
+    """The same question as the before_request guard, asked again by the view that
+    serves the study so that serving never depends on the guard alone."""
+    svc = services()
+    scope = svc.scope()
+    return scope.is_everything or scope.allows(study_uid, svc.archive.index)
 
 
 def _writer() -> None:

@@ -1,4 +1,4 @@
-"""Version 10: reports and their versions (new tables; archive/reports.py)."""
+"""Version 11: reports and their versions (new tables; archive/reports.py)."""
 from __future__ import annotations
 
 import peewee
