@@ -168,6 +168,8 @@ def test_signing_stores_an_sr_and_a_pdf_that_dcmtk_and_poppler_read(archive, stu
     assert "左侧大脑中动脉" in text and "诊断意见" in text and v1.content_hash in text.replace("\n", "")
 
 
+# The web adapter is the same over either index; its storage is tested above on both.
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_web_roles_password_signature_and_refusals(web_app, archive, study):
     """Over the Flask adapter: a viewer reads but cannot write, an auditor cannot read,
     a radiologist without a second factor signs with the password (a wrong one is
@@ -211,6 +213,8 @@ def test_web_roles_password_signature_and_refusals(web_app, archive, study):
     assert {"report-start", "report-sign", "login-failed"} <= set(actions)
 
 
+# The web adapter is the same over either index; its storage is tested above on both.
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_a_report_outside_the_users_institutions_does_not_exist(web_app, archive, study):
     """Tenancy (archive/visibility.py): a radiologist of another institution gets 404
     on every report route of a study of the default institution, never 403."""
