@@ -147,6 +147,9 @@ def test_signing_stores_an_sr_and_a_pdf_that_dcmtk_and_poppler_read(archive, stu
     assert (sr.CompletionFlag, sr.VerificationFlag) == ("COMPLETE", "VERIFIED")
     assert sr.VerifyingObserverSequence[0].VerifyingObserverName == "rad1"
     assert report_sr.text_of(sr) == {"findings": [FINDINGS, "长度 5.00 mm"], "impressions": ["左MCA动脉瘤。"]}
+    measured = sr.ContentSequence[2].ContentSequence[1]
+    assert measured.TextValue == "长度 5.00 mm" and measured.ContentSequence[0].RelationshipType == "INFERRED FROM"
+    assert measured.ContentSequence[0].ReferencedSOPSequence[0].ReferencedFrameNumber == 2
     predecessor = sr.PredecessorDocumentsSequence[0].ReferencedSeriesSequence[0].ReferencedSOPSequence[0]
     assert predecessor.ReferencedSOPInstanceUID == v1.sr_sop_instance_uid
     # Strict: no option relaxes the checks of content items and relationships.

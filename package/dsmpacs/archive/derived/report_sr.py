@@ -66,7 +66,7 @@ def build(source: SourceImage, *, title: str, language: str, findings: str, impr
           measurements: list[dict], key_images: list[dict], frames_of: dict[str, tuple[str, int]],
           author: str, signer: str, signed_at: datetime, series_number: int,
           predecessor: tuple[str, str] | None = None, now: datetime | None = None) -> Dataset:
-    """The SR of one signed version. ``frames_of`` maps a referenced SOP Instance UID
+    """The SR of one signed version. ``frames_of`` maps every referenced SOP Instance UID
     to (its SOP Class UID, its number of frames); ``predecessor`` is the (series,
     SOP Instance UID) of the SR this one amends."""
     now = now or signed_at
@@ -103,17 +103,15 @@ def build(source: SourceImage, *, title: str, language: str, findings: str, impr
     title_item = _item("HAS OBS CONTEXT", "TEXT", ("121050", "DCM", "Equivalent Meaning of Concept Name"))
     title_item.TextValue = title
     findings_items = [_text(FINDING, findings)] if findings.strip() else []
-    findings_items += [_text(FINDING, m["label"]) for m in measurements if m.get("label")]
-    for ref in key_images:
-        sop_class, frames = frames_of[ref["sop"]]
-        image = _item("CONTAINS", "IMAGE", KEY_IMAGE)
-        referenced = Dataset()
-        referenced.ReferencedSOPClassUID = sop_class
-        referenced.ReferencedSOPInstanceUID = ref["sop"]
-        if frames > 1:
-            referenced.ReferencedFrameNumber = ref["frame"] + 1
-        image.ReferencedSOPSequence = Sequence([referenced])
-        findings_items.append(image)
+    for m in measurements:
+        if m.get("label"):
+            # The measurement as a finding, inferred from the frame it was drawn on.
+            finding = _text(FINDING, m["label"])
+            source_image = _image("INFERRED FROM", m, frames_of)
+            del source_image.ConceptNameCodeSequence
+            finding.ContentSequence = Sequence([source_image])
+            findings_items.append(finding)
+    findings_items += [_image("CONTAINS", ref, frames_of) for ref in key_images]
     content = [language_item, title_item]
     if findings_items:
         content.append(_container(FINDINGS, findings_items))
@@ -121,13 +119,26 @@ def build(source: SourceImage, *, title: str, language: str, findings: str, impr
         content.append(_container(IMPRESSIONS, [_text(IMPRESSION, impression)]))
     ds.ContentSequence = Sequence(content)
 
-    if key_images:
-        ds.CurrentRequestedProcedureEvidenceSequence = Sequence(
-            [_hierarchy(source.study, {(r["series"], r["sop"]): frames_of[r["sop"]][0] for r in key_images})])
+    evidence = {(r["series"], r["sop"]): frames_of[r["sop"]][0] for r in [*key_images, *measurements]}
+    if evidence:
+        ds.CurrentRequestedProcedureEvidenceSequence = Sequence([_hierarchy(source.study, evidence)])
     if predecessor is not None:
         series, sop = predecessor
         ds.PredecessorDocumentsSequence = Sequence([_hierarchy(source.study, {(series, sop): BASIC_TEXT_SR})])
     return ds
+
+
+def _image(relationship: str, ref: dict, frames_of: dict[str, tuple[str, int]]) -> Dataset:
+    """An IMAGE content item referencing one frame of an image of the study."""
+    sop_class, frames = frames_of[ref["sop"]]
+    image = _item(relationship, "IMAGE", KEY_IMAGE)
+    referenced = Dataset()
+    referenced.ReferencedSOPClassUID = sop_class
+    referenced.ReferencedSOPInstanceUID = ref["sop"]
+    if frames > 1:
+        referenced.ReferencedFrameNumber = ref["frame"] + 1
+    image.ReferencedSOPSequence = Sequence([referenced])
+    return image
 
 
 def _hierarchy(study: str, instances: dict[tuple[str, str], str]) -> Dataset:

@@ -65,7 +65,7 @@ def objects_for_signature(index: Index, ingest: Ingest):
         try:
             source = _study_source(index, ingest, study)
             frames_of = {}
-            for ref in version.content.key_images:
+            for ref in [*version.content.key_images, *version.content.measurements]:
                 image = load_source(index, ingest.storage, study, ref["series"], ref["sop"])
                 frames_of[image.sop] = (image.sop_class, image.frames)
         except SourceMissing as exc:
