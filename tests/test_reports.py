@@ -98,7 +98,7 @@ def test_draft_sign_amend_history_and_events(archive, study):
     assert [(v.version, v.state, v.content.impression) for v in done.history] == [
         (1, "final", "左MCA动脉瘤。"), (2, "amended", "左MCA动脉瘤，6 mm。")]
     assert done.history[0].content_hash == v1.content_hash                # version 1 untouched
-    assert [e[1]["state"] for e in seen] == ["in-progress", "final", "amended"]
+    assert [e[1]["state"] for e in seen] == ["in-progress", "final", "in-progress", "amended"]
     assert {e[1]["report_id"] for e in seen} == {done.id}
     # Tampering with signed content shows.
     with archive.index.write():

@@ -288,6 +288,10 @@ class Reports:
                                  items=last.items, author=username, amendment_reason=reason,
                                  created_at=now, updated_at=now)
             Report.update(current_version=last.version + 1, updated_at=now).where(Report.id == report.id).execute()
+        # A new version is being written: the worklist shows the study in progress
+        # again until the amendment is signed ("amended").
+        self.publish("report.state", study_instance_uid=study, state="in-progress", username=username,
+                     report_id=report.id)
         return self.get(study)
 
     def sign(self, study: str, username: str, make_objects=None) -> ReportView:
