@@ -74,6 +74,14 @@ def test_draft_sign_amend_history_and_events(archive, study):
         assert ReportVersion.select().count() == 1
     assert [e[1]["state"] for e in seen] == ["in-progress"]              # once, not per save
 
+    # A save arriving while the objects are made: the signature would not cover it.
+    def late_save(view, version):
+        reports.save_draft(STUDY, "rad1", content(study, findings="typed while signing"))
+        return "", ""
+
+    with pytest.raises(ReportLocked):
+        reports.sign(STUDY, "rad2", late_save)
+    reports.save_draft(STUDY, "rad1", content(study))
     signed = reports.sign(STUDY, "rad2")
     v1 = signed.current
     assert (signed.state, v1.state, v1.signer, v1.author) == ("final", "final", "rad2", "rad1")

@@ -317,13 +317,14 @@ class Reports:
         sr_uid, pdf_uid = make_objects(view, signed) if make_objects else ("", "")
         with self.index.write():
             report = Report.get(Report.study_instance_uid == study)
-            updated = (ReportVersion.update(state=state, signer=username, signed_at=signed_at, content_hash=digest,
-                                            sr_sop_instance_uid=sr_uid, pdf_sop_instance_uid=pdf_uid,
-                                            updated_at=signed_at)
-                       .where((ReportVersion.report == report) & (ReportVersion.version == current.version)
-                              & (ReportVersion.state == DRAFT)).execute())
-            if not updated:
-                raise ReportLocked("this version was signed meanwhile")
+            row = ReportVersion.get((ReportVersion.report == report) & (ReportVersion.version == current.version))
+            # The content hashed must be the content stored: no save (another tab) came in
+            # while the objects were made, and nobody signed first.
+            if row.state != DRAFT or _version(row).content != current.content:
+                raise ReportLocked("this version was changed or signed meanwhile; sign again")
+            ReportVersion.update(state=state, signer=username, signed_at=signed_at, content_hash=digest,
+                                 sr_sop_instance_uid=sr_uid, pdf_sop_instance_uid=pdf_uid,
+                                 updated_at=signed_at).where(ReportVersion.id == row.id).execute()
             Report.update(state=state, updated_at=signed_at).where(Report.id == report.id).execute()
         self.publish("report.state", study_instance_uid=study, state=state, username=username, report_id=view.id)
         return self.get(study)
