@@ -196,6 +196,7 @@ def test_web_roles_password_signature_and_refusals(web_app, archive, study):
     assert client.get(url + ".json").json["report"] is None
     assert client.put(url + "/draft", json=body, headers={"X-CSRF-Token": token}).status_code == 403
     assert client.get(url).status_code == 200                                     # the page, read only
+    assert f'href="/reports/{STUDY}" data-action="report"' in client.get(f"/studies/{STUDY}").get_data(as_text=True)
     auditor = web_app.test_client()
     client_as(auditor, archive, "auditor", "aud1")
     assert auditor.get(url + ".json").status_code == 403

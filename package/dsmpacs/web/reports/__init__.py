@@ -103,7 +103,7 @@ def _state(study_uid: str, view=None) -> dict:
 @auth.requires(Permission.VIEW)
 def editor(study_uid: str):
     detail = _study_or_404(study_uid)
-    audit.record_view(study_uid, detail="report")
+    # The report's content is read (and audited) by the JSON the page fetches.
     return render_template("reports/editor.html", detail=detail, study_uid=study_uid)
 
 
@@ -112,6 +112,7 @@ def editor(study_uid: str):
 def report_json(study_uid: str):
     """The report (or null), the templates in both languages, the user's measurements."""
     _study_or_404(study_uid)
+    audit.record_view(study_uid, detail="report")
     payload = _state(study_uid)
     payload.update(
         templates=[{"id": t.id, "title": t.title, "findings": t.findings, "impression": t.impression,
