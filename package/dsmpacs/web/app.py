@@ -65,17 +65,8 @@ def create_app(settings: Settings, archive: Archive) -> Flask:
 
 def register_blueprints(app: Flask) -> None:
     """Every blueprint of the web app. Add yours here: one import, one line."""
-    from dsmpacs.web import (
-        account_security,
-        admin,
-        browse,
-        dicomweb,
-        home,
-        introspection,
-        login,
-        orders,
-        reports,
-    )
+    from dsmpacs.web import account_security, admin, browse, dicomweb, home, introspection, login, orders
+    from dsmpacs.web.reports import bp as reports_bp
 
     app.register_blueprint(login.bp)
     account_security.init_app(app)              # second factor, re-auth, sessions (docs/web.md)
@@ -84,5 +75,5 @@ def register_blueprints(app: Flask) -> None:
     app.register_blueprint(admin.bp, url_prefix="/admin")
     app.register_blueprint(browse.bp)          # study browser and viewer (docs/viewer.md)
     app.register_blueprint(orders.bp, url_prefix="/orders")   # registration (docs/workflow.md)
-    app.register_blueprint(reports.bp, url_prefix="/reports")  # reports (docs/workflow.md)
+    app.register_blueprint(reports_bp, url_prefix="/reports")  # reports (docs/workflow.md)
     dicomweb.register(app)                      # /dicom-web and /wado (docs/dicomweb.md)
