@@ -176,6 +176,13 @@ def test_write_sign_amend_and_retrieve_a_chinese_report(server_factory, page, tm
     text = pdf_text(tmp_path / "pdf2.dcm", tmp_path)
     assert "修订（第 2 版）：瘤颈测量更正" in text and "全脑血管造影" in text
 
+    # On the phone the viewer's Report button opens the report page (no room for a panel).
+    page.goto(server.url(f"/viewer?study={STUDY}"))
+    page.click("[data-action=report]")
+    page.wait_for_url(f"**/reports/{STUDY}")
+    wait_editor(page, state="amended")
+    page.shot("report-signed-390", full_page=True)
+
     # Beside the viewer at 1440x900: the Report button opens the panel with the history.
     page.set_viewport_size({"width": 1440, "height": 900})
     page.goto(server.url(f"/viewer?study={STUDY}"))

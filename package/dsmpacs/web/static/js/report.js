@@ -289,7 +289,7 @@
         head.appendChild(el("strong", t("js.report.version", { version: v.version })));
         head.appendChild(el("span", " · " + t("js.report.state_" + v.state, { version: v.version })));
         if (v.signer) {
-          head.appendChild(el("span", " · " + t("js.report.signed_by", { signer: v.signer, at: v.signed_at })));
+          head.appendChild(el("span", " · " + t("js.report.signed_by", { signer: v.signer, at: v.signed_at.replace("T", " ").replace("Z", " UTC") })));
         }
         li.appendChild(head);
         if (v.amendment_reason) {
