@@ -444,6 +444,42 @@ class ReadingTask(BaseModel):
     updated_at = DateTimeField(default=utcnow)
 
 
+class Report(BaseModel):
+    """The report of one study (archive/reports.py): its state and current version.
+    The versions themselves, each with its content and signature, are ReportVersion rows."""
+    study_instance_uid = CharField(max_length=64, unique=True)
+    state = CharField(max_length=16, index=True)          # draft, final, amended
+    current_version = IntegerField(default=1)
+    created_by = CharField(max_length=64, default="")
+    created_at = DateTimeField(default=utcnow)
+    updated_at = DateTimeField(default=utcnow)
+
+
+class ReportVersion(BaseModel):
+    """One version of a report. A draft is edited in place; once signed it is never
+    changed again (an amendment is the next version, with its reason)."""
+    report = ForeignKeyField(Report, backref="versions", on_delete="CASCADE")
+    version = IntegerField()
+    state = CharField(max_length=16)                      # draft, final, amended
+    template = CharField(max_length=32, default="")
+    language = CharField(max_length=16, default="en")
+    findings = TextField(default="")
+    impression = TextField(default="")
+    items = TextField(default="{}")                       # JSON: measurements and key images
+    author = CharField(max_length=64, default="")
+    signer = CharField(max_length=64, default="")
+    signed_at = DateTimeField(null=True)
+    content_hash = CharField(max_length=64, default="")   # SHA-256 of the canonical signed content
+    amendment_reason = TextField(default="")
+    sr_sop_instance_uid = CharField(max_length=64, default="")
+    pdf_sop_instance_uid = CharField(max_length=64, default="")
+    created_at = DateTimeField(default=utcnow)
+    updated_at = DateTimeField(default=utcnow)
+
+    class Meta:
+        indexes = ((("report", "version"), True),)
+
+
 class Institution(BaseModel):
     """A hospital or site sharing the archive (archive/visibility.py). Id 1 is the
     default institution, created with the schema or by the upgrade to it."""
@@ -481,4 +517,4 @@ MODELS: tuple[type[BaseModel], ...] = (SchemaVersion, Patient, Study, Series, In
                                         WebSession, TotpCredential, RecoveryCode, Annotation,
                                         Order, OrderArrival, PerformedStep, StudyGrant,
                                         Institution, Membership, InstitutionAlias,
-                                        ReadingRule, ReadingTask)
+                                        ReadingRule, ReadingTask, Report, ReportVersion)

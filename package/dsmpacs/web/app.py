@@ -76,6 +76,7 @@ def register_blueprints(app: Flask) -> None:
         orders,
         reading,
     )
+    from dsmpacs.web.reports import bp as reports_bp
 
     app.register_blueprint(login.bp)
     account_security.init_app(app)              # second factor, re-auth, sessions (docs/web.md)
@@ -85,4 +86,5 @@ def register_blueprints(app: Flask) -> None:
     app.register_blueprint(browse.bp)          # study browser and viewer (docs/viewer.md)
     app.register_blueprint(orders.bp, url_prefix="/orders")   # registration (docs/workflow.md)
     app.register_blueprint(reading.bp, url_prefix="/reading")  # reading worklist (docs/workflow.md)
+    app.register_blueprint(reports_bp, url_prefix="/reports")  # reports (docs/workflow.md)
     dicomweb.register(app)                      # /dicom-web and /wado (docs/dicomweb.md)

@@ -14,7 +14,7 @@ import pkgutil
 
 import peewee
 
-LATEST_VERSION = 11
+LATEST_VERSION = 12
 
 
 def _module_for(version: int):
