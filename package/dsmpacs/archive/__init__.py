@@ -10,6 +10,7 @@ from dsmpacs.archive.events import Events
 from dsmpacs.archive.grants import Grants
 from dsmpacs.archive.index import Index
 from dsmpacs.archive.ingest import Ingest
+from dsmpacs.archive.notifications import Notifications
 from dsmpacs.archive.storage import Storage
 from dsmpacs.settings import Settings
 
@@ -32,6 +33,9 @@ class Archive:
         # single studies users may see beyond their institutions (archive/grants.py).
         self.events = Events()
         self.grants = Grants(self.index)
+        # Notices to users on those events (archive/notifications.py).
+        self.notifications = Notifications(self.index)
+        self.notifications.subscribe(self.events)
         # Arrived studies matched to their orders (archive/reconcile.py).
         self.ingest.observers.append(reconcile.hook(self.index))
         # The archive validates what it needs itself and keeps bytes unchanged;

@@ -35,6 +35,8 @@ class Role(str, Enum):
     RADIOLOGIST = "radiologist"
     VIEWER = "viewer"
     AUDITOR = "auditor"    # reads the audit trail, nothing else (no patient data)
+    # Sees only their own patients' studies with a final report (archive/referring.py).
+    REFERRING = "referring"
 
 
 class Permission(Enum):
@@ -51,6 +53,7 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
     Role.RADIOLOGIST: frozenset({Permission.VIEW, Permission.EXPORT, Permission.SEND}),
     Role.VIEWER: frozenset({Permission.VIEW}),
     Role.AUDITOR: frozenset({Permission.AUDIT}),
+    Role.REFERRING: frozenset({Permission.VIEW}),
 }
 
 MIN_PASSWORD_LENGTH = 10

@@ -65,7 +65,17 @@ def create_app(settings: Settings, archive: Archive) -> Flask:
 
 def register_blueprints(app: Flask) -> None:
     """Every blueprint of the web app. Add yours here: one import, one line."""
-    from dsmpacs.web import account_security, admin, browse, dicomweb, home, introspection, login, orders
+    from dsmpacs.web import (
+        account_security,
+        admin,
+        browse,
+        dicomweb,
+        home,
+        introspection,
+        login,
+        orders,
+        shares,
+    )
 
     app.register_blueprint(login.bp)
     account_security.init_app(app)              # second factor, re-auth, sessions (docs/web.md)
@@ -74,4 +84,5 @@ def register_blueprints(app: Flask) -> None:
     app.register_blueprint(admin.bp, url_prefix="/admin")
     app.register_blueprint(browse.bp)          # study browser and viewer (docs/viewer.md)
     app.register_blueprint(orders.bp, url_prefix="/orders")   # registration (docs/workflow.md)
+    app.register_blueprint(shares.bp)          # share links, notifications (docs/workflow.md)
     dicomweb.register(app)                      # /dicom-web and /wado (docs/dicomweb.md)

@@ -14,7 +14,7 @@ import pkgutil
 
 import peewee
 
-LATEST_VERSION = 9
+LATEST_VERSION = 10
 
 
 def _module_for(version: int):
