@@ -181,9 +181,11 @@ def test_referring_physician_sees_only_final_reports_of_their_patients(web_app, 
     with archive.index.write():
         archive.db.execute_sql("CREATE TABLE report (id INTEGER PRIMARY KEY, study_instance_uid VARCHAR(64), "
                                "state VARCHAR(16))")
-        for uid, state in ((STUDY_A, "final"), (STUDY_B, "draft"), (STUDY_C, "final"), (STUDY_D, "amended")):
-            archive.db.execute_sql("INSERT INTO report (study_instance_uid, state) VALUES (%s, %s)" %
-                                   ("'" + uid + "'", "'" + state + "'"))
+        mark = archive.db.param
+        for n, (uid, state) in enumerate(((STUDY_A, "final"), (STUDY_B, "draft"), (STUDY_C, "final"),
+                                          (STUDY_D, "amended"))):
+            archive.db.execute_sql(f"INSERT INTO report (id, study_instance_uid, state) VALUES ({mark}, {mark}, {mark})",
+                                   (n + 1, uid, state))
     assert has_final_report(archive.index, STUDY_A) and not has_final_report(archive.index, STUDY_B)
     assert referring.referring_filter("ref1") == {STUDY_A, STUDY_D}
 

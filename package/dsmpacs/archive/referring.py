@@ -17,6 +17,7 @@ import unicodedata
 
 import peewee
 
+from dsmpacs.archive.charset import person_name_search_forms
 from dsmpacs.archive.grants import Grants
 from dsmpacs.archive.index import Index
 from dsmpacs.archive.models import ReferringName, Study, utcnow
@@ -26,19 +27,19 @@ REPORT_TABLE = "report"
 
 
 def name_key(name: str) -> str:
-    """A person name reduced for matching: each component group (alphabetic,
-    ideographic, phonetic) on its own, trailing empty components and case ignored."""
-    text = unicodedata.normalize("NFKC", name or "").strip()
-    return "=".join(g.strip().rstrip("^").strip().casefold() for g in text.split("="))
+    """A person name reduced for matching: the archive's own search forms
+    (archive/charset.py), component groups joined by ``=``."""
+    return "=".join(person_name_search_forms(unicodedata.normalize("NFKC", name or "")))
 
 
 def _groups(name: str) -> set[str]:
-    return {g for g in name_key(name).split("=") if g}
+    return {g for g in person_name_search_forms(unicodedata.normalize("NFKC", name or "")) if g}
 
 
 def names_match(linked: str, referring: str) -> bool:
     """The linked name matches when any of its component groups equals one of the
-    study's (SMITH^JOHN matches SMITH^JOHN=史^约翰, and 王^明 matches WANG^MING=王^明)."""
+    study's, case and trailing empty components ignored (SMITH^JOHN matches
+    SMITH^JOHN=史^约翰, and 王^明 matches WANG^MING=王^明)."""
     return bool(_groups(linked) & _groups(referring))
 
 
@@ -103,13 +104,13 @@ class Referring:
         """Studies naming the linked physician, plus those shared with the user."""
         found = set(self.grants.studies_for(username))
         linked = self.linked_name(username)
-        if linked:
-            family = next(iter(sorted(_groups(linked))), "").split("^")[0]
+        forms = sorted(_groups(linked))
+        if forms:
             with self.index.read():
-                # A coarse SQL prefilter on the family name; the exact rule is names_match.
+                # The indexed search forms (the same normalisation as the study list's search).
                 rows = Study.select(Study.study_instance_uid, Study.referring_physician_name).where(
-                    Study.referring_physician_name.contains(family) if family else
-                    Study.referring_physician_name != "")
+                    Study.referring_physician_name_alpha.in_(forms) | Study.referring_physician_name_ideo.in_(forms)
+                    | Study.referring_physician_name_phon.in_(forms))
                 found |= {r.study_instance_uid for r in rows
                           if names_match(linked, r.referring_physician_name or "")}
         return found
