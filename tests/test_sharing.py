@@ -8,9 +8,18 @@ from __future__ import annotations
 import re
 from datetime import timedelta
 
+import pytest
+
 from dsmpacs.archive import database
 from dsmpacs.archive.ingest import Origin
-from dsmpacs.archive.models import Notification, ReferringName, SchemaVersion, StudyShare, utcnow
+from dsmpacs.archive.models import (
+    Notification,
+    NotifyAddress,
+    ReferringName,
+    SchemaVersion,
+    StudyShare,
+    utcnow,
+)
 from dsmpacs.archive.referring import Referring, has_final_report
 from tests import factories as f
 from tests.webclient import client_as, client_csrf, make_user
@@ -259,6 +268,10 @@ def test_the_bell_counts_unread_notices_and_the_page_marks_them_read(client, arc
     assert listing.count('data-read="no"') == 2 and "PAT^1" not in listing and "PAT 1" in listing
     csrf = client_csrf(client, "/notifications")
     assert client.post("/notifications/read", data={"csrf_token": csrf}).status_code == 302
+    assert client.post("/notifications/email", data={"csrf_token": csrf, "address": "nope"}).status_code == 302
+    assert archive.notifications.address("rad1") == ""
+    client.post("/notifications/email", data={"csrf_token": csrf, "address": "rad1@hospital.example"})
+    assert archive.notifications.address("rad1") == "rad1@hospital.example"
     assert "data-unread" not in text(client.get("/studies", headers=HTML))
     with archive.index.read():
         assert Notification.select().where(Notification.read_at.is_null(True)).count() == 0
@@ -266,10 +279,60 @@ def test_the_bell_counts_unread_notices_and_the_page_marks_them_read(client, arc
 
 def test_upgrade_creates_the_sharing_tables(archive):
     with archive.index.write():
-        for model in (StudyShare, ReferringName, Notification):
+        for model in (StudyShare, ReferringName, Notification, NotifyAddress):
             archive.db.execute_sql(f"DROP TABLE {model._meta.table_name}")
         SchemaVersion.delete().execute()
         SchemaVersion.create(version=VERSION_BEFORE)
     assert database.upgrade(archive.db) == (VERSION_BEFORE, database.LATEST_VERSION)
     assert archive.notifications.notify("li", "assigned", STUDY_A)
     assert archive.notifications.unread_count("li") == 1
+
+
+class _Sink:
+    """An aiosmtpd handler keeping what it received."""
+
+    def __init__(self):
+        self.messages = []
+
+    async def handle_DATA(self, server, session, envelope):
+        self.messages.append(envelope)
+        return "250 OK"
+
+
+def test_notifications_go_out_by_email_through_a_real_smtp_server(archive, tmp_path):
+    import email
+    import email.policy
+    import socket
+
+    from aiosmtpd.controller import Controller
+
+    from dsmpacs.archive.mailer import Mailer
+    from dsmpacs.web.shares.mail import wording
+    from tests.peers import wait_until
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    sink = _Sink()
+    controller = Controller(sink, hostname="127.0.0.1", port=port)
+    controller.start()
+    mailer = Mailer("127.0.0.1", port, sender="pacs@hospital.example", starttls=False)
+    try:
+        load(archive, tmp_path)
+        notes = archive.notifications
+        notes.mailer, notes.wording = mailer, wording
+        with pytest.raises(ValueError):
+            notes.set_address("rad2", "not an address")
+        notes.set_address("rad2", "li.rad@hospital.example")
+        archive.events.publish("reading.assigned", study_instance_uid=STUDY_A, username="rad2", task_id=5, by="coord")
+        archive.events.publish("reading.assigned", study_instance_uid=STUDY_B, username="rad3", task_id=6, by="coord")
+        wait_until(lambda: mailer.sent >= 1, 20, "the notification e-mail")
+    finally:
+        mailer.close()
+        controller.stop()
+    assert len(sink.messages) == 1 and sink.messages[0].rcpt_tos == ["li.rad@hospital.example"]
+    message = email.message_from_bytes(sink.messages[0].original_content, policy=email.policy.default)
+    assert message["Subject"] == "DSM PACS: A study of PAT 0 was assigned to you to read (by coord)."
+    body = message.get_content()
+    assert "coord 将 PAT 0 的检查分配给您阅片。" in body and STUDY_A in body
+    assert [n.kind for n in archive.notifications.list("rad3")] == ["assigned"]     # no address: the UI only

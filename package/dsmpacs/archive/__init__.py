@@ -10,6 +10,7 @@ from dsmpacs.archive.events import Events
 from dsmpacs.archive.grants import Grants
 from dsmpacs.archive.index import Index
 from dsmpacs.archive.ingest import Ingest
+from dsmpacs.archive.mailer import Mailer
 from dsmpacs.archive.notifications import Notifications
 from dsmpacs.archive.storage import Storage
 from dsmpacs.settings import Settings
@@ -34,7 +35,7 @@ class Archive:
         self.events = Events()
         self.grants = Grants(self.index)
         # Notices to users on those events (archive/notifications.py).
-        self.notifications = Notifications(self.index)
+        self.notifications = Notifications(self.index, Mailer.from_settings(settings))
         self.notifications.subscribe(self.events)
         # Arrived studies matched to their orders (archive/reconcile.py).
         self.ingest.observers.append(reconcile.hook(self.index))

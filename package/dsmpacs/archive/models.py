@@ -427,6 +427,12 @@ class Notification(BaseModel):
         indexes = ((("username", "read_at"), False),)
 
 
+class NotifyAddress(BaseModel):
+    """The e-mail address a user wants their notifications sent to (archive/mailer.py)."""
+    username = CharField(max_length=64, unique=True)
+    address = CharField(max_length=254)
+
+
 class SchemaVersion(BaseModel):
     version = IntegerField()
 
@@ -435,4 +441,4 @@ MODELS: tuple[type[BaseModel], ...] = (SchemaVersion, Patient, Study, Series, In
                                         RemoteAE, User, ApiToken, AuditEvent, AssociationLog, JobLease,
                                         WebSession, TotpCredential, RecoveryCode, Annotation,
                                         Order, OrderArrival, PerformedStep, StudyGrant,
-                                        StudyShare, ReferringName, Notification)
+                                        StudyShare, ReferringName, Notification, NotifyAddress)

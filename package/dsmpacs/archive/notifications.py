@@ -11,7 +11,11 @@ Kinds and who gets them:
   grant on the study, except whoever made the change.
 
 Only names and parameters are stored; the web layer words them in the reader's
-language. Nothing here speaks HTTP.
+language. A user who gave an e-mail address also gets each notice by e-mail when
+an SMTP server is configured (archive/mailer.py); ``wording`` turns a notice into
+the message's subject and body and is installed by the composition root
+(dsmpacs/app.py) from the UI catalogs, so mail and page say the same. Nothing
+here speaks HTTP.
 """
 from __future__ import annotations
 
@@ -19,12 +23,14 @@ import json
 import logging
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Callable
 
 import peewee
 
 from dsmpacs.archive.events import Events
 from dsmpacs.archive.index import Index
-from dsmpacs.archive.models import Notification, ReferringName, Study, StudyGrant, utcnow
+from dsmpacs.archive.mailer import Mailer, valid_address
+from dsmpacs.archive.models import Notification, NotifyAddress, ReferringName, Study, StudyGrant, utcnow
 from dsmpacs.archive.referring import names_match
 
 log = logging.getLogger(__name__)
@@ -54,8 +60,34 @@ def _note(row: Notification) -> Note:
 
 
 class Notifications:
-    def __init__(self, index: Index):
+    def __init__(self, index: Index, mailer: Mailer | None = None):
         self.index = index
+        self.mailer = mailer
+        self.wording: Callable[[Note], tuple[str, str]] | None = None
+
+    # --- e-mail addresses ----------------------------------------------------------
+    def set_address(self, username: str, address: str) -> None:
+        """The address ``username`` wants notices sent to; empty: none. ValueError if malformed."""
+        address = address.strip()
+        if address and not valid_address(address):
+            raise ValueError("not an e-mail address")
+        with self.index.write():
+            NotifyAddress.delete().where(NotifyAddress.username == username).execute()
+            if address:
+                NotifyAddress.create(username=username, address=address)
+
+    def address(self, username: str) -> str:
+        with self.index.read():
+            row = NotifyAddress.get_or_none(NotifyAddress.username == username)
+        return row.address if row else ""
+
+    def _mail(self, row: Notification) -> None:
+        if self.mailer is None or self.wording is None:
+            return
+        to = self.address(row.username)
+        if to:
+            subject, body = self.wording(_note(row))
+            self.mailer.send(to, subject, body)
 
     # --- writing ---------------------------------------------------------------
     def notify(self, username: str, kind: str, study_instance_uid: str = "", *, dedup_key: str | None = None,
@@ -65,10 +97,11 @@ class Notifications:
             raise ValueError(f"unknown notification kind {kind!r} or no user")
         try:
             with self.index.write():
-                Notification.create(username=username, kind=kind, study_instance_uid=study_instance_uid,
-                                    params=json.dumps(params, ensure_ascii=False), dedup_key=dedup_key)
+                row = Notification.create(username=username, kind=kind, study_instance_uid=study_instance_uid,
+                                          params=json.dumps(params, ensure_ascii=False), dedup_key=dedup_key)
         except peewee.IntegrityError:
             return False
+        self._mail(row)
         return True
 
     def subscribe(self, events: Events) -> None:

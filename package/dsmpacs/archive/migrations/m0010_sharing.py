@@ -1,13 +1,13 @@
 """Version 10: share links, referring physicians' linked DICOM names and
-notifications (three new tables; archive/shares.py, archive/referring.py,
+notifications with their e-mail addresses (four new tables; archive/shares.py, archive/referring.py,
 archive/notifications.py)."""
 from __future__ import annotations
 
 import peewee
 
-from dsmpacs.archive.models import Notification, ReferringName, StudyShare
+from dsmpacs.archive.models import Notification, NotifyAddress, ReferringName, StudyShare
 
-NEW_MODELS = (StudyShare, ReferringName, Notification)
+NEW_MODELS = (StudyShare, ReferringName, Notification, NotifyAddress)
 
 
 def up(db: peewee.Database) -> None:

@@ -12,6 +12,7 @@ import time
 from flask import current_app, redirect, render_template, request, url_for
 
 from dsmpacs.web import auth, share_session
+from dsmpacs.web.i18n import notify
 from dsmpacs.web.services import services
 from dsmpacs.web.shares import bp
 
@@ -46,8 +47,21 @@ def _bell() -> dict:
 def notifications():
     user = auth.current_user()
     _maybe_check_overdue()
-    notes = services().archive.notifications.list(user.username)
-    return render_template("shares/notifications.html", notes=notes)
+    store = services().archive.notifications
+    return render_template("shares/notifications.html", notes=store.list(user.username),
+                           address=store.address(user.username), mail_on=store.mailer is not None)
+
+
+@bp.route("/notifications/email", methods=["POST"])
+def set_email():
+    user = auth.current_user()
+    try:
+        services().archive.notifications.set_address(user.username, request.form.get("address", "")[:254])
+    except ValueError:
+        notify("notice.email_invalid", "error")
+    else:
+        notify("notice.email_saved")
+    return redirect(url_for("shares.notifications"))
 
 
 @bp.route("/notifications/read", methods=["POST"])
