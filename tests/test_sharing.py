@@ -113,9 +113,9 @@ def test_share_link_opens_one_study_until_expired_or_revoked(web_app, client, ar
     # Every use in the trail, with the client's address; the views under the share's name.
     rows = trail(archive)
     uses = [r for r in rows if r.action == "share-use"]
-    assert [(r.actor, r.outcome, r.address) for r in uses] == [("share-1", "ok", "127.0.0.1")]
+    assert [(r.actor, r.outcome, r.address) for r in uses] == [("share:1", "ok", "127.0.0.1")]
     assert any(r.action == "share-create" and r.actor == "rad1" and r.study_instance_uid == STUDY_A for r in rows)
-    assert any(r.action == "view" and r.actor == "share-1" and r.address == "127.0.0.1" for r in rows)
+    assert any(r.action == "view" and r.actor == "share:1" and r.address == "127.0.0.1" for r in rows)
     with archive.index.read():
         assert StudyShare.get().uses == 1
 

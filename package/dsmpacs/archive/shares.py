@@ -65,8 +65,9 @@ class Share:
 
     @property
     def principal(self) -> str:
-        """The name audit rows and the viewer give whoever uses the link."""
-        return f"share-{self.id}"
+        """The name audit rows and the viewer give whoever uses the link; the colon
+        makes it one no account can have (archive/users.py), so it owns nothing of a user's."""
+        return f"share:{self.id}"
 
 
 def _share(row: StudyShare) -> Share:

@@ -8,7 +8,7 @@ re-reads the share's row, so a revoked or expired link stops working at once.
 It admits only the read-only viewer endpoints below, with GET, and only for the
 share's study: anything else is 401 (another route) or 404 (another study, so
 the existence of other studies is not revealed). The principal is a VIEW-only
-account named ``share-<id>``, so the viewer's own code and audit rows need no
+account named ``share:<id>`` (no account can have a colon in its name), so the viewer's own code and audit rows need no
 special case.
 
 A referring physician (role ``referring``) is a real user whose VIEW is
