@@ -22,10 +22,10 @@ from dsmpacs.archive.models import (
 )
 from dsmpacs.archive.referring import Referring, has_final_report
 from tests import factories as f
-from tests.webclient import client_as, client_csrf, make_user
+from tests.webclient import client_as, client_csrf, client_login, make_user
 
 HTML = {"Accept": "text/html"}
-VERSION_BEFORE = 9            # the schema version before this branch's migration
+VERSION_BEFORE = 10           # the schema version before this branch's migration
 STUDY_A = "1.2.826.0.1.3680043.8.498.9601"
 STUDY_B = "1.2.826.0.1.3680043.8.498.9602"
 STUDY_C = "1.2.826.0.1.3680043.8.498.9603"
@@ -176,10 +176,17 @@ def test_access_code_is_required_and_rate_limited(web_app, client, archive, tmp_
 
 
 def test_referring_physician_sees_only_final_reports_of_their_patients(web_app, client, archive, tmp_path):
+    """A member with the role "referring" (archive/visibility.py) sees, through the
+    Scope every route asks, only the finally reported studies of their patients."""
+    from dsmpacs.archive.institutions import Institutions
+
     load(archive, tmp_path, referring={STUDY_A: "SMITH^JOHN", STUDY_B: "SMITH^JOHN=史^约翰",
                                        STUDY_C: "DOE^JANE", STUDY_D: "DOE^JANE"})
-    make_user(archive, "ref1", "referring")
-    referring = Referring(archive.index, archive.grants)
+    institutions = Institutions(archive.index)
+    for name in ("ref1", "ref2"):
+        make_user(archive, name, "viewer")
+        institutions.add_member(name, "default", "referring")
+    referring = archive.referring
     referring.link("ref1", "smith^john", by="adm1")
     archive.grants.grant("ref1", STUDY_D, reason="manual", source="shared", granted_by="adm1")
     assert referring.patients_studies("ref1") == {STUDY_A, STUDY_B, STUDY_D}
@@ -198,30 +205,39 @@ def test_referring_physician_sees_only_final_reports_of_their_patients(web_app, 
     assert has_final_report(archive.index, STUDY_A) and not has_final_report(archive.index, STUDY_B)
     assert referring.referring_filter("ref1") == {STUDY_A, STUDY_D}
 
-    client_as(client, archive, "referring", "ref2")        # a second, unlinked referring physician
-    assert re.findall(r'<tr data-study="([^"]+)"', text(client.get("/studies", headers=HTML))) == []
-    client.post("/logout", data={"csrf_token": client_csrf(client, "/")})
-    from tests.webclient import client_login
-    assert client_login(client, "ref1").status_code == 302
-    listed = re.findall(r'<tr data-study="([^"]+)"', text(client.get("/studies", headers=HTML)))
+    client_as(client, archive, "viewer", "view9")           # an ordinary member sees all four
+    assert len(re.findall(r'<tr data-study="', text(client.get("/studies", headers=HTML)))) == 4
+    second = web_app.test_client()
+    assert client_login(second, "ref2").status_code == 302     # linked to no name: nothing
+    assert re.findall(r'<tr data-study="([^"]+)"', text(second.get("/studies", headers=HTML))) == []
+    ref = web_app.test_client()
+    assert client_login(ref, "ref1").status_code == 302
+    listed = re.findall(r'<tr data-study="([^"]+)"', text(ref.get("/studies", headers=HTML)))
     assert sorted(listed) == [STUDY_A, STUDY_D]
-    assert client.get(f"/viewer/studies/{STUDY_A}.json").status_code == 200
-    assert client.get(f"/viewer?study={STUDY_D}", headers=HTML).status_code == 200
+    assert ref.get(f"/viewer/studies/{STUDY_A}.json").status_code == 200
+    assert ref.get(f"/viewer?study={STUDY_D}", headers=HTML).status_code == 200
     for uid in (STUDY_B, STUDY_C):                     # draft report; another physician's patient
-        assert client.get(f"/viewer/studies/{uid}.json").status_code == 404
-        assert client.get(f"/studies/{uid}", headers=HTML).status_code == 404
-    assert client.get("/dicom-web/studies").status_code == 403
-    assert client.get("/admin/", headers=HTML).status_code == 403
+        assert ref.get(f"/viewer/studies/{uid}.json").status_code == 404
+        assert ref.get(f"/studies/{uid}", headers=HTML).status_code == 404
+    qido = ref.get("/dicom-web/studies", headers={"Accept": "application/dicom+json"})
+    assert qido.status_code == 200
+    assert sorted(d["0020000D"]["Value"][0] for d in qido.get_json()) == [STUDY_A, STUDY_D]
+    assert ref.get("/admin/", headers=HTML).status_code == 403
 
     # The administrator links the name on the admin page; it is audited.
     admin = web_app.test_client()
     client_as(admin, archive, "admin", "adm1")
+    page = text(admin.get("/admin/referring", headers=HTML))
+    assert 'data-user="ref1"' in page and 'data-user="ref2"' in page and 'data-user="view9"' not in page
     csrf = client_csrf(admin, "/admin/referring")
     assert admin.post("/admin/referring", data={"csrf_token": csrf, "username": "ref2",
                                                 "dicom_name": "DOE^JANE"}).status_code == 302
     assert referring.referring_filter("ref2") == {STUDY_C, STUDY_D}
+    assert sorted(re.findall(r'<tr data-study="([^"]+)"', text(second.get("/studies", headers=HTML)))) == \
+        [STUDY_C, STUDY_D]
     with archive.index.read():
         assert ReferringName.select().count() == 2
+    assert any(r.action == "user-change" and "ref2" in r.detail for r in trail(archive))
 
 
 def test_notifications_follow_events_and_overdue_tasks(archive, tmp_path):

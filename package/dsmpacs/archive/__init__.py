@@ -5,7 +5,7 @@ import logging
 
 import pydicom.config
 
-from dsmpacs.archive import database, inflate, reconcile
+from dsmpacs.archive import database, inflate, reconcile, referring
 from dsmpacs.archive.events import Events
 from dsmpacs.archive.grants import Grants
 from dsmpacs.archive.index import Index
@@ -37,6 +37,8 @@ class Archive:
         # Notices to users on those events (archive/notifications.py).
         self.notifications = Notifications(self.index, Mailer.from_settings(settings))
         self.notifications.subscribe(self.events)
+        # What a referring member of an institution sees there (archive/referring.py).
+        self.referring = referring.install(self.index, self.grants)
         # Arrived studies matched to their orders (archive/reconcile.py).
         self.ingest.observers.append(reconcile.hook(self.index))
         # The archive validates what it needs itself and keeps bytes unchanged;

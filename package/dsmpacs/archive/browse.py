@@ -62,15 +62,18 @@ class StudyDetail:
         return sum(s.bytes for s in self.series)
 
 
-def search_studies(index: Index, filters: Mapping[str, str], *, page: int = 1, per_page: int = 25) -> StudyPage:
+def search_studies(index: Index, filters: Mapping[str, str], *, page: int = 1, per_page: int = 25,
+                   scope=None) -> StudyPage:
     """One page of matching studies, the latest study date first (undated ones last,
-    then the most recently indexed), so a patient's newest visit heads the list."""
+    then the most recently indexed), so a patient's newest visit heads the list.
+    ``scope`` (archive/visibility.Scope): only the studies it may see."""
     search = Search(index)
     page = max(1, page)
     # pn_pinyin: a reader may type a Chinese patient's name in pinyin (wang xiaoming).
-    total = search.count(Query(Level.STUDY, dict(filters), STUDY_COLUMNS, pn_pinyin=True))
+    total = search.count(Query(Level.STUDY, dict(filters), STUDY_COLUMNS, pn_pinyin=True, scope=scope))
     rows = search.newest_first(Query(Level.STUDY, dict(filters), STUDY_COLUMNS, limit=per_page,
-                                     offset=(page - 1) * per_page, pn_pinyin=True), "StudyDate", "StudyTime")
+                                     offset=(page - 1) * per_page, pn_pinyin=True, scope=scope),
+                               "StudyDate", "StudyTime")
     _add_links(index, rows)
     return StudyPage(rows, page, per_page, total)
 
@@ -123,14 +126,20 @@ def study_detail(index: Index, study_instance_uid: str) -> StudyDetail | None:
     return detail
 
 
-def patient_timeline(index: Index, patient_row: int) -> tuple[Patient, list[Study]] | None:
-    """A patient and all their studies, oldest first (by study date and time)."""
+def patient_timeline(index: Index, patient_row: int, scope=None) -> tuple[Patient, list[Study]] | None:
+    """A patient and all their studies, oldest first (by study date and time).
+    With a ``scope``, only the studies it may see; a patient with none of them is,
+    to that scope, not there (None)."""
     with index.read():
         patient = Patient.get_or_none(Patient.id == patient_row)
         if patient is None:
             return None
-        studies = list(Study.select().where(Study.patient == patient.id)
-                       .order_by(Study.study_date, Study.study_time, Study.id))
+        query = Study.select().where(Study.patient == patient.id)
+        if scope is not None:
+            query = scope.restrict(query)
+        studies = list(query.order_by(Study.study_date, Study.study_time, Study.id))
+    if scope is not None and not scope.is_everything and not studies:
+        return None
     return patient, studies
 
 

@@ -205,6 +205,9 @@ def _create_schema(db: peewee.Database) -> None:
         with db.atomic():
             db.create_tables(MODELS, safe=True)
             SchemaVersion.create(version=LATEST_VERSION)
+            # Every archive has its default institution from the start (archive/visibility.py).
+            from dsmpacs.archive.visibility import ensure_default_institution
+            ensure_default_institution()
     finally:
         for model in MODELS:
             model._meta.table_settings = []

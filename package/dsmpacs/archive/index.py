@@ -27,10 +27,15 @@ from dsmpacs.archive.database import (
     session,
 )
 from dsmpacs.archive.models import Instance, Patient, Quarantine, Series, Study, utcnow
+from dsmpacs.archive.visibility import placement
 
 log = logging.getLogger(__name__)
 _DB_ERRORS = (peewee.OperationalError, peewee.InterfaceError)
 _ATTEMPTS = 8
+
+
+class StudyElsewhere(Exception):
+    """The instance's study exists in another institution than the one the sender named."""
 
 
 class _Statements:
@@ -44,7 +49,7 @@ class _Statements:
     def __init__(self, db: peewee.Database, mysql: bool):
         q = lambda name: f"{db.quote[0]}{name}{db.quote[1]}"   # noqa: E731
         p = db.param
-        self.study_columns = ("id",) + extracted_columns(Level.STUDY)
+        self.study_columns = ("id", "institution") + extracted_columns(Level.STUDY)
         self.series_columns = ("id", "study_id") + extracted_columns(Level.SERIES)
         self.instance_columns = ("series_id", "path", "size", "sha256", "dataset_offset",
                                  "transfer_syntax_uid", "received_at", "calling_ae",
@@ -160,7 +165,8 @@ class Index:
 
     # --- writes ------------------------------------------------------------
     def add_instance(self, extracted: Extracted, stored: StoredFile, *, origin: str,
-                     calling_ae: str = "", before_commit: Callable[[], None] | None = None) -> None:
+                     calling_ae: str = "", before_commit: Callable[[], None] | None = None,
+                     institution: int | None = None, institution_name: str = "") -> None:
         """Insert the instance and create or update its patient, study and series.
 
         ``before_commit`` runs inside the transaction after the inserts: the ingest
@@ -174,7 +180,7 @@ class Index:
                 break
             try:
                 with self.write(None if attempt == 0 else remaining):
-                    self._add(extracted, stored, origin, calling_ae)
+                    self._add(extracted, stored, origin, calling_ae, institution, institution_name)
                     if before_commit is not None:
                         before_commit()
                     return
@@ -214,14 +220,23 @@ class Index:
         row = self.db.execute_sql(sql, [key]).fetchone()
         return dict(zip(columns, row)) if row else None
 
-    def _add(self, extracted: Extracted, stored: StoredFile, origin: str, calling_ae: str) -> None:
+    def _add(self, extracted: Extracted, stored: StoredFile, origin: str, calling_ae: str,
+             institution: int | None = None, institution_name: str = "") -> None:
         sql, values, now = self._sql, extracted.values, utcnow()
         study_values = values[Level.STUDY]
         study = self._fetch(sql.study_select, sql.study_columns, study_values["study_instance_uid"])
         if study is None:
             patient = self._patient(values[Level.PATIENT])
-            study_id = Study.insert(patient=patient, created_at=now, updated_at=now, **study_values).execute()
+            # A new study's institution is decided once, in this transaction; later
+            # instances join the study where it is (an admin may move it).
+            if institution is None:
+                institution = placement(calling_ae, institution_name)
+            study_id = Study.insert(patient=patient, created_at=now, updated_at=now,
+                                    institution=institution, **study_values).execute()
         else:
+            if institution is not None and study["institution"] != institution:
+                # A sender that names its institution (STOW-RS) cannot add to another's study.
+                raise StudyElsewhere(str(study_values["study_instance_uid"]))
             study_id = study["id"]
             self._fill_blanks(Study, study, study_values)
 

@@ -45,7 +45,7 @@ from typing import Callable
 
 from dsmpacs.archive.attributes import Level, extract
 from dsmpacs.archive.database import IndexUnavailable
-from dsmpacs.archive.index import Index, InstanceExists, StoredFile
+from dsmpacs.archive.index import Index, InstanceExists, StoredFile, StudyElsewhere
 from dsmpacs.archive.models import Instance
 from dsmpacs.archive.part10 import Header, InvalidDataset, file_meta_bytes, read_header
 from dsmpacs.archive.results import StoreOutcome, StoreResult
@@ -66,6 +66,10 @@ class Origin:
     kind: str              # dicom, stow, import, reindex, derived (archive/derived)
     calling_ae: str = ""
     peer: str = ""         # address or user, for logs
+    # Where a new study goes when the sender says (STOW-RS into the caller's
+    # institution); None: decided by the sending AE or Institution Name
+    # (archive/visibility.placement).
+    institution: int | None = None
 
     def __str__(self) -> str:
         who = " ".join(x for x in (self.calling_ae, self.peer) if x)
@@ -168,7 +172,9 @@ class Ingest:
         # are rare, for the price of one query less on every new instance.
         try:
             self.index.add_instance(extracted, _with_path(stored, relpath), origin=origin.kind,
-                                    calling_ae=origin.calling_ae, before_commit=durable)
+                                    calling_ae=origin.calling_ae, before_commit=durable,
+                                    institution=origin.institution,
+                                    institution_name=_institution_name(header))
         except StorageError as exc:
             self.storage.remove(relpath)
             return StoreResult(StoreOutcome.OUT_OF_RESOURCES, str(exc), **ids)
@@ -191,6 +197,10 @@ class Ingest:
         except IndexUnavailable as exc:
             self.storage.remove(relpath)
             return StoreResult(StoreOutcome.INDEX_UNAVAILABLE, str(exc), **ids)
+        except StudyElsewhere:
+            self.storage.remove(relpath)
+            return StoreResult(StoreOutcome.REFUSED, "not stored: the study is outside the sender's institution",
+                               **ids)
 
         for observe in self.observers:
             observe(extracted.values, origin)
@@ -269,6 +279,14 @@ class Ingest:
 def _with_path(stored: StoredFile, relpath: str) -> StoredFile:
     return StoredFile(relpath, stored.size, stored.sha256, stored.dataset_offset,
                       stored.transfer_syntax_uid)
+
+
+def _institution_name(header: Header) -> str:
+    """Institution Name (0008,0080) for placing a new study; "" when absent or unreadable."""
+    try:
+        return str(header.dataset.get("InstitutionName", "") or "")
+    except Exception:      # a sender's odd bytes must never stop a store
+        return ""
 
 
 def _sop_uids(header: Header) -> tuple[str, str]:

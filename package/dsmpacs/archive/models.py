@@ -89,6 +89,21 @@ def pinyin_columns() -> dict[str, object]:
                                                constraints=[SQL("DEFAULT ''")])}
 
 
+# The institution every archive has from its first start (or its upgrade): it holds
+# whatever no binding or alias places elsewhere, so a single-room archive behaves as
+# before institutions existed (archive/visibility.py).
+DEFAULT_INSTITUTION_ID = 1
+
+
+def institution_column() -> dict[str, object]:
+    """Which institution a study (or an order) belongs to: ``institution.id``. An
+    indexed integer with a database default rather than a declared foreign key, so the
+    migration adds it to a large study table without rebuilding it (SQLite cannot add a
+    REFERENCES column with a non-null default while foreign keys are enforced)."""
+    return {"institution": IntegerField(default=DEFAULT_INSTITUTION_ID, index=True,
+                                        constraints=[SQL(f"DEFAULT {DEFAULT_INSTITUTION_ID}")])}
+
+
 Patient = _model("Patient", Level.PATIENT, {
     # PatientID + issuer identify a patient; without an ID, name and birth date do.
     "patient_key": CharField(max_length=64, unique=True),
@@ -104,6 +119,7 @@ Study = _model("Study", Level.STUDY, {
     "specific_character_set": CharField(max_length=64, default=""),
     "created_at": DateTimeField(default=utcnow),
     "updated_at": DateTimeField(default=utcnow, index=True),
+    **institution_column(),
 }, "One row per StudyInstanceUID, with its series and instance counts.")
 
 Series = _model("Series", Level.SERIES, {
@@ -170,6 +186,9 @@ class RemoteAE(BaseModel):
     is_move_destination = BooleanField(default=True)   # we may send to it (C-MOVE target, push)
     tls = BooleanField(default=False)                  # DICOM TLS both ways; refused on the plain port
     tls_client_cert = BooleanField(default=False)      # must show a client certificate on the TLS port
+    # Bound to an institution: stores land there, queries and retrieves see only it
+    # (archive/visibility.py). NULL: unbound, sees everything (as before institutions).
+    institution = IntegerField(null=True)
     description = CharField(max_length=255, default="")
     created_at = DateTimeField(default=utcnow)
     updated_at = DateTimeField(default=utcnow)
@@ -334,6 +353,8 @@ class Order(BaseModel):
     created_by = CharField(max_length=64, default="")
     created_at = DateTimeField(default=utcnow)
     updated_at = DateTimeField(default=utcnow)
+    # The registrar's institution; the worklist answers a bound AE only with its own.
+    institution = institution_column()["institution"]
 
     class Meta:
         table_name = "orders"        # ORDER is an SQL keyword: raw SQL would have to quote it
@@ -433,6 +454,34 @@ class NotifyAddress(BaseModel):
     address = CharField(max_length=254)
 
 
+class Institution(BaseModel):
+    """A hospital or site sharing the archive (archive/visibility.py). Id 1 is the
+    default institution, created with the schema or by the upgrade to it."""
+    code = CharField(max_length=32, unique=True)
+    name = CharField(max_length=128)
+    created_at = DateTimeField(default=utcnow)
+
+
+class Membership(BaseModel):
+    """A user's place in an institution and their role within it."""
+    user = ForeignKeyField(User, backref="memberships", on_delete="CASCADE")
+    institution = ForeignKeyField(Institution, backref="memberships", on_delete="CASCADE")
+    role = CharField(max_length=24)     # registrar, technologist, radiologist, referring, institution-admin
+    created_at = DateTimeField(default=utcnow)
+
+    class Meta:
+        indexes = ((("user", "institution"), True),)
+
+
+class InstitutionAlias(BaseModel):
+    """An Institution Name (0008,0080) as senders write it, mapped to an institution;
+    matched case- and space-insensitively (``name_key``) when a study arrives."""
+    name = CharField(max_length=128)
+    name_key = CharField(max_length=128, unique=True)
+    institution = ForeignKeyField(Institution, backref="aliases", on_delete="CASCADE")
+    created_at = DateTimeField(default=utcnow)
+
+
 class SchemaVersion(BaseModel):
     version = IntegerField()
 
@@ -441,4 +490,5 @@ MODELS: tuple[type[BaseModel], ...] = (SchemaVersion, Patient, Study, Series, In
                                         RemoteAE, User, ApiToken, AuditEvent, AssociationLog, JobLease,
                                         WebSession, TotpCredential, RecoveryCode, Annotation,
                                         Order, OrderArrival, PerformedStep, StudyGrant,
+                                        Institution, Membership, InstitutionAlias,
                                         StudyShare, ReferringName, Notification, NotifyAddress)

@@ -80,7 +80,7 @@ def read_rows(data: bytes) -> list[tuple[int, dict[str, str]]]:
     return out
 
 
-def import_csv(orders: Orders, data: bytes, *, actor: str = "") -> ImportResult:
+def import_csv(orders: Orders, data: bytes, *, actor: str = "", institution: int | None = None) -> ImportResult:
     result = ImportResult()
     for line, values in read_rows(data):
         if "__cells__" in values:
@@ -88,7 +88,7 @@ def import_csv(orders: Orders, data: bytes, *, actor: str = "") -> ImportResult:
                                            f"{values['__cells__']} cells, the header has a different number"))
             continue
         try:
-            result.created.append(orders.create(OrderInput(**values), actor=actor))
+            result.created.append(orders.create(OrderInput(**values), actor=actor, institution=institution))
         except OrderError as exc:
             result.errors.append(LineError(line, exc.code, exc.field, str(exc)))
     return result

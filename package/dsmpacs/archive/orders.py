@@ -266,7 +266,8 @@ class Orders:
         self.index = index
         self.dialect = Dialect(is_mysql(index.db))
 
-    def create(self, data: OrderInput, *, actor: str = "") -> OrderView:
+    def create(self, data: OrderInput, *, actor: str = "", institution: int | None = None) -> OrderView:
+        """``institution``: the registrar's (archive/visibility.py); None: the default one."""
         values = validate(data)
         generated = not values["accession_number"]
         for _attempt in range(5):
@@ -280,6 +281,8 @@ class Orders:
                        patient_name_alpha=alpha[:128], patient_name_ideo=ideo[:128],
                        patient_name_phon=phon[:128], state=State.SCHEDULED.value,
                        created_by=actor[:64])
+            if institution is not None:
+                row["institution"] = institution
             try:
                 with self.index.write():
                     order = Order.create(**row)
@@ -303,10 +306,14 @@ class Orders:
             return OrderView.of(row) if row else None
 
     def list(self, *, state: State | None = None, text: str = "", limit: int = 50,
-             offset: int = 0) -> list[OrderView]:
-        """Newest scheduled date first. ``text``: an accession number or patient ID prefix."""
+             offset: int = 0, scope=None) -> list[OrderView]:
+        """Newest scheduled date first. ``text``: an accession number or patient ID prefix.
+        ``scope`` (archive/visibility.Scope): only the orders of its institutions."""
         with self.index.read():
             query = Order.select()
+            visible = scope.orders_condition(Order) if scope is not None else None
+            if visible is not None:
+                query = query.where(visible)
             if state is not None:
                 query = query.where(Order.state == state.value)
             if text:
@@ -327,10 +334,13 @@ class Orders:
                 out.setdefault(arrival.order_id, []).append(arrival.study_instance_uid)
         return {k: tuple(v) for k, v in out.items()}
 
-    def set_state(self, order_id: int, state: State) -> OrderView:
-        """A registrar's change: completed or discontinued, or discontinued back to scheduled."""
+    def set_state(self, order_id: int, state: State, scope=None) -> OrderView:
+        """A registrar's change: completed or discontinued, or discontinued back to scheduled.
+        An order outside ``scope`` is, to its caller, not there."""
         with self.index.write():
             row = Order.get_or_none(Order.id == order_id)
+            if row is not None and scope is not None and not scope.allows_institution(row.institution):
+                row = None
             if row is None:
                 raise OrderError("not_found", "id", f"no order {order_id}")
             if State(row.state) not in _MANUAL.get(state, set()):
@@ -339,9 +349,13 @@ class Orders:
         return self.get(order_id)  # type: ignore[return-value]
 
     # --- the worklist --------------------------------------------------------------
-    def worklist(self, flt: WorklistFilter) -> Iterator[OrderView]:
-        """Orders matching the filter, by scheduled date and time."""
+    def worklist(self, flt: WorklistFilter, scope=None) -> Iterator[OrderView]:
+        """Orders matching the filter, by scheduled date and time; with a ``scope``
+        (a modality bound to an institution), only that institution's."""
         conditions = [Order.state.in_([s.value for s in flt.states])]
+        visible = scope.orders_condition(Order) if scope is not None else None
+        if visible is not None:
+            conditions.append(visible)
         for column, value in ((Order.station_ae_title, flt.station_ae), (Order.modality, flt.modality),
                               (Order.patient_id, flt.patient_id),
                               (Order.accession_number, flt.accession_number),

@@ -137,6 +137,9 @@ class Query:
     pn_case_insensitive: bool = True
     pn_pinyin: bool = False              # PatientName also matches the pinyin of a Chinese name (study list)
     combined_datetime: bool = False      # C.2.2.2.5.1, when the SCU negotiated it
+    # archive/visibility.Scope: only the studies (and their patients, series,
+    # instances) the user or peer may see; None: no restriction.
+    scope: object | None = None
 
     def returned(self) -> list[str]:
         wanted = keys_at(self.level) if self.requested is None else list(self.requested)
@@ -213,7 +216,16 @@ class Search:
         the foreign-key index, instead of scanning the level and looking up parents.
         Higher levels are joined only to return their values."""
         level_model = MODELS[query.level]
-        by_level = self._conditions(query)
+        by_level = {level: list(conds) for level, conds in self._conditions(query).items()}
+        visible = query.scope.condition() if query.scope is not None else None
+        if visible is not None:
+            # One more study-level condition: it rides the same subquery chain as the
+            # filters, so patients, series and instances are narrowed through it.
+            if query.level is Level.PATIENT:
+                by_level.setdefault(Level.PATIENT, []).append(
+                    Patient.id.in_(Study.select(Study.patient).where(visible)))
+            else:
+                by_level.setdefault(Level.STUDY, []).append(visible)
         joined = {KEYS[k].level for k in returned}
         columns = [level_model.id.alias("_id"),
                    level_model.specific_character_set.alias("SpecificCharacterSet")]

@@ -1,5 +1,6 @@
-"""Referring physicians: accounts that see only their own patients' studies, and
-of those only the ones whose report is final.
+"""Referring physicians: members of an institution with the membership role
+"referring" (archive/visibility.py), who see there only their own patients'
+studies, and of those only the ones whose report is final.
 
 "Their patients" are the studies whose Referring Physician's Name (0008,0090)
 matches the DICOM name an administrator linked to the account, plus studies
@@ -8,8 +9,9 @@ a row of the reports table in state final or amended (``has_final_report``);
 until the reports table exists no study qualifies, so a referring physician sees
 nothing rather than unreported images.
 
-``referring_filter`` is the one decision; the web adapter (web/share_session.py)
-and archive/visibility.py, once it exists, call it rather than repeating it.
+``referring_filter`` is the one decision. ``install`` hands it to
+archive/visibility.py (``register_referring_filter``) as a condition over Study,
+so the Scope that guards every route and list applies it; nothing else repeats it.
 """
 from __future__ import annotations
 
@@ -120,6 +122,19 @@ class Referring:
         patients' studies with a final or amended report)."""
         return final_reported(self.index, self.patients_studies(username))
 
+    def condition(self, username: str) -> peewee.Expression:
+        """``referring_filter`` as a condition over Study, for visibility.Scope."""
+        return Study.study_instance_uid.in_(sorted(self.referring_filter(username)))
+
     def allows(self, username: str, study_instance_uid: str) -> bool:
         return study_instance_uid in self.patients_studies(username) and \
             has_final_report(self.index, study_instance_uid)
+
+
+def install(index: Index, grants: Grants) -> Referring:
+    """Make this archive's rule the one visibility.Scope applies to referring members."""
+    from dsmpacs.archive.visibility import register_referring_filter
+
+    referring = Referring(index, grants)
+    register_referring_filter(referring.condition)
+    return referring

@@ -35,8 +35,6 @@ class Role(str, Enum):
     RADIOLOGIST = "radiologist"
     VIEWER = "viewer"
     AUDITOR = "auditor"    # reads the audit trail, nothing else (no patient data)
-    # Sees only their own patients' studies with a final report (archive/referring.py).
-    REFERRING = "referring"
 
 
 class Permission(Enum):
@@ -53,7 +51,6 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
     Role.RADIOLOGIST: frozenset({Permission.VIEW, Permission.EXPORT, Permission.SEND}),
     Role.VIEWER: frozenset({Permission.VIEW}),
     Role.AUDITOR: frozenset({Permission.AUDIT}),
-    Role.REFERRING: frozenset({Permission.VIEW}),
 }
 
 MIN_PASSWORD_LENGTH = 10
@@ -177,6 +174,16 @@ def check_username(username: str) -> str:
     return name
 
 
+def _join(row: User, institution: int | None) -> None:
+    # Every user belongs somewhere (archive/visibility.py): the default institution
+    # unless the caller named one, with the membership role nearest their global role.
+    from dsmpacs.archive.models import DEFAULT_INSTITUTION_ID, Membership
+    from dsmpacs.archive.visibility import membership_role_for
+
+    Membership.create(user=row.id, institution=institution or DEFAULT_INSTITUTION_ID,
+                      role=membership_role_for(row.role))
+
+
 def _role(value: str | Role) -> Role:
     try:
         return Role(value)
@@ -219,7 +226,8 @@ class Users:
             return User.select().where((User.role == Role.ADMIN.value) & (~User.disabled)).exists()
 
     # --- changes -----------------------------------------------------------------
-    def add(self, username: str, password: str, role: Role | str) -> Account:
+    def add(self, username: str, password: str, role: Role | str, institution: int | None = None) -> Account:
+        """``institution``: the one the new user joins (default: the default institution)."""
         name = check_username(username)
         check_password_quality(password)
         role = _role(role)
@@ -228,6 +236,7 @@ class Users:
             with self.index.write():
                 row = User.create(username=name, username_key=username_key(name),
                                   password_hash=encoded, role=role.value)
+                _join(row, institution)
         except peewee.IntegrityError:
             raise UserError(f"a user named {name!r} already exists", "exists", value=name) from None
         return Account.from_row(row)
@@ -242,6 +251,7 @@ class Users:
             with self.index.write():
                 row = User.create(username=name, username_key=username_key(name),
                                   password_hash=encoded, role=_role(role).value)
+                _join(row, None)
         except peewee.IntegrityError:
             raise UserError(f"a user named {name!r} already exists", "exists", value=name) from None
         return Account.from_row(row)

@@ -32,6 +32,7 @@ from dsmpacs.archive.audit import AuditAction
 from dsmpacs.archive.charset import TEXT_VRS, decode_text, encode_text, parse_charset
 from dsmpacs.archive.database import IndexUnavailable
 from dsmpacs.archive.query import KEYS, Query, QueryError, Search, key_for
+from dsmpacs.archive.visibility import Scope
 from dsmpacs.dicom import auditing
 from dsmpacs.dicom.associations import peer_of
 from dsmpacs.dicom.auditing import DicomAudit
@@ -161,7 +162,9 @@ def handle_find(event, archive: Archive, policy: AccessPolicy, search: Search, a
     query = Query(request.level, request.filters, request.index_keys,
                   limit=limit + 1 if limit else None,
                   pn_case_insensitive=settings.pn_case_insensitive,
-                  combined_datetime=_combined_negotiated(assoc, str(event.request.AffectedSOPClassUID)))
+                  combined_datetime=_combined_negotiated(assoc, str(event.request.AffectedSOPClassUID)),
+                  # A peer bound to an institution finds only its studies; unbound, all.
+                  scope=Scope.for_ae(archive.index, calling))
     sender = PendingSender(assoc, event.context, event.request,
                            PENDING_WARNING if request.warning else PENDING)
     started, sent = time.monotonic(), 0

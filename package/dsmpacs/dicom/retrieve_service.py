@@ -29,6 +29,7 @@ from dsmpacs.archive.audit import AuditAction
 from dsmpacs.archive.database import IndexUnavailable
 from dsmpacs.archive.peers import PeerRegistry
 from dsmpacs.archive.retrieve import RetrieveError, StoredInstance, retrieve_keys, select_instances
+from dsmpacs.archive.visibility import Scope
 from dsmpacs.dicom import auditing
 from dsmpacs.dicom.engine.retrieve_class import suboperation_handler  # noqa: F401 (re-exported)
 from dsmpacs.dicom.sender import SubOperation
@@ -178,12 +179,23 @@ def authorized(call: RetrieveCall, archive, registry: PeerRegistry) -> bool:
     return allowed
 
 
+def _visible(instances: list[StoredInstance], scope: Scope, archive) -> list[StoredInstance]:
+    """Only the instances of studies the calling AE's scope holds: a peer bound to an
+    institution retrieves what it could find, and another's study matches nothing
+    (Success, 0 sub-operations: its existence is not revealed)."""
+    if scope.is_everything:
+        return instances
+    allowed = {uid for uid in {i.study_instance_uid for i in instances} if scope.allows(uid, archive.index)}
+    return [i for i in instances if i.study_instance_uid in allowed]
+
+
 def matched_instances(call: RetrieveCall, archive, what: str = "") -> list[StoredInstance] | None:
     """The instances the identifier selects, or None after answering the final status
     (identifier mismatch, index unavailable, nothing matched, too many to count)."""
     try:
         keys = retrieve_keys(call.identifier(), patient_root=call.patient_root)
         instances = select_instances(archive.index, keys)
+        instances = _visible(instances, Scope.for_ae(archive.index, call.calling_ae), archive)
     except (RetrieveError, ValueError) as exc:
         log.warning("%s from %s refused: %s", call.kind, call.peer, exc)
         call.final(IDENTIFIER_MISMATCH, comment=str(exc))

@@ -37,6 +37,7 @@ from dsmpacs.archive.charset import TEXT_VRS, parse_charset
 from dsmpacs.archive.database import IndexUnavailable
 from dsmpacs.archive.matching import QueryError
 from dsmpacs.archive.orders import Orders, OrderView, State, WorklistFilter
+from dsmpacs.archive.visibility import Scope
 from dsmpacs.dicom import auditing
 from dsmpacs.dicom.associations import peer_of
 from dsmpacs.dicom.auditing import DicomAudit
@@ -176,7 +177,7 @@ def handle_worklist(event, orders: Orders, policy: AccessPolicy, audit: DicomAud
         flt = WorklistFilter(**{MATCHING[k]: v for k, v in request.filters.items()},
                              states=request.states, limit=limit + 1 if limit else None)
         started = time.monotonic()
-        matches = list(orders.worklist(flt))
+        matches = list(orders.worklist(flt, Scope.for_ae(orders.index, calling)))
     except IndexUnavailable as exc:
         log.error("MWL C-FIND from %s (%s): %s", calling, peer, exc)
         yield status_dataset(OUT_OF_RESOURCES, "index database unreachable"), None

@@ -331,13 +331,11 @@ def _authenticate():
         if g.user is None:
             return unauthorized(api=True)     # wrong credentials never fall back to a session
         g.auth_method = request.authorization.type
-        share_session.check_referring(g.user, api)
         return None
     state = g.web_session = _session_state()
     if state is not None and state.signed_in:
         g.user = state.account
         g.auth_method = "session"
-        share_session.check_referring(g.user, api)
         return None
     # A share link's session: one study's read-only viewer and nothing else.
     verdict = share_session.admit(bool(getattr(view, _PUBLIC, False)))

@@ -23,7 +23,7 @@ from dsmpacs.archive.maintenance import DUPLICATE_REASON, ORPHAN_REASON
 from dsmpacs.web.i18n import _
 
 OUTCOMES = ("ok", "failed", "refused", "alert", "started", "partial")
-ROLES = ("admin", "radiologist", "viewer", "auditor", "referring")
+ROLES = ("admin", "radiologist", "viewer", "auditor")
 FINDINGS = ("missing", "mismatch", "unreadable")
 ASSOCIATION_FAILURES = ("unreachable", "rejected", "aborted", "no_answer", "tls", "other")
 ORIGINS = ("dicom", "stow", "import", "reindex", "recovery")

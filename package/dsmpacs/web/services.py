@@ -48,5 +48,22 @@ class Services:
                    config_at_start=configfile.read_values(settings))
 
 
+    def scope(self):
+        """The current user's Scope (archive/visibility.py), built once per request:
+        what every route asks before serving a study."""
+        from flask import g
+
+        from dsmpacs.archive.visibility import Scope
+        from dsmpacs.web.auth import current_user
+
+        cached = g.get("scope")
+        if cached is None:
+            user = current_user()
+            cached = (Scope.nothing() if user is None
+                      else Scope.for_user(self.archive.index, self.archive.grants, user.username))
+            g.scope = cached
+        return cached
+
+
 def services() -> Services:
     return current_app.extensions[EXTENSION]

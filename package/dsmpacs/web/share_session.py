@@ -1,6 +1,5 @@
-"""Who may reach which study besides ordinary users: the holder of a share link,
-and referring physicians. Called by web/auth.py for every request, so no route
-has to remember it.
+"""The holder of a share link: who may reach which study without an account.
+Called by web/auth.py for every request, so no route has to remember it.
 
 A share session is the ``share`` entry of the signed cookie session, set when a
 link (and its access code, if any) was accepted by web/shares/. Each request
@@ -11,21 +10,19 @@ the existence of other studies is not revealed). The principal is a VIEW-only
 account named ``share:<id>`` (no account can have a colon in its name), so the viewer's own code and audit rows need no
 special case.
 
-A referring physician (role ``referring``) is a real user whose VIEW is
-narrowed by archive/referring.py: a study route for a study outside
-``referring_filter`` is 404, the patient timeline and DICOMweb are refused, and
-the study list is restricted by ``restrict_filters``.
+(Referring physicians are ordinary users: their narrower view is part of their
+Scope, archive/visibility.py with archive/referring.py.)
 """
 from __future__ import annotations
 
 from enum import Enum
 
 from flask import g, request, session
-from werkzeug.exceptions import Forbidden, NotFound
+from werkzeug.exceptions import NotFound
 
-from dsmpacs.archive.referring import Referring
 from dsmpacs.archive.shares import Share, Shares, State
 from dsmpacs.archive.users import Account, Role
+from dsmpacs.archive.visibility import Scope
 from dsmpacs.web import audit
 from dsmpacs.web.services import services
 
@@ -49,11 +46,6 @@ class Verdict(Enum):
 
 def shares() -> Shares:
     return Shares(services().archive.index)
-
-
-def referring() -> Referring:
-    archive = services().archive
-    return Referring(archive.index, archive.grants)
 
 
 def current_share() -> Share | None:
@@ -100,36 +92,7 @@ def admit(view_is_public: bool) -> Verdict:
         raise NotFound()
     g.user = principal(share)
     g.auth_method = "share"
+    # Its Scope (archive/visibility.py) is that one study, as if granted: the
+    # browser's own scope guard and lists then agree with this check.
+    g.scope = Scope(frozenset(), frozenset({share.study_instance_uid}), share.principal)
     return Verdict.ADMITTED
-
-
-def check_referring(user: Account, api: bool) -> None:
-    """Narrow a referring physician's VIEW to their patients' finally reported studies."""
-    if user.role is not Role.REFERRING:
-        return
-    if api:
-        audit.record_refusal(403, "referring physicians use the web viewer")
-        raise Forbidden("referring")
-    if request.endpoint == "studies.patient":
-        raise NotFound()
-    studies = _requested_studies()
-    if studies:
-        allowed = referring().referring_filter(user.username)
-        if any(s not in allowed for s in studies):
-            audit.record_refusal(404, "not a finally reported study of this referring physician")
-            raise NotFound()
-
-
-def restrict_filters(filters: dict[str, str]) -> dict[str, str] | None:
-    """The study list's filters for the current user: unchanged for most users; for
-    a referring physician limited to their studies (None: nothing to show)."""
-    user = g.get("user")
-    if user is None or user.role is not Role.REFERRING:
-        return filters
-    allowed = referring().referring_filter(user.username)
-    asked = filters.get("StudyInstanceUID")
-    if asked:
-        allowed &= set(asked.split("\\"))
-    if not allowed:
-        return None
-    return {**filters, "StudyInstanceUID": "\\".join(sorted(allowed))}

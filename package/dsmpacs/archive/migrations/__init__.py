@@ -14,7 +14,7 @@ import pkgutil
 
 import peewee
 
-LATEST_VERSION = 10
+LATEST_VERSION = 11
 
 
 def _module_for(version: int):

@@ -39,4 +39,4 @@ def page_args() -> tuple[int, int]:
 
 
 # Each module adds its routes to bp when imported.
-from dsmpacs.web.admin import activity, overview, peers, policy, trail, users  # noqa: E402,F401
+from dsmpacs.web.admin import activity, institutions, overview, peers, policy, trail, users  # noqa: E402,F401

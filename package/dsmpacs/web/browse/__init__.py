@@ -9,7 +9,7 @@ from __future__ import annotations
 from flask import Blueprint, redirect, request, url_for
 
 from dsmpacs.archive.users import Permission
-from dsmpacs.web import auth
+from dsmpacs.web import auth, scoping
 
 bp = Blueprint("studies", __name__)
 
@@ -23,6 +23,10 @@ def _readers_only():
         return redirect(url_for("admin.audit_trail"))
     auth.require(Permission.VIEW)
     return None
+
+
+# Every study named in a path or query must be in the user's scope (web/scoping.py).
+bp.before_request(scoping.guard_study_arguments)
 
 # Routes register themselves on bp when their module is imported. ``annotations`` is
 # imported by its full name: in a from-import it would be this module's __future__

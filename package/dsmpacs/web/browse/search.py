@@ -7,10 +7,10 @@ import re
 from flask import abort, render_template, request
 
 from dsmpacs.archive.audit import AuditAction, query_fields
-from dsmpacs.archive.browse import StudyPage, patient_timeline, search_studies
+from dsmpacs.archive.browse import patient_timeline, search_studies
 from dsmpacs.archive.matching import QueryError
 from dsmpacs.archive.names import typed_name_value
-from dsmpacs.web import audit, share_session
+from dsmpacs.web import audit
 from dsmpacs.web.browse import bp
 from dsmpacs.web.i18n import _
 from dsmpacs.web.services import services
@@ -76,11 +76,9 @@ def index():
     result, error = None, None
     if not invalid:
         audit.record(AuditAction.SEARCH, **query_fields("study list", "STUDY", filters))
-        # A referring physician's list holds only their finally reported studies.
-        scoped = share_session.restrict_filters(filters)
         try:
-            result = search_studies(services().archive.index, scoped, page=page, per_page=PER_PAGE) \
-                if scoped is not None else StudyPage([], page, PER_PAGE, 0)
+            result = search_studies(services().archive.index, filters, page=page, per_page=PER_PAGE,
+                                    scope=services().scope())
         except QueryError as exc:
             log.info("study list query refused: %s", exc)
             error = _("study.search.invalid")
@@ -90,7 +88,7 @@ def index():
 
 @bp.route("/patients/<int:patient_row>")
 def patient(patient_row: int):
-    found = patient_timeline(services().archive.index, patient_row)
+    found = patient_timeline(services().archive.index, patient_row, services().scope())
     if found is None:
         abort(404)
     patient, studies = found

@@ -54,6 +54,17 @@ bp.after_request(_log_errors)
 uri_bp.after_request(_log_errors)
 
 
+def _guard():
+    # Imported here: web/scoping imports this module's ``fail`` for STOW-RS.
+    from dsmpacs.web.scoping import guard_study_arguments
+    return guard_study_arguments()
+
+
+# Every study named in a path or query must be in the caller's scope: 404 otherwise.
+bp.before_request(_guard)
+uri_bp.before_request(_guard)
+
+
 def base_url() -> str:
     """Absolute URL of /dicom-web for this request, on the host the client used.
 

@@ -135,7 +135,8 @@ def parse_query(level: Level, fixed: dict[str, str]) -> tuple[Query, int | None]
     # One more than the page tells whether the cap hid matches (Warning header).
     query = Query(level, filters, list(dict.fromkeys(wanted)),
                   limit=None if page is None else page + (1 if capped else 0), offset=offset,
-                  pn_case_insensitive=services().settings.pn_case_insensitive)
+                  pn_case_insensitive=services().settings.pn_case_insensitive,
+                  scope=services().scope())     # only what the caller may see (archive/visibility.py)
     return query, page if capped else None
 
 

@@ -25,7 +25,7 @@ from dsmpacs.archive.results import Category, StoreOutcome, StoreResult
 from dsmpacs.archive.staging import Part10Stager
 from dsmpacs.archive.storage import StorageError
 from dsmpacs.archive.users import Permission
-from dsmpacs.web import audit, auth
+from dsmpacs.web import audit, auth, scoping
 from dsmpacs.web.dicomweb import multipart
 from dsmpacs.web.dicomweb.accept import normalize_media_type
 from dsmpacs.web.dicomweb.common import base_url, bp, check_uids, fail, instance_url, log, study_url
@@ -183,7 +183,10 @@ def store(study: str | None) -> Response:
 
     sinks = _spool_body(boundary)
     user = auth.current_user()
-    origin = Origin("stow", peer=f"{user.username if user else '?'}@{request.remote_addr}")
+    # New studies go to the caller's institution; an existing study of another one
+    # refuses the instance (archive/index.StudyElsewhere).
+    origin = Origin("stow", peer=f"{user.username if user else '?'}@{request.remote_addr}",
+                    institution=scoping.stow_institution())
     results: list[StoreResult] = []
     try:
         for sink in sinks:

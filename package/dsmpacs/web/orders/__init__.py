@@ -54,11 +54,32 @@ def _page(import_result=None, import_error=None, status: int = 200):
         page = 1
     rows = _orders().list(state=State(state) if state in {s.value for s in State} else None,
                           text=request.args.get("q", "")[:64], limit=PAGE_SIZE + 1,
-                          offset=(page - 1) * PAGE_SIZE)
+                          offset=(page - 1) * PAGE_SIZE, scope=services().scope())
     return render_template("orders/index.html", orders=rows[:PAGE_SIZE], has_next=len(rows) > PAGE_SIZE,
                            page=page, states=list(State), state=state, columns=COLUMNS, required=REQUIRED,
                            max_rows=MAX_ROWS, max_kib=MAX_BYTES // 1024, result=import_result,
                            import_error=import_error), status
+
+
+def _registrar_institution() -> int | None:
+    """An order belongs to its registrar's institution: the one named in the form
+    (among theirs), else their first. None for a global admin naming none (default)."""
+    from dsmpacs.archive.institutions import InstitutionError, Institutions
+
+    institutions = Institutions(services().archive.index)
+    scope = services().scope()
+    named = request.form.get("institution", "").strip()
+    if named:
+        try:
+            inst = institutions.get(named)
+        except InstitutionError:
+            inst = None
+        if inst is not None and scope.allows_institution(inst.id):
+            return inst.id
+    if scope.is_everything:
+        return None
+    mine = institutions.memberships_of(auth.current_user().username)
+    return mine[0].institution_id if mine else None
 
 
 @bp.route("/")
@@ -73,7 +94,7 @@ def new():
     data = OrderInput(**{name: request.form.get(name, "")[:256] for name in OrderInput.names()})
     user = auth.current_user()
     try:
-        order = _orders().create(data, actor=user.username)
+        order = _orders().create(data, actor=user.username, institution=_registrar_institution())
     except OrderError as exc:
         return render_template("orders/new.html", form=request.form, error=exc, priorities=PRIORITIES), 400
     audit.record(domain.AUDIT_CREATE, patient_id=order.patient_id, patient_name=order.patient_name,
@@ -90,7 +111,8 @@ def import_file():
         return _page(import_error="empty", status=400)
     data = upload.stream.read(MAX_BYTES + 1)
     try:
-        result = import_csv(_orders(), data, actor=auth.current_user().username)
+        result = import_csv(_orders(), data, actor=auth.current_user().username,
+                            institution=_registrar_institution())
     except ImportRefused as exc:
         return _page(import_error=exc.code, status=400)
     audit.record(domain.AUDIT_IMPORT, detail=f"{upload.filename or 'CSV'}: {len(result.created)} orders, "
@@ -103,7 +125,7 @@ def import_file():
 def set_state(order_id: int):
     try:
         state = State(request.form.get("state", ""))
-        order = _orders().set_state(order_id, state)
+        order = _orders().set_state(order_id, state, services().scope())
     except ValueError as exc:        # an unknown state, or an OrderError
         if isinstance(exc, OrderError) and exc.code == "not_found":
             abort(404)

@@ -1,4 +1,4 @@
-"""Version 10: share links, referring physicians' linked DICOM names and
+"""Version 11: share links, referring physicians' linked DICOM names and
 notifications with their e-mail addresses (four new tables; archive/shares.py, archive/referring.py,
 archive/notifications.py)."""
 from __future__ import annotations
