@@ -78,6 +78,19 @@ def test_share_link_opens_one_study_until_expired_or_revoked(web_app, client, ar
         # only the SHA-256 of the token is stored, never the token
         assert row.token_hash != token and len(row.token_hash) == 64 and token not in row.token_hash
 
+    # A radiologist of another institution cannot share a study they cannot see.
+    from dsmpacs.archive.institutions import Institutions
+    institutions = Institutions(archive.index)
+    institutions.create("c", "C hospital")
+    outsider = web_app.test_client()
+    client_as(outsider, archive, "radiologist", "radc")
+    institutions.add_member("radc", "c", "radiologist")
+    institutions.remove_member("radc", "default")
+    csrf = client_csrf(outsider, "/studies")
+    assert outsider.post(f"/studies/{STUDY_A}/shares", data={"csrf_token": csrf, "days": "1"}).status_code == 404
+    with archive.index.read():
+        assert StudyShare.select().count() == 1
+
     # A viewer-role user may not make links.
     other = web_app.test_client()
     client_as(other, archive, "viewer", "view1")

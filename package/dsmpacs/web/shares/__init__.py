@@ -14,12 +14,15 @@ from werkzeug.exceptions import Forbidden, TooManyRequests
 from dsmpacs.archive.audit import AuditAction
 from dsmpacs.archive.shares import DEFAULT_DAYS, MAX_DAYS, ShareError, State
 from dsmpacs.archive.users import Role
-from dsmpacs.web import audit, auth, share_session
+from dsmpacs.web import audit, auth, scoping, share_session
 from dsmpacs.web.i18n import notify
 from dsmpacs.web.services import services
 
 bp = Blueprint("shares", __name__)
 SHARING_ROLES = (Role.ADMIN, Role.RADIOLOGIST)
+
+# Only a study the user can see can be shared: outside their Scope it is 404 (web/scoping.py).
+bp.before_request(scoping.guard_study_arguments)
 
 
 def may_share() -> bool:
