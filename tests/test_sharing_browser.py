@@ -26,6 +26,7 @@ def test_share_link_with_code_opens_the_viewer_for_a_guest_until_revoked(server_
     page.fill("[data-form=share] input[name=days]", "2")
     page.fill("[data-form=share] input[name=code]", "open-4711")
     page.fill("[data-form=share] input[name=label]", "Dr Outside")
+    page.shot("share-form")
     page.click("[data-action=share]")
     link = page.locator("[data-share-link]").input_value()
     assert "/s/" in link and len(link.rsplit("/", 1)[1]) >= 43          # 256 bits, URL-safe base64
@@ -53,6 +54,7 @@ def test_share_link_with_code_opens_the_viewer_for_a_guest_until_revoked(server_
         assert guest.locator("[data-nav=studies], [data-action=logout]").count() == 0
         assert "LIU" in guest.locator("[data-col=patient-name]").first.text_content()
         assert errors == []
+        guest.screenshot(path=str(tmp_path / "guest-viewer.png"))
 
         listing = guest.goto(live.url("/studies"))
         assert listing.status == 401
@@ -61,6 +63,8 @@ def test_share_link_with_code_opens_the_viewer_for_a_guest_until_revoked(server_
         # The radiologist sees the use and revokes the link; the guest's next request is refused.
         page.goto(live.url(f"/studies/{STUDY}"))
         assert page.locator("[data-share] [data-col=uses]").text_content() == "1"
+        assert page.locator("[data-share] [data-has-code]").count() == 1
+        page.shot("share-list")
         page.click("[data-action=revoke-share]")
         page.wait_for_selector("[data-share][data-state=revoked]")
         assert guest.goto(live.url(f"/viewer?study={STUDY}")).status == 401
