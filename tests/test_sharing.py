@@ -336,7 +336,7 @@ def test_notifications_go_out_by_email_through_a_real_smtp_server(archive, tmp_p
     from aiosmtpd.controller import Controller
 
     from dsmpacs.archive.mailer import Mailer
-    from dsmpacs.web.shares.mail import wording
+    from dsmpacs.web.notice_mail import wording
     from tests.peers import wait_until
 
     with socket.socket() as probe:

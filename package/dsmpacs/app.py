@@ -45,7 +45,7 @@ def restrict_file_modes() -> None:
 
 
 def build_archive(settings: Settings, *, upgrade: bool = False) -> Archive:
-    from dsmpacs.web.shares.mail import wording
+    from dsmpacs.web.notice_mail import wording
 
     archive = Archive(settings)
     archive.open(upgrade=upgrade)

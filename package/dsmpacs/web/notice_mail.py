@@ -1,6 +1,7 @@
 """The words of a notification e-mail, from the UI's catalogs: English then
 Simplified Chinese, as the archive serves both and does not know which one a
-user reads (no request at hand when an event fires)."""
+user reads (no request at hand when an event fires). Outside web/shares/ so the
+DICOM process, which words mail too (dsmpacs/app.py), does not load the blueprint."""
 from __future__ import annotations
 
 from dsmpacs.archive.notifications import Note
