@@ -45,8 +45,12 @@ def restrict_file_modes() -> None:
 
 
 def build_archive(settings: Settings, *, upgrade: bool = False) -> Archive:
+    from dsmpacs.web.notice_mail import wording
+
     archive = Archive(settings)
     archive.open(upgrade=upgrade)
+    # Notification e-mail in the words of the UI's catalogs, whichever process raises it.
+    archive.notifications.wording = wording
     return archive
 
 

@@ -322,6 +322,19 @@ class Settings:
         None, "CA certificate (PEM) that signed the syslog collector's certificate. Default: "
         "the system's trusted CAs. The collector's name must match audit_syslog_host.")
 
+    # --- notifications by e-mail (archive/mailer.py) -------------------------
+    smtp_host: str = setting(
+        "", "SMTP server that sends users their notifications by e-mail (to the address each "
+        "user gives on the notifications page). Empty: notifications stay in the web UI only.")
+    smtp_port: int = setting(587, "TCP port of the SMTP server (587 submission, 25 relay).",
+                             minimum=1, maximum=65535)
+    smtp_user: str = setting("", "User name for SMTP authentication. Empty: no authentication.")
+    smtp_password: str = setting("", "Password for SMTP authentication.", secret=True)
+    smtp_from: str = setting("", "Sender address of notification e-mails, e.g. pacs@hospital.example.")
+    smtp_starttls: bool = setting(
+        True, "Upgrade the SMTP connection with STARTTLS (certificate checked against the system's "
+        "trusted CAs) before authenticating or sending. false only for a relay on this machine.")
+
     def __post_init__(self) -> None:
         for f in fields(self):
             value = getattr(self, f.name)

@@ -5,11 +5,13 @@ import logging
 
 import pydicom.config
 
-from dsmpacs.archive import database, inflate, reading, reconcile
+from dsmpacs.archive import database, inflate, reading, reconcile, referring
 from dsmpacs.archive.events import Events
 from dsmpacs.archive.grants import Grants
 from dsmpacs.archive.index import Index
 from dsmpacs.archive.ingest import Ingest
+from dsmpacs.archive.mailer import Mailer
+from dsmpacs.archive.notifications import Notifications
 from dsmpacs.archive.storage import Storage
 from dsmpacs.settings import Settings
 
@@ -32,6 +34,11 @@ class Archive:
         # single studies users may see beyond their institutions (archive/grants.py).
         self.events = Events()
         self.grants = Grants(self.index)
+        # Notices to users on those events (archive/notifications.py).
+        self.notifications = Notifications(self.index, Mailer.from_settings(settings))
+        self.notifications.subscribe(self.events)
+        # What a referring member of an institution sees there (archive/referring.py).
+        self.referring = referring.install(self.index, self.grants)
         # Arrived studies matched to their orders (archive/reconcile.py).
         self.ingest.observers.append(reconcile.hook(self.index))
         # The reading worklist: a task per arrived study, following its report

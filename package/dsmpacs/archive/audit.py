@@ -93,6 +93,11 @@ class AuditAction(str, Enum):
     REAUTH = "reauth"
     SECURITY_ALERT = "security-alert"
 
+    # share links (archive/shares.py)
+    SHARE_CREATE = "share-create"
+    SHARE_REVOKE = "share-revoke"
+    SHARE_USE = "share-use"
+
 
 _ALERT = "Security Alert"
 _USER_ATTRIBUTES = f"{_ALERT}: User Security Attributes Changed"
@@ -142,6 +147,9 @@ EVENTS: dict[AuditAction, str] = {
     AuditAction.TOTP_FAILED: "User Authentication: Login",
     AuditAction.REAUTH: "User Authentication: Login",
     AuditAction.SECURITY_ALERT: _ALERT,
+    AuditAction.SHARE_CREATE: _RESTRICTED,
+    AuditAction.SHARE_REVOKE: _RESTRICTED,
+    AuditAction.SHARE_USE: "DICOM Instances Accessed",
 }
 
 

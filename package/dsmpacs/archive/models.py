@@ -480,6 +480,56 @@ class ReportVersion(BaseModel):
         indexes = ((("report", "version"), True),)
 
 
+class StudyShare(BaseModel):
+    """A link that opens one study read-only without an account (archive/shares.py).
+    Only the SHA-256 of the link's 256-bit token is kept; the optional access code
+    is scrypt-hashed like a password. Revoked and expired rows stay for the record."""
+    study_instance_uid = CharField(max_length=64, index=True)
+    token_hash = CharField(max_length=64, unique=True)
+    code_hash = CharField(max_length=255, null=True)
+    label = CharField(max_length=128, default="")
+    created_by = CharField(max_length=64)
+    created_at = DateTimeField(default=utcnow)
+    expires_at = DateTimeField()
+    revoked_at = DateTimeField(null=True)
+    revoked_by = CharField(max_length=64, default="")
+    uses = IntegerField(default=0)
+    last_used_at = DateTimeField(null=True)
+
+
+class ReferringName(BaseModel):
+    """The DICOM person name an administrator linked to a referring physician's
+    account (archive/referring.py): their patients' studies name them in
+    Referring Physician's Name (0008,0090)."""
+    username = CharField(max_length=64, unique=True)
+    dicom_name = CharField(max_length=64)
+    name_key = CharField(max_length=64, index=True)      # normalised for matching
+    updated_by = CharField(max_length=64, default="")
+    updated_at = DateTimeField(default=utcnow)
+
+
+class Notification(BaseModel):
+    """Something a user should know (archive/notifications.py): a reading assigned to
+    them, a read overdue, a report amended. ``params`` is JSON for the text's
+    placeholders; the web layer words it in the reader's language."""
+    username = CharField(max_length=64)
+    kind = CharField(max_length=32)
+    study_instance_uid = CharField(max_length=64, default="")
+    params = TextField(default="{}")
+    dedup_key = CharField(max_length=128, null=True, unique=True)   # one overdue notice per task
+    created_at = DateTimeField(default=utcnow)
+    read_at = DateTimeField(null=True)
+
+    class Meta:
+        indexes = ((("username", "read_at"), False),)
+
+
+class NotifyAddress(BaseModel):
+    """The e-mail address a user wants their notifications sent to (archive/mailer.py)."""
+    username = CharField(max_length=64, unique=True)
+    address = CharField(max_length=254)
+
+
 class Institution(BaseModel):
     """A hospital or site sharing the archive (archive/visibility.py). Id 1 is the
     default institution, created with the schema or by the upgrade to it."""
@@ -517,4 +567,5 @@ MODELS: tuple[type[BaseModel], ...] = (SchemaVersion, Patient, Study, Series, In
                                         WebSession, TotpCredential, RecoveryCode, Annotation,
                                         Order, OrderArrival, PerformedStep, StudyGrant,
                                         Institution, Membership, InstitutionAlias,
-                                        ReadingRule, ReadingTask, Report, ReportVersion)
+                                        ReadingRule, ReadingTask, Report, ReportVersion,
+                                        StudyShare, ReferringName, Notification, NotifyAddress)

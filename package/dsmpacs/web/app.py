@@ -75,6 +75,7 @@ def register_blueprints(app: Flask) -> None:
         login,
         orders,
         reading,
+        shares,
     )
     from dsmpacs.web.reports import bp as reports_bp
 
@@ -87,4 +88,5 @@ def register_blueprints(app: Flask) -> None:
     app.register_blueprint(orders.bp, url_prefix="/orders")   # registration (docs/workflow.md)
     app.register_blueprint(reading.bp, url_prefix="/reading")  # reading worklist (docs/workflow.md)
     app.register_blueprint(reports_bp, url_prefix="/reports")  # reports (docs/workflow.md)
+    app.register_blueprint(shares.bp)          # share links, notifications (docs/workflow.md)
     dicomweb.register(app)                      # /dicom-web and /wado (docs/dicomweb.md)

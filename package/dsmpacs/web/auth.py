@@ -54,7 +54,7 @@ from werkzeug.exceptions import Forbidden, TooManyRequests
 from dsmpacs.archive.audit import AuditAction
 from dsmpacs.archive.sessions import STAGE_OK, STAGE_TOTP, SessionState
 from dsmpacs.archive.users import Account, Permission, username_key
-from dsmpacs.web import audit
+from dsmpacs.web import audit, share_session
 from dsmpacs.web.services import services
 
 log = logging.getLogger(__name__)
@@ -337,6 +337,12 @@ def _authenticate():
         g.user = state.account
         g.auth_method = "session"
         return None
+    # A share link's session: one study's read-only viewer and nothing else.
+    verdict = share_session.admit(bool(getattr(view, _PUBLIC, False)))
+    if verdict is share_session.Verdict.ADMITTED:
+        return None
+    if verdict is share_session.Verdict.REFUSED:
+        return unauthorized(api=api)
     if getattr(view, _PUBLIC, False):
         return None
     if state is not None and wants_html():
@@ -350,4 +356,4 @@ def init_app(app: Flask) -> None:
     app.extensions["dsmpacs.basic_cache"] = _BasicCache()
     app.before_request(_authenticate)
     app.jinja_env.globals.update(current_user=current_user, Permission=Permission,
-                                 current_session=current_session)
+                                 current_session=current_session, current_share=share_session.current_share)

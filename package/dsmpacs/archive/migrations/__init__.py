@@ -14,7 +14,7 @@ import pkgutil
 
 import peewee
 
-LATEST_VERSION = 12
+LATEST_VERSION = 13
 
 
 def _module_for(version: int):
