@@ -6,7 +6,7 @@ viewer of its study and nothing else."""
 from __future__ import annotations
 
 import re
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 
@@ -15,7 +15,9 @@ from dsmpacs.archive.ingest import Origin
 from dsmpacs.archive.models import (
     Notification,
     NotifyAddress,
+    ReadingTask,
     ReferringName,
+    Report,
     SchemaVersion,
     StudyShare,
     utcnow,
@@ -203,18 +205,13 @@ def test_referring_physician_sees_only_final_reports_of_their_patients(web_app, 
     referring.link("ref1", "smith^john", by="adm1")
     archive.grants.grant("ref1", STUDY_D, reason="manual", source="shared", granted_by="adm1")
     assert referring.patients_studies("ref1") == {STUDY_A, STUDY_B, STUDY_D}
-    # No reports table yet (archive/reports.py is another branch's): nothing is final.
+    # No report yet: nothing is final.
     assert not has_final_report(archive.index, STUDY_A) and referring.referring_filter("ref1") == set()
 
-    # The reports table as the reports branch defines it (study uid, state).
+    # Reports in each state (archive/reports.py keeps the state on the Report row).
     with archive.index.write():
-        archive.db.execute_sql("CREATE TABLE report (id INTEGER PRIMARY KEY, study_instance_uid VARCHAR(64), "
-                               "state VARCHAR(16))")
-        mark = archive.db.param
-        for n, (uid, state) in enumerate(((STUDY_A, "final"), (STUDY_B, "draft"), (STUDY_C, "final"),
-                                          (STUDY_D, "amended"))):
-            archive.db.execute_sql(f"INSERT INTO report (id, study_instance_uid, state) VALUES ({mark}, {mark}, {mark})",
-                                   (n + 1, uid, state))
+        for uid, state in ((STUDY_A, "final"), (STUDY_B, "draft"), (STUDY_C, "final"), (STUDY_D, "amended")):
+            Report.create(study_instance_uid=uid, state=state, created_by="rad2")
     assert has_final_report(archive.index, STUDY_A) and not has_final_report(archive.index, STUDY_B)
     assert referring.referring_filter("ref1") == {STUDY_A, STUDY_D}
 
@@ -270,15 +267,14 @@ def test_notifications_follow_events_and_overdue_tasks(archive, tmp_path):
     assert [n.kind for n in notes.list("ref1")] == ["report-amended", "report-final"]
     assert [n.kind for n in notes.list("rad2")] == ["assigned"]       # the author is not told of their change
 
-    # Overdue: nothing until the reading worklist's table exists; then one notice per task.
+    # Overdue: one notice per task past its due time that is still to be read.
     assert notes.check_overdue() == 0
     with archive.index.write():
-        archive.db.execute_sql("CREATE TABLE reading_task (id INTEGER PRIMARY KEY, study_instance_uid VARCHAR(64), "
-                               "state VARCHAR(16), assignee VARCHAR(64), due_at DATETIME)")
-        archive.db.execute_sql("INSERT INTO reading_task (id, study_instance_uid, state, assignee, due_at) VALUES "
-                               f"(7, '{STUDY_A}', 'assigned', 'rad2', '2020-01-01 00:00:00'), "
-                               f"(8, '{STUDY_B}', 'final', 'rad2', '2020-01-01 00:00:00'), "
-                               f"(9, '{STUDY_C}', 'assigned', 'rad3', '2999-01-01 00:00:00')")
+        for n, (uid, state, reader, due) in enumerate(((STUDY_A, "assigned", "rad2", "2020-01-01"),
+                                                       (STUDY_B, "final", "rad2", "2020-01-01"),
+                                                       (STUDY_C, "assigned", "rad3", "2999-01-01"))):
+            ReadingTask.create(study_instance_uid=uid, ups_uid=f"2.25.{n + 1}", state=state, assignee=reader,
+                               due_at=datetime.fromisoformat(due))
     assert notes.check_overdue() == 1 and notes.check_overdue() == 0
     assert [n.kind for n in notes.list("rad2")] == ["overdue", "assigned"] and notes.unread_count("rad3") == 0
     assert notes.mark_read("rad2", notes.list("rad2")[0].id) == 1 and notes.unread_count("rad2") == 1

@@ -30,13 +30,20 @@ import peewee
 from dsmpacs.archive.events import Events
 from dsmpacs.archive.index import Index
 from dsmpacs.archive.mailer import Mailer, valid_address
-from dsmpacs.archive.models import Notification, NotifyAddress, ReferringName, Study, StudyGrant, utcnow
+from dsmpacs.archive.models import (
+    Notification,
+    NotifyAddress,
+    ReadingTask,
+    ReferringName,
+    Study,
+    StudyGrant,
+    utcnow,
+)
 from dsmpacs.archive.referring import names_match
 
 log = logging.getLogger(__name__)
 
 KINDS = ("assigned", "overdue", "report-final", "report-amended")
-TASK_TABLE = "reading_task"          # archive/reading.py's (built concurrently)
 OPEN_TASK_STATES = ("assigned", "in-progress", "preliminary")
 
 
@@ -125,27 +132,19 @@ class Notifications:
                         patient=self._patient_name(study_instance_uid))
 
     def check_overdue(self, now: datetime | None = None) -> int:
-        """A notice to the assignee of each open reading task past its due time
-        (once per task). Does nothing until the reading worklist's table exists."""
+        """A notice to the assignee of each open reading task (archive/reading.py) past
+        its due time, once per task."""
         now = now or utcnow()
-        db = self.index.db
         with self.index.read():
-            if not db.table_exists(TASK_TABLE):
-                return 0
-            columns = {c.name for c in db.get_columns(TASK_TABLE)}
-            due = next((c for c in ("due_at", "due", "due_time") if c in columns), None)
-            if due is None or not {"id", "study_instance_uid", "state", "assignee"} <= columns:
-                return 0
-            mark = "%s" if isinstance(db, peewee.MySQLDatabase) else "?"
-            states = ", ".join([mark] * len(OPEN_TASK_STATES))
-            rows = db.execute_sql(
-                f"SELECT id, study_instance_uid, assignee, {due} FROM {TASK_TABLE} "
-                f"WHERE {due} IS NOT NULL AND {due} < {mark} AND assignee IS NOT NULL AND assignee != '' "
-                f"AND state IN ({states})", [now, *OPEN_TASK_STATES]).fetchall()
+            rows = list(ReadingTask.select(ReadingTask.id, ReadingTask.study_instance_uid, ReadingTask.assignee,
+                                           ReadingTask.due_at)
+                        .where(ReadingTask.due_at.is_null(False), ReadingTask.due_at < now,
+                               ReadingTask.assignee != "", ReadingTask.state.in_(OPEN_TASK_STATES)))
         added = 0
-        for task_id, study, assignee, due_at in rows:
-            added += self.notify(assignee, "overdue", study, dedup_key=f"overdue-{task_id}", task=str(task_id),
-                                 due=str(due_at)[:16], patient=self._patient_name(study))
+        for task in rows:
+            added += self.notify(task.assignee, "overdue", task.study_instance_uid, dedup_key=f"overdue-{task.id}",
+                                 task=str(task.id), due=str(task.due_at)[:16],
+                                 patient=self._patient_name(task.study_instance_uid))
         return added
 
     # --- reading -----------------------------------------------------------------

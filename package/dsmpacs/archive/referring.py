@@ -22,10 +22,9 @@ import peewee
 from dsmpacs.archive.charset import person_name_search_forms
 from dsmpacs.archive.grants import Grants
 from dsmpacs.archive.index import Index
-from dsmpacs.archive.models import ReferringName, Study, utcnow
+from dsmpacs.archive.models import ReferringName, Report, Study, utcnow
 
 FINAL_STATES = ("final", "amended")
-REPORT_TABLE = "report"
 
 
 def name_key(name: str) -> str:
@@ -46,37 +45,20 @@ def names_match(linked: str, referring: str) -> bool:
 
 
 def has_final_report(index: Index, study_instance_uid: str) -> bool:
-    """True when the reports table holds a final or amended report of the study.
-    The table belongs to archive/reports.py (built concurrently); until it exists,
-    or if it lacks the expected columns, the answer is False: fail closed."""
+    """True when the study's report (archive/reports.py) is final or amended."""
     return study_instance_uid in final_reported(index, [study_instance_uid])
 
 
 def final_reported(index: Index, study_uids) -> set[str]:
     uids = list(study_uids)
-    if not uids:
-        return set()
-    db = index.db
+    found: set[str] = set()
     with index.read():
-        if not db.table_exists(REPORT_TABLE):
-            return set()
-        columns = {c.name for c in db.get_columns(REPORT_TABLE)}
-        if not {"study_instance_uid", "state"} <= columns:
-            return set()
-        found: set[str] = set()
-        for start in range(0, len(uids), 500):
-            chunk = uids[start:start + 500]
-            marks = ", ".join(["%s" if _is_mysql(db) else "?"] * len(chunk))
-            states = ", ".join(["%s" if _is_mysql(db) else "?"] * len(FINAL_STATES))
-            cursor = db.execute_sql(
-                f"SELECT DISTINCT study_instance_uid FROM {REPORT_TABLE} "
-                f"WHERE study_instance_uid IN ({marks}) AND state IN ({states})", [*chunk, *FINAL_STATES])
-            found.update(row[0] for row in cursor.fetchall())
-        return found
-
-
-def _is_mysql(db) -> bool:
-    return isinstance(db, peewee.MySQLDatabase)
+        for start in range(0, len(uids), 500):        # bounded IN lists
+            rows = (Report.select(Report.study_instance_uid)
+                    .where(Report.study_instance_uid.in_(uids[start:start + 500]),
+                           Report.state.in_(FINAL_STATES)))
+            found.update(r.study_instance_uid for r in rows)
+    return found
 
 
 class Referring:
