@@ -28,6 +28,20 @@ def apply(version: int, db: peewee.Database) -> None:
     _module_for(version).up(db)
 
 
+def create_new_tables(db: peewee.Database, models) -> None:
+    """Create a migration's new tables with the options of a fresh schema (binary
+    collation on MariaDB). ``safe``: a migration cut short can run again."""
+    from dsmpacs.archive.database import _MYSQL_TABLE_SETTINGS, is_mysql
+
+    for model in models:
+        model._meta.table_settings = list(_MYSQL_TABLE_SETTINGS) if is_mysql(db) else []
+    try:
+        db.create_tables(models, safe=True)
+    finally:
+        for model in models:
+            model._meta.table_settings = []
+
+
 def missing_columns(db: peewee.Database, table: str, names) -> list[str]:
     """Which of ``names`` the table lacks. Migrations add only those: on MariaDB each
     ALTER commits on its own, so a migration cut short (a crash, a power cut) must

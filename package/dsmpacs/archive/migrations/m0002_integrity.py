@@ -5,8 +5,8 @@ from __future__ import annotations
 import peewee
 from playhouse.migrate import MySQLMigrator, SqliteMigrator, migrate
 
-from dsmpacs.archive.database import _MYSQL_TABLE_SETTINGS, is_mysql
-from dsmpacs.archive.migrations import missing_columns
+from dsmpacs.archive.database import is_mysql
+from dsmpacs.archive.migrations import create_new_tables, missing_columns
 from dsmpacs.archive.models import JobLease, integrity_columns
 
 
@@ -16,9 +16,4 @@ def up(db: peewee.Database) -> None:
     columns = integrity_columns()
     migrate(*(migrator.add_column("instance", name, columns[name], allow_not_null=True)
               for name in missing_columns(db, "instance", columns)))
-    if is_mysql(db):
-        JobLease._meta.table_settings = list(_MYSQL_TABLE_SETTINGS)
-    try:
-        db.create_tables([JobLease], safe=True)
-    finally:
-        JobLease._meta.table_settings = []
+    create_new_tables(db, [JobLease])

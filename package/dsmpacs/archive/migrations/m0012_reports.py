@@ -3,20 +3,11 @@ from __future__ import annotations
 
 import peewee
 
+from dsmpacs.archive.migrations import create_new_tables
 from dsmpacs.archive.models import Report, ReportVersion
 
 NEW_MODELS = (Report, ReportVersion)
 
 
 def up(db: peewee.Database) -> None:
-    # Same table options as a fresh schema (binary collation on MariaDB); safe=True
-    # lets a migration cut short run again.
-    from dsmpacs.archive.database import _MYSQL_TABLE_SETTINGS, is_mysql
-
-    for model in NEW_MODELS:
-        model._meta.table_settings = list(_MYSQL_TABLE_SETTINGS) if is_mysql(db) else []
-    try:
-        db.create_tables(NEW_MODELS, safe=True)
-    finally:
-        for model in NEW_MODELS:
-            model._meta.table_settings = []
+    create_new_tables(db, NEW_MODELS)
