@@ -22,8 +22,6 @@ through the ``record`` callback.
 from __future__ import annotations
 
 import logging
-import threading
-from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Callable, Iterable
@@ -38,6 +36,7 @@ from dsmpacs.archive.grants import Grants
 from dsmpacs.archive.index import Index
 from dsmpacs.archive.models import Institution, Patient, ReadingTask, Study, utcnow
 from dsmpacs.archive.reading_rules import PRIORITIES, Rules, normal_priority
+from dsmpacs.archive.recent import RecentKeys
 from dsmpacs.archive.uids import is_valid_uid
 
 log = logging.getLogger(__name__)
@@ -133,8 +132,7 @@ class Reading:
         self.grace_hours = grace_hours
         self.record = record or (lambda *a, **k: None)
         self.rules = Rules(index)
-        self._seen: OrderedDict[str, None] = OrderedDict()
-        self._lock = threading.Lock()
+        self._seen = RecentKeys(_REMEMBERED)
         events.subscribe("report.state", self.report_state)
 
     # --- reading ------------------------------------------------------------------
@@ -189,7 +187,7 @@ class Reading:
         """The ingest hook's work: a task for a study seen for the first time."""
         study = values[Level.STUDY]
         uid = str(study.get("study_instance_uid") or "")
-        if not uid or self._remembered(uid):
+        if not uid or uid in self._seen:
             return None
         patient, series = values[Level.PATIENT], values.get(Level.SERIES, {})
         task = self.create(uid, patient_id=str(patient.get("patient_id") or ""),
@@ -197,7 +195,7 @@ class Reading:
                            accession_number=str(study.get("accession_number") or ""),
                            modality=str(series.get("modality") or ""),
                            description=str(study.get("study_description") or ""), by_rule=True)
-        self._remember(uid)
+        self._seen.add(uid)
         return task
 
     def create(self, study_instance_uid: str, *, ups_uid: str = "", priority: str = "", due_at=None,
@@ -351,19 +349,6 @@ class Reading:
         with self.index.write():
             ReadingTask.update(updated_at=utcnow(), **fields).where(ReadingTask.id == task_id).execute()
 
-    # --- per-process memory of studies already handled ---------------------------------
-    def _remembered(self, uid: str) -> bool:
-        with self._lock:
-            if uid in self._seen:
-                self._seen.move_to_end(uid)
-                return True
-            return False
-
-    def _remember(self, uid: str) -> None:
-        with self._lock:
-            self._seen[uid] = None
-            while len(self._seen) > _REMEMBERED:
-                self._seen.popitem(last=False)
 
 
 def hook(reading: Reading):

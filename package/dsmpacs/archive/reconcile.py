@@ -21,8 +21,6 @@ the first cost no query.
 from __future__ import annotations
 
 import logging
-import threading
-from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -40,6 +38,7 @@ from dsmpacs.archive.orders import (
     OrderError,
     State,
 )
+from dsmpacs.archive.recent import RecentKeys
 
 log = logging.getLogger(__name__)
 
@@ -73,35 +72,22 @@ class Arrival:
 class Reconciler:
     def __init__(self, index: Index):
         self.index = index
-        self._seen: OrderedDict[str, None] = OrderedDict()
-        self._lock = threading.Lock()
+        self._seen = RecentKeys(_REMEMBERED)
 
     # --- the ingest hook -------------------------------------------------------------
     def instance_stored(self, values: dict) -> None:
         """``values``: the extracted index values by level (archive/attributes.extract)."""
         study = values[Level.STUDY]
         uid = str(study.get("study_instance_uid") or "")
-        if not uid or self._remembered(uid):
+        if not uid or uid in self._seen:
             return
         accession = str(study.get("accession_number") or "").strip()
         if accession:
             patient = values[Level.PATIENT]
             self.study_arrived(uid, accession, str(patient.get("patient_id") or "").strip(),
                                str(patient.get("patient_name") or ""))
-        self._remember(uid)
+        self._seen.add(uid)
 
-    def _remembered(self, uid: str) -> bool:
-        with self._lock:
-            if uid in self._seen:
-                self._seen.move_to_end(uid)
-                return True
-            return False
-
-    def _remember(self, uid: str) -> None:
-        with self._lock:
-            self._seen[uid] = None
-            while len(self._seen) > _REMEMBERED:
-                self._seen.popitem(last=False)
 
     def study_arrived(self, uid: str, accession: str, patient_id: str, patient_name: str) -> str:
         """Decide (once) how a study meets the orders; returns the outcome."""
