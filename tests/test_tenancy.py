@@ -269,3 +269,29 @@ def test_a_referring_member_sees_only_what_the_referring_filter_lets_through(arc
     finally:
         visibility.register_referring_filter(None)
     assert not carol.allows(study_a)
+
+
+def test_stow_by_a_member_of_several_institutions_must_name_one(archive, client, world, tmp_path):
+    import base64
+
+    from tests.test_dicomweb_http import stow_body
+
+    inst, a, c, *_ = world
+    inst.add_member("alice", "c", "radiologist")
+    basic = {"Authorization": "Basic " + base64.b64encode(b"alice:correct horse battery").decode()}
+
+    def stow(query=""):
+        ds = f.secondary_capture(size=8)
+        body, ctype = stow_body([f.write(ds, tmp_path / f"{ds.SOPInstanceUID}.dcm")])
+        answer = client.post(f"/dicom-web/studies{query}", data=body, headers={**basic, "Content-Type": ctype})
+        return answer.status_code, str(ds.StudyInstanceUID)
+
+    assert stow()[0] == 400
+    assert stow("?institution=zz")[0] == 400
+    status, uid = stow("?institution=c")
+    assert status == 200 and inst.institution_of(uid) == c.id
+    inst.create("b", "Hospital B")
+    assert stow("?institution=b")[0] == 400          # not a member there
+    inst.remove_member("alice", "c")
+    status, uid = stow()
+    assert status == 200 and inst.institution_of(uid) == a.id
