@@ -247,6 +247,15 @@ def test_admin_page_keeps_institutions_and_audits_a_moved_study(archive, client,
         moved = AuditEvent.get(AuditEvent.action == "study-move")
         assert moved.study_instance_uid == study_a and moved.actor == "boss"
         assert AuditEvent.select().where(AuditEvent.action == "institution-change").count() == 4
+    # A user created for one institution is not also in the default one.
+    token = client_csrf(client, "/admin/users")
+    made = client.post("/admin/users", data={"csrf_token": token, "username": "cora", "role": "radiologist",
+                                             "institution": str(c.id), "password": "correct horse battery"})
+    assert made.status_code == 200, made.status_code
+    assert [(m.institution_code, m.role) for m in inst.memberships_of("cora")] == [("c", "radiologist")]
+    refused = client.post("/admin/users", data={"csrf_token": token, "username": "nowhere", "role": "viewer",
+                                                "institution": "999", "password": "correct horse battery"})
+    assert refused.status_code == 400 and inst.memberships_of("nowhere") == []
     # Not for anyone else.
     client.post("/logout", data={"csrf_token": token})
     client_as(client, archive, "radiologist", "rad9")
