@@ -304,3 +304,20 @@ def test_stow_by_a_member_of_several_institutions_must_name_one(archive, client,
     inst.remove_member("alice", "c")
     status, uid = stow()
     assert status == 200 and inst.institution_of(uid) == a.id
+
+
+def test_cli_user_add_names_the_institution(archive, settings, world):
+    from click.testing import CliRunner
+
+    from dsmpacs.cli import main
+
+    inst, a, c, *_ = world
+    base = ["--data-dir", str(settings.data_dir), "--set", f"database_url={settings.effective_database_url}"]
+    runner = CliRunner()
+    added = runner.invoke(main, [*base, "user", "add", "cleo", "--role", "radiologist", "--institution", "c",
+                                 "--password-stdin"], input="correct horse battery\n")
+    assert added.exit_code == 0, added.output
+    assert [m.institution_code for m in inst.memberships_of("cleo")] == ["c"]
+    refused = runner.invoke(main, [*base, "user", "add", "nobody", "--institution", "zz", "--password-stdin"],
+                            input="correct horse battery\n")
+    assert refused.exit_code == 1 and "no institution" in refused.output
