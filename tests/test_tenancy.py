@@ -247,6 +247,15 @@ def test_admin_page_keeps_institutions_and_audits_a_moved_study(archive, client,
         moved = AuditEvent.get(AuditEvent.action == "study-move")
         assert moved.study_instance_uid == study_a and moved.actor == "boss"
         assert AuditEvent.select().where(AuditEvent.action == "institution-change").count() == 4
+    # A user created for one institution is not also in the default one.
+    token = client_csrf(client, "/admin/users")
+    made = client.post("/admin/users", data={"csrf_token": token, "username": "cora", "role": "radiologist",
+                                             "institution": str(c.id), "password": "correct horse battery"})
+    assert made.status_code == 200, made.status_code
+    assert [(m.institution_code, m.role) for m in inst.memberships_of("cora")] == [("c", "radiologist")]
+    refused = client.post("/admin/users", data={"csrf_token": token, "username": "nowhere", "role": "viewer",
+                                                "institution": "999", "password": "correct horse battery"})
+    assert refused.status_code == 400 and inst.memberships_of("nowhere") == []
     # Not for anyone else.
     client.post("/logout", data={"csrf_token": token})
     client_as(client, archive, "radiologist", "rad9")
@@ -269,3 +278,46 @@ def test_a_referring_member_sees_only_what_the_referring_filter_lets_through(arc
     finally:
         visibility.register_referring_filter(None)
     assert not carol.allows(study_a)
+
+
+def test_stow_by_a_member_of_several_institutions_must_name_one(archive, client, world, tmp_path):
+    import base64
+
+    from tests.test_dicomweb_http import stow_body
+
+    inst, a, c, *_ = world
+    inst.add_member("alice", "c", "radiologist")
+    basic = {"Authorization": "Basic " + base64.b64encode(b"alice:correct horse battery").decode()}
+
+    def stow(query=""):
+        ds = f.secondary_capture(size=8)
+        body, ctype = stow_body([f.write(ds, tmp_path / f"{ds.SOPInstanceUID}.dcm")])
+        answer = client.post(f"/dicom-web/studies{query}", data=body, headers={**basic, "Content-Type": ctype})
+        return answer.status_code, str(ds.StudyInstanceUID)
+
+    assert stow()[0] == 400
+    assert stow("?institution=zz")[0] == 400
+    status, uid = stow("?institution=c")
+    assert status == 200 and inst.institution_of(uid) == c.id
+    inst.create("b", "Hospital B")
+    assert stow("?institution=b")[0] == 400          # not a member there
+    inst.remove_member("alice", "c")
+    status, uid = stow()
+    assert status == 200 and inst.institution_of(uid) == a.id
+
+
+def test_cli_user_add_names_the_institution(archive, settings, world):
+    from click.testing import CliRunner
+
+    from dsmpacs.cli import main
+
+    inst, a, c, *_ = world
+    base = ["--data-dir", str(settings.data_dir), "--set", f"database_url={settings.effective_database_url}"]
+    runner = CliRunner()
+    added = runner.invoke(main, [*base, "user", "add", "cleo", "--role", "radiologist", "--institution", "c",
+                                 "--password-stdin"], input="correct horse battery\n")
+    assert added.exit_code == 0, added.output
+    assert [m.institution_code for m in inst.memberships_of("cleo")] == ["c"]
+    refused = runner.invoke(main, [*base, "user", "add", "nobody", "--institution", "zz", "--password-stdin"],
+                            input="correct horse battery\n")
+    assert refused.exit_code == 1 and "no institution" in refused.output

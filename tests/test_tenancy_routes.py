@@ -93,6 +93,9 @@ def _scenario(server, ws_c, tmp_path):
         "MPR volume": f"/viewer/mpr/{uid_a}/{series_a}/volume.json",
         "MPR plane": f"/viewer/mpr/{uid_a}/{series_a}/axial.png",
         "ZIP": f"/studies/{uid_a}/download.zip",
+        # C's own study in the path does not open A's instance under it.
+        "render, mixed UIDs": f"/render/{uid_c}/{series_a}/{sop_a}/0.png",
+        "info, mixed UIDs": f"/viewer/info/{uid_c}/{series_a}/{sop_a}.json",
     }
     statuses = {what: web.get(path).status_code for what, path in hidden.items()}
     assert statuses == {what: 404 for what in hidden}, statuses
@@ -119,6 +122,8 @@ def _scenario(server, ws_c, tmp_path):
         "WADO-RS rendered": f"/dicom-web/studies/{uid_a}/rendered",
         "WADO-URI": f"/wado?requestType=WADO&studyUID={uid_a}&seriesUID={series_a}&objectUID={sop_a}"
                     "&contentType=application/dicom",
+        "WADO-RS, mixed UIDs": f"/dicom-web/studies/{uid_c}/series/{series_a}/instances/{sop_a}",
+        "WADO-URI, mixed UIDs": f"/wado?requestType=WADO&studyUID={uid_c}&seriesUID={series_a}&objectUID={sop_a}",
     }
     statuses = {what: api.get(base + path).status_code for what, path in dicomweb.items()}
     assert statuses == {what: 404 for what in dicomweb}, statuses

@@ -224,7 +224,7 @@ class Search:
             if query.level is Level.PATIENT:
                 by_level.setdefault(Level.PATIENT, []).append(
                     Patient.id.in_(Study.select(Study.patient).where(visible)))
-            else:
+            elif query.level is not Level.STUDY:
                 by_level.setdefault(Level.STUDY, []).append(visible)
         joined = {KEYS[k].level for k in returned}
         columns = [level_model.id.alias("_id"),
@@ -259,6 +259,11 @@ class Search:
             # index the condition offers. MariaDB plans the plain form well.
             select = select.where(level_model.id.in_(
                 level_model.select(level_model.id).where(all_of(conditions))))
+        if visible is not None and query.level is Level.STUDY:
+            # On the outer query: walking the study list's date order, the planner
+            # checks each row's institution and stops at the page's end, instead
+            # of first collecting every visible study.
+            select = select.where(visible)
         return select
 
     def explain(self, query: Query) -> list[str]:

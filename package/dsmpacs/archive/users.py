@@ -177,9 +177,12 @@ def check_username(username: str) -> str:
 def _join(row: User, institution: int | None) -> None:
     # Every user belongs somewhere (archive/visibility.py): the default institution
     # unless the caller named one, with the membership role nearest their global role.
-    from dsmpacs.archive.models import DEFAULT_INSTITUTION_ID, Membership
+    from dsmpacs.archive.models import DEFAULT_INSTITUTION_ID, Institution, Membership
     from dsmpacs.archive.visibility import membership_role_for
 
+    if institution is not None and Institution.get_or_none(Institution.id == institution) is None:
+        # Never fall back to the default institution: it may hold every older study.
+        raise UserError(f"no institution {institution}", "invalid")
     Membership.create(user=row.id, institution=institution or DEFAULT_INSTITUTION_ID,
                       role=membership_role_for(row.role))
 

@@ -57,18 +57,22 @@ def user() -> None:
 @click.option("--role", type=click.Choice(ROLES), default="viewer", show_default=True)
 @click.option("--password-stdin", is_flag=True, help="Read the password from the first line of stdin.")
 @click.option("--generate", is_flag=True, help="Generate a password and print it once.")
+@click.option("--institution", default="", help="Code of the institution the user joins (default: the default one).")
 @pass_ctx
-def user_add(ctx: Context, username: str, role: str, password_stdin: bool, generate: bool) -> None:
+def user_add(ctx: Context, username: str, role: str, password_stdin: bool, generate: bool,
+             institution: str) -> None:
     """Add a user (admin, radiologist: view, export, send; viewer: view only;
     auditor: the audit trail only)."""
     from dsmpacs.archive.audit import AuditAction
+    from dsmpacs.archive.institutions import InstitutionError, Institutions
     from dsmpacs.archive.users import UserError
 
     password, generated = _read_password(password_stdin, generate)
     with _Session(ctx) as s:
         try:
-            account = s.users.add(username, password, role)
-        except UserError as exc:
+            joins = Institutions(s.users.index).get(institution).id if institution else None
+            account = s.users.add(username, password, role, institution=joins)
+        except (UserError, InstitutionError) as exc:
             _fail(exc)
         s.record(AuditAction.USER_ADD, f"{account.username} ({account.role.value})")
     click.echo(f"added {account.username} ({account.role.value})")

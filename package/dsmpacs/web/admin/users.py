@@ -22,8 +22,11 @@ ROLES = [r.value for r in Role]
 
 def _list(**extra):
     svc = services()
+    from dsmpacs.archive.institutions import Institutions
+
     return render_template("admin/users.html", accounts=svc.users.list(), roles=ROLES,
                            tokens=svc.users.tokens(), session_counts=svc.sessions.counts(),
+                           institutions=Institutions(svc.archive.index).all(),
                            **{"error": None, "form": None, **extra})
 
 
@@ -41,12 +44,19 @@ def user_add():
     if generated:
         password = generate_password()
     try:
-        account = services().users.add(form.get("username", ""), password, form.get("role", "viewer"))
+        account = services().users.add(form.get("username", ""), password, form.get("role", "viewer"),
+                                       institution=_institution_id(form.get("institution", "")))
     except UserError as exc:
         return _list(error=user_error(exc), form=form), 400
     audit.record(AuditAction.USER_ADD, detail=f"{account.username} ({account.role.value})")
     notify("admin.users.added", name=account.username)
     return _list(shown_password=(account.username, password) if generated else None)
+
+
+def _institution_id(value: str) -> int | None:
+    """The institution a new user joins (web/admin/institutions.py keeps them); the
+    default one when none or an unknown one is named."""
+    return int(value) if value.isdigit() else None
 
 
 def _account_or_404(username: str):
