@@ -12,7 +12,7 @@ import peewee
 from playhouse.migrate import MySQLMigrator, SqliteMigrator, migrate
 
 from dsmpacs.archive.database import is_mysql
-from dsmpacs.archive.migrations import missing_columns, missing_indexes
+from dsmpacs.archive.migrations import create_new_tables, missing_columns, missing_indexes
 from dsmpacs.archive.models import (
     Institution,
     InstitutionAlias,
@@ -26,16 +26,9 @@ NEW_MODELS = (Institution, Membership, InstitutionAlias)
 
 
 def up(db: peewee.Database) -> None:
-    from dsmpacs.archive.database import _MYSQL_TABLE_SETTINGS
     from dsmpacs.archive.visibility import ensure_default_institution, membership_role_for
 
-    for model in NEW_MODELS:
-        model._meta.table_settings = list(_MYSQL_TABLE_SETTINGS) if is_mysql(db) else []
-    try:
-        db.create_tables(NEW_MODELS, safe=True)
-    finally:
-        for model in NEW_MODELS:
-            model._meta.table_settings = []
+    create_new_tables(db, NEW_MODELS)
     ensure_default_institution()
 
     migrator = MySQLMigrator(db) if is_mysql(db) else SqliteMigrator(db)
