@@ -71,15 +71,25 @@ def test_order_to_signed_shared_report_across_institutions(server_factory, page,
     monkeypatch.delenv("DSMPACS_DOC_SHOTS", raising=False)
     live = server_factory()
     with server_archive(live) as archive:
-        inst = Institutions(archive.index)
-        a, b, c = inst.create("a", "Hospital A"), inst.create("b", "Hospital B"), inst.create("c", "Hospital C")
+        Users(archive.index).add("coord", PW, "admin")
+    # The institutions and the modality's binding through the administration page.
+    coord = WebSession(live)
+    coord.login("coord", PW)
+    coord.get("/admin/institutions")
+    with server_archive(live) as archive:
         PeerRegistry(archive.index).add(Peer("angio-a", "ANGIO_A", "127.0.0.1", 104))
-        inst.bind_ae("angio-a", "a")
+    for form in ({"op": "create", "code": "a", "name": "Hospital A"}, {"op": "create", "code": "b", "name": "Hospital B"},
+                 {"op": "create", "code": "c", "name": "Hospital C"}, {"op": "bind", "peer": "angio-a", "institution": "a"}):
+        assert coord.post_form("/admin/institutions", form).status_code == 302, form
+    with server_archive(live) as archive:
+        inst = Institutions(archive.index)
+        a, b, c = (inst.get(code) for code in "abc")
         users = Users(archive.index)
-        users.add("reg_a", PW, "radiologist", institution=a.id)         # registers A's orders
-        users.add("coord", PW, "admin")
+        users.add("reg_a", PW, "radiologist", institution=a.id)
         users.add("rad_b", PW, "radiologist", institution=b.id)
         users.add("carol", PW, "radiologist", institution=c.id)
+    assert coord.post_form("/admin/institutions", {"op": "member", "username": "reg_a", "institution": "a",
+                                                   "role": "registrar"}).status_code == 302
 
     # 1. The registrar of A registers the order on the web form; the modality of A finds it.
     reg = WebSession(live)
@@ -121,8 +131,6 @@ def test_order_to_signed_shared_report_across_institutions(server_factory, page,
     assert linked.state is State.IN_PROGRESS and linked.study_instance_uid == study
 
     # 3. The coordinator assigns it to B's radiologist, who sees that study and no other of A's.
-    coord = WebSession(live)
-    coord.login("coord", PW)
     reading = coord.get("/reading/").text
     assert order.accession_number in reading
     assert coord.post_form(f"/reading/{found.id}/assign", {"assignee": "rad_b"}).status_code == 302
