@@ -19,6 +19,7 @@ import os
 import re
 from pathlib import Path
 
+import pytest
 import requests
 from dicomweb_client.api import DICOMwebClient
 from pydicom import dcmread
@@ -67,6 +68,7 @@ def shot(page, name: str) -> Path:
     return saved
 
 
+@pytest.mark.slow
 def test_order_to_signed_shared_report_across_institutions(server_factory, page, tmp_path, monkeypatch):
     monkeypatch.delenv("DSMPACS_DOC_SHOTS", raising=False)
     live = server_factory()
@@ -151,6 +153,13 @@ def test_order_to_signed_shared_report_across_institutions(server_factory, page,
                state_body("IN PROGRESS", TRANSACTION))[0] == 200
     sign_in(page, live, "rad_b", PW)
     page.set_viewport_size(PHONE)
+    # In the phone's browser too: the study list holds only that study, A's other one answers 404.
+    page.goto(live.url("/studies"))
+    rows = page.locator(f"[data-study='{study}'], a[href*='{study}']")
+    assert rows.count() >= 1 and other_uid not in page.content() and "ALPHA" not in page.content()
+    assert page.evaluate("url => fetch(url).then(r => r.status)",
+                         live.url(f"/viewer/studies/{other_uid}.json")) == 404
+    assert page.evaluate("url => fetch(url).then(r => r.status)", live.url(f"/viewer/studies/{study}.json")) == 200
     page.goto(live.url("/reading/"))
     card = page.locator(f"[data-task='{found.id}']")
     assert card.get_attribute("data-ups-state") == "IN PROGRESS" and card.get_attribute("data-assignee") == "rad_b"
