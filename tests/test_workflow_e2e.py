@@ -274,8 +274,9 @@ def test_order_to_signed_shared_report_across_institutions(server_factory, page,
     # 8. A share link for a colleague outside: it opens the viewer until revoked; audited.
     created = rad_b.post_form(f"/studies/{study}/shares", {"days": "2", "label": "Dr Outside"})
     assert created.status_code == 201, created.text[-2000:]
-    link = re.search(r'data-share-link[^>]*value="([^"]+)"|value="([^"]+)"[^>]*data-share-link', created.text)
-    link = next(g for g in link.groups() if g)
+    shown = re.search(r'value="([^"]+)" data-share-link', created.text)      # shares/created.html, shown once
+    assert shown and "/s/" in shown.group(1)
+    link = shown.group(1)
     guest_context = page.context.browser.new_context(viewport=PHONE)
     guest = guest_context.new_page()
     guest.set_default_timeout(15000)
