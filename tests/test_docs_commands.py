@@ -47,3 +47,17 @@ def test_every_dsmpacs_command_in_the_docs_exists():
         elif sub and isinstance(found, click.Group) and sub not in found.commands:
             missing.append((doc, words))
     assert missing == []
+
+
+def test_every_image_the_docs_show_exists_and_is_small():
+    """Screenshots are committed (tests/test_workflow_e2e.py writes docs/img/workflow);
+    a renamed shot must not leave a broken image, nor a large one bloat the repository."""
+    shown = set()
+    for doc in DOCS:
+        for target in re.findall(r"!\[[^\]]*\]\(([^)\s]+)\)", doc.read_text()):
+            shown.add((doc, target))
+    assert len(shown) >= 4
+    missing = sorted(f"{doc.name}: {target}" for doc, target in shown if not (doc.parent / target).is_file())
+    assert missing == []
+    large = sorted(target for doc, target in shown if (doc.parent / target).stat().st_size > 150_000)
+    assert large == []
