@@ -28,7 +28,9 @@ Measured for it:
   of its cornerstone canvas (polled every 5 ms, the same clock and poll as ours);
 - window/level: from a pointer move of a left-button drag to cornerstone's
   CornerstoneImageRendered event for it (the canvas redrawn with the new window, in the
-  browser: the counterpart of our preview; it has no server render to wait for);
+  browser: the counterpart of our preview; it has no server render to wait for). cornerstone
+  0.11 redraws in its own animation-frame loop, so this includes the wait for that frame, as
+  ours includes the wait for the frame in which the preview filter is set;
 - cine: none. Orthanc web viewer 2.8 has no play control (a slider and the mouse wheel
   only), so there is no rate to count: printed as n/a.
 
@@ -154,7 +156,7 @@ QUICK = Sizes(rounds=1, seconds=2.0, frames=60)
 
 def build_parser():
     parser = section_parser(__doc__)
-    parser.add_argument("--rounds", type=int, default=None, help=f"rounds per link (default {FULL.rounds}, "
+    parser.add_argument("--rounds", type=int, default=None, help=f"rounds per viewer and link (default {FULL.rounds}, "
                         f"--quick {QUICK.rounds})")
     parser.add_argument("--seconds", type=float, default=None, help="cine seconds counted per round")
     parser.add_argument("--frames", type=int, default=None, help="frames of the 512x512 run")
