@@ -60,3 +60,18 @@ def test_versions_are_read_from_the_tools():
     assert "unknown" in common.dcmtk_version("/nonexistent/storescp")
     ours = common.our_version()
     assert re.search(r"pynetdicom \d", ours) and re.search(r"pydicom \d", ours)
+
+
+def test_viewer_report_pairs_orthanc_with_ours_and_says_what_it_cannot_measure():
+    links = list(viewer.LINKS)
+    ours = {"first": 400.0, "preview": 2.0, "exact": 100.0, "fps": 15.0}
+    results = {(viewer.OURS, n): [dict(ours), dict(ours, first=200.0)] for n in links}
+    results.update({(viewer.THEIRS, n): [{"first": 800.0, "preview": 40.0}, {"first": 200.0, "preview": 40.0}]
+                    for n in links})
+    text = viewer.report(results, [viewer.OURS, viewer.THEIRS], 2, 60, 2.0, quick=True)
+    # Round by round: 800/400 and 200/200, so the median of the pairs is 1.50x.
+    assert "1.50x (1.00–2.00)" in text
+    assert "20.00x (20.00–20.00)" in text
+    assert "n/a (no play control)" in text and "n/a (renders in the browser only)" in text
+    alone = viewer.report({(viewer.OURS, n): [ours] for n in links}, [viewer.OURS], 1, 60, 2.0, quick=True)
+    assert "No peer viewer measured" in alone and "Orthanc / ours" not in alone
