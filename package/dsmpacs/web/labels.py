@@ -218,6 +218,17 @@ def all_keys() -> set[str]:
 
 _ACTIONS = {a.value for a in AuditAction}
 _EVENTS = set(EVENTS.values())
+def institution_name(institution) -> str:
+    """The name an institution is shown by: as its administrator typed it, except the
+    default institution the schema creates, whose stored English name is a label."""
+    from dsmpacs.archive.visibility import DEFAULT_CODE, DEFAULT_NAME
+
+    if getattr(institution, "code", None) == DEFAULT_CODE and getattr(institution, "name", None) == DEFAULT_NAME:
+        return _("institution.default_name")
+    return getattr(institution, "name", "")
+
+
 FILTERS = {"audit_action": audit_action, "audit_event": audit_event, "audit_outcome": audit_outcome,
            "audit_role": role, "audit_detail": detail, "quarantine_reason": quarantine_reason,
-           "origin": origin, "corrupt_reason": corrupt_reason, "chain_problem": chain_problem}
+           "origin": origin, "corrupt_reason": corrupt_reason, "chain_problem": chain_problem,
+           "institution_name": institution_name}
