@@ -140,6 +140,7 @@ def pytest_configure(config):
     install_engine()
 
 
+@pytest.hookimpl(optionalhook=True)      # a run without xdist (-p no:xdist) knows no such hook
 def pytest_xdist_make_scheduler(config, log):
     # Module by module, with tests/dsm as one unit beside the rest: tests/scheduling.py.
     from tests.scheduling import make_scheduler
