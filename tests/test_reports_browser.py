@@ -8,57 +8,27 @@ and the PDF; the SR's text and the PDF's (pdftotext) carry the Chinese. Then, at
 both versions in its history."""
 from __future__ import annotations
 
-import subprocess
-
 import requests
 from dicomweb_client.api import DICOMwebClient
 from pydicom import dcmread
 
-from dsmpacs.archive.derived import report_pdf, report_sr
+from dsmpacs.archive.derived import report_sr
 from tests import factories as f
 from tests.browser import sign_in
-from tests.peers import dcmtk, tool
+from tests.peers import dcmtk
+from tests.reporting import EDITOR, enrol_totp, measure_then_start_from_template, pdf_text, wait_editor
 from tests.retrieval import StoreSCP, register
 from tests.test_web_totp import code_at
-from tests.webclient import add_user, server_archive
+from tests.webclient import add_user
 
 STUDY = "1.2.826.0.1.3680043.8.498.9701"
 ADDED = "左侧颈内动脉后交通段见一囊状动脉瘤，瘤颈宽约 3 mm。"
 IMPRESSION = "左侧后交通动脉瘤。"
 AMENDED = "左侧后交通动脉瘤（修订：瘤颈 3.5 mm）。"
-EDITOR = "[data-report-editor]"
-
-
-def enrol_totp(server, username: str) -> tuple[str, list[str]]:
-    """Give the user a second factor as the enrolment page would (tested elsewhere)."""
-    from dsmpacs.archive.totp import SecondFactor
-    from dsmpacs.archive.users import Users
-
-    with server_archive(server) as archive:
-        account = Users(archive.index).by_name(username)
-        factor = SecondFactor(archive.index)
-        secret = factor.begin(account)
-        codes = factor.confirm(account, code_at(secret))
-    assert codes
-    return secret, codes
 
 
 def report_json(page, server) -> dict:
     return page.evaluate("url => DSM.fetch(url).then(r => r.json())", server.url(f"/reports/{STUDY}.json"))
-
-
-def wait_editor(page, **attrs) -> None:
-    condition = " && ".join(f"e.getAttribute('data-{k}') === '{v}'" for k, v in attrs.items())
-    page.wait_for_function(f"() => {{ const e = document.querySelector('{EDITOR}'); return e && {condition}; }}")
-
-
-def pdf_text(path, tmp_path) -> str:
-    ds = dcmread(path)
-    assert (ds.SOPClassUID, ds.MIMETypeOfEncapsulatedDocument) == (report_pdf.ENCAPSULATED_PDF, "application/pdf")
-    out = tmp_path / f"{ds.SOPInstanceUID}.pdf"
-    out.write_bytes(bytes(ds.EncapsulatedDocument)[:int(ds.EncapsulatedDocumentLength)])
-    return subprocess.run([tool("pdftotext"), str(out), "-"], capture_output=True, check=True,
-                          timeout=30).stdout.decode("utf-8")
 
 
 def test_write_sign_amend_and_retrieve_a_chinese_report(server_factory, page, tmp_path):
@@ -72,23 +42,7 @@ def test_write_sign_amend_and_retrieve_a_chinese_report(server_factory, page, tm
     page.set_viewport_size({"width": 390, "height": 844})
     secret, recovery = enrol_totp(server, "rad1")
 
-    page.goto(server.url(f"/reports/{STUDY}"))
-    wait_editor(page, state="none")
-    # A measurement through the annotations API, as the viewer makes one.
-    stored = page.evaluate("""([url, body]) => DSM.fetch(url, {method: 'PUT', body: JSON.stringify(body),
-            headers: {'Content-Type': 'application/json'}}).then(r => r.json())""",
-                           [server.url(f"/viewer/annotations/{STUDY}/{series}/{sop}/1.json"),
-                            {"annotations": [{"kind": "length", "points": [[10, 10], [60, 10]],
-                                              "label": "12.50 mm"}]}])
-    measurement_id = stored["annotations"][0]["id"]
-    page.reload()
-    wait_editor(page, state="none")
-
-    page.select_option("[data-report-language]", "zh-Hans")
-    page.select_option("[data-report-template]", "cerebral-dsa")
-    page.click("[data-action=apply-template]")
-    findings = page.locator("[data-report-findings]")
-    assert findings.input_value().startswith("技术：经右股动脉入路")          # the template, in Chinese
+    measurement_id, findings = measure_then_start_from_template(page, server, STUDY, series, sop)
     findings.press("End")
     findings.press("Control+End")
     findings.type("\n" + ADDED)

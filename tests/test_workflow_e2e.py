@@ -35,9 +35,9 @@ from tests import factories as f
 from tests.browser import sign_in
 from tests.findscu import findscu
 from tests.peers import dcmtk, wait_until
+from tests.reporting import enrol_totp, measure_then_start_from_template, pdf_text, wait_editor
 from tests.retrieval import StoreSCP, register
 from tests.test_reading_server import state_body, ups, value
-from tests.test_reports_browser import enrol_totp, pdf_text, wait_editor
 from tests.test_web_totp import code_at
 from tests.test_worklist import MWL_KEYS
 from tests.webclient import WebSession, server_archive
@@ -168,21 +168,7 @@ def test_order_to_signed_shared_report_across_institutions(server_factory, page,
 
     # The report on the phone: template, a measurement, TOTP signature.
     secret, recovery = enrol_totp(live, "rad_b")
-    page.goto(live.url(f"/reports/{study}"))
-    wait_editor(page, state="none")
-    stored = page.evaluate("""([url, body]) => DSM.fetch(url, {method: 'PUT', body: JSON.stringify(body),
-            headers: {'Content-Type': 'application/json'}}).then(r => r.json())""",
-                           [live.url(f"/viewer/annotations/{study}/{series}/{sop}/1.json"),
-                            {"annotations": [{"kind": "length", "points": [[10, 10], [60, 10]],
-                                              "label": "12.50 mm"}]}])
-    measurement = stored["annotations"][0]["id"]
-    page.reload()
-    wait_editor(page, state="none")
-    page.select_option("[data-report-language]", "zh-Hans")
-    page.select_option("[data-report-template]", "cerebral-dsa")
-    page.click("[data-action=apply-template]")
-    findings = page.locator("[data-report-findings]")
-    assert findings.input_value().startswith("技术：经右股动脉入路")
+    measurement, findings = measure_then_start_from_template(page, live, study, series, sop)
     findings.press("Control+End")
     findings.type("\n" + FINDING)
     page.fill("[data-report-impression]", IMPRESSION)
