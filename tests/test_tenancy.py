@@ -9,7 +9,7 @@ import time
 import pytest
 
 from dsmpacs.archive import database
-from dsmpacs.archive.ingest import Origin
+from dsmpacs.archive.ingest import Origin, StoreOutcome
 from dsmpacs.archive.institutions import InstitutionError, Institutions
 from dsmpacs.archive.models import (
     DEFAULT_INSTITUTION_ID,
@@ -72,6 +72,26 @@ def test_a_study_lands_by_sending_ae_then_alias_then_default(archive, tmp_path, 
     # STOW names the institution itself.
     stowed = store(archive, tmp_path, "st", origin=Origin("stow", peer="carol", institution=c.id))
     assert inst.institution_of(stowed) == c.id
+
+
+def test_a_bound_modality_cannot_add_to_another_institutions_study(archive, tmp_path, world):
+    """C's workstation sending an instance of A's study is refused (0x0124 over DICOM)
+    and nothing is stored; A's own modality and an unbound sender may add to it."""
+    inst, a, c, study_a, study_c = world
+
+    def send(name, calling_ae):
+        ds = f.secondary_capture(size=8, study_uid=study_a)
+        return archive.ingest.import_file(f.write(ds, tmp_path / f"{name}.dcm"), Origin("dicom", calling_ae)), ds
+
+    refused, ds = send("mix", "WS_C")
+    assert refused.outcome is StoreOutcome.REFUSED and "outside the sender's institution" in refused.message
+    assert archive.index.find_instance(str(ds.SOPInstanceUID)) is None
+    assert list(archive.storage.root.rglob("*.dcm")) and not any(
+        str(ds.SOPInstanceUID) in p.read_bytes().decode("latin-1") for p in archive.storage.root.rglob("*.dcm"))
+    for name, sender in (("own", "ANGIO_A"), ("unbound", "UNKNOWN")):
+        added, ds = send(name, sender)
+        assert added.archived and archive.index.find_instance(str(ds.SOPInstanceUID)) is not None
+    assert inst.institution_of(study_a) == a.id
 
 
 def test_users_and_peers_see_their_institution_plus_grants(archive, world):

@@ -27,7 +27,7 @@ from dsmpacs.archive.database import (
     session,
 )
 from dsmpacs.archive.models import Instance, Patient, Quarantine, Series, Study, utcnow
-from dsmpacs.archive.visibility import placement
+from dsmpacs.archive.visibility import ae_binding, placement
 
 log = logging.getLogger(__name__)
 _DB_ERRORS = (peewee.OperationalError, peewee.InterfaceError)
@@ -234,8 +234,12 @@ class Index:
             study_id = Study.insert(patient=patient, created_at=now, updated_at=now,
                                     institution=institution, **study_values).execute()
         else:
+            if institution is None and origin == "dicom":
+                # A modality bound to an institution adds to its own institution's studies
+                # only: institutions share the archive without mixing.
+                institution = ae_binding(calling_ae)
             if institution is not None and study["institution"] != institution:
-                # A sender that names its institution (STOW-RS) cannot add to another's study.
+                # Nor can a sender that names its institution (STOW-RS).
                 raise StudyElsewhere(str(study_values["study_instance_uid"]))
             study_id = study["id"]
             self._fill_blanks(Study, study, study_values)

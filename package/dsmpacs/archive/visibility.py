@@ -170,17 +170,24 @@ class Scope:
         return model.institution.in_(sorted(self.institutions)) if self.institutions else (model.id < 0)
 
 
+def ae_binding(calling_ae: str) -> int | None:
+    """The institution a registered AE is bound to; None for an unbound or unknown AE."""
+    title = (calling_ae or "").strip()
+    if not title:
+        return None
+    row = (RemoteAE.select(RemoteAE.institution)
+           .where(RemoteAE.ae_title == title, RemoteAE.institution.is_null(False))
+           .order_by(RemoteAE.id).first())
+    return row.institution if row is not None else None
+
+
 def placement(calling_ae: str, institution_name: str) -> int:
     """The institution a newly arriving study belongs to: the sending AE's binding,
     else its Institution Name (0008,0080) through the admin-kept aliases, else the
     default. Runs inside the index's write transaction."""
-    title = (calling_ae or "").strip()
-    if title:
-        row = (RemoteAE.select(RemoteAE.institution)
-               .where(RemoteAE.ae_title == title, RemoteAE.institution.is_null(False))
-               .order_by(RemoteAE.id).first())
-        if row is not None:
-            return row.institution
+    bound = ae_binding(calling_ae)
+    if bound is not None:
+        return bound
     key = alias_key(institution_name)
     if key:
         alias = InstitutionAlias.get_or_none(InstitutionAlias.name_key == key)
