@@ -66,7 +66,7 @@ def request(host: str, port: int, method: str, path: str, headers: dict[str, str
                     data = sock.recv(65536)
                 except (ssl.SSLWantReadError, BlockingIOError):
                     data = None
-                except (ConnectionResetError, BrokenPipeError):
+                except (ConnectionResetError, BrokenPipeError, ssl.SSLEOFError):
                     data = b""
                 if data == b"":
                     raise ConnectionError(f"closed without an answer after {sent} body bytes")
@@ -89,8 +89,10 @@ def request(host: str, port: int, method: str, path: str, headers: dict[str, str
                     n = sock.send(pending)
                 except (ssl.SSLWantWriteError, BlockingIOError):
                     continue
-                except (BrokenPipeError, ConnectionResetError):
-                    sending = False         # the server stopped reading: its answer follows
+                except (BrokenPipeError, ConnectionResetError, ssl.SSLEOFError):
+                    # The server stopped reading (over TLS the close can surface as an
+                    # EOF on write): its answer, if it sent one, is there to read.
+                    sending = False
                     continue
                 if head_sent:
                     sent += n
