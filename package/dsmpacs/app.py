@@ -115,11 +115,19 @@ def serve_dicom(settings: Settings, *, recover: bool = True) -> None:
     """Run the DICOM daemon until SIGTERM/SIGINT."""
     from dsmpacs.archive import verification
     from dsmpacs.dicom import server as dicom_server
+    from dsmpacs.hl7v2 import server as hl7_server
 
     archive = build_archive(settings, upgrade=True)
     if recover:
         archive.recover()
     server = dicom_server.start(settings, archive)
+    try:
+        # Orders from a RIS or HIS (HL7 v2 over MLLP), when hl7_port is set: in this
+        # process, beside the DICOM listeners that serve the worklist it feeds.
+        hl7 = hl7_server.start(settings, archive)
+    except BaseException:
+        server.shutdown()
+        raise
     # Background work beside the listener, all ended by one event: re-hashing
     # (archive/verification.py, which holds a lease in the index so other nodes over
     # the same index leave it alone meanwhile) and the audit trail's housekeeping.
@@ -129,7 +137,8 @@ def serve_dicom(settings: Settings, *, recover: bool = True) -> None:
     host, port = server[0].server_address[:2]
     tls_port = server.tls.server_address[1] if server.tls is not None else None
     runfiles.write(settings, "dicom", host=host, port=port, ae_title=settings.ae_title,
-                   plain=server.plain is not None, tls_port=tls_port)
+                   plain=server.plain is not None, tls_port=tls_port,
+                   hl7_port=hl7.server_address[1] if hl7 is not None else None)
     heartbeat = runfiles.start_heartbeat(settings, "dicom",
                                          lambda: all(s.socket.fileno() >= 0 for s in server))
     exporter = start_audit_housekeeping(archive, stop_jobs)
@@ -138,6 +147,9 @@ def serve_dicom(settings: Settings, *, recover: bool = True) -> None:
         lhost, lport = listening.server_address[:2]
         log.info("%s listener up on %s:%s as %s", kind, lhost, lport, settings.ae_title)
         print(f"{kind} listening on {lhost}:{lport} as AE title {settings.ae_title}", flush=True)
+    if hl7 is not None:
+        log.info("HL7 (MLLP) listener up on %s:%s", *hl7.server_address)
+        print("HL7 (MLLP) listening on {}:{}".format(*hl7.server_address), flush=True)
     try:
         wait_for_stop()
     finally:
@@ -145,6 +157,8 @@ def serve_dicom(settings: Settings, *, recover: bool = True) -> None:
         stop_jobs.set()
         runfiles.remove(settings, "dicom")
         server.shutdown()
+        if hl7 is not None:
+            hl7.shutdown()
         if verifier is not None:
             verifier.join(timeout=30)
         if exporter is not None:

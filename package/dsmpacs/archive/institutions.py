@@ -139,6 +139,16 @@ class Institutions:
             InstitutionAlias.create(name=name.strip()[:128], name_key=key, institution=inst.id)
         return key
 
+    def by_alias(self, name: str) -> int | None:
+        """The institution an Institution Name alias names (the same aliases as arriving
+        studies', archive/visibility.py ``placement``); None when none does."""
+        key = alias_key(name)
+        if not key:
+            return None
+        with self.index.read():
+            row = InstitutionAlias.get_or_none(InstitutionAlias.name_key == key)
+        return row.institution_id if row is not None else None
+
     def remove_alias(self, name: str) -> bool:
         with self.index.write():
             return bool(InstitutionAlias.delete().where(InstitutionAlias.name_key == alias_key(name)).execute())
