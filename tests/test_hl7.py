@@ -157,3 +157,24 @@ def test_orm_over_mllp_feeds_the_worklist(server_factory, tmp_path):
     log = server.log()
     assert "not an MLLP block" in log or "not an HL7 message" in log
     assert "larger than hl7_max_kb" in log and "not in hl7_allowed_hosts" in log
+
+
+def test_hl7_settings_are_checked_and_gb18030_is_decoded_before_it_is_split():
+    import pytest
+
+    from dsmpacs.hl7v2 import charset
+    from dsmpacs.settings import Settings, SettingsError
+
+    with pytest.raises(SettingsError, match="hl7_allowed_hosts"):
+        Settings(hl7_allowed_hosts="10.0.0.0/8, the-his")
+    with pytest.raises(SettingsError, match="APPLICATION\\^FACILITY"):
+        Settings(hl7_allowed_senders="HIS")
+    assert Settings(hl7_allowed_senders="his^*, RIS^Hosp A").hl7_senders == {("HIS", "*"), ("RIS", "HOSP A")}
+    assert Settings().hl7_port == 0                            # off unless asked for
+    raw = "MSH|^~\\&|HIS|HOSPA|||||ORM^O01|1|P|2.5||||||GB 18030-2000\rPID|1||X||區^妡怡".encode("gb18030")
+    text, name = charset.decode(raw)
+    assert name == "GB 18030-2000" and text.endswith("||區^妡怡")
+    with pytest.raises(charset.CharsetProblem):
+        charset.decode(b"MSH|^~\\&|HIS|HOSPA|||||ORM^O01|1|P|2.5||||||ISO IR6 FOO\rPID")
+    with pytest.raises(charset.CharsetProblem):
+        charset.decode("MSH|^~\\&|A|B|||||ORM^O01|1|P|2.5\rPID|1||X||王".encode("gb18030"))   # not UTF-8
