@@ -145,7 +145,7 @@ class Settings:
         "address of hl7_allowed_hosts.")
     hl7_institution: str = setting(
         "", "Code of the institution that orders received over HL7 belong to when the sending "
-        "facility (MSH-4) matches no Institution Name alias (`dsmpacs institution alias`). "
+        "facility (MSH-4) matches no Institution Name on Administration > Institutions. "
         "Empty: the default institution.")
     hl7_max_kb: int = setting(
         256, "Largest HL7 message taken, in KiB (an order is a few KiB). A larger one is answered "

@@ -224,4 +224,13 @@ def start(settings: Settings, archive) -> Hl7Listener | None:
     """The listener when hl7_port is set (listening when this returns), else None."""
     if not settings.hl7_port:
         return None
-    return Hl7Listener(settings, archive).start()
+    listener = Hl7Listener(settings, archive)
+    if settings.hl7_institution:
+        # Said once at start rather than found out from the first refused order; not
+        # fatal: an administrator may create that institution while the archive runs.
+        try:
+            listener.messages.institutions.get(settings.hl7_institution)
+        except Exception as exc:
+            log.error("hl7_institution %r: %s; orders from senders without an alias are refused (AR)",
+                      settings.hl7_institution, exc)
+    return listener.start()
