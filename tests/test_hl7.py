@@ -9,9 +9,11 @@ package/dsmpacs/hl7v2/; docs/workflow.md."""
 from __future__ import annotations
 
 import re
+import select
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from hl7.client import MLLPClient
@@ -67,7 +69,7 @@ def send(port: int, messages: list[bytes], tmp_path: Path, name: str) -> list[tu
 def test_orm_over_mllp_feeds_the_worklist(server_factory, tmp_path):
     port = free_port()
     server = server_factory(hl7_port=port, hl7_allowed_senders="HIS^HOSPA,HIS^HOSPB", hl7_max_kb=4,
-                            hl7_allowed_hosts="127.0.0.1")
+                            hl7_allowed_hosts="127.0.0.1", hl7_timeout=1)
     with server_archive(server) as archive:
         institutions = Institutions(archive.index)
         hosp_a = institutions.create("hosp-a", "Hospital A").id
@@ -114,6 +116,21 @@ def test_orm_over_mllp_feeds_the_worklist(server_factory, tmp_path):
         assert client.socket.recv(100) == b""              # closed by the archive
     assert [c for c, *_ in send(port, [orm("NW", "M11", patient_id="HL7-6", name="Qian^Ba",
                                            accession="HL7ACC6")], tmp_path, "after")] == ["AA"]
+    # A sender trickling a message byte by byte is cut off hl7_timeout (1 s) after its first byte
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as slow:
+        started = time.monotonic()
+        closed = False
+        for byte in orm("NW", "SLOW", patient_id="HL7-8", name="Slow^Sender", accession="HL7ACC8"):
+            try:
+                slow.sendall(bytes([byte]))
+            except (BrokenPipeError, ConnectionResetError):
+                closed = True
+                break
+            if select.select([slow], [], [], 0.2)[0]:
+                closed = slow.recv(100) == b""
+                break
+        elapsed = time.monotonic() - started
+    assert closed and 0.9 < elapsed < 5, (closed, elapsed)
     # A host not in hl7_allowed_hosts: closed unanswered (127.0.0.2 is this machine too)
     with socket.socket() as other:
         other.bind(("127.0.0.2", 0))
@@ -128,7 +145,7 @@ def test_orm_over_mllp_feeds_the_worklist(server_factory, tmp_path):
     with server_archive(server) as archive:
         orders = Orders(archive.index)
         mine = {o.accession_number: o for o in orders.list(scope=Scope(frozenset({hosp_a})))}
-        assert orders.by_accession("HL7ACC7") is None and orders.by_accession("HL7ACC4") is None
+        assert [orders.by_accession(a) for a in ("HL7ACC4", "HL7ACC7", "HL7ACC8")] == [None, None, None]
         trail = AuditTrail(archive.index).recent(limit=100)
     assert set(mine) == {"HL7ACC1", "HL7ACC2", "HL7ACC3", "HL7ACC6"}      # MSH-4 HOSPA's alias
     changed, gb, cancelled = mine["HL7ACC1"], mine["HL7ACC2"], mine["HL7ACC3"]
@@ -157,6 +174,7 @@ def test_orm_over_mllp_feeds_the_worklist(server_factory, tmp_path):
     log = server.log()
     assert "not an MLLP block" in log or "not an HL7 message" in log
     assert "larger than hl7_max_kb" in log and "not in hl7_allowed_hosts" in log
+    assert "not whole within 1 s" in log
 
 
 def test_hl7_settings_are_checked_and_gb18030_is_decoded_before_it_is_split():
