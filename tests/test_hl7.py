@@ -192,6 +192,8 @@ def test_hl7_settings_are_checked_and_gb18030_is_decoded_before_it_is_split():
     raw = "MSH|^~\\&|HIS|HOSPA|||||ORM^O01|1|P|2.5||||||GB 18030-2000\rPID|1||X||區^妡怡".encode("gb18030")
     text, name = charset.decode(raw)
     assert name == "GB 18030-2000" and text.endswith("||區^妡怡")
+    facility = "MSH|^~\\&|HIS|億康醫院|||||ORM^O01|1|P|2.5||||||GB 18030-2000\rPID|1||X||王".encode("gb18030")
+    assert b"|" in "億".encode("gb18030") and charset.decode(facility)[1] == "GB 18030-2000"
     with pytest.raises(charset.CharsetProblem):
         charset.decode(b"MSH|^~\\&|HIS|HOSPA|||||ORM^O01|1|P|2.5||||||ISO IR6 FOO\rPID")
     with pytest.raises(charset.CharsetProblem):

@@ -4,8 +4,9 @@ The delimiters are ASCII, but in GB 18030 (and GBK) the second byte of a Chinese
 character may be ``|``, ``^``, ``~`` or ``\\``: a message is decoded as a whole
 before it is split into fields. MSH-18 is found in the first segment read as
 Latin-1 (every byte one character, so the ASCII fields before it stand where
-they are), and checked again in the decoded message, in case a multi-byte
-character before it held a delimiter byte.
+they are), and checked again in the decoded message; when a multi-byte
+character before it (a Chinese sending facility) held a delimiter byte, UTF-8 and
+GB 18030 are tried, and the one whose decoded MSH-18 names it is kept.
 """
 from __future__ import annotations
 
@@ -51,16 +52,32 @@ def decode(data: bytes) -> tuple[str, str]:
     """(text, MSH-18 value) of one message's bytes."""
     head = data.split(b"\r", 1)[0].split(b"\n", 1)[0].decode("latin-1")
     name = declared(head)
-    for _attempt in range(2):
+    problem: CharsetProblem | None = None
+    try:
+        return _decoded_as(data, codec(name))
+    except CharsetProblem as exc:
+        problem = exc
+    # A multi-byte character before MSH-18 (a Chinese sending facility in MSH-4) held
+    # a delimiter byte, so the Latin-1 reading found the wrong field: try the sets such
+    # a message comes in, and keep the one its own decoded MSH-18 names.
+    for candidate in ("utf-8", "gb18030"):
         try:
-            text = data.decode(codec(name))
-        except UnicodeDecodeError as exc:
-            raise CharsetProblem(f"byte {exc.start} is not {name or 'UTF-8'} (MSH-18)") from None
-        again = declared(text.split("\r", 1)[0].split("\n", 1)[0])
-        if again == name:
-            return text, name
-        name = again
-    raise CharsetProblem("MSH-18 cannot be read consistently")
+            return _decoded_as(data, candidate)
+        except CharsetProblem:
+            continue
+    raise problem
+
+
+def _decoded_as(data: bytes, codec_name: str) -> tuple[str, str]:
+    """The text decoded with ``codec_name``, when its MSH-18 names that same codec."""
+    try:
+        text = data.decode(codec_name)
+    except UnicodeDecodeError as exc:
+        raise CharsetProblem(f"byte {exc.start} is not {codec_name} (MSH-18)") from None
+    name = declared(text.split("\r", 1)[0].split("\n", 1)[0])
+    if codec(name) != codec_name:
+        raise CharsetProblem(f"MSH-18 {name[:40]!r} does not name the set the message is in")
+    return text, name
 
 
 def encode(text: str, name: str) -> bytes:
