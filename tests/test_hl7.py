@@ -50,6 +50,15 @@ def orm(control: str, msg_id: str, *, patient_id: str, name: str, accession: str
     return SB + "\r".join(segments).encode(encoding) + b"\r" + EB
 
 
+def two_orders() -> bytes:
+    """One ORM^O01 with two ORC/OBR pairs; the patient's name in Latin letters and in Chinese."""
+    first = orm("NW", "M12", patient_id="HL7-10", name="WANG^XIAOMING~王^小明", accession="HL7ACC10",
+                when="202612071100")
+    second = orm("NW", "M12", patient_id="HL7-10", name="x", accession="HL7ACC11", modality="")
+    orders = b"\r".join(s for s in second[1:-2].split(b"\r") if s[:3] in (b"ORC", b"OBR"))
+    return first[:-2] + orders + b"\r" + EB
+
+
 def send(port: int, messages: list[bytes], tmp_path: Path, name: str) -> list[tuple[str, str, bytes]]:
     """mllp_send with a file of framed messages; (MSA-1, MSA-2, the whole ACK) per answer."""
     source = tmp_path / f"{name}.hl7"
@@ -94,10 +103,16 @@ def test_orm_over_mllp_feeds_the_worklist(server_factory, tmp_path):
         orm("XO", "M8", patient_id="HL7-9", name="A^B", accession="NOSUCH"),
         orm("NW", "M9", patient_id="HL7-1", name="王^小明", accession="HL7ACC1"),       # resent: AA
         orm("NW", "M10", patient_id="HL7-4", name="Sun^Qi", accession="HL7ACC4", sender="EVIL|CORP"),
+        # hospital B (no alias: the default institution) cannot cancel hospital A's order
+        orm("CA", "M11", patient_id="HL7-2", name=gb_name, accession="HL7ACC2", sender="HIS|HOSPB"),
+        # two orders in one message, the second without a modality: the first is applied
+        two_orders(),
     ], tmp_path, "batch")
     codes = [(code, control) for code, control, _ in answers]
     assert codes == [("AA", "M1"), ("AA", "M2"), ("AA", "M3"), ("AA", "M4"), ("AA", "M5"), ("AR", ""),
-                     ("AR", "M6"), ("AE", "M7"), ("AE", "M8"), ("AA", "M9"), ("AR", "M10")], answers
+                     ("AR", "M6"), ("AE", "M7"), ("AE", "M8"), ("AA", "M9"), ("AR", "M10"), ("AE", "M11"),
+                     ("AE", "M12")], answers
+    assert answers[12][2].count(b"\rERR|") == 1 and b"|OBR^1^24^1|101^" in answers[12][2]
     # the GB 18030 message is answered in its character set, ACK^O01 per v2.5
     gb_ack = answers[1][2]
     assert b"|ACK^O01^ACK|" in gb_ack and gb_ack.endswith(b"GB 18030-2000\rMSA|AA|M2|HL7ACC2 registered\r")
@@ -145,9 +160,10 @@ def test_orm_over_mllp_feeds_the_worklist(server_factory, tmp_path):
     with server_archive(server) as archive:
         orders = Orders(archive.index)
         mine = {o.accession_number: o for o in orders.list(scope=Scope(frozenset({hosp_a})))}
-        assert [orders.by_accession(a) for a in ("HL7ACC4", "HL7ACC7", "HL7ACC8")] == [None, None, None]
+        assert [orders.by_accession(a) for a in ("HL7ACC4", "HL7ACC7", "HL7ACC8", "HL7ACC11")] == [None] * 4
         trail = AuditTrail(archive.index).recent(limit=100)
-    assert set(mine) == {"HL7ACC1", "HL7ACC2", "HL7ACC3", "HL7ACC6"}      # MSH-4 HOSPA's alias
+    assert set(mine) == {"HL7ACC1", "HL7ACC2", "HL7ACC3", "HL7ACC6", "HL7ACC10"}      # MSH-4 HOSPA's alias
+    assert mine["HL7ACC10"].patient_name == "WANG^XIAOMING=王^小明" and mine["HL7ACC2"].state is State.SCHEDULED
     changed, gb, cancelled = mine["HL7ACC1"], mine["HL7ACC2"], mine["HL7ACC3"]
     assert (changed.scheduled_time, changed.procedure_code, changed.procedure_description) == (
         "143000", "CTHEADC", "CT head with contrast")
@@ -163,13 +179,14 @@ def test_orm_over_mllp_feeds_the_worklist(server_factory, tmp_path):
     day = findscu(server.port, [*MWL_KEYS, "(0040,0100)[0].ScheduledProcedureStepStartDate=20261207"],
                   tmp_path / "day", model="-W", calling_ae="MODALITY")
     assert day.final == "Success"
-    assert day.values("AccessionNumber") == ["HL7ACC6", "HL7ACC2", "HL7ACC1"]       # by time
+    assert day.values("AccessionNumber") == ["HL7ACC6", "HL7ACC2", "HL7ACC10", "HL7ACC1"]       # by time
+    assert str(day.responses[2].PatientName) == "WANG^XIAOMING=王^小明"
     by_name = findscu(server.port, [*MWL_KEYS, "(0008,0005)=ISO_IR 192", "PatientName=區*".encode("utf-8")],
                       tmp_path / "name", model="-W", calling_ae="MODALITY")
     assert by_name.values("AccessionNumber") == ["HL7ACC2"]
     answer = by_name.responses[0]
     assert str(answer.PatientName) == gb_name and answer.RequestedProcedureDescription == "头颅磁共振"
-    step = day.responses[2].ScheduledProcedureStepSequence[0]
+    step = day.responses[3].ScheduledProcedureStepSequence[0]
     assert (step.Modality, step.ScheduledProcedureStepStartTime) == ("CT", "143000")
     log = server.log()
     assert "not an MLLP block" in log or "not an HL7 message" in log

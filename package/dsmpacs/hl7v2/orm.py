@@ -19,7 +19,7 @@ import hl7
 
 from dsmpacs.archive.audit import AuditAction, AuditTrail, OncePer
 from dsmpacs.archive.database import IndexProblem
-from dsmpacs.archive.institutions import InstitutionError, Institutions
+from dsmpacs.archive.institutions import DEFAULT_INSTITUTION_ID, InstitutionError, Institutions
 from dsmpacs.archive.orders import (
     AUDIT_CHANGE,
     AUDIT_CREATE,
@@ -210,15 +210,16 @@ class OrderMessages:
         app, facility = header.sending_application.upper(), header.sending_facility.upper()
         return any(a in ("*", app) and f in ("*", facility) for a, f in allowed)
 
-    def institution(self, facility: str) -> int | None:
-        """MSH-4 through the Institution Name aliases, else hl7_institution, else the default."""
+    def institution(self, facility: str) -> int:
+        """MSH-4 through the Institution Name aliases, else hl7_institution, else the default.
+        A sender changes and cancels only the orders of the institution it maps to."""
         found = self.institutions.by_alias(facility) if facility else None
         if found is None and self.settings.hl7_institution:
             found = self.institutions.get(self.settings.hl7_institution).id
-        return found
+        return DEFAULT_INSTITUTION_ID if found is None else found
 
     def _apply(self, message, msh, header: Header, actor: str, address: str,
-               institution: int | None) -> Outcome:
+               institution: int) -> Outcome:
         pids = [s for s in message if str(s[0]) == "PID"]
         pid = pids[0] if pids else None
         pairs, orc = [], None
@@ -236,7 +237,7 @@ class OrderMessages:
         if not pairs or pairs[0][0] is None:
             return Outcome("AE", "no ORC segment", [Problem(ack.REQUIRED_MISSING, "ORC", 1, 0,
                                                             "an ORM^O01 needs an ORC segment")])
-        scope = Scope(frozenset({institution})) if institution is not None else None
+        scope = Scope(frozenset({institution}))
         problems, done = [], []
         for orc_segment, obr in pairs:
             placed = read_order(pid, orc_segment, obr, msh)
