@@ -182,9 +182,14 @@ def serve_web(settings: Settings) -> None:
         context = server_context(settings)
     server = web_server.build(app, settings, context)
     server.prepare()                 # binds, starts the worker threads
+    # The UPS-RS event channel (WebSocket, ups_ws_port), beside cheroot, which has none.
+    from dsmpacs.web import upsws
+
+    notifier = upsws.start(settings, archive, context)
     host, port = server.socket.getsockname()[:2]
     scheme = "https" if context is not None else "http"
-    runfiles.write(settings, "web", host=host, port=port)
+    runfiles.write(settings, "web", host=host, port=port,
+                   ups_ws_port=notifier.server_address[1] if notifier is not None else None)
     heartbeat = runfiles.start_heartbeat(settings, "web", lambda: server.ready)
 
     stopper = threading.Thread(target=server.stop, name="web-stop")
@@ -200,11 +205,15 @@ def serve_web(settings: Settings) -> None:
         signal.signal(sig, stop)
     log.info("web server up on %s://%s:%s", scheme, host, port)
     print(f"Web listening on {scheme}://{_url_host(host)}:{port}/", flush=True)
+    if notifier is not None:
+        log.info("UPS-RS event channel (WebSocket) up on %s:%s", *notifier.server_address)
     try:
         server.serve()
     finally:
         heartbeat.set()
         runfiles.remove(settings, "web")
+        if notifier is not None:
+            notifier.shutdown()
         if stopper.ident is None:
             stopper.start()
         stopper.join()

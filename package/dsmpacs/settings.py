@@ -165,6 +165,13 @@ class Settings:
         "browsers elsewhere on the network. The DSM install wizard asks which one.")
     web_port: int = setting(
         8080, "Web port for the UI and DICOMweb.", minimum=0, maximum=65535)
+    ups_ws_port: int = setting(
+        0, "Port of the UPS-RS event channel: a WebSocket listener in the web process at "
+        "/ws/subscribers/{AETitle} that sends the reading workitems' event reports to the AE "
+        "titles subscribed to them (POST /dicom-web/workitems/{uid}/subscribers/{AETitle}). On "
+        "web_host, with TLS (wss) when web_tls is on; clients authenticate with an API token "
+        "(Authorization: Bearer). 0 (the default): no channel, and subscribing is refused. See "
+        "docs/dicomweb.md.", minimum=0, maximum=65535)
     web_threads: int = setting(
         8, "Worker threads of the web server: requests served at the same time (rendering, "
         "DICOMweb transfers). More threads use more memory.", minimum=1, maximum=64)
