@@ -41,6 +41,8 @@ def test_free_ports_pass_and_a_taken_port_is_named(tmp_path):
     assert "hl7_port" in problems[0]
     assert "hl7_port 4242 is also" in checks.port_problems(Settings(data_dir=tmp_path, dicom_port=4242,
                                                                     hl7_port=4242))[0]
+    assert "ups_ws_port 4242 is also" in checks.port_problems(Settings(data_dir=tmp_path, web_port=4242,
+                                                                       ups_ws_port=4242))[0]
 
 
 def test_an_address_the_machine_does_not_have_and_a_shared_port(tmp_path):

@@ -127,3 +127,37 @@ def test_subscriptions_push_state_changes_over_websocket(server_factory, tmp_pat
     with server_archive(live) as archive:
         details = [e.detail for e in AuditTrail(archive.index).recent(limit=100, actor="rad1")]
     assert f"UPS-RS: EASTWS subscribed to {GLOBAL}" in details and any("unsubscribed" in d for d in details)
+
+
+def test_subscription_states_and_the_upgrade_that_adds_them(archive):
+    """archive/ups_subscriptions.py on SQLite and MariaDB: the global subscription, one
+    workitem left out of it, suspending it (the open workitems stay subscribed), ending it;
+    and schema 14 added to an index of version 13."""
+    from dsmpacs.archive import database
+    from dsmpacs.archive.models import SchemaVersion, UpsSubscription
+    from dsmpacs.archive.reading import OPEN
+    from dsmpacs.archive.ups_subscriptions import Subscriptions
+
+    with archive.index.write():
+        archive.db.execute_sql(f"DROP TABLE {UpsSubscription._meta.table_name}")
+        SchemaVersion.delete().execute()
+        SchemaVersion.create(version=13)
+    assert database.upgrade(archive.db) == (13, database.LATEST_VERSION)
+    open_task = archive.reading.create("1.2.826.0.1.3680043.8.498.8401")
+    done_task = archive.reading.create("1.2.826.0.1.3680043.8.498.8402")
+    archive.reading.cancel_scheduled(done_task.id)
+    subs = Subscriptions(archive.index)
+    a, b = open_task.ups_uid, done_task.ups_uid
+    subs.subscribe("WS1", GLOBAL, owner="rad")
+    subs.subscribe("WS1", GLOBAL, owner="rad")                          # again: one row
+    assert subs.is_subscribed("WS1", a) and subs.is_subscribed("WS1", "1.2.3.4")
+    assert subs.unsubscribe("WS1", a) and not subs.is_subscribed("WS1", a)
+    assert not subs.unsubscribe("WS1", a)                                # already left out
+    subs.subscribe("WS1", a)
+    assert subs.of("WS1") == (True, {a}, set())
+    assert subs.suspend("WS1", OPEN) and not subs.suspend("WS1", OPEN)
+    # suspended: the open workitem stays, the finished one and any new one do not
+    assert subs.is_subscribed("WS1", a) and not subs.is_subscribed("WS1", b)
+    assert not subs.is_subscribed("WS1", "1.2.3.4")
+    assert subs.unsubscribe("WS1", GLOBAL) and subs.of("WS1") == (False, set(), set())
+    assert not subs.unsubscribe("WS2", a)

@@ -33,6 +33,9 @@ def service_file(settings: Settings) -> str:
                             settings.dicom_tls_port))
     if not settings.dicom_plain:
         services.pop(0)
+    if settings.ups_ws_port:
+        services.append(("dsmpacs-ups-events", "DSM PACS UPS events",
+                         "DSM PACS: UPS-RS event channel (WebSocket)", settings.ups_ws_port))
     if settings.hl7_port:
         services.append(("dsmpacs-hl7", "HL7 orders", "DSM PACS: HL7 v2 orders over MLLP",
                          settings.hl7_port))
