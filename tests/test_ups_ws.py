@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 
-from websockets.exceptions import InvalidStatus
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
 from dsmpacs.archive.audit import AuditTrail
@@ -119,6 +119,16 @@ def test_subscriptions_push_state_changes_over_websocket(server_factory, tmp_pat
         assert coord.post_form(f"/reading/{tasks[MR].id}/assign", {"assignee": "rad1"}).status_code == 302
         assert event(east_ws) == (mr_item, 5, "rad1")
         assert event(rad2_ws) == (mr_item, 5, "rad1")
+        # rad2's token revoked: its channel is closed at the next event it would get
+        with server_archive(live) as archive:
+            users = Users(archive.index)
+            assert users.revoke_token(users.tokens("rad2")[0].id, "rad2")
+        assert coord.post_form(f"/reading/{tasks[MR].id}/assign", {"assignee": "coord"}).status_code == 302
+        try:
+            rad2_ws.recv(timeout=15)
+            raise AssertionError("the channel of a revoked token stayed open")
+        except ConnectionClosed as closed:
+            assert closed.rcvd is not None and closed.rcvd.code == 1008
 
     # Suspend, then end the global subscription
     assert ups(live, "rad1", "POST", f"/workitems/{GLOBAL}/subscribers/EASTWS/suspend")[0] == 200

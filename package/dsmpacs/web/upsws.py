@@ -25,6 +25,7 @@ import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from http import HTTPStatus
+from urllib.parse import unquote
 
 from websockets.asyncio.server import ServerConnection, serve
 
@@ -49,7 +50,8 @@ POLL_SECONDS = 0.5
 # and let the remembered states tell what is new.
 LOOK_BACK = timedelta(seconds=2)
 MAX_CLIENTS = 64
-PATH = re.compile(r"^/ws/subscribers/([^/?#]{1,16})$")
+PATH = re.compile(r"^/ws/subscribers/([^/?#]{1,48})$")
+
 
 
 @dataclass(eq=False)
@@ -57,7 +59,9 @@ class Client:
     connection: ServerConnection
     ae_title: str
     account: Account
+    secret: str = ""
     told: set = field(default_factory=set)     # (UID, time) of the subscriptions reported on connecting
+    revoked: bool = False
 
 
 class UpsNotifier:
@@ -121,7 +125,8 @@ class UpsNotifier:
     # --- who connects -------------------------------------------------------------
     async def _authorize(self, connection: ServerConnection, request):
         match = PATH.match(request.path)
-        if match is None or not valid_ae_title(match.group(1)):
+        ae_title = unquote(match.group(1)) if match else ""
+        if match is None or not valid_ae_title(ae_title):
             return connection.respond(HTTPStatus.NOT_FOUND, "no such channel: /ws/subscribers/{AETitle}\n")
         if len(self.clients) >= MAX_CLIENTS:
             return connection.respond(HTTPStatus.SERVICE_UNAVAILABLE, "too many event channels open\n")
@@ -136,7 +141,7 @@ class UpsNotifier:
             response = connection.respond(HTTPStatus.UNAUTHORIZED, "an API token is needed (Bearer)\n")
             response.headers["WWW-Authenticate"] = 'Bearer realm="DSM PACS"'
             return response
-        connection.dsmpacs_client = Client(connection, match.group(1), account)
+        connection.dsmpacs_client = Client(connection, ae_title, account, secret.strip())
         return None
 
     async def _client(self, connection: ServerConnection) -> None:
@@ -202,12 +207,9 @@ class UpsNotifier:
     async def _poll(self) -> None:
         while True:
             await asyncio.sleep(POLL_SECONDS)
-            if not self.clients:
-                # Nobody listens: keep the states current so that a later client is told
-                # of later changes only.
-                await asyncio.to_thread(self._changes)
-                continue
             try:
+                # With nobody listening the states are still kept current, so that a later
+                # client is told of later changes only.
                 changed, new = await asyncio.to_thread(self._changes)
                 for task, state_changed, assigned in changed:
                     await self._report(task, state_changed, assigned)
@@ -221,7 +223,12 @@ class UpsNotifier:
 
     async def _report(self, task: Task, state_changed: bool, assigned: bool) -> None:
         for client in list(self.clients):
-            if not await asyncio.to_thread(self._wants, client, task):
+            wanted = await asyncio.to_thread(self._wants, client, task)
+            if client.revoked:
+                log.info("UPS event channel for %s closed: its token is no longer valid", client.ae_title)
+                await client.connection.close(1008, "the token is no longer valid")
+                continue
+            if not wanted:
                 continue
             if state_changed:
                 await self._send(client, state_report(task.ups_uid, task.ups_state))
@@ -229,8 +236,16 @@ class UpsNotifier:
                 await self._send(client, _assigned_report(task))
 
     def _wants(self, client: Client, task: Task) -> bool:
-        return (self.subscriptions.is_subscribed(client.ae_title, task.ups_uid)
-                and self.may_see(client, task))
+        if not self.subscriptions.is_subscribed(client.ae_title, task.ups_uid):
+            return False
+        # The token and its user are checked again before anything is sent (events are
+        # human-paced: a query each is cheap): revoked, disabled or demoted, the channel closes.
+        account = self.users.authenticate_token(client.secret)
+        if account is None or not account.can(Permission.VIEW):
+            client.revoked = True
+            return False
+        client.account = account
+        return self.may_see(client, task)
 
     async def _initial(self, client: Client, uid: str | None) -> None:
         """State reports of the open workitems the client's AE is subscribed to (``uid``:
