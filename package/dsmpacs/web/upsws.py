@@ -12,8 +12,9 @@ appears, the client gets the current state of each open workitem it is subscribe
 to (PS3.4 CC.2.4.2: the initial state reports).
 
 Changes are found by reading the index (reading tasks changed since the last look,
-every POLL_SECONDS), not from events inside one process: a change made by the DICOM
-daemon or another web node is seen the same way. What a client sends is ignored.
+every POLL_SECONDS while a channel is open, not at all otherwise), not from events
+inside one process: a change made by the DICOM daemon or another web node is seen the
+same way. What a client sends is ignored.
 """
 from __future__ import annotations
 
@@ -93,7 +94,6 @@ class UpsNotifier:
         loop = self._loop = asyncio.new_event_loop()
         asyncio.set_event_loop(loop)
         try:
-            self._remember_all()
             server = loop.run_until_complete(self._open())
             self.server_address = server.sockets[0].getsockname()[:2]
         except BaseException as exc:
@@ -148,6 +148,11 @@ class UpsNotifier:
         client: Client = connection.dsmpacs_client
         # What it is told on connecting, read before the poller can see it: never twice.
         client.told = await asyncio.to_thread(self.subscriptions.stamps, client.ae_title)
+        if not self.clients:
+            # The first channel since none was open (nothing was polled meanwhile): start
+            # from the states as they are now, read before its own initial reports, so a
+            # change in between is reported twice rather than never.
+            await asyncio.to_thread(self._remember_all)
         self.clients.add(client)
         log.info("UPS event channel for %s opened by %s", client.ae_title, client.account.username)
         try:
@@ -208,8 +213,8 @@ class UpsNotifier:
         while True:
             await asyncio.sleep(POLL_SECONDS)
             try:
-                # With nobody listening the states are still kept current, so that a later
-                # client is told of later changes only.
+                if not self.clients:
+                    continue             # nobody listens: no queries at all
                 changed, new = await asyncio.to_thread(self._changes)
                 for task, state_changed, assigned in changed:
                     await self._report(task, state_changed, assigned)
