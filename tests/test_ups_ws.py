@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 
-from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.exceptions import ConnectionClosed, InvalidMessage, InvalidStatus
 from websockets.sync.client import connect
 
 from dsmpacs.archive.audit import AuditTrail
@@ -171,3 +171,39 @@ def test_subscription_states_and_the_upgrade_that_adds_them(archive):
     assert not subs.is_subscribed("WS1", "1.2.3.4")
     assert subs.unsubscribe("WS1", GLOBAL) and subs.of("WS1") == (False, set(), set())
     assert not subs.unsubscribe("WS2", a)
+
+
+def test_with_web_tls_the_channel_is_wss(tmp_path):
+    """web_tls: Subscribe names a wss:// channel, which speaks TLS with the web server's
+    certificate; plain ws:// is not answered."""
+    import ssl
+
+    import requests
+
+    from tests.peers import ServerProcess
+    from tests.test_web_https import tls_init
+
+    data_dir = tmp_path / "server"
+    ca = tls_init(data_dir)
+    port = free_port()
+    server = ServerProcess(data_dir, {"web_tls": True, "ups_ws_port": port}, only="web").start()
+    try:
+        with server_archive(server) as archive:
+            users = Users(archive.index)
+            users.add("rad2", PW, "radiologist")
+            _, token = users.create_token("rad2", "ws")
+        answer = requests.post(f"https://127.0.0.1:{server.web_port}/dicom-web/workitems/{GLOBAL}/subscribers/TLSWS",
+                               auth=("rad2", PW), verify=str(ca), timeout=30)
+        assert answer.status_code == 201, answer.text
+        assert answer.headers["Content-Location"] == f"wss://127.0.0.1:{port}/ws/subscribers/TLSWS"
+        context = ssl.create_default_context(cafile=str(ca))
+        with connect(answer.headers["Content-Location"], ssl=context, open_timeout=10,
+                     additional_headers={"Authorization": f"Bearer {token}"}) as ws:
+            assert ws.protocol.state.name == "OPEN"
+        try:
+            channel(port, "TLSWS", token).close()
+            raise AssertionError("plain ws:// was answered on the TLS channel")
+        except (InvalidStatus, OSError, EOFError, InvalidMessage):
+            pass
+    finally:
+        server.stop()
