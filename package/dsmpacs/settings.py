@@ -213,6 +213,12 @@ class Settings:
         "need the room (least recently used first). A volume larger than this alone is refused "
         "with HTTP 413; a 512x512 CT slice takes 0.5 MiB, a 300-slice rotational volume 150 MiB.",
         minimum=16, maximum=65536)
+    ohif_dir: Path | None = setting(
+        None, "Directory holding an OHIF Viewer 3 build (the dist/ directory of the @ohif/app npm "
+        "package, unmodified; `dsmpacs ohif fetch --dir DIR` downloads the pinned version there). "
+        "Set: signed-in users open OHIF at /ohif/ on this web server, reading this archive's "
+        "/dicom-web with their session (same origin: no CORS, same roles and audit trail). "
+        "Empty: /ohif/ does not exist. See docs/viewer.md.")
 
     reading_grace_hours: int = setting(
         72, "Hours a reader keeps the studies of a reading assignment (the study and the "
