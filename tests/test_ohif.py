@@ -123,6 +123,11 @@ def test_fetch_checks_the_pinned_hash_and_unpacks_only_dist(tmp_path, monkeypatc
         ".dsmpacs-ohif", "index.html", "js", "js/a.js"]
     assert fetcher.installed(target)
     assert runner.invoke(main, ["ohif", "fetch", "--dir", str(target)]).output.endswith("already there\n")
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "keep.txt").write_text("mine")
+    kept = runner.invoke(main, ["ohif", "fetch", "--dir", str(other), "--tarball", str(tgz)])
+    assert kept.exit_code == 1 and "not empty" in kept.output and (other / "keep.txt").read_text() == "mine"
 
 
 def test_ci_fetches_the_same_pinned_build():

@@ -73,6 +73,8 @@ def test_ohif_lists_the_study_and_its_report_sr(server_factory, page, tmp_path):
     expected = sorted((m, s["0008103E"]["Value"][0]) for m, s in by_modality.items())
 
     sign_in(page, server, "rad1", password)
+    # OHIF's first load parses a 17 MB bundle: give it room on a busy CI machine.
+    page.set_default_timeout(45000)
     try:
         page.goto(server.url("/ohif/"))
         # The study list, from QIDO-RS: the study's row, its modalities the report's too.
@@ -92,6 +94,15 @@ def test_ohif_lists_the_study_and_its_report_sr(server_factory, page, tmp_path):
         page.wait_for_url(f"**/ohif/viewer?StudyInstanceUIDs={STUDY}")
         page.locator("[data-cy=studyBrowser-panel]").wait_for()
         assert series_shown(page, 3) == expected
+        # ...and the XA frame drawn in the viewport (WADO-RS frames, decoded by OHIF).
+        page.wait_for_function("""() => {
+            const canvas = document.querySelector('[data-cy=viewport-pane] canvas');
+            const context = canvas && canvas.width && canvas.getContext('2d');
+            if (!context) return false;
+            const pixels = context.getImageData(0, 0, canvas.width, canvas.height).data;
+            for (let i = 0; i < pixels.length; i += 4) if (pixels[i] || pixels[i + 1] || pixels[i + 2]) return true;
+            return false;
+        }""")
         page.shot("ohif-viewer")
     except Exception:
         page.shot("ohif-failure")

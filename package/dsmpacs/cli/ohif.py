@@ -53,6 +53,9 @@ def unpack(tarball: Path, directory: Path) -> None:
     found = integrity_of(tarball)
     if found != OHIF_INTEGRITY:
         raise FetchError(f"{tarball}: integrity {found} is not the pinned {OHIF_INTEGRITY}")
+    if directory.exists() and any(directory.iterdir()) and not (directory / STAMP).is_file():
+        # It is replaced as a whole: never a directory that holds something else.
+        raise FetchError(f"{directory} is not empty and holds no OHIF build fetched by this command")
     directory.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".ohif-", dir=directory.parent))
     try:
