@@ -44,7 +44,7 @@ CONTENT_SECURITY_POLICY = "; ".join([
     "worker-src 'self' blob:",
     "font-src 'self' data:",
     "object-src 'none'",
-    "base-uri 'self'",
+    "base-uri 'none'",
     "form-action 'self'",
     "frame-ancestors 'self'",
 ])
