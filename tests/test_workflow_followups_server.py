@@ -1,0 +1,106 @@
+"""Follow-ups of the reading workflow against a real `dsmpacs serve` (two processes):
+a rule's assignment made by the DICOM daemon when dcmtk storescu delivers the study
+reaches the assignee's bell in the web process; the web process's periodic check
+tells the assignee the read is overdue without anyone loading a page; and a
+destination bound to another institution receives nothing, by C-MOVE (dcmtk
+movescu, 0x0124) or by the web's "send study" (403), until it is bound to the
+study's own institution. The in-process parts: tests/test_workflow_followups.py."""
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from datetime import timedelta
+
+from dsmpacs.archive.audit import AuditTrail
+from dsmpacs.archive.institutions import Institutions
+from dsmpacs.archive.models import ReadingTask, utcnow
+from dsmpacs.archive.users import Users
+from tests import factories as f
+from tests.peers import dcmtk, wait_until
+from tests.retrieval import StoreSCP, register
+from tests.webclient import WebSession, server_archive
+
+PW = "correct horse battery"
+STUDY = "1.2.826.0.1.3680043.8.498.9731"
+
+
+def notes(live, username):
+    with server_archive(live) as archive:
+        return [n.kind for n in archive.notifications.list(username)]
+
+
+def test_dicom_arrivals_notify_overdue_is_periodic_and_bound_destinations_refuse(server_factory, tmp_path):
+    live = server_factory(overdue_check_seconds=0.3)
+    with server_archive(live) as archive:
+        east = Institutions(archive.index).create("east", "East Hospital")
+        Users(archive.index).add("rad1", PW, "radiologist", institution=east.id)   # reads for the default one
+        Users(archive.index).add("adm1", PW, "admin")
+        archive.reading.rules.add(name="ct-remote", modality="CT", assignee="rad1", due_hours=1)
+    ct = f.ct_slice(size=16, patient=f.Patient("SUN^LI", "P-NOTE"), study_uid=STUDY, study_description="CT head")
+    assert live.storescu(f.write(ct, tmp_path / "ct.dcm")).returncode == 0
+
+    # The DICOM process made the task, assigned it by rule, and told rad1: the bell shows it.
+    assert wait_until(lambda: notes(live, "rad1"), what="rad1's notification") == ["assigned"]
+    rad1 = WebSession(live)
+    assert rad1.login("rad1", PW).status_code == 302
+    home = rad1.get("/reading/")
+    assert re.search(r'data-unread>1<', home.text), home.text[:2000]
+    listing = rad1.get("/notifications").text
+    assert 'data-kind="assigned"' in listing and f"/viewer?study={STUDY}" in listing.replace("&amp;", "&")
+    with server_archive(live) as archive:
+        assert archive.reading.for_study(STUDY).assignee == "rad1"
+    # The task falls due; nobody loads a page; the web process's periodic check tells rad1.
+    with server_archive(live) as archive:
+        with archive.index.write():
+            ReadingTask.update(due_at=utcnow() - timedelta(minutes=5)).where(
+                ReadingTask.study_instance_uid == STUDY).execute()
+    assert wait_until(lambda: "overdue" in notes(live, "rad1"), timeout=15, what="the overdue notice")
+    assert notes(live, "rad1") == ["overdue", "assigned"]
+
+    # A workstation bound to East may not receive a study of the default institution.
+    ws = StoreSCP(tmp_path / "ws", "WS_EAST").start()
+    try:
+        register(live, "ws-east", "WS_EAST", ws.port)
+        register(live, "adminws", "ADMINWS", 104, is_move_destination=False)
+        with server_archive(live) as archive:
+            Institutions(archive.index).bind_ae("ws-east", "east")
+
+        def move():
+            return dcmtk("movescu", "-v", "-S", "-aet", "ADMINWS", "-aec", live.ae_title, "-aem", "WS_EAST",
+                         "-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={STUDY}", "127.0.0.1",
+                         live.port)
+
+        refused = move()
+        out = refused.stdout + refused.stderr
+        assert "Final Move Response (Unknown Status: 0x124)" in out, out[-2000:]
+        assert "destination WS_EAST is bound to institution east" in live.log() and ws.files() == []
+        admin = WebSession(live)
+        assert admin.login("adm1", PW).status_code == 302
+        admin.get(f"/studies/{STUDY}")
+        sent = admin.post_form(f"/studies/{STUDY}/send", {"peer": "ws-east"})
+        assert sent.status_code == 403 and "bound to institution east" in sent.json()["message"]
+        assert ws.files() == []
+        with server_archive(live) as archive:
+            denied = [e for e in AuditTrail(archive.index).recent(limit=100) if e.action == "access-denied"]
+        assert any("C-MOVE to WS_EAST" in e.detail and "belongs to default" in e.detail for e in denied)
+        assert any(e.actor == "adm1" and "bound to institution east" in e.detail for e in denied)
+
+        # Bound to the study's own institution, the same destination receives it.
+        with server_archive(live) as archive:
+            Institutions(archive.index).bind_ae("ws-east", "default")
+        moved = move()
+        assert moved.returncode == 0 and len(ws.files()) == 1, moved.stdout + moved.stderr
+        assert admin.post_form(f"/studies/{STUDY}/send", {"peer": "ws-east"}).status_code == 202
+    finally:
+        ws.stop()
+
+
+def test_the_dicom_process_raises_notices_without_loading_flask():
+    """The DICOM daemon builds the same Archive (its Notifications listen to its events)
+    and the mail wording, but Flask stays out of it until a mail is worded."""
+    probe = ("import sys; from dsmpacs import app; from dsmpacs.dicom import server; "
+             "from dsmpacs.archive import Archive, verification; "
+             "print('flask' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout.strip() == "False", done.stdout + done.stderr
