@@ -17,9 +17,11 @@ from dsmpacs.archive.institutions import Institutions
 from dsmpacs.archive.models import ReadingTask, utcnow
 from dsmpacs.archive.users import Users
 from tests import factories as f
+from tests.browser import sign_in
 from tests.peers import dcmtk, wait_until
+from tests.reporting import wait_editor
 from tests.retrieval import StoreSCP, register
-from tests.webclient import WebSession, server_archive
+from tests.webclient import WebSession, add_user, server_archive
 
 PW = "correct horse battery"
 STUDY = "1.2.826.0.1.3680043.8.498.9731"
@@ -104,3 +106,40 @@ def test_the_dicom_process_raises_notices_without_loading_flask():
              "print('flask' in sys.modules)")
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and done.stdout.strip() == "False", done.stdout + done.stderr
+
+
+def test_issue_preliminary_then_sign_final_on_a_phone(server_factory, page, tmp_path):
+    """The editor at 390x844: *Issue preliminary* with the password, the report shown
+    preliminary (still editable, not amendable), then *Sign report* makes version 2
+    final; the history lists both."""
+    study = "1.2.826.0.1.3680043.8.498.9732"
+    live = server_factory()
+    ct = f.ct_slice(size=16, patient=f.Patient("QIAN^YU", "P-PRE"), study_uid=study)
+    assert live.storescu(f.write(ct, tmp_path / "ct.dcm")).returncode == 0
+    password = add_user(live, "rad2", "radiologist")
+    sign_in(page, live, "rad2", password)
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.goto(live.url(f"/reports/{study}"))
+    wait_editor(page, state="none")
+    assert page.locator("[data-action=sign-preliminary]").is_visible()
+    page.fill("[data-report-findings]", "Hyperdense left MCA.")
+    wait_editor(page, state="draft", saving="false")
+    page.fill("[data-sign-password]", password)
+    page.click("[data-action=sign-preliminary]")
+    wait_editor(page, state="preliminary", editable="true")
+    assert page.locator("[data-report-state]").text_content() == "Preliminary"
+    assert page.locator("[data-report-amend]").is_hidden()
+    assert page.locator("[data-action=sign-preliminary]").is_hidden()           # once per version
+    assert page.locator("[data-history-version='1']").get_attribute("data-history-state") == "preliminary"
+    assert "issued by rad2" in page.locator("[data-history-version='1']").text_content()
+    page.shot("report-preliminary-390", full_page=True)
+    page.fill("[data-sign-password]", password)
+    page.click("[data-action=sign]")
+    wait_editor(page, state="final", editable="false")
+    states = page.eval_on_selector_all("[data-report-history] li",
+                                       "items => items.map(i => i.getAttribute('data-history-state'))")
+    assert sorted(states) == ["final", "preliminary"]
+    assert page.locator("[data-action=sign-preliminary]").is_hidden()
+    with server_archive(live) as archive:
+        assert archive.reading.for_study(study).state == "final"
+    assert page.errors == []

@@ -100,7 +100,8 @@
         "[data-report-language]"].forEach((s) => { this.q(s).disabled = !editable; });
       this.q("[data-action=apply-template]").hidden = !editable;
       this.q("[data-report-sign]").hidden = !editable;
-      this.q("[data-action=sign-preliminary]").hidden = !editable || wasFinal;
+      // Issued once per version: after a preliminary, edit (a new draft) to issue another.
+      this.q("[data-action=sign-preliminary]").hidden = !editable || wasFinal || (!!current && current.state !== "draft");
       this.q("[data-sign-code-label]").hidden = !data.needs_code;
       this.q("[data-sign-password-label]").hidden = !!data.needs_code;
       this.q("[data-report-amend]").hidden = !(data.can_write && current && wasFinal && current.state !== "draft");
@@ -295,7 +296,7 @@
         head.appendChild(el("strong", t("js.report.version", { version: v.version })));
         head.appendChild(el("span", " · " + t("js.report.state_" + v.state, { version: v.version })));
         if (v.signer) {
-          head.appendChild(el("span", " · " + t("js.report.signed_by", { signer: v.signer, at: v.signed_at.replace("T", " ").replace("Z", " UTC") })));
+          head.appendChild(el("span", " · " + t(v.state === "preliminary" ? "js.report.issued_by" : "js.report.signed_by", { signer: v.signer, at: v.signed_at.replace("T", " ").replace("Z", " UTC") })));
         }
         li.appendChild(head);
         if (v.amendment_reason) {
