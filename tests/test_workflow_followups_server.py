@@ -1,6 +1,7 @@
 """Follow-ups of the reading workflow against a real `dsmpacs serve` (two processes):
 a rule's assignment made by the DICOM daemon when dcmtk storescu delivers the study
-reaches the assignee's bell in the web process; the web process's periodic check
+reaches the assignee's bell in the web process, and the study's STAT order makes
+the task (and its UPS-RS workitem) High; the web process's periodic check
 tells the assignee the read is overdue without anyone loading a page; and a
 destination bound to another institution receives nothing, by C-MOVE (dcmtk
 movescu, 0x0124) or by the web's "send study" (403), until it is bound to the
@@ -12,9 +13,12 @@ import subprocess
 import sys
 from datetime import timedelta
 
+import requests
+
 from dsmpacs.archive.audit import AuditTrail
 from dsmpacs.archive.institutions import Institutions
 from dsmpacs.archive.models import ReadingTask, utcnow
+from dsmpacs.archive.orders import OrderInput, Orders
 from dsmpacs.archive.users import Users
 from tests import factories as f
 from tests.browser import sign_in
@@ -39,7 +43,12 @@ def test_dicom_arrivals_notify_overdue_is_periodic_and_bound_destinations_refuse
         Users(archive.index).add("rad1", PW, "radiologist", institution=east.id)   # reads for the default one
         Users(archive.index).add("adm1", PW, "admin")
         archive.reading.rules.add(name="ct-remote", modality="CT", assignee="rad1", due_hours=1)
+        # A STAT order for it: the task (and its UPS workitem) is High, the rule says Medium.
+        Orders(archive.index).create(OrderInput(patient_id="P-NOTE", patient_name="SUN^LI", accession_number="ORD-N",
+                                                procedure_description="CT head", scheduled_date="2026-12-07",
+                                                priority="STAT", modality="CT"))
     ct = f.ct_slice(size=16, patient=f.Patient("SUN^LI", "P-NOTE"), study_uid=STUDY, study_description="CT head")
+    ct.AccessionNumber = "ORD-N"
     assert live.storescu(f.write(ct, tmp_path / "ct.dcm")).returncode == 0
 
     # The DICOM process made the task, assigned it by rule, and told rad1: the bell shows it.
@@ -51,7 +60,11 @@ def test_dicom_arrivals_notify_overdue_is_periodic_and_bound_destinations_refuse
     listing = rad1.get("/notifications").text
     assert 'data-kind="assigned"' in listing and f"/viewer?study={STUDY}" in listing.replace("&amp;", "&")
     with server_archive(live) as archive:
-        assert archive.reading.for_study(STUDY).assignee == "rad1"
+        task = archive.reading.for_study(STUDY)
+    assert (task.assignee, task.priority) == ("rad1", "HIGH")
+    workitem = requests.get(live.url(f"/dicom-web/workitems/{task.ups_uid}"), auth=("rad1", PW), timeout=30,
+                            headers={"Accept": "application/dicom+json"})
+    assert workitem.status_code == 200 and workitem.json()[0]["00741200"]["Value"] == ["HIGH"]
     # The task falls due; nobody loads a page; the web process's periodic check tells rad1.
     with server_archive(live) as archive:
         with archive.index.write():
