@@ -226,6 +226,12 @@ class Settings:
         "referring physician's questions or amend, after which the grants expire and a "
         "reader outside the study's institution no longer sees it.", minimum=0, maximum=8760)
 
+    overdue_check_seconds: float = setting(
+        60.0, "How often the web process looks for reading tasks past their due time and "
+        "tells each assignee once (an 'overdue' notification, and e-mail when configured). "
+        "The check runs in a background thread whether or not anyone has the web UI open.",
+        minimum=0.2, maximum=86400)
+
     # --- ingest ------------------------------------------------------------
     duplicate_policy: str = setting(
         "keep-first",
