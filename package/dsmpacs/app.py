@@ -44,13 +44,24 @@ def restrict_file_modes() -> None:
     os.umask(UMASK)
 
 
-def build_archive(settings: Settings, *, upgrade: bool = False) -> Archive:
+def _mail_wording(note):
+    """The words of a notification e-mail (web/notice_mail.py), imported at the first
+    mail: the catalogs live beside the web UI and import Flask, which the DICOM
+    process must not load just to be able to word a mail it may never send."""
     from dsmpacs.web.notice_mail import wording
 
+    return wording(note)
+
+
+def build_archive(settings: Settings, *, upgrade: bool = False) -> Archive:
     archive = Archive(settings)
     archive.open(upgrade=upgrade)
-    # Notification e-mail in the words of the UI's catalogs, whichever process raises it.
-    archive.notifications.wording = wording
+    # Notification e-mail in the words of the UI's catalogs, whichever process raises
+    # it. Both processes build the Archive, whose Notifications listen to that
+    # process's events (archive/__init__.py), so a rule's assignment made by the
+    # DICOM daemon when images arrive is a notice in the index like one made on the
+    # web page: the bell reads the index, not the events.
+    archive.notifications.wording = _mail_wording
     return archive
 
 
@@ -109,6 +120,25 @@ def start_audit_housekeeping(archive: Archive, stop: threading.Event):
 
     threading.Thread(target=run, name="audit-housekeeping", daemon=True).start()
     return exporter
+
+
+def start_overdue_checks(archive: Archive, stop: threading.Event) -> threading.Thread:
+    """Look for overdue reading tasks every ``overdue_check_seconds`` (one process does
+    it: the web server, which is always up beside the DICOM daemon), until ``stop``.
+    Each task is noticed once (the notification's dedup key), so the check repeating,
+    or racing the bell's own check, adds nothing twice."""
+    every = archive.settings.overdue_check_seconds
+
+    def run() -> None:
+        while not stop.wait(every):
+            try:
+                archive.notifications.check_overdue()
+            except Exception:     # an index hiccup: the next round retries
+                log.exception("overdue reading check failed")
+
+    thread = threading.Thread(target=run, name="overdue-reads", daemon=True)
+    thread.start()
+    return thread
 
 
 def serve_dicom(settings: Settings, *, recover: bool = True) -> None:
@@ -191,6 +221,8 @@ def serve_web(settings: Settings) -> None:
     runfiles.write(settings, "web", host=host, port=port,
                    ups_ws_port=notifier.server_address[1] if notifier is not None else None)
     heartbeat = runfiles.start_heartbeat(settings, "web", lambda: server.ready)
+    stop_jobs = threading.Event()
+    overdue = start_overdue_checks(archive, stop_jobs)
 
     stopper = threading.Thread(target=server.stop, name="web-stop")
 
@@ -211,11 +243,13 @@ def serve_web(settings: Settings) -> None:
         server.serve()
     finally:
         heartbeat.set()
+        stop_jobs.set()
         runfiles.remove(settings, "web")
         if notifier is not None:
             notifier.shutdown()
         if stopper.ident is None:
             stopper.start()
         stopper.join()
+        overdue.join(timeout=10)
         archive.close()
         log.info("web server stopped")

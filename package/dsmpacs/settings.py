@@ -253,12 +253,24 @@ class Settings:
         "need the room (least recently used first). A volume larger than this alone is refused "
         "with HTTP 413; a 512x512 CT slice takes 0.5 MiB, a 300-slice rotational volume 150 MiB.",
         minimum=16, maximum=65536)
+    ohif_dir: Path | None = setting(
+        None, "Directory holding an OHIF Viewer 3 build (the dist/ directory of the @ohif/app npm "
+        "package, unmodified; `dsmpacs ohif fetch --dir DIR` downloads the pinned version there). "
+        "Set: signed-in users open OHIF at /ohif/ on this web server, reading this archive's "
+        "/dicom-web with their session (same origin: no CORS, same roles and audit trail). "
+        "Empty: /ohif/ does not exist. See docs/viewer.md.")
 
     reading_grace_hours: int = setting(
         72, "Hours a reader keeps the studies of a reading assignment (the study and the "
         "priors granted with it) after its report is signed final: time to answer the "
         "referring physician's questions or amend, after which the grants expire and a "
         "reader outside the study's institution no longer sees it.", minimum=0, maximum=8760)
+
+    overdue_check_seconds: float = setting(
+        60.0, "How often the web process looks for reading tasks past their due time and "
+        "tells each assignee once (an 'overdue' notification, and e-mail when configured). "
+        "The check runs in a background thread whether or not anyone has the web UI open.",
+        minimum=0.2, maximum=86400)
 
     # --- ingest ------------------------------------------------------------
     duplicate_policy: str = setting(

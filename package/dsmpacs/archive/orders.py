@@ -43,6 +43,7 @@ from dsmpacs.archive.matching import (
     time_bounds,
 )
 from dsmpacs.archive.models import Order, OrderArrival, utcnow
+from dsmpacs.archive.reading_rules import carry_order_priority
 
 # How an arrived study met the orders (OrderArrival.outcome; archive/reconcile.py).
 ARRIVAL_MATCHED = "matched"
@@ -417,12 +418,18 @@ class Orders:
 def _claim_early_arrivals(order: Order) -> int:
     """Studies that arrived with this accession number and patient ID before the order
     was registered (waiting as unknown-order) are matched to it now; the order starts."""
+    waiting = ((OrderArrival.accession_number == order.accession_number)
+               & (OrderArrival.patient_id == order.patient_id)
+               & (OrderArrival.outcome == ARRIVAL_UNKNOWN_ORDER))
+    studies = [uid for (uid,) in OrderArrival.select(OrderArrival.study_instance_uid).where(waiting).tuples()]
+    if not studies:
+        return 0
     claimed = (OrderArrival.update(order=order, outcome=ARRIVAL_MATCHED)
-               .where((OrderArrival.accession_number == order.accession_number)
-                      & (OrderArrival.patient_id == order.patient_id)
-                      & (OrderArrival.outcome == ARRIVAL_UNKNOWN_ORDER)).execute())
-    if claimed:
-        Order.update(state=State.IN_PROGRESS.value).where(Order.id == order.id).execute()
+               .where(waiting & OrderArrival.study_instance_uid.in_(studies)).execute())
+    Order.update(state=State.IN_PROGRESS.value).where(Order.id == order.id).execute()
+    # Their reading tasks, made when the images came, take the order's urgency.
+    for uid in studies:
+        carry_order_priority(uid, order.priority)
     return claimed
 
 
