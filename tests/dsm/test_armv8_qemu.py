@@ -63,7 +63,7 @@ def install_for_aarch64(spk: Path, tmp_path: Path) -> Path:
     assert {p.name.split("-")[0] for p in wheels.iterdir()} == set(DECODER_WHEELS)
     site = tmp_path / "site-aarch64"
     done = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-                           "--no-index", "--no-deps", "--only-binary=:all:", "--target", str(site),
+                           "--no-index", "--no-deps", "--no-compile", "--only-binary=:all:", "--target", str(site),
                            "--platform", "manylinux2014_aarch64", "--python-version", "3.11",
                            "--implementation", "cp", "--abi", "cp311", *map(str, sorted(wheels.iterdir()))],
                           capture_output=True, text=True, timeout=300, env={**os.environ, "PIP_CONFIG_FILE": "/dev/null"})
