@@ -9,8 +9,8 @@
 #           qemu-user (tests/dsm/test_armv8_qemu.py). No binfmt_misc registration needed.
 #
 # Usage: build-roots.sh [CACHE_DIR]   (default $DSMPACS_CI_CACHE or /var/cache/dsmpacs-ci)
-# Each root is rebuilt only when this script's package lists change (a stamp file keeps
-# their hash). Run as root; needs debootstrap. About 2-4 minutes the first time.
+# Each root is rebuilt only when this script changes (a stamp file in the root keeps the
+# script's hash). Run as root; needs debootstrap. About 2-4 minutes the first time.
 set -eu
 CACHE=${1:-${DSMPACS_CI_CACHE:-/var/cache/dsmpacs-ci}}
 MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
@@ -22,12 +22,14 @@ ARM64_PACKAGES=python3.11,libstdc++6,libgcc-s1,zlib1g
 command -v debootstrap >/dev/null || { echo "build-roots.sh: apt-get install debootstrap" >&2; exit 1; }
 mkdir -p "$CACHE"
 
-stamp_of() { printf '%s %s %s 2\n' "$SUITE" "$1" "$2" | sha256sum | cut -c1-16; }
+# A root is as this script made it: its hash (with the arch) is the stamp.
+SCRIPT_HASH=$(sha256sum "$0" | cut -c1-64)
+stamp_of() { printf '%s %s\n' "$SCRIPT_HASH" "$1" | sha256sum | cut -c1-16; }
 
 build() {   # build ARCH PACKAGES MODE
     arch=$1 packages=$2 mode=$3
     dest=$CACHE/debian12-$arch
-    stamp=$(stamp_of "$arch" "$packages")
+    stamp=$(stamp_of "$arch")
     if [ -f "$dest/.dsmpacs-root" ] && [ "$(cat "$dest/.dsmpacs-root")" = "$stamp" ]; then
         echo "$dest: up to date"
         return
