@@ -27,7 +27,10 @@ sys.path.insert(0, "/src")
 from tests.dsm.harness import FakeDSM  # noqa: E402
 
 PYTHON = "/usr/bin/python3.11"
-DICOM_PORT, WEB_PORT = 4242, 8042     # the container's own network: nothing else listens
+# Not the wizard's defaults: answering on them after a start at boot, which gets no
+# wizard variable, shows the package runs from its saved settings. The container has
+# its own network, where nothing else listens.
+DICOM_PORT, WEB_PORT = 11119, 8093
 SHARE = "PACS"
 ANSWERS = {"wizard_dicom_port": str(DICOM_PORT), "wizard_web_port": str(WEB_PORT),
            "wizard_share_name": SHARE, "wizard_admin_password": "Angio-suite-2026",
