@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from tests.dsm.conftest import ROOT
-from tests.dsm.container import HERE, cached_root
+from tests.dsm.container import CACHE, HERE, cached_root
 from tests.peers import require
 
 STEPS = ["install", "power-loss-boot", "repair", "repair-kept-settings", "uninstall"]
@@ -31,7 +31,11 @@ def test_the_lifecycle_with_repair_and_boot_in_a_debootstrap_container(spk_build
     require(os.geteuid() == 0, "entering the container root needs root (unshare, mount)")
     root = cached_root("amd64")
     spk = spk_builds["current"]
-    work = Path(tempfile.mkdtemp(prefix="dsmpacs-container-", dir="/var/tmp"))
+    # The overlay's writable layer: beside the cached roots, not in /tmp or /var/tmp, where
+    # the host harness looks for files of the package user's uid (the container's package
+    # user gets the same system uid as the host's).
+    (CACHE / "runs").mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="container-", dir=CACHE / "runs"))
     try:
         done = subprocess.run([str(HERE / "enter.sh"), str(root), str(work), str(ROOT), str(spk.parent), "--",
                                "/usr/bin/python3.11", "/src/tests/dsm/container/scenario.py", f"/spk/{spk.name}"],
