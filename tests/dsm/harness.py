@@ -24,6 +24,7 @@ import shutil
 import subprocess
 import tarfile
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -80,6 +81,24 @@ def read_info(text: str) -> dict[str, str]:
             raise DSMError(f"invalid INFO line (DSM error 261): {line!r}")
         info[match[1]] = match[2]
     return info
+
+
+def extract_all(tar: tarfile.TarFile, dest: Path) -> None:
+    """Unpack with the "tar" filter where this Python has extraction filters. Debian 12's
+    python3.11 (3.11.2), which runs the harness inside the container root, has none."""
+    if hasattr(tarfile, "tar_filter"):
+        tar.extractall(dest, filter="tar")
+    else:
+        tar.extractall(dest)
+
+
+def alive(pid: int) -> bool:
+    """The process exists and is not a zombie waiting for its parent to reap it."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
 
 
 def render_mustache(template: str, values: dict[str, str]) -> str:
@@ -208,7 +227,7 @@ class FakeDSM:
         upload = Path(tempfile.mkdtemp(prefix="pkginstall-", dir=self.harness))
         upload.chmod(0o755)
         with tarfile.open(spk_path) as tar:
-            tar.extractall(upload, filter="tar")
+            extract_all(tar, upload)
         spk = Spk(spk_path, upload, read_info((upload / "INFO").read_text()))
         for key in ("package", "version", "os_min_ver", "description", "arch", "maintainer"):
             if key not in spk.info:
@@ -445,7 +464,7 @@ class FakeDSM:
     def _unpack_payload(self, spk: Spk) -> None:
         target = self.app_dir("target", spk.name)
         with tarfile.open(spk.dir / "package.tgz") as tar:
-            tar.extractall(target, filter="tar")
+            extract_all(tar, target)
         # run-as package: DSM hands the package's files to its user.
         for path in [target, *target.rglob("*")]:
             os.lchown(path, self.uid, self.gid)
@@ -553,6 +572,61 @@ class FakeDSM:
         shutil.rmtree(self.app_dir("tmp"))
         self.installed = None
         return runs
+
+    # --- Repair and boot -----------------------------------------------------------------
+    def repair(self, spk_path: Path, *, start: bool | None = None) -> list[ScriptRun]:
+        """Package Center's Repair. DSM's help says Repair "actually installs the latest
+        version of the package" rather than mending the old one; DSM 7.0's release notes add
+        that a start-failed package can be repaired and that the package is restarted
+        afterwards according to its original state. So: the package installed again over
+        itself as an upgrade (var, etc and home kept, target rebuilt from package.tgz),
+        conf/resource rendered again with the upgrade wizard's answers and every worker
+        acquiring again, then started if it ran (or was meant to run: `start`)."""
+        wanted = self.running if start is None else start
+        # The workers acquire again: the port-config registration is dropped here so that
+        # the upgrade steps register the package's file at the worker's documented time.
+        (self.services_d / f"{self.installed.name}.sc").unlink(missing_ok=True)
+        runs = self.upgrade(spk_path)
+        if wanted and not self.running:
+            runs.append(self.start(status="UPGRADE"))
+        return runs
+
+    def power_loss(self) -> list[int]:
+        """The NAS loses power: every process of the package ends at once (SIGKILL), and
+        nothing runs prestop or stop; PID files and sockets stay as they were."""
+        killed = [pid for pid, _uid, _cmd in self.processes_of_root_path()]
+        for pid in killed:
+            try:
+                os.kill(pid, 9)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + 10
+        while any(alive(pid) for pid in killed):
+            if time.monotonic() > deadline:
+                raise DSMError(f"processes {killed} survived SIGKILL")
+            time.sleep(0.05)
+        self.running = False
+        return killed
+
+    def shutdown(self) -> None:
+        """An orderly shutdown: DSM stops each running package (prestop, stop)."""
+        if self.running:
+            self.stop(status="")
+
+    def boot(self) -> ScriptRun:
+        """DSM starts the package at boot (prestart, then start; DSM 7.0 "considers the
+        prestart script on bootup"). Nobody answers a wizard then: the scripts get DSM's
+        variables only, no wizard_* value, and SYNOPKG_PKG_STATUS is empty. The package
+        must run from what it saved at install time."""
+        self.answers = {}
+        self._acquire_data_share()
+        for action in ("prestart", "start"):
+            run = self.script(action, status="")
+            if run.returncode != 0:
+                raise DSMError(f"start at boot failed:\n{run}")
+        self._helper_requests(self.installed.name)
+        self.running = True
+        return run
 
     # --- observations ------------------------------------------------------------------
     def pids(self) -> dict[str, int]:
