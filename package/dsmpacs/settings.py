@@ -253,6 +253,33 @@ class Settings:
         512, "Free space, in MiB, that must remain on the storage filesystem; an instance "
         "that would go below it is refused with 0xA700.", minimum=0)
 
+    storage_warn_mb: int = setting(
+        10240, "Free space, in MiB, below which the administration pages, DSM's package log "
+        "and notify_command warn that the storage filesystem is filling up (while instances "
+        "are still accepted: they are refused below min_free_mb). 0: warn only below "
+        "min_free_mb.", minimum=0)
+
+    # --- keeping running and telling ----------------------------------------
+    watchdog_max_crashes: int = setting(
+        5, "`dsmpacs serve` restarts a DICOM or web process that dies, after 1 s, then 2, 4 "
+        "... up to 60 s while it keeps dying; after this many crashes within "
+        "watchdog_window_minutes it stops restarting, stops the archive and exits non-zero, "
+        "so that DSM (or another service manager) shows it stopped. Each crash is logged and "
+        "shown on the administration pages.", minimum=1, maximum=1000)
+    watchdog_window_minutes: float = setting(
+        10.0, "The time window, in minutes, in which watchdog_max_crashes crashes of one "
+        "process make the watchdog give up.", minimum=0.1)
+    cert_warn_days: int = setting(
+        30, "Warn (administration pages, DSM's package log, notify_command) when the TLS server "
+        "certificate used by DICOM TLS or HTTPS expires within this many days.",
+        minimum=0, maximum=3650)
+    notify_command: str = setting(
+        "", "Program (with its first arguments, split like a shell command line) run with two "
+        "more arguments, a title and a message, for each new system notice: a crashed "
+        "service, storage below storage_warn_mb, failed verification, an expiring "
+        "certificate. For example a script that mails or pages someone. Every notice is also "
+        "appended to <data_dir>/logs/notices.log whatever this says. Empty: none.")
+
     # --- integrity ----------------------------------------------------------
     verify_period_days: float = setting(
         30.0, "The DICOM daemon re-hashes every stored file in the background at least this "
