@@ -135,6 +135,12 @@ class Settings:
     web_threads: int = setting(
         8, "Worker threads of the web server: requests served at the same time (rendering, "
         "DICOMweb transfers). More threads use more memory.", minimum=1, maximum=64)
+    web_proxy_port: int = setting(
+        0, "The HTTPS port of DSM's reverse proxy rule that serves the web UI with the NAS's "
+        "certificate (Control Panel > Login Portal > Advanced > Reverse Proxy; the install "
+        "wizard's \"only DSM's reverse proxy\" sets it). The DSM desktop icon then opens "
+        "https://<NAS>:<this port>/ instead of the web port. 0: the icon opens web_port "
+        "(over https when web_tls).", minimum=0, maximum=65535)
     web_tls: bool = setting(
         False, "Serve the UI and DICOMweb over HTTPS on web_port, with the certificate and key in "
         "<data_dir>/tls/server.pem and server.key (`dsmpacs tls init` creates them). TLS 1.2 or "
