@@ -273,8 +273,8 @@ class Settings:
         "so that DSM (or another service manager) shows it stopped. Each crash is logged and "
         "shown on the administration pages.", minimum=1, maximum=1000)
     watchdog_window_minutes: float = setting(
-        10.0, "The time window, in minutes, in which watchdog_max_crashes crashes of one "
-        "process make the watchdog give up.", minimum=0.1)
+        10.0, "The time window, in minutes, within which watchdog_max_crashes crashes of one "
+        "process end the restarting (the watchdog gives up).", minimum=0.1)
     cert_warn_days: int = setting(
         30, "Warn (administration pages, DSM's package log, notify_command) when the TLS server "
         "certificate used by DICOM TLS or HTTPS expires within this many days.",

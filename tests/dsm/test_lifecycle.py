@@ -89,6 +89,18 @@ def find_in_index(dsm: FakeDSM, sent: Path) -> dict:
     return row
 
 
+def service_logs(dsm: FakeDSM) -> str:
+    """The ends of the package's logs, to explain a failure."""
+    logs = dsm.package_dir() / "var" / "logs"
+    out = []
+    for name in ("serve.console.log", "dsmpacs-serve.log", "dsmpacs.log", "notices.log"):
+        try:
+            out.append(f"--- {name}:\n" + "\n".join((logs / name).read_text(errors="replace").splitlines()[-25:]))
+        except OSError:
+            pass
+    return "\n".join(out)
+
+
 def find_over_cfind(dsm: FakeDSM, answers: dict, sent: Path, workdir: Path) -> None:
     """C-FIND at IMAGE level from a registered AE, as the 3D workstation would."""
     from pydicom import dcmread
@@ -109,7 +121,7 @@ def find_over_cfind(dsm: FakeDSM, answers: dict, sent: Path, workdir: Path) -> N
                  "-k", "QueryRetrieveLevel=IMAGE", "-k", f"StudyInstanceUID={ds.StudyInstanceUID}",
                  "-k", f"SeriesInstanceUID={ds.SeriesInstanceUID}", "-k", "SOPInstanceUID",
                  "127.0.0.1", answers[w.DICOM_PORT])
-    assert done.returncode == 0, done.stderr
+    assert done.returncode == 0, (done.stderr, service_logs(dsm))
     found = [dcmread(p).SOPInstanceUID for p in out.iterdir()]
     assert found == [ds.SOPInstanceUID], (found, done.stderr)
 
