@@ -299,7 +299,8 @@ def test_install_store_upgrade_uninstall(database, spk_builds, fake_dsm_factory,
     # one that is not listed is refused.
     stranger = dcmtk("storescu", "-v", "-aet", "STRANGER", "-aec", answers[w.AE_TITLE], "127.0.0.1",
                      answers[w.DICOM_PORT], f.write(f.secondary_capture(), tmp_path / "stranger.dcm"))
-    assert "Received Store Response (Unknown Status: 0x124)" in stranger.stdout + stranger.stderr
+    assert "Received Store Response (Unknown Status: 0x124)" in stranger.stdout + stranger.stderr, \
+        service_logs(dsm)
     sent = f.write(f.secondary_capture(), tmp_path / "sc.dcm")
     stored = dcmtk("storescu", "-aec", answers[w.AE_TITLE], "127.0.0.1", answers[w.DICOM_PORT], sent)
     assert stored.returncode == 0, stored.stderr
