@@ -98,7 +98,10 @@ def service_logs(dsm: FakeDSM) -> str:
             out.append(f"--- {name}:\n" + "\n".join((logs / name).read_text(errors="replace").splitlines()[-25:]))
         except OSError:
             pass
-    return "\n".join(out)
+    out.append(f"--- pids: {dsm.pids()}\n--- processes: {dsm.processes_of_root_path()}")
+    text = "\n".join(out)
+    print(text)          # pytest shows it whole with the failure (an assertion message is cut)
+    return text
 
 
 def find_over_cfind(dsm: FakeDSM, answers: dict, sent: Path, workdir: Path) -> None:
