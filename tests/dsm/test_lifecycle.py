@@ -270,6 +270,8 @@ def test_install_store_upgrade_uninstall(database, spk_builds, fake_dsm_factory,
     messages = {r.name: r.message for r in runs if r.message}
     assert list(messages) == ["postinst"], [str(r) for r in runs]
     assert f"DICOM TLS listens on port {answers[w.DICOM_TLS_PORT]}" in messages["postinst"]
+    # ... and DSM's package log keeps it (the scripts' stderr).
+    assert f"DICOM TLS listens on port {answers[w.DICOM_TLS_PORT]}" in dsm.package_log().read_text()
     key = var / "tls" / "server.key"
     assert key.stat().st_uid == dsm.uid and key.stat().st_mode & 0o077 == 0
     assert_running_unprivileged(dsm)
