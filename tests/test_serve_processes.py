@@ -1,13 +1,26 @@
 """`dsmpacs serve` as two OS processes: ready lines, clean stop, one dies -> all stop."""
 from __future__ import annotations
 
+import json
 import os
 import signal
+import socket
+import time
 
+import pydicom
 import requests
 
 from dsmpacs.runfiles import pid_alive
-from tests.peers import wait_until
+from tests import factories as f
+from tests.findscu import register
+from tests.peers import dcmtk, wait_until
+from tests.webclient import WebSession, add_user
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def children(server) -> tuple[int, int]:
@@ -30,23 +43,62 @@ def test_two_processes_serve_dicom_and_web_and_stop_cleanly_on_sigterm(server_fa
     assert not (server.data_dir / "run" / "web.json").exists()
 
 
-def _one_child_dies(server_factory, victim: str):
-    server = server_factory()
-    pids = dict(zip(("dicom", "web"), children(server)))
-    os.kill(pids[victim], signal.SIGKILL)
+def test_watchdog_restarts_a_killed_dicom_process_keeps_what_it_acknowledged_and_tells(
+        server_factory, tmp_path):
+    """SIGKILL the DICOM process: the parent starts it again within seconds on the same port,
+    the web process keeps serving, the crash is logged and shown on the admin pages, and the
+    instance stored before the kill is still found and retrieved."""
+    port = free_port()
+    server = server_factory(dicom_port=port)
+    dicom, web = children(server)
+    sent = f.write(f.secondary_capture(), tmp_path / "sc.dcm")
+    assert server.storescu(sent).returncode == 0
+    admin = WebSession(server)
+    admin.login("boss", add_user(server, "boss", "admin"))
+
+    killed_at = time.monotonic()
+    os.kill(dicom, signal.SIGKILL)
+    again = wait_until(lambda: (pid := server.child_pid("dicom")) not in (None, dicom) and pid,
+                       timeout=15, what="a new dicom process")
+    wait_until(lambda: server.echoscu().returncode == 0, timeout=15, what="DICOM answering again")
+    restarted_in = time.monotonic() - killed_at
+    assert restarted_in < 10, restarted_in
+    assert server.proc.poll() is None and pid_alive(web) and server.child_pid("web") == web
+    assert again != dicom and pid_alive(again)
+
+    assert "the dicom process exited with status SIGKILL; restarting it" in server.log()
+    told = (server.data_dir / "logs" / "notices.log").read_text()
+    assert "service-crashed: The dicom service stopped unexpectedly (exit status SIGKILL)" in told
+    page = admin.get(server.url("/admin/storage"))
+    assert page.status_code == 200
+    assert 'data-system-notice="service-crashed"' in page.text and "SIGKILL" in page.text
+
+    # Nothing acknowledged is lost: the new DICOM process finds and sends the instance.
+    uid = str(pydicom.dcmread(sent).SOPInstanceUID)
+    register(server, "ws", "GETSCU")
+    out = tmp_path / "got"
+    out.mkdir()
+    got = dcmtk("getscu", "-aec", server.ae_title, "-od", str(out), "-k", "QueryRetrieveLevel=IMAGE",
+                "-k", f"SOPInstanceUID={uid}", "127.0.0.1", str(port))
+    assert got.returncode == 0, got.stderr
+    [copy] = list(out.iterdir())
+    assert pydicom.dcmread(copy).SOPInstanceUID == uid
+    assert server.stop() == 0
+
+
+def test_watchdog_gives_up_after_too_many_crashes_and_stops_all(server_factory):
+    """With watchdog_max_crashes = 1 the first crash is one too many: the parent stops the
+    web process too and exits non-zero, and the admin pages would say so."""
+    server = server_factory(watchdog_max_crashes=1)
+    dicom, web = children(server)
+    os.kill(web, signal.SIGKILL)
     code = wait_until(lambda: server.proc.poll() is not None and server.proc.returncode, what="parent exit")
-    survivor = pids["web" if victim == "dicom" else "dicom"]
-    wait_until(lambda: not pid_alive(survivor), what="the other child to stop")
+    wait_until(lambda: not pid_alive(dicom), what="the other child to stop")
     assert code != 0
-    assert f"the {victim} process exited" in server.log()
-
-
-def test_parent_stops_web_and_fails_when_the_dicom_process_dies(server_factory):
-    _one_child_dies(server_factory, "dicom")
-
-
-def test_parent_stops_dicom_and_fails_when_the_web_process_dies(server_factory):
-    _one_child_dies(server_factory, "web")
+    assert "not restarting it" in server.log()
+    record = json.loads((server.data_dir / "run" / "services.json").read_text())
+    assert record["web"]["gave_up"] is True and record["web"]["last_status"] == "SIGKILL"
+    assert "service-gave-up" in (server.data_dir / "logs" / "notices.log").read_text()
 
 
 def test_children_stop_when_the_parent_is_killed(server_factory):

@@ -40,14 +40,25 @@ TEXT = {
                    "设备和工作站向此 AE 标题和端口发送影像。网页阅片在 Web 端口打开，DSM 桌面图标指向它。"
                    "DSM 套件不能使用 1024 以下的端口。"),
     "web_access_desc": ("Who reaches the web viewer on its web port. <b>The network</b> lets browsers "
-                        "on the network open it, and the DSM desktop icon, which opens the web port "
-                        "on this NAS's address, works. <b>Only DSM's reverse proxy</b> answers this "
-                        "NAS alone: set up a reverse proxy rule in Control Panel (for HTTPS) and "
-                        "open its address; the desktop icon then does not open the viewer.",
-                        "谁可以通过 Web 端口访问网页阅片。<b>网络</b>：网络上的浏览器都可以打开它，"
-                        "DSM 桌面图标（在本 NAS 地址上打开 Web 端口）也能使用。<b>仅 DSM 反向代理</b>："
-                        "只有本 NAS 自身可以访问；请在控制面板中设置反向代理规则（用于 HTTPS）并打开其地址，"
-                        "此时桌面图标无法打开网页阅片。"),
+                        "on the network open it over plain HTTP, and the DSM desktop icon opens the "
+                        "web port. <b>Only DSM's reverse proxy</b> (recommended for HTTPS) makes the "
+                        "web port answer this NAS alone; DSM's reverse proxy then serves the viewer "
+                        "over HTTPS with the NAS's certificate on the port below, and the desktop icon "
+                        "opens that HTTPS address.",
+                        "谁可以通过 Web 端口访问网页阅片。<b>网络</b>：网络上的浏览器可通过普通 HTTP 打开它，"
+                        "DSM 桌面图标打开 Web 端口。<b>仅 DSM 反向代理</b>（推荐用于 HTTPS）：Web 端口只接受本 NAS "
+                        "自身的访问；由 DSM 反向代理使用 NAS 的证书，在下方端口上以 HTTPS 提供网页阅片，"
+                        "桌面图标打开该 HTTPS 地址。"),
+    "proxy_desc": ("Only with <b>Only DSM's reverse proxy</b>: the HTTPS port of the rule. DSM does not "
+                   "let a package create the rule: after the installation, in Control Panel > Login "
+                   "Portal > Advanced > Reverse Proxy, create one with source HTTPS, host name *, this "
+                   "port, and destination HTTP localhost and the web port; then allow this port in the "
+                   "firewall. Package Center repeats these steps when the installation ends.",
+                   "仅在选择<b>仅 DSM 反向代理</b>时使用：反向代理规则的 HTTPS 端口。DSM 不允许套件自行创建该规则："
+                   "安装完成后，请在 控制面板 > 登录门户 > 高级 > 反向代理 中新增规则：来源 HTTPS、主机名 *、"
+                   "此端口，目的地 HTTP、localhost 和 Web 端口；然后在防火墙中允许此端口。安装结束时套件中心会"
+                   "再次显示这些步骤。"),
+    "web_proxy_port": ("Reverse proxy HTTPS port", "反向代理 HTTPS 端口"),
     "web_network": ("The network (recommended)", "网络（推荐）"),
     "web_proxy_only": ("Only DSM's reverse proxy", "仅 DSM 反向代理"),
     "modalities_title": ("Modalities", "设备"),
@@ -168,6 +179,8 @@ def install_steps(lang: str) -> list[dict]:
         {"type": "singleselect", "desc": t("web_access_desc", lang), "subitems": [
             {"key": w.WEB_NETWORK, "desc": t("web_network", lang), "defaultValue": True},
             {"key": w.WEB_PROXY_ONLY, "desc": t("web_proxy_only", lang), "defaultValue": False}]},
+        {"type": "textfield", "desc": t("proxy_desc", lang), "subitems": [
+            _field(w.WEB_PROXY_PORT, t("web_proxy_port", lang), lang, allow_blank=True)]},
         {"type": "textfield", "desc": t("tls_desc", lang), "subitems": [
             _field(w.DICOM_TLS_PORT, t("dicom_tls_port", lang), lang, allow_blank=True)]},
         {"type": "multiselect", "subitems": [

@@ -88,11 +88,30 @@ def prepare(settings: Settings) -> None:
 
 
 def serve(settings: Settings, commands: dict[str, list[str]]) -> int:
-    """Prepare, then run the child processes (role -> command line) until stopped."""
-    from dsmpacs.supervisor import supervise
+    """Prepare, then run the child processes (role -> command line) until stopped, with
+    the watchdog restarting a child that dies (supervisor.py)."""
+    from dsmpacs import notices
+    from dsmpacs.supervisor import Watchdog, supervise
 
     prepare(settings)
-    return supervise(commands)
+    # A new run starts a new record: what the previous run had is in the logs.
+    notices.write_services(settings, {})
+
+    def is_up(role: str, pid: int) -> bool:
+        info = runfiles.read(settings, role)
+        return bool(info) and info.get("pid") == pid
+
+    def on_crash(role: str, record: dict) -> None:
+        services = notices.read_services(settings)
+        services[role] = record
+        notices.write_services(settings, services)
+        kind = [n for n in notices.service_notices(settings) if n.params.get("service") == role]
+        for notice in kind:
+            notices.tell(settings, notice)
+
+    watchdog = Watchdog(max_crashes=settings.watchdog_max_crashes,
+                        window=settings.watchdog_window_minutes * 60)
+    return supervise(commands, watchdog=watchdog, is_up=is_up, on_crash=on_crash)
 
 
 AUDIT_HOUSEKEEPING_SECONDS = 24 * 3600
@@ -172,6 +191,9 @@ def serve_dicom(settings: Settings, *, recover: bool = True) -> None:
     heartbeat = runfiles.start_heartbeat(settings, "dicom",
                                          lambda: all(s.socket.fileno() >= 0 for s in server))
     exporter = start_audit_housekeeping(archive, stop_jobs)
+    from dsmpacs import notices
+
+    notices.start_monitor(archive, stop_jobs)
     for listening in server:
         kind = "DICOM TLS" if listening is server.tls else "DICOM"
         lhost, lport = listening.server_address[:2]

@@ -175,6 +175,12 @@ class Settings:
     web_threads: int = setting(
         8, "Worker threads of the web server: requests served at the same time (rendering, "
         "DICOMweb transfers). More threads use more memory.", minimum=1, maximum=64)
+    web_proxy_port: int = setting(
+        0, "The HTTPS port of DSM's reverse proxy rule that serves the web UI with the NAS's "
+        "certificate (Control Panel > Login Portal > Advanced > Reverse Proxy; the install "
+        "wizard's \"only DSM's reverse proxy\" sets it). The DSM desktop icon then opens "
+        "https://<NAS>:<this port>/ instead of the web port. 0: the icon opens web_port "
+        "(over https when web_tls).", minimum=0, maximum=65535)
     web_tls: bool = setting(
         False, "Serve the UI and DICOMweb over HTTPS on web_port, with the certificate and key in "
         "<data_dir>/tls/server.pem and server.key (`dsmpacs tls init` creates them). TLS 1.2 or "
@@ -304,6 +310,33 @@ class Settings:
     min_free_mb: int = setting(
         512, "Free space, in MiB, that must remain on the storage filesystem; an instance "
         "that would go below it is refused with 0xA700.", minimum=0)
+
+    storage_warn_mb: int = setting(
+        10240, "Free space, in MiB, below which the administration pages, DSM's package log "
+        "and notify_command warn that the storage filesystem is filling up (while instances "
+        "are still accepted: they are refused below min_free_mb). 0: warn only below "
+        "min_free_mb.", minimum=0)
+
+    # --- keeping running and telling ----------------------------------------
+    watchdog_max_crashes: int = setting(
+        5, "`dsmpacs serve` restarts a DICOM or web process that dies, after 1 s, then 2, 4 "
+        "... up to 60 s while it keeps dying; after this many crashes within "
+        "watchdog_window_minutes it stops restarting, stops the archive and exits non-zero, "
+        "so that DSM (or another service manager) shows it stopped. Each crash is logged and "
+        "shown on the administration pages.", minimum=1, maximum=1000)
+    watchdog_window_minutes: float = setting(
+        10.0, "The time window, in minutes, within which watchdog_max_crashes crashes of one "
+        "process end the restarting (the watchdog gives up).", minimum=0.1)
+    cert_warn_days: int = setting(
+        30, "Warn (administration pages, DSM's package log, notify_command) when the TLS server "
+        "certificate used by DICOM TLS or HTTPS expires within this many days.",
+        minimum=0, maximum=3650)
+    notify_command: str = setting(
+        "", "Program (with its first arguments, split like a shell command line) run with two "
+        "more arguments, a title and a message, for each new system notice: a crashed "
+        "service, storage below storage_warn_mb, failed verification, an expiring "
+        "certificate. For example a script that mails or pages someone. Every notice is also "
+        "appended to <data_dir>/logs/notices.log whatever this says. Empty: none.")
 
     # --- integrity ----------------------------------------------------------
     verify_period_days: float = setting(

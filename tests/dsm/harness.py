@@ -284,6 +284,13 @@ class FakeDSM:
                               timeout=SCRIPT_TIMEOUT)
         message = log.read_text(errors="replace")
         log.unlink()
+        # DSM keeps what the lifecycle scripts write to stderr in the package's log,
+        # which the package user may read but not write.
+        if done.stderr:
+            package_log = self.package_log(spk.name)
+            package_log.parent.mkdir(parents=True, exist_ok=True)
+            with package_log.open("a", encoding="utf-8") as fh:
+                fh.write(done.stderr)
         return ScriptRun(f"{script.name} {' '.join(args)}".strip(), done.returncode, message,
                          done.stdout + done.stderr)
 
@@ -629,9 +636,22 @@ class FakeDSM:
         return run
 
     # --- observations ------------------------------------------------------------------
+    def package_log(self, name: str | None = None) -> Path:
+        """/var/log/packages/<name>.log: the lifecycle scripts' stderr."""
+        return self.root / "var" / "log" / "packages" / f"{name or self.installed.name}.log"
+
     def pids(self) -> dict[str, int]:
+        """The started process (PID files) and the children its run files name."""
         run_dir = self.package_dir() / "var" / "run"
-        return {p.stem: int(p.read_text()) for p in run_dir.glob("*.pid")}
+        pids = {p.stem: int(p.read_text()) for p in run_dir.glob("*.pid")}
+        for run_file in run_dir.glob("*.json"):
+            try:
+                info = json.loads(run_file.read_text())
+            except (OSError, ValueError):
+                continue
+            if isinstance(info, dict) and "role" in info and "pid" in info:
+                pids[info["role"]] = int(info["pid"])
+        return pids
 
     def processes_of_root_path(self) -> list[tuple[int, int, str]]:
         """(pid, uid, cmdline) of every process whose command line mentions the scratch root."""

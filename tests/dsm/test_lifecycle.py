@@ -22,6 +22,7 @@ import signal
 import socket
 import subprocess
 import tarfile
+import time
 import urllib.request
 import uuid
 from pathlib import Path
@@ -33,7 +34,7 @@ import pytest
 from dsmpacs.dsm import wizard as w
 from tests import factories as f
 from tests.dsm.harness import DSMError, FakeDSM, read_info
-from tests.peers import MARIADB, dcmtk, mariadb_connection, require
+from tests.peers import MARIADB, dcmtk, mariadb_connection, require, wait_until
 from tests.webclient import WebSession
 
 ADMIN_PASSWORD = "Angio-suite-2026"
@@ -88,6 +89,21 @@ def find_in_index(dsm: FakeDSM, sent: Path) -> dict:
     return row
 
 
+def service_logs(dsm: FakeDSM) -> str:
+    """The ends of the package's logs, to explain a failure."""
+    logs = dsm.package_dir() / "var" / "logs"
+    out = []
+    for name in ("serve.console.log", "dsmpacs-serve.log", "dsmpacs.log", "notices.log"):
+        try:
+            out.append(f"--- {name}:\n" + "\n".join((logs / name).read_text(errors="replace").splitlines()[-25:]))
+        except OSError:
+            pass
+    out.append(f"--- pids: {dsm.pids()}\n--- processes: {dsm.processes_of_root_path()}")
+    text = "\n".join(out)
+    print(text)          # pytest shows it whole with the failure (an assertion message is cut)
+    return text
+
+
 def find_over_cfind(dsm: FakeDSM, answers: dict, sent: Path, workdir: Path) -> None:
     """C-FIND at IMAGE level from a registered AE, as the 3D workstation would."""
     from pydicom import dcmread
@@ -108,7 +124,7 @@ def find_over_cfind(dsm: FakeDSM, answers: dict, sent: Path, workdir: Path) -> N
                  "-k", "QueryRetrieveLevel=IMAGE", "-k", f"StudyInstanceUID={ds.StudyInstanceUID}",
                  "-k", f"SeriesInstanceUID={ds.SeriesInstanceUID}", "-k", "SOPInstanceUID",
                  "127.0.0.1", answers[w.DICOM_PORT])
-    assert done.returncode == 0, done.stderr
+    assert done.returncode == 0, (done.stderr, service_logs(dsm))
     found = [dcmread(p).SOPInstanceUID for p in out.iterdir()]
     assert found == [ds.SOPInstanceUID], (found, done.stderr)
 
@@ -130,6 +146,20 @@ def sign_in_admin(web: WebSession) -> None:
     assert location.startswith("/login/totp"), location
     web.get(location)
     assert web.post_form("/login/totp", {"code": _RECOVERY_CODES.pop()}).status_code == 302
+
+
+def dicom_echo(answers: dict) -> bool:
+    return dcmtk("echoscu", "-aec", answers[w.AE_TITLE], "127.0.0.1", answers[w.DICOM_PORT],
+                 timeout=10).returncode == 0
+
+
+def admin_page(answers: dict, path: str) -> str:
+    """An administration page as the wizard's administrator sees it."""
+    web = WebSession(SimpleNamespace(web_url=f"http://127.0.0.1:{answers[w.WEB_PORT]}"))
+    sign_in_admin(web)
+    page = web.get(path)
+    assert page.status_code == 200, page.status_code
+    return page.text
 
 
 def find_over_web(answers: dict, sent: Path) -> None:
@@ -161,7 +191,7 @@ def find(dsm: FakeDSM, answers: dict, sent: Path, workdir: Path) -> dict:
 def assert_running_unprivileged(dsm: FakeDSM) -> None:
     assert dsm.status() == 0
     pids = dsm.pids()
-    assert set(pids) == {"dicom", "web"}
+    assert set(pids) == {"serve", "dicom", "web"}   # the watchdog and its two children
     processes = dsm.processes_of_root_path()
     assert {pid for pid, _, _ in processes} == set(pids.values()), processes
     assert all(uid == dsm.uid != 0 for _, uid, _ in processes), processes
@@ -240,6 +270,8 @@ def test_install_store_upgrade_uninstall(database, spk_builds, fake_dsm_factory,
     messages = {r.name: r.message for r in runs if r.message}
     assert list(messages) == ["postinst"], [str(r) for r in runs]
     assert f"DICOM TLS listens on port {answers[w.DICOM_TLS_PORT]}" in messages["postinst"]
+    # ... and DSM's package log keeps it (the scripts' stderr).
+    assert f"DICOM TLS listens on port {answers[w.DICOM_TLS_PORT]}" in dsm.package_log().read_text()
     key = var / "tls" / "server.key"
     assert key.stat().st_uid == dsm.uid and key.stat().st_mode & 0o077 == 0
     assert_running_unprivileged(dsm)
@@ -272,18 +304,27 @@ def test_install_store_upgrade_uninstall(database, spk_builds, fake_dsm_factory,
     # one that is not listed is refused.
     stranger = dcmtk("storescu", "-v", "-aet", "STRANGER", "-aec", answers[w.AE_TITLE], "127.0.0.1",
                      answers[w.DICOM_PORT], f.write(f.secondary_capture(), tmp_path / "stranger.dcm"))
-    assert "Received Store Response (Unknown Status: 0x124)" in stranger.stdout + stranger.stderr
+    assert "Received Store Response (Unknown Status: 0x124)" in stranger.stdout + stranger.stderr, \
+        service_logs(dsm)
     sent = f.write(f.secondary_capture(), tmp_path / "sc.dcm")
     stored = dcmtk("storescu", "-aec", answers[w.AE_TITLE], "127.0.0.1", answers[w.DICOM_PORT], sent)
     assert stored.returncode == 0, stored.stderr
     row = find(dsm, answers, sent, tmp_path)
     assert Path(row["path"]).is_relative_to(share)
 
-    # A crashed service shows (status 1); start brings it back.
-    os.kill(dsm.pids()["dicom"], signal.SIGKILL)
-    assert dsm.status() == 1
-    dsm.start()
-    assert_running_unprivileged(dsm)
+    # A crashed service comes back by itself (serve's watchdog) within seconds; DSM's
+    # package log and the administration pages say so; what was stored is still there.
+    killed, killed_at = dsm.pids()["dicom"], time.monotonic()
+    os.kill(killed, signal.SIGKILL)
+    wait_until(lambda: dsm.pids().get("dicom") not in (None, killed) and dicom_echo(answers),
+               timeout=20, what="the DICOM service back")
+    assert time.monotonic() - killed_at < 10
+    assert_running_unprivileged(dsm)          # status 0: DSM never saw it down
+    told = dsm.package_log().read_text()
+    assert "The dicom service stopped unexpectedly (exit status SIGKILL) and was restarted" in told
+    page = admin_page(answers, "/admin/storage")
+    assert 'data-system-notice="service-crashed"' in page and "SIGKILL" in page
+    assert find(dsm, answers, sent, tmp_path) == row
 
     dsm.stop()
     assert_stopped(dsm)

@@ -11,7 +11,6 @@ import time
 import tomllib
 from pathlib import Path
 
-import click
 import pytest
 from click.testing import CliRunner
 
@@ -190,19 +189,9 @@ def test_postinst_command_reports_every_bad_answer(tmp_path, monkeypatch):
 
 
 # --- services and readiness --------------------------------------------------------------
-def test_services_follow_what_serve_offers():
-    @click.command()
-    def plain():
-        pass
-
-    @click.command()
-    @click.option("--only", type=click.Choice(["dicom", "web"]))
-    def split(only):
-        pass
-
-    assert lifecycle.services(plain) == [("dicom", ["serve"])]
-    assert lifecycle.services(split) == [("dicom", ["serve", "--only", "dicom"]),
-                                         ("web", ["serve", "--only", "web"])]
+def test_dsm_starts_serve_under_its_watchdog():
+    """One process for DSM to watch: serve, which restarts its DICOM and web children."""
+    assert lifecycle.services() == [("serve", ["serve"])]
 
 
 def test_prestart_refreshes_port_files_checks_upgrades_and_lists_services(tmp_path):
@@ -213,7 +202,7 @@ def test_prestart_refreshes_port_files_checks_upgrades_and_lists_services(tmp_pa
     args = ["--data-dir", str(var), "dsm", "prestart", "--target", str(target)]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.stderr
-    assert result.stdout.splitlines()[0].split()[:2] == ["dicom", "serve"]
+    assert result.stdout.splitlines() == ["serve serve"]
     assert f'dst.ports="{web}/tcp"' in (target / integration.SERVICE_FILE).read_text()
     assert "index ok" in CliRunner().invoke(main, ["--data-dir", str(var), "db", "check"]).output
     with socket.socket() as taken:
@@ -300,3 +289,24 @@ def test_postinst_creates_a_dicom_tls_certificate_when_tls_is_chosen(tmp_path):
     before = files.server_cert.read_bytes()
     lifecycle.postinst(var, target, package_dir, env)
     assert files.server_cert.read_bytes() == before
+
+
+def test_postinst_with_the_reverse_proxy_binds_to_the_nas_and_says_what_to_create_in_dsm(tmp_path):
+    """DSM does not let a package create the reverse proxy rule: postinst tells the exact
+    rule, and the desktop icon already opens its HTTPS port."""
+    import json
+
+    package_dir, target, var = layout(tmp_path)
+    env = good_env(**{"wizard_web_network": "false", "wizard_web_proxy_only": "true",
+                      "wizard_web_proxy_port": "11443", "SYNOPKG_PKG_STATUS": "INSTALL"})
+    [steps] = lifecycle.postinst(var, target, package_dir, env)
+    assert "source protocol HTTPS, hostname *, port 11443" in steps
+    assert "destination protocol HTTP, hostname localhost, port 8080" in steps
+    settings = Settings.load(data_dir=var, env={})
+    assert (settings.web_host, settings.web_trusted_proxy, settings.web_proxy_port) == \
+        ("127.0.0.1", "127.0.0.1", 11443)
+    icon = json.loads((target / integration.UI_CONFIG).read_text())[".url"][integration.APP_ID]
+    assert (icon["protocol"], icon["port"]) == ("https", "11443")
+    # In Chinese for a Chinese DSM.
+    chinese = lifecycle.reverse_proxy_steps(settings, "chs")
+    assert "反向代理" in chinese and "11443" in chinese

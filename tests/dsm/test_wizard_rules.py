@@ -97,6 +97,33 @@ def test_web_access_is_the_network_unless_the_proxy_alone_is_chosen():
     assert "web_trusted_proxy" not in w.parse(good_env()).config_values("/x")
 
 
+def test_the_reverse_proxy_choice_points_the_desktop_icon_at_its_https_port():
+    """Through DSM's reverse proxy the icon opens https on the rule's port (the NAS's
+    certificate); the web port, bound to 127.0.0.1, is not reachable from a browser."""
+    from dsmpacs.dsm import integration
+
+    def icon(answers: w.Answers) -> dict:
+        values = {k: v for k, v in answers.config_values("/x").items() if k != "storage_root"}
+        return integration.ui_config(Settings(**values))[".url"][integration.APP_ID]
+
+    proxy = w.parse(good_env(**{w.WEB_NETWORK: "false", w.WEB_PROXY_ONLY: "true",
+                                w.WEB_PROXY_PORT: "11443"}))
+    assert proxy.config_values("/x")["web_proxy_port"] == 11443
+    assert (icon(proxy)["protocol"], icon(proxy)["port"]) == ("https", "11443")
+    # The network: the port is ignored, the icon opens the web port over plain HTTP.
+    network = w.parse(good_env(**{w.WEB_PROXY_PORT: "11443"}))
+    assert "web_proxy_port" not in network.config_values("/x")
+    assert (icon(network)["protocol"], icon(network)["port"]) == ("http", "8080")
+    # HTTPS on the web port itself (web_tls, set later in config.toml): https there.
+    tls = integration.ui_config(Settings(web_tls=True, web_port=8443))[".url"][integration.APP_ID]
+    assert (tls["protocol"], tls["port"]) == ("https", "8443")
+    # The rule's port cannot be one the archive or DSM itself listens on.
+    for taken in ("8080", "11112", "5001"):
+        found = w.problems(good_env(**{w.WEB_NETWORK: "false", w.WEB_PROXY_ONLY: "true",
+                                       w.WEB_PROXY_PORT: taken}))
+        assert found == [w.message("proxy_port_differs")], taken
+
+
 @pytest.mark.parametrize("text,entries", [
     ("ANGIO1", [("ANGIO1", "", 0)]),
     (" ANGIO1, WS_3D@192.168.1.20:104 ", [("ANGIO1", "", 0), ("WS_3D", "192.168.1.20", 104)]),

@@ -58,7 +58,7 @@ def prestart(ctx: Context, target: Path) -> None:
     settings = ctx.settings()
     configure(settings, to_file=False)
     try:
-        started = lifecycle.prestart(settings, target, main.commands["serve"])
+        started = lifecycle.prestart(settings, target)
     except lifecycle.LifecycleError as exc:
         raise click.ClickException(str(exc)) from None
     for name, args in started:

@@ -46,15 +46,24 @@ def service_file(settings: Settings) -> str:
     return "\n".join(blocks)
 
 
+def icon_address(settings: Settings) -> tuple[str, int]:
+    """(protocol, port) the desktop icon opens on the NAS's address: DSM's reverse proxy
+    rule when there is one (HTTPS with the NAS's certificate), else the web port."""
+    if settings.web_proxy_port:
+        return "https", settings.web_proxy_port
+    return ("https" if settings.web_tls else "http"), settings.web_port
+
+
 def ui_config(settings: Settings) -> dict:
-    """A DSM desktop icon that opens the web UI on its own port in a new window."""
+    """A DSM desktop icon that opens the web UI in a new window."""
+    protocol, port = icon_address(settings)
     return {".url": {APP_ID: {
         "type": "url",
         "title": "DSM PACS",
         "desc": "DICOM archive and web viewer",
         "icon": ICON_TEMPLATE,
-        "protocol": "http",
-        "port": str(settings.web_port),
+        "protocol": protocol,
+        "port": str(port),
         "url": "/",
         "allUsers": True,
         "grantPrivilege": "all",

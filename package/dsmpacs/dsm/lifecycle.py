@@ -7,8 +7,6 @@ import time
 from pathlib import Path
 from typing import Mapping
 
-import click
-
 from dsmpacs.archive.users import UserError
 from dsmpacs.dsm import admin, configfile, first_peers, integration, wizard
 from dsmpacs.settings import CONFIG_FILE, Settings
@@ -72,8 +70,28 @@ def postinst(data_dir: Path, target: Path, package_dir: Path, env: Mapping[str, 
             f"and kept them; the values entered in the wizard were not applied. The images are "
             f"in {settings.effective_storage_root}.")
     notices.extend(_dicom_tls_certificate(settings))
+    if written and settings.web_host == "127.0.0.1":
+        notices.append(reverse_proxy_steps(settings, lang))
     integration.write(target, settings)
     return notices
+
+
+def reverse_proxy_steps(settings: Settings, lang: str = "enu") -> str:
+    """What the administrator does in DSM once: a package may not create a reverse proxy
+    rule (DSM's webservice resource only declares Web Station portals for static and
+    PHP sites; the Login Portal's rules are DSM's own configuration, writable by root)."""
+    port = settings.web_proxy_port or "<HTTPS port>"
+    if lang == "chs":
+        return (f"Web 端口 {settings.web_port} 现在只接受本 NAS 的访问。请在 控制面板 > 登录门户 > 高级 > "
+                f"反向代理 中新增规则“DSM PACS”：来源 协议 HTTPS、主机名 *、端口 {port}；目的地 协议 HTTP、"
+                f"主机名 localhost、端口 {settings.web_port}。在 控制面板 > 安全性 > 证书 > 设置 中为该规则选择"
+                f"证书，并在防火墙中允许端口 {port}。之后通过 https://<NAS 地址>:{port}/ 或 DSM 桌面图标打开 DSM PACS。")
+    return (f"The web port {settings.web_port} now answers this NAS only. In Control Panel > Login "
+            f"Portal > Advanced > Reverse Proxy, create the rule \"DSM PACS\": source protocol HTTPS, "
+            f"hostname *, port {port}; destination protocol HTTP, hostname localhost, port "
+            f"{settings.web_port}. Choose its certificate in Control Panel > Security > Certificate > "
+            f"Settings and allow port {port} in the firewall. Then open DSM PACS at "
+            f"https://<NAS address>:{port}/ or with the DSM desktop icon.")
 
 
 # Settings whose default became stricter (issue 9): a config.toml written before,
@@ -125,7 +143,7 @@ def _dicom_tls_certificate(settings: Settings) -> list[str]:
             f"CA; give peers {files.ca_cert} (`dsmpacs tls show`)."]
 
 
-def prestart(settings: Settings, target: Path, serve: click.Command) -> list[tuple[str, list[str]]]:
+def prestart(settings: Settings, target: Path) -> list[tuple[str, list[str]]]:
     """Everything start needs before the services run; returns the services to start.
 
     The port files are written again because an administrator may have changed the
@@ -154,21 +172,18 @@ def prestart(settings: Settings, target: Path, serve: click.Command) -> list[tup
         raise LifecycleError(str(exc)) from None
     finally:
         archive.close()
-    return services(serve)
+    return services()
 
 
-def services(serve: click.Command) -> list[tuple[str, list[str]]]:
-    """The processes to start, each as (name, dsmpacs arguments).
+def services() -> list[tuple[str, list[str]]]:
+    """The processes to start, each as (name, dsmpacs arguments): one, ``serve``.
 
-    With ``serve --only dicom|web`` there is one process per service, so each has
-    its own PID file and a crash of one is visible in the status. A ``serve``
-    without ``--only`` runs the DICOM service alone.
+    ``serve`` runs the DICOM and web processes under its watchdog, which restarts
+    either when it dies and records the crash for the administration pages and DSM's
+    package log (supervisor.py, notices.py). Its run files (``run/dicom.json``,
+    ``run/web.json``) name the children.
     """
-    only = next((p for p in serve.params if p.name == "only"), None)
-    if only is None:
-        return [("dicom", ["serve"])]
-    choices = list(getattr(only.type, "choices", ("dicom", "web")))
-    return [(name, ["serve", "--only", name]) for name in ("dicom", "web") if name in choices]
+    return [("serve", ["serve"])]
 
 
 def _alive(pid: int) -> bool:
@@ -199,8 +214,8 @@ def _tail(path: Path, lines: int = 15) -> str:
 def wait_ready(settings: Settings, run_dir: Path, log_dir: Path, timeout: float) -> list[str]:
     """Wait until every service with a PID file in run_dir listens on its port."""
     dicom_port = settings.dicom_port if settings.dicom_plain else settings.dicom_tls_port
-    endpoints = {"dicom": (settings.dicom_host, dicom_port),
-                 "web": (settings.web_host, settings.web_port)}
+    dicom, web = (settings.dicom_host, dicom_port), (settings.web_host, settings.web_port)
+    endpoints = {"dicom": [dicom], "web": [web], "serve": [dicom, web]}
     pending = {p.stem: p for p in run_dir.glob("*.pid")}
     if not pending:
         return [f"No service was started (no PID file in {run_dir})."]
@@ -212,7 +227,7 @@ def wait_ready(settings: Settings, run_dir: Path, log_dir: Path, timeout: float)
             if not pid or not _alive(pid):
                 return [f"The {name} service stopped while starting. Its last output "
                         f"({log}):\n{_tail(log)}"]
-            if name not in endpoints or _listening(*endpoints[name]):
+            if all(_listening(*endpoint) for endpoint in endpoints.get(name, [])):
                 del pending[name]
         if not pending:
             return []

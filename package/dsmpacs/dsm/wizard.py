@@ -26,6 +26,7 @@ DICOM_PORT = "wizard_dicom_port"
 WEB_PORT = "wizard_web_port"
 WEB_NETWORK = "wizard_web_network"        # the web port answers the network (0.0.0.0)
 WEB_PROXY_ONLY = "wizard_web_proxy_only"  # only DSM's reverse proxy reaches it (127.0.0.1)
+WEB_PROXY_PORT = "wizard_web_proxy_port"  # the HTTPS port of that reverse proxy rule
 STORE_AES = "wizard_store_aes"            # AE titles registered as peers that may store
 DICOM_TLS_PORT = "wizard_dicom_tls_port"   # blank: no DICOM TLS listener
 DICOM_TLS_ONLY = "wizard_dicom_tls_only"   # true: no plaintext DICOM listener
@@ -47,6 +48,9 @@ DELETE_DATA = "wizard_delete_data"
 DEFAULTS = {
     DICOM_HOST: "0.0.0.0", AE_TITLE: "DSMPACS", DICOM_PORT: "11112", WEB_PORT: "8080",
     DICOM_TLS_PORT: "2762",       # IANA's DICOM-over-TLS port; plain and TLS side by side
+    # DSM's nginx listens on the reverse proxy rule's port (as root: any port). Not 443,
+    # which DSM's own sites and Web Station answer on every host name.
+    WEB_PROXY_PORT: "11443",
     SHARE_NAME: "pacs", MARIADB_HOST: "127.0.0.1", MARIADB_PORT: "3307",
     MARIADB_DATABASE: "dsmpacs", MARIADB_USER: "dsmpacs",
 }
@@ -82,7 +86,7 @@ PATTERNS = {
 # Field key -> the pattern it must match (when given).
 FIELD_PATTERNS = {
     DICOM_HOST: "ipv4", AE_TITLE: "ae_title", DICOM_PORT: "port", WEB_PORT: "port",
-    DICOM_TLS_PORT: "port",
+    DICOM_TLS_PORT: "port", WEB_PROXY_PORT: "any_port",
     SHARE_NAME: "share", ADMIN_PASSWORD: "admin_password", ADMIN_PASSWORD_CONFIRM: "admin_password",
     MARIADB_HOST: "host", MARIADB_PORT: "any_port", MARIADB_DATABASE: "db_name",
     MARIADB_USER: "db_user", MARIADB_PASSWORD: "db_password", MARIADB_ROOT_PASSWORD: "db_password",
@@ -124,6 +128,10 @@ MESSAGES = {
                          "DICOM TLS 端口不能与 DICOM 端口或 Web 端口相同。"),
     "tls_only_needs_port": ("TLS only was chosen: enter a DICOM TLS port.",
                             "已选择仅使用 TLS：请填写 DICOM TLS 端口。"),
+    "proxy_port_differs": ("The reverse proxy's HTTPS port must differ from the DICOM, DICOM TLS "
+                           "and web ports, and from DSM's own ports 5000 and 5001.",
+                           "反向代理的 HTTPS 端口不能与 DICOM、DICOM TLS 或 Web 端口相同，也不能是 DSM "
+                           "自身的端口 5000 和 5001。"),
     "passwords_differ": ("The two administrator passwords are not the same.",
                          "两次输入的管理员密码不一致。"),
     "choose_database": ("Choose one index database: SQLite or MariaDB 10.",
@@ -191,6 +199,7 @@ class Answers:
     mariadb_user: str = ""
     mariadb_password: str = ""
     web_host: str = "0.0.0.0"      # the desktop icon opens the web port on the NAS's address
+    web_proxy_port: int = 0        # with 127.0.0.1: the icon opens DSM's reverse proxy here
     store_aes: tuple[StoreAE, ...] = ()
 
     def database_url(self) -> str | None:
@@ -216,6 +225,8 @@ class Answers:
             # Every request then comes through DSM's reverse proxy on this NAS: believe
             # its X-Forwarded-For and -Proto (client address in the audit trail, HTTPS).
             values["web_trusted_proxy"] = "127.0.0.1"
+            if self.web_proxy_port:
+                values["web_proxy_port"] = self.web_proxy_port
         if self.dicom_tls_port:
             values["dicom_tls_port"] = self.dicom_tls_port
             if self.dicom_tls_only:
@@ -254,6 +265,12 @@ def problems(env: Mapping[str, str], lang: str = "enu") -> list[str]:
         bad("port")
     elif tls_port and tls_port in (value(DICOM_PORT), value(WEB_PORT)):
         bad("tls_port_differs")
+    proxy_port = value(WEB_PROXY_PORT).strip()
+    if _true(value(WEB_PROXY_ONLY)) and not _true(value(WEB_NETWORK)) and proxy_port:
+        if not matches("any_port", proxy_port):
+            bad("any_port")
+        elif proxy_port in (value(DICOM_PORT), value(WEB_PORT), tls_port, "5000", "5001"):
+            bad("proxy_port_differs")
     if _true(value(DICOM_TLS_ONLY)) and not tls_port:
         bad("tls_only_needs_port")
     if value(ADMIN_PASSWORD) != value(ADMIN_PASSWORD_CONFIRM):
@@ -286,14 +303,17 @@ def parse(env: Mapping[str, str], lang: str = "enu") -> Answers:
     if found:
         raise AnswersError(found)
     database = "sqlite" if _true(env.get(DB_SQLITE)) else "mariadb"
+    proxy = _true(env.get(WEB_PROXY_ONLY)) and not _true(env.get(WEB_NETWORK))
     common = dict(
         ae_title=env[AE_TITLE], dicom_host=env[DICOM_HOST], dicom_port=int(env[DICOM_PORT]),
         web_port=int(env[WEB_PORT]), share_name=env[SHARE_NAME],
         admin_password=env[ADMIN_PASSWORD], database=database,
         # Reachable from the network unless the administrator chose the reverse proxy
         # only (an older wizard, without the choice, meant the network).
-        web_host="127.0.0.1" if _true(env.get(WEB_PROXY_ONLY)) and not _true(env.get(WEB_NETWORK))
-        else "0.0.0.0",
+        web_host="127.0.0.1" if proxy else "0.0.0.0",
+        # Blank: the administrator will pick the port in the rule; the icon then keeps
+        # the web port (which answers only the NAS itself).
+        web_proxy_port=int(env.get(WEB_PROXY_PORT, "").strip() or 0) if proxy else 0,
         store_aes=store_aes(env.get(STORE_AES, "")),
         dicom_tls_port=int(env.get(DICOM_TLS_PORT, "").strip() or 0),
         dicom_tls_only=_true(env.get(DICOM_TLS_ONLY)))

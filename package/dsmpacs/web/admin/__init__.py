@@ -29,6 +29,19 @@ def _integrity_alert() -> dict:
     return {"corrupt_count": corrupt_count(services().archive.index)}
 
 
+@bp.context_processor
+def _system_notices() -> dict:
+    """Every admin page shows what the administrator must hear about (notices.py): a
+    crashed or given-up service, storage filling up, an expiring certificate. Failed
+    verification has its own alert above (corrupt_count)."""
+    from dsmpacs import notices
+    from dsmpacs.web.services import services
+
+    svc = services()
+    found = [n for n in notices.current(svc.settings, svc.archive) if n.kind != "verification-failed"]
+    return {"system_notices": found}
+
+
 def page_args() -> tuple[int, int]:
     """(page number from 1, offset) from ?page=."""
     try:
