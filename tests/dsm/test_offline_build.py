@@ -1,5 +1,5 @@
 """`make spk` without a package index (from `make wheelhouse`), and build numbers that
-never go backwards (a shallow clone is refused instead of building a "downgrade")."""
+never go backwards (from the commit's time, so a shallow clone builds the same number)."""
 from __future__ import annotations
 
 import os
@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from tests.dsm.conftest import ROOT, for_this_machine
+from tests.dsm.harness import version_key
 from tests.dsm.test_arch_builds import wheel_names
 from tests.peers import require
 
@@ -47,13 +48,47 @@ def test_offline_without_the_needed_wheels_says_what_to_do(tmp_path):
     assert not list(tmp_path.glob("out/*.spk"))
 
 
-def test_a_shallow_clone_is_refused_without_an_explicit_build_number(tmp_path):
-    clone = tmp_path / "shallow"
-    subprocess.run(["git", "clone", "--quiet", "--depth", "1", f"file://{ROOT}", str(clone)],
+def version_of(checkout: Path) -> str:
+    done = subprocess.run([str(checkout / "spk_build.sh"), "--version"], capture_output=True,
+                          text=True, timeout=120,
+                          env={**{k: v for k, v in os.environ.items()
+                                  if k not in ("SPK_BUILD", "SOURCE_DATE_EPOCH")},
+                               "PYTHON": sys.executable})
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+def test_a_shallow_clone_builds_the_same_version_and_later_commits_higher(tmp_path):
+    """The build number comes from the commit's time: a shallow clone (CI's usual) builds
+    what the full checkout builds, not a "downgrade" such as 0.1.0-0001 after 0.1.0-0025."""
+    head = "HEAD"
+    shallow, older = tmp_path / "shallow", tmp_path / "older"
+    subprocess.run(["git", "clone", "--quiet", "--depth", "1", f"file://{ROOT}", str(shallow)],
                    check=True, timeout=120)
-    done = subprocess.run([str(clone / "spk_build.sh")], capture_output=True, text=True, timeout=120,
-                          env={**{k: v for k, v in os.environ.items() if k != "SPK_BUILD"},
-                               "PYTHON": sys.executable, "SPK_OUT": str(tmp_path / "out")})
-    assert done.returncode != 0
-    assert "shallow" in done.stderr and "SPK_BUILD" in done.stderr
-    assert not (tmp_path / "out").exists()
+    subprocess.run(["git", "clone", "--quiet", "--depth", "2", f"file://{ROOT}", str(older)],
+                   check=True, timeout=120)
+    # The parent commit, a minute earlier at least (commits in the same minute share a number).
+    subprocess.run(["git", "-C", str(older), "checkout", "--quiet", f"{head}~1"], check=True)
+    assert subprocess.run(["git", "-C", str(shallow), "rev-parse", "--is-shallow-repository"],
+                          capture_output=True, text=True).stdout.strip() == "true"
+    assert version_of(shallow) == version_of(ROOT)
+    times = [int(subprocess.run(["git", "-C", str(c), "log", "-1", "--format=%ct"],
+                                capture_output=True, text=True).stdout) for c in (older, shallow)]
+    if times[1] // 60 > times[0] // 60:
+        assert version_key(version_of(shallow)) > version_key(version_of(older))
+
+
+def test_build_numbers_follow_time_and_fit_32_bits():
+    def number(epoch: int) -> int:
+        done = subprocess.run([sys.executable, str(ROOT / "dsm" / "tools" / "spktool.py"),
+                               "build-number", str(epoch)], capture_output=True, text=True,
+                              env={**os.environ, "PYTHONPATH": str(ROOT / "package")})
+        assert done.returncode == 0, done.stderr
+        return int(done.stdout)
+
+    moments = [946684800, 1767225599, 1767225600, 1798761600 - 60, 1798761600, 4102444740]
+    numbers = [number(t) for t in moments]       # 2000-01-01 ... 2099-12-31 23:59 UTC
+    assert numbers == sorted(numbers) and len(set(numbers)) == len(numbers)
+    assert numbers[0] == 10000 and numbers[-1] == 993652359 < 2**31
+    # The old commit-count builds (0.1.0-0341) order before every new one.
+    assert version_key("0.1.0-0341") < version_key(f"0.1.0-{numbers[2]}")
