@@ -175,7 +175,10 @@ class FakeDSM:
     """One NAS: a scratch root holding /var/packages, a volume and DSM's folders."""
 
     def __init__(self, root: Path, python: str, *, lang: str = "enu",
-                 mariadb_admin: dict | None = None, mariadb_socket: str | None = None):
+                 mariadb_admin: dict | None = None, mariadb_socket: str | None = None,
+                 mariadb10: bool | None = None):
+        """mariadb10: the MariaDB10 package is installed (by default when mariadb_admin is
+        given); mariadb_socket: the real server's socket its fake socket leads to."""
         self.root = root
         self.python = python
         self.lang = lang
@@ -189,6 +192,7 @@ class FakeDSM:
         self.answers: dict[str, str] = {}
         self.running = False
         self.user: str | None = None
+        self.registered: list[str] = []     # each .sc text the port-config worker registered
         for path in (self.volume, self.packages, self.services_d, self.system_services_d,
                      self.harness):
             path.mkdir(parents=True, exist_ok=True)
@@ -202,7 +206,7 @@ class FakeDSM:
         self._install_python_package()
         self._install_synopkghelper()
         self._install_dsm_services()
-        if mariadb_admin is not None:
+        if mariadb10 or (mariadb10 is None and mariadb_admin is not None):
             self._install_mariadb10(mariadb_socket)
 
     # --- the machine -------------------------------------------------------------
@@ -306,9 +310,9 @@ class FakeDSM:
             if not info_path.exists():
                 raise DSMError(f"{spk.name} needs the package {dep_name}, which is not installed")
             have = read_info(info_path.read_text())["version"]
-            ok = {"": True, ">=": version_cmp(have, wanted) >= 0, ">": version_cmp(have, wanted) > 0,
-                  "<=": version_cmp(have, wanted) <= 0, "<": version_cmp(have, wanted) < 0,
-                  "=": version_cmp(have, wanted) == 0}[op]
+            order = version_cmp(have, wanted) if op else 0
+            ok = {"": True, ">=": order >= 0, ">": order > 0, "<=": order <= 0, "<": order < 0,
+                  "=": order == 0}[op]
             if not ok:
                 raise DSMError(f"{spk.name} needs {dep_name} {op} {wanted}; {have} is installed")
         # A resource worker is provided by a package: the mariadb10-db worker by MariaDB10.
@@ -509,6 +513,7 @@ class FakeDSM:
                     raise DSMError(f"port-config: port {clash[0]} of {name}.sc is already used "
                                    f"by {other.name}: the install fails")
             dest.write_text(text)
+            self.registered.append(text)
 
     def _helper_requests(self, name: str) -> None:
         calls = self.package_dir(name) / "tmp" / ".synopkghelper.calls"
@@ -560,7 +565,10 @@ class FakeDSM:
             os.lchown(path, self.uid, self.gid)
 
     # --- Package Center's operations ---------------------------------------------------
-    def install(self, spk_path: Path, answers: dict[str, object], *, start: bool = True) -> list[ScriptRun]:
+    def install(self, spk_path: Path, answers: dict[str, object], *, start: bool = True,
+                until: str = "") -> list[ScriptRun]:
+        """Package Center's install; until="postinst" stops before postinst (what DSM
+        checks and registers before it, without the slow environment build)."""
         spk = self.unpack(spk_path)
         self.answers = self.wizard(spk, "install", answers, as_root=True)
         self._privilege(spk)
@@ -574,6 +582,8 @@ class FakeDSM:
         self._install_metadata(spk)
         self._acquire_port_config(spk.name)
         self._acquire_mariadb("postinst")
+        if until == "postinst":
+            return runs
         runs.append(self._lifecycle(spk, "postinst", status="INSTALL", installed=True, network=False))
         self._helper_requests(spk.name)
         if start:
