@@ -300,3 +300,75 @@ def test_postinst_creates_a_dicom_tls_certificate_when_tls_is_chosen(tmp_path):
     before = files.server_cert.read_bytes()
     lifecycle.postinst(var, target, package_dir, env)
     assert files.server_cert.read_bytes() == before
+
+
+# --- MariaDB 10: postinst creates the database and the user ------------------------------
+@pytest.mark.mariadb
+def test_postinst_creates_the_mariadb_database_and_user_through_the_socket(tmp_path):
+    """Through DSM's /run/mysqld/mysqld10.sock (here a link to the test server's socket), as
+    the wizard's administrator; the user then signs in over TCP with its own password. A
+    wrong administrator password stops postinst with the reason and writes no config."""
+    import secrets
+    import uuid
+
+    import pymysql
+
+    from tests.peers import MARIADB, mariadb_connection, require
+
+    try:
+        conn = mariadb_connection()
+    except Exception as exc:
+        require(False, f"MariaDB unreachable: {exc}")
+    with conn.cursor() as cur:
+        cur.execute("SELECT @@socket")
+        server_socket = cur.fetchone()[0]
+    require(os.path.exists(server_socket), f"MariaDB's socket {server_socket}")
+    tag = uuid.uuid4().hex[:10]
+    admin_user, admin_pw = f"dsmt_root_{tag}", "Root-" + secrets.token_hex(6)
+    db, user, pw = f"dsmpacs_t_{tag}", f"dsmt_{tag}", "Pw-" + secrets.token_hex(6)
+    with conn.cursor() as cur:
+        cur.execute(f"CREATE USER '{admin_user}'@'%%' IDENTIFIED BY %s", (admin_pw,))
+        cur.execute(f"GRANT ALL PRIVILEGES ON *.* TO '{admin_user}'@'%' WITH GRANT OPTION")
+    dsm_root = tmp_path / "root"
+    (dsm_root / "run" / "mysqld").mkdir(parents=True)
+    (dsm_root / "run" / "mysqld" / "mysqld10.sock").symlink_to(server_socket)
+    package_dir, target, var = layout(tmp_path)
+    env = good_env(**{"PACS_DSM_ROOT": str(dsm_root), "SYNOPKG_PKG_STATUS": "INSTALL",
+                      "wizard_db_sqlite": "false", "wizard_db_mariadb_create": "true",
+                      "wizard_mariadb_port": str(MARIADB["port"]), "wizard_mariadb_database": db,
+                      "wizard_mariadb_user": user, "wizard_mariadb_password": pw,
+                      "wizard_mariadb_admin_user": admin_user,
+                      "wizard_mariadb_root_password": admin_pw + "x"})
+    try:
+        with pytest.raises(lifecycle.LifecycleError, match=f"refused the administrator '{admin_user}'"):
+            lifecycle.postinst(var, target, package_dir, env)
+        assert not (var / "config.toml").exists()
+        env["wizard_mariadb_root_password"] = admin_pw
+        assert lifecycle.postinst(var, target, package_dir, env) == []
+        assert Settings.load(data_dir=var, env={}).database_url.endswith(f"/{db}")
+        as_user = pymysql.connect(host="127.0.0.1", port=MARIADB["port"], user=user, password=pw,
+                                  database=db, connect_timeout=3)
+        with as_user.cursor() as cur:
+            cur.execute("CREATE TABLE t (x INT)")       # every right on its database
+        as_user.close()
+        config = (var / "config.toml").read_text()
+        assert admin_user not in config and admin_pw not in config   # used, kept nowhere
+    finally:
+        with conn.cursor() as cur:
+            cur.execute(f"DROP DATABASE IF EXISTS `{db}`")
+            cur.execute(f"DROP USER IF EXISTS '{user}'@'127.0.0.1'")
+            cur.execute(f"DROP USER IF EXISTS '{admin_user}'@'%'")
+        conn.close()
+
+
+def test_the_service_file_link_in_target_is_kept_and_its_file_written(tmp_path):
+    """In the package, target/app/dsmpacs.sc links to var/dsmpacs.sc: writing the port files
+    updates the linked file and leaves the link (DSM's worker reads through it)."""
+    package_dir, target, var = layout(tmp_path)
+    (target / "app").mkdir()
+    (target / integration.SERVICE_FILE).symlink_to(var / integration.SERVICE_FILE_DATA)
+    settings = Settings(data_dir=var, dicom_port=10104, web_port=10190)
+    integration.write(target, settings)
+    assert (target / integration.SERVICE_FILE).is_symlink()
+    assert 'dst.ports="10190/tcp"' in (target / integration.SERVICE_FILE).read_text()
+    assert stat.S_IMODE((var / integration.SERVICE_FILE_DATA).stat().st_mode) == 0o644
