@@ -28,9 +28,9 @@ TEXT = {
     "network_title": ("DICOM network", "DICOM 网络", "DICOM 網路"),
     "intro": (
         "DSM PACS receives images from modalities such as angiography systems over DICOM, keeps "
-        "them unchanged in a shared folder, and shows them in a web browser.",
-        "DSM PACS 通过 DICOM 接收血管造影机等设备发送的影像，原样保存在共享文件夹中，并可在网页浏览器中查看。",
-        "DSM PACS 通過 DICOM 接收血管造影機等裝置傳送的影像，原樣儲存在共用資料夾中，並可在網頁瀏覽器中檢視。"),
+        "them unchanged in a shared folder, and shows them in its web viewer.",
+        "DSM PACS 通过 DICOM 接收血管造影机等设备发送的影像，原样保存在共享文件夹中，并可通过网页阅片查看。",
+        "DSM PACS 透過 DICOM 接收血管造影機等裝置傳送的影像，原樣儲存在共用資料夾中，並可透過網頁閱片檢視。"),
     "host_desc": (
         "The address the DICOM service listens on. Keep <b>All interfaces</b>, or choose this "
         "NAS's address on the modality network if the NAS has a port dedicated to it.",

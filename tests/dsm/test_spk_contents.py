@@ -218,6 +218,8 @@ def test_install_wizard_lists_the_nas_addresses_and_validates_like_preinst(spk, 
     texts = {lang: json.dumps(steps, ensure_ascii=False) for lang, steps in by_lang.items()}
     assert w.message("port", "cht") in texts["cht"] and w.message("port", "chs") in texts["chs"]
     assert "連接埠" in texts["cht"] and "端口" not in texts["cht"] and "网络" not in texts["cht"]
+    # The viewer is 网页阅片 / 網頁閱片 ("reading images on the web"), never "web browser".
+    assert "网页浏览器" not in texts["chs"] and "网页阅片" in texts["chs"] and "網頁閱片" in texts["cht"]
     assert {w.DICOM_HOST, w.AE_TITLE, w.DICOM_PORT, w.WEB_PORT, w.SHARE_NAME, w.ADMIN_PASSWORD,
             w.DB_SQLITE, w.DB_MARIADB_CREATE, w.MARIADB_HOST, w.MARIADB_PORT, w.MARIADB_USER,
             w.MARIADB_PASSWORD} <= set(keys(english))

@@ -130,13 +130,13 @@ MESSAGES = {
         "MariaDB 主机：主机名或 IPv4 地址，例如 127.0.0.1。",
         "MariaDB 主機：主機名稱或 IPv4 位址，例如 127.0.0.1。"),
     "db_name": (
-        "MariaDB database: letters, digits and underscores, at most 64.",
-        "MariaDB 数据库名：字母、数字和下划线，最多 64 个。",
-        "MariaDB 資料庫名：字母、數字和底線，最多 64 個。"),
+        "MariaDB database: letters, digits and underscores, at most 64 characters.",
+        "MariaDB 数据库名：字母、数字和下划线，最多 64 个字符。",
+        "MariaDB 資料庫名稱：英文字母、數字和底線，最多 64 個字元。"),
     "db_user": (
-        "MariaDB user: letters, digits and underscores, at most 32.",
-        "MariaDB 用户名：字母、数字和下划线，最多 32 个。",
-        "MariaDB 使用者名稱：字母、數字和底線，最多 32 個。"),
+        "MariaDB user: letters, digits and underscores, at most 32 characters.",
+        "MariaDB 用户名：字母、数字和下划线，最多 32 个字符。",
+        "MariaDB 使用者名稱：英文字母、數字和底線，最多 32 個字元。"),
     "db_password": (
         'MariaDB password: up to 128 characters, none of " & \' < > \\ ` (the way from '
         "the wizard to MariaDB could alter them).",
