@@ -372,3 +372,34 @@ def test_the_service_file_link_in_target_is_kept_and_its_file_written(tmp_path):
     assert (target / integration.SERVICE_FILE).is_symlink()
     assert 'dst.ports="10190/tcp"' in (target / integration.SERVICE_FILE).read_text()
     assert stat.S_IMODE((var / integration.SERVICE_FILE_DATA).stat().st_mode) == 0o644
+
+
+def test_preupgrade_keeps_the_service_file_of_a_version_before_the_link(tmp_path):
+    """An installed version from before the .sc link kept its file (the effective ports) in
+    target only; the new package's link points into var, so preupgrade copies it there."""
+    root = tmp_path / "root"
+    scripts = tmp_path / "scripts"
+    scripts.mkdir()
+    for name in ("common", "preupgrade"):
+        text = (Path(__file__).resolve().parents[2] / "dsm" / "scripts" / name).read_text()
+        (scripts / name).write_text(text.replace("@PYTHON_PACKAGE@", "python311")
+                                    .replace("@PYTHON_VERSION@", "3.11"))
+    python = root / "var" / "packages" / "python311" / "target" / "bin" / "python3.11"
+    python.parent.mkdir(parents=True)
+    python.symlink_to(sys.executable)
+    package_dir = root / "var" / "packages" / "dsmpacs"
+    old_sc = package_dir / "target" / integration.SERVICE_FILE
+    old_sc.parent.mkdir(parents=True)
+    old_sc.write_text('[dsmpacs-web]\ndst.ports="8042/tcp"\n')
+    (package_dir / "var").mkdir()
+    env = {"PATH": "/usr/bin:/bin", "PACS_DSM_ROOT": str(root), "SYNOPKG_PKGNAME": "dsmpacs",
+           "SYNOPKG_PKG_STATUS": "UPGRADE", "SYNOPKG_TEMP_LOGFILE": str(tmp_path / "log")}
+    done = subprocess.run(["/bin/sh", str(scripts / "preupgrade")], env=env, capture_output=True,
+                          text=True)
+    assert done.returncode == 0, done.stderr
+    kept = package_dir / "var" / integration.SERVICE_FILE_DATA
+    assert kept.read_text() == old_sc.read_text()
+    # Once there (the last start wrote it), it is the one that counts.
+    old_sc.write_text("stale\n")
+    assert subprocess.run(["/bin/sh", str(scripts / "preupgrade")], env=env).returncode == 0
+    assert "8042" in kept.read_text()
