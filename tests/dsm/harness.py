@@ -715,11 +715,10 @@ class FakeDSM:
                 if os.lstat(path).st_uid == self.uid:
                     hits.append(path)
         outside = [d for d in ("/tmp", "/var/tmp", "/dev/shm", "/run/lock") if os.path.isdir(d)]
-        # Other harness runs on this machine (their scratch roots) use the same user name,
-        # so the same uid: what they hold is not this package's doing.
-        others = str(self.root.parent / "dsmpacs-dsm-*")
+        # Other harness runs on this machine (their scratch roots, also inside a container's
+        # overlay) use the same user name, so the same uid: theirs is not this package's doing.
         found = subprocess.run(["find", *outside, "-xdev", "(", "-path", str(self.root), "-o",
-                                "-path", others, ")", "-prune",
+                                "-name", "dsmpacs-dsm-*", ")", "-prune",
                                 "-o", "-uid", str(self.uid), "-newer", str(self.started), "-print0"],
                                capture_output=True, text=True)
         return hits + [p for p in found.stdout.split("\0") if p]
