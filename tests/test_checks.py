@@ -30,6 +30,19 @@ def test_free_ports_pass_and_a_taken_port_is_named(tmp_path):
         problems = checks.port_problems(settings)
     assert len(problems) == 1
     assert f"web port {web} is already in use" in problems[0] and "web_port" in problems[0]
+    hl7 = free_port()
+    with_hl7 = Settings(data_dir=tmp_path, dicom_host="127.0.0.1", dicom_port=dicom, web_host="127.0.0.1",
+                        web_port=web, hl7_port=hl7)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", hl7))
+        taken.listen()
+        problems = checks.port_problems(with_hl7)
+    assert len(problems) == 1 and f"HL7 port {hl7} is already in use" in problems[0], problems
+    assert "hl7_port" in problems[0]
+    assert "hl7_port 4242 is also" in checks.port_problems(Settings(data_dir=tmp_path, dicom_port=4242,
+                                                                    hl7_port=4242))[0]
+    assert "ups_ws_port 4242 is also" in checks.port_problems(Settings(data_dir=tmp_path, web_port=4242,
+                                                                       ups_ws_port=4242))[0]
 
 
 def test_an_address_the_machine_does_not_have_and_a_shared_port(tmp_path):

@@ -24,7 +24,7 @@ def test_every_route_is_in_the_guide(web_app):
         path = rule.removeprefix("/dicom-web")
         for name in ("study", "series", "instance", "workitem"):
             path = path.replace(f"<{name}>", "{" + name + "}")
-        path = path.replace("<frame_list>", "{list}").replace("<tag>", "{tag}")
+        path = path.replace("<frame_list>", "{list}").replace("<tag>", "{tag}").replace("<aetitle>", "{AETitle}")
         last = path.rsplit("/", 1)[-1]
         # the table names each resource by its path or its last segment ("/rendered", "/metadata")
         assert path in GUIDE or (f"/{last}" in GUIDE and not last.startswith("{")) \

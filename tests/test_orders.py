@@ -71,6 +71,31 @@ def test_an_order_is_registered_with_a_generated_accession_number(archive):
     assert [o.accession_number for o in orders.list()] == ["A-1", created.accession_number]
 
 
+def test_a_scheduled_order_is_changed_in_place_and_a_started_one_is_not(archive):
+    """Orders.change (an HL7 order change, hl7v2/): new values, the same accession number,
+    step and study UID; once started, the change is refused."""
+    orders = Orders(archive.index)
+    created = orders.create(order(accession_number="CH-1"))
+    changed = orders.change(created.id, order(patient_name="Wang Xiaoming", procedure_description="CT chest",
+                                              scheduled_time="14:00", modality="MR", accession_number="IGNORED"))
+    assert (changed.accession_number, changed.study_instance_uid, changed.step_id) == (
+        "CH-1", created.study_instance_uid, created.step_id)
+    assert (changed.patient_name, changed.procedure_description, changed.scheduled_time, changed.modality) == (
+        "Wang^Xiaoming", "CT chest", "140000", "MR")
+    assert [o.accession_number for o in orders.worklist(WorklistFilter(patient_name="wang*"))] == ["CH-1"]
+    with pytest.raises(OrderError) as bad:
+        orders.change(created.id, order(modality=""))
+    assert bad.value.code == "required"
+    with archive.index.write():
+        Order.update(state=State.IN_PROGRESS.value).where(Order.id == created.id).execute()
+    with pytest.raises(OrderError) as started:
+        orders.change(created.id, order())
+    assert started.value.code == "bad_transition"
+    with pytest.raises(OrderError) as missing:
+        orders.change(created.id + 1000, order())
+    assert missing.value.code == "not_found"
+
+
 def test_worklist_matching(archive):
     orders = Orders(archive.index)
     a = orders.create(order(accession_number="W1"))

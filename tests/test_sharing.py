@@ -260,11 +260,13 @@ def test_notifications_follow_events_and_overdue_tasks(archive, tmp_path):
         [("assigned", STUDY_A, "coord")]
     archive.events.publish("report.state", study_instance_uid=STUDY_A, state="preliminary", username="rad2",
                            report_id=1)
-    assert notes.unread_count("ref1") == 0
+    assert notes.unread_count("ref1") == 1            # a preliminary is meant for the referring physician
+    archive.events.publish("report.state", study_instance_uid=STUDY_A, state="in-progress", username="rad2",
+                           report_id=1)
     archive.events.publish("report.state", study_instance_uid=STUDY_A, state="final", username="rad2", report_id=1)
     archive.events.publish("report.state", study_instance_uid=STUDY_A, state="amended", username="rad2",
                            report_id=1)
-    assert [n.kind for n in notes.list("ref1")] == ["report-amended", "report-final"]
+    assert [n.kind for n in notes.list("ref1")] == ["report-amended", "report-final", "report-preliminary"]
     assert [n.kind for n in notes.list("rad2")] == ["assigned"]       # the author is not told of their change
 
     # Overdue: one notice per task past its due time that is still to be read.

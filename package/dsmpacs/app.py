@@ -44,13 +44,24 @@ def restrict_file_modes() -> None:
     os.umask(UMASK)
 
 
-def build_archive(settings: Settings, *, upgrade: bool = False) -> Archive:
+def _mail_wording(note):
+    """The words of a notification e-mail (web/notice_mail.py), imported at the first
+    mail: the catalogs live beside the web UI and import Flask, which the DICOM
+    process must not load just to be able to word a mail it may never send."""
     from dsmpacs.web.notice_mail import wording
 
+    return wording(note)
+
+
+def build_archive(settings: Settings, *, upgrade: bool = False) -> Archive:
     archive = Archive(settings)
     archive.open(upgrade=upgrade)
-    # Notification e-mail in the words of the UI's catalogs, whichever process raises it.
-    archive.notifications.wording = wording
+    # Notification e-mail in the words of the UI's catalogs, whichever process raises
+    # it. Both processes build the Archive, whose Notifications listen to that
+    # process's events (archive/__init__.py), so a rule's assignment made by the
+    # DICOM daemon when images arrive is a notice in the index like one made on the
+    # web page: the bell reads the index, not the events.
+    archive.notifications.wording = _mail_wording
     return archive
 
 
@@ -111,15 +122,42 @@ def start_audit_housekeeping(archive: Archive, stop: threading.Event):
     return exporter
 
 
+def start_overdue_checks(archive: Archive, stop: threading.Event) -> threading.Thread:
+    """Look for overdue reading tasks every ``overdue_check_seconds`` (one process does
+    it: the web server, which is always up beside the DICOM daemon), until ``stop``.
+    Each task is noticed once (the notification's dedup key), so the check repeating,
+    or racing the bell's own check, adds nothing twice."""
+    every = archive.settings.overdue_check_seconds
+
+    def run() -> None:
+        while not stop.wait(every):
+            try:
+                archive.notifications.check_overdue()
+            except Exception:     # an index hiccup: the next round retries
+                log.exception("overdue reading check failed")
+
+    thread = threading.Thread(target=run, name="overdue-reads", daemon=True)
+    thread.start()
+    return thread
+
+
 def serve_dicom(settings: Settings, *, recover: bool = True) -> None:
     """Run the DICOM daemon until SIGTERM/SIGINT."""
     from dsmpacs.archive import verification
     from dsmpacs.dicom import server as dicom_server
+    from dsmpacs.hl7v2 import server as hl7_server
 
     archive = build_archive(settings, upgrade=True)
     if recover:
         archive.recover()
     server = dicom_server.start(settings, archive)
+    try:
+        # Orders from a RIS or HIS (HL7 v2 over MLLP), when hl7_port is set: in this
+        # process, beside the DICOM listeners that serve the worklist it feeds.
+        hl7 = hl7_server.start(settings, archive)
+    except BaseException:
+        server.shutdown()
+        raise
     # Background work beside the listener, all ended by one event: re-hashing
     # (archive/verification.py, which holds a lease in the index so other nodes over
     # the same index leave it alone meanwhile) and the audit trail's housekeeping.
@@ -129,7 +167,8 @@ def serve_dicom(settings: Settings, *, recover: bool = True) -> None:
     host, port = server[0].server_address[:2]
     tls_port = server.tls.server_address[1] if server.tls is not None else None
     runfiles.write(settings, "dicom", host=host, port=port, ae_title=settings.ae_title,
-                   plain=server.plain is not None, tls_port=tls_port)
+                   plain=server.plain is not None, tls_port=tls_port,
+                   hl7_port=hl7.server_address[1] if hl7 is not None else None)
     heartbeat = runfiles.start_heartbeat(settings, "dicom",
                                          lambda: all(s.socket.fileno() >= 0 for s in server))
     exporter = start_audit_housekeeping(archive, stop_jobs)
@@ -138,6 +177,9 @@ def serve_dicom(settings: Settings, *, recover: bool = True) -> None:
         lhost, lport = listening.server_address[:2]
         log.info("%s listener up on %s:%s as %s", kind, lhost, lport, settings.ae_title)
         print(f"{kind} listening on {lhost}:{lport} as AE title {settings.ae_title}", flush=True)
+    if hl7 is not None:
+        log.info("HL7 (MLLP) listener up on %s:%s", *hl7.server_address)
+        print("HL7 (MLLP) listening on {}:{}".format(*hl7.server_address), flush=True)
     try:
         wait_for_stop()
     finally:
@@ -145,6 +187,8 @@ def serve_dicom(settings: Settings, *, recover: bool = True) -> None:
         stop_jobs.set()
         runfiles.remove(settings, "dicom")
         server.shutdown()
+        if hl7 is not None:
+            hl7.shutdown()
         if verifier is not None:
             verifier.join(timeout=30)
         if exporter is not None:
@@ -168,10 +212,17 @@ def serve_web(settings: Settings) -> None:
         context = server_context(settings)
     server = web_server.build(app, settings, context)
     server.prepare()                 # binds, starts the worker threads
+    # The UPS-RS event channel (WebSocket, ups_ws_port), beside cheroot, which has none.
+    from dsmpacs.web import upsws
+
+    notifier = upsws.start(settings, archive, context)
     host, port = server.socket.getsockname()[:2]
     scheme = "https" if context is not None else "http"
-    runfiles.write(settings, "web", host=host, port=port)
+    runfiles.write(settings, "web", host=host, port=port,
+                   ups_ws_port=notifier.server_address[1] if notifier is not None else None)
     heartbeat = runfiles.start_heartbeat(settings, "web", lambda: server.ready)
+    stop_jobs = threading.Event()
+    overdue = start_overdue_checks(archive, stop_jobs)
 
     stopper = threading.Thread(target=server.stop, name="web-stop")
 
@@ -186,13 +237,19 @@ def serve_web(settings: Settings) -> None:
         signal.signal(sig, stop)
     log.info("web server up on %s://%s:%s", scheme, host, port)
     print(f"Web listening on {scheme}://{_url_host(host)}:{port}/", flush=True)
+    if notifier is not None:
+        log.info("UPS-RS event channel (WebSocket) up on %s:%s", *notifier.server_address)
     try:
         server.serve()
     finally:
         heartbeat.set()
+        stop_jobs.set()
         runfiles.remove(settings, "web")
+        if notifier is not None:
+            notifier.shutdown()
         if stopper.ident is None:
             stopper.start()
         stopper.join()
+        overdue.join(timeout=10)
         archive.close()
         log.info("web server stopped")

@@ -52,6 +52,16 @@ def port_problems(settings: Settings) -> list[str]:
         found.append(f"The DICOM port and the web port are both {settings.dicom_port}; set "
                      f"different dicom_port and web_port in {config}.")
         return found
+    if settings.hl7_port and settings.hl7_port in (settings.dicom_port, settings.web_port,
+                                                   settings.dicom_tls_port):
+        found.append(f"hl7_port {settings.hl7_port} is also the DICOM, DICOM TLS or web port; "
+                     f"choose another in {config} (2575 is HL7 over MLLP).")
+        return found
+    if settings.ups_ws_port and settings.ups_ws_port in (settings.dicom_port, settings.web_port,
+                                                         settings.dicom_tls_port, settings.hl7_port):
+        found.append(f"ups_ws_port {settings.ups_ws_port} is also another listener's port; "
+                     f"choose another in {config}.")
+        return found
     if settings.dicom_tls_port and settings.dicom_tls_port in (settings.dicom_port, settings.web_port):
         found.append(f"dicom_tls_port {settings.dicom_tls_port} is also the DICOM or the web port; "
                      f"choose another in {config} (2762 is DICOM over TLS).")
@@ -63,7 +73,10 @@ def port_problems(settings: Settings) -> list[str]:
                   "dicom_host", "dicom_port"),
                  ("DICOM TLS", settings.dicom_host, settings.dicom_tls_port, "dicom_host",
                   "dicom_tls_port"),
-                 ("web", settings.web_host, settings.web_port, "web_host", "web_port")]
+                 ("web", settings.web_host, settings.web_port, "web_host", "web_port"),
+                 ("HL7", settings.hl7_host or settings.dicom_host, settings.hl7_port, "hl7_host",
+                  "hl7_port"),
+                 ("UPS-RS event", settings.web_host, settings.ups_ws_port, "web_host", "ups_ws_port")]
     for label, host, port, host_setting, port_setting in listeners:
         if port:  # 0 lets the system pick a free port
             problem = _bind_problem(label, host, port, host_setting, port_setting, config)

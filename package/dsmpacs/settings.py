@@ -125,6 +125,39 @@ class Settings:
         "the standard syntaxes and none of these is rejected (result 4), so nothing is stored "
         "that no reader can decode.")
 
+    # --- HL7 listener (orders from a RIS or HIS; hl7v2/) ----------------------
+    hl7_port: int = setting(
+        0, "HL7 v2 port (MLLP) on which the DICOM daemon takes orders (ORM^O01: new, change, "
+        "cancel) from a RIS or HIS into the modality worklist, answering each with an ACK. "
+        "0 (the default): no HL7 listener. 2575 is the port IANA registered for HL7 over MLLP. "
+        "See docs/workflow.md.", minimum=0, maximum=65535)
+    hl7_host: str = setting(
+        "", "Address the HL7 listener binds to. Empty: the same as dicom_host.")
+    hl7_allowed_hosts: str = setting(
+        "127.0.0.1,::1", "Comma-separated IP addresses or networks (CIDR, e.g. 10.1.2.0/24) that "
+        "may connect to hl7_port; a connection from any other address is closed unanswered, "
+        "logged and audited. The default admits this machine only (an interface engine on the "
+        "same host): name the RIS or HIS interface engine's address.")
+    hl7_allowed_senders: str = setting(
+        "", "Comma-separated APPLICATION^FACILITY pairs (MSH-3 sending application and MSH-4 "
+        "sending facility, first component each; * matches any) whose messages are taken; a "
+        "message from any other sender is answered AR and audited. Empty: any sender on an "
+        "address of hl7_allowed_hosts.")
+    hl7_institution: str = setting(
+        "", "Code of the institution that orders received over HL7 belong to when the sending "
+        "facility (MSH-4) matches no Institution Name on Administration > Institutions. "
+        "Empty: the default institution.")
+    hl7_max_kb: int = setting(
+        256, "Largest HL7 message taken, in KiB (an order is a few KiB). A larger one is answered "
+        "AR, logged, and the connection closed.", minimum=1, maximum=65536)
+    hl7_timeout: float = setting(
+        30.0, "Seconds an HL7 message may take to arrive once its first byte came; past it the "
+        "connection is closed and logged, however slowly its bytes trickle in.", minimum=1)
+    hl7_idle_timeout: float = setting(
+        600.0, "Seconds an HL7 connection may stay idle between messages before it is closed "
+        "(an interface engine keeps one connection open and opens another when it is closed).",
+        minimum=1)
+
     # --- web server --------------------------------------------------------
     web_host: str = setting(
         "127.0.0.1", "Address the web server (UI and DICOMweb) binds to. The default answers "
@@ -132,6 +165,13 @@ class Settings:
         "browsers elsewhere on the network. The DSM install wizard asks which one.")
     web_port: int = setting(
         8080, "Web port for the UI and DICOMweb.", minimum=0, maximum=65535)
+    ups_ws_port: int = setting(
+        0, "Port of the UPS-RS event channel: a WebSocket listener in the web process at "
+        "/ws/subscribers/{AETitle} that sends the reading workitems' event reports to the AE "
+        "titles subscribed to them (POST /dicom-web/workitems/{uid}/subscribers/{AETitle}). On "
+        "web_host, with TLS (wss) when web_tls is on; clients authenticate with an API token "
+        "(Authorization: Bearer). 0 (the default): no channel, and subscribing is refused. See "
+        "docs/dicomweb.md.", minimum=0, maximum=65535)
     web_threads: int = setting(
         8, "Worker threads of the web server: requests served at the same time (rendering, "
         "DICOMweb transfers). More threads use more memory.", minimum=1, maximum=64)
@@ -213,12 +253,24 @@ class Settings:
         "need the room (least recently used first). A volume larger than this alone is refused "
         "with HTTP 413; a 512x512 CT slice takes 0.5 MiB, a 300-slice rotational volume 150 MiB.",
         minimum=16, maximum=65536)
+    ohif_dir: Path | None = setting(
+        None, "Directory holding an OHIF Viewer 3 build (the dist/ directory of the @ohif/app npm "
+        "package, unmodified; `dsmpacs ohif fetch --dir DIR` downloads the pinned version there). "
+        "Set: signed-in users open OHIF at /ohif/ on this web server, reading this archive's "
+        "/dicom-web with their session (same origin: no CORS, same roles and audit trail). "
+        "Empty: /ohif/ does not exist. See docs/viewer.md.")
 
     reading_grace_hours: int = setting(
         72, "Hours a reader keeps the studies of a reading assignment (the study and the "
         "priors granted with it) after its report is signed final: time to answer the "
         "referring physician's questions or amend, after which the grants expire and a "
         "reader outside the study's institution no longer sees it.", minimum=0, maximum=8760)
+
+    overdue_check_seconds: float = setting(
+        60.0, "How often the web process looks for reading tasks past their due time and "
+        "tells each assignee once (an 'overdue' notification, and e-mail when configured). "
+        "The check runs in a background thread whether or not anyone has the web UI open.",
+        minimum=0.2, maximum=86400)
 
     # --- ingest ------------------------------------------------------------
     duplicate_policy: str = setting(
@@ -353,6 +405,8 @@ class Settings:
         if self.database_url and not self.database_url.startswith(("sqlite:", "mysql:")):
             raise SettingsError("database_url must start with sqlite:// or mysql://")
         self.cors_origins  # raises SettingsError for a malformed origin
+        self.hl7_networks  # raises SettingsError for a malformed address
+        self.hl7_senders
         if not self.dicom_plain and not self.dicom_tls_port:
             raise SettingsError("dicom_plain is false but dicom_tls_port is 0: the archive would "
                                 "not listen for DICOM at all; set dicom_tls_port (2762 is DICOM "
@@ -369,6 +423,36 @@ class Settings:
             if raw:
                 origins.add(_origin(raw))
         return frozenset(origins)
+
+    @property
+    def hl7_networks(self) -> tuple:
+        """hl7_allowed_hosts as ipaddress networks (a bare address is a /32 or /128)."""
+        import ipaddress
+
+        networks = []
+        for raw in self.hl7_allowed_hosts.split(","):
+            raw = raw.strip()
+            if raw:
+                try:
+                    networks.append(ipaddress.ip_network(raw, strict=False))
+                except ValueError:
+                    raise SettingsError(f"hl7_allowed_hosts: {raw!r} is not an IP address or "
+                                        "network") from None
+        return tuple(networks)
+
+    @property
+    def hl7_senders(self) -> frozenset[tuple[str, str]]:
+        """hl7_allowed_senders as (application, facility) pairs, upper-cased."""
+        pairs = set()
+        for raw in self.hl7_allowed_senders.split(","):
+            raw = raw.strip()
+            if raw:
+                app, sep, facility = raw.partition("^")
+                if not sep or not app.strip() or not facility.strip():
+                    raise SettingsError(f"hl7_allowed_senders: {raw!r} is not APPLICATION^FACILITY "
+                                        "(* matches any)")
+                pairs.add((app.strip().upper(), facility.strip().upper()))
+        return frozenset(pairs)
 
     @property
     def effective_storage_root(self) -> Path:

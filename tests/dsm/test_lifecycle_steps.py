@@ -367,10 +367,14 @@ def test_the_service_file_link_in_target_is_kept_and_its_file_written(tmp_path):
     package_dir, target, var = layout(tmp_path)
     (target / "app").mkdir()
     (target / integration.SERVICE_FILE).symlink_to(var / integration.SERVICE_FILE_DATA)
-    settings = Settings(data_dir=var, dicom_port=10104, web_port=10190)
+    settings = Settings(data_dir=var, dicom_port=10104, web_port=10190, hl7_port=2575)
     integration.write(target, settings)
     assert (target / integration.SERVICE_FILE).is_symlink()
-    assert 'dst.ports="10190/tcp"' in (target / integration.SERVICE_FILE).read_text()
+    written = (target / integration.SERVICE_FILE).read_text()
+    assert 'dst.ports="10190/tcp"' in written
+    # Ports the wizard does not ask for follow the wizard's (preinst wrote those alone).
+    assert written.startswith(integration.wizard.service_file(10104, 10190))
+    assert '[dsmpacs-hl7]\ntitle="HL7 orders"' in written and 'dst.ports="2575/tcp"' in written
     assert stat.S_IMODE((var / integration.SERVICE_FILE_DATA).stat().st_mode) == 0o644
 
 

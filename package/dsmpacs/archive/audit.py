@@ -98,6 +98,27 @@ class AuditAction(str, Enum):
     SHARE_REVOKE = "share-revoke"
     SHARE_USE = "share-use"
 
+    # the reading workflow (archive/orders.py, reading.py, web/reports, UPS-RS, institutions)
+    ORDER_CREATE = "order-create"
+    ORDER_IMPORT = "order-import"
+    ORDER_CHANGE = "order-change"
+    ORDER_STATE = "order-state"
+    ORDER_LINK = "order-link"
+    READING_CREATE = "reading-create"
+    READING_ASSIGN = "reading-assign"
+    READING_CLAIM = "reading-claim"
+    READING_RELEASE = "reading-release"
+    READING_STATE = "reading-state"
+    READING_RULE = "reading-rule"
+    REPORT_START = "report-start"
+    REPORT_SIGN = "report-sign"
+    REPORT_AMEND = "report-amend"
+    UPS_SEARCH = "ups-search"
+    UPS_SUBSCRIBE = "ups-subscribe"
+    UPS_UNSUBSCRIBE = "ups-unsubscribe"
+    INSTITUTION_CHANGE = "institution-change"
+    STUDY_MOVE = "study-move"
+
 
 _ALERT = "Security Alert"
 _USER_ATTRIBUTES = f"{_ALERT}: User Security Attributes Changed"
@@ -106,6 +127,10 @@ _RESTRICTED = f"{_ALERT}: Use of Restricted Function"
 _SECURITY_CONFIG = f"{_ALERT}: Security Configuration"
 _TRANSFERRED = "DICOM Instances Transferred"
 _AUDIT_LOG_USED = "Audit Log Used"
+# PS3.15 A.5.3's Order Record and Procedure Record: changes to orders, and to the procedure (reading
+# task, report, UPS workitem) that fulfils them.
+_ORDER = "Order Record"
+_PROCEDURE = "Procedure Record"
 
 # PS3.15 A.5.3 event (EventID, with the EventTypeCode after a colon where it matters).
 EVENTS: dict[AuditAction, str] = {
@@ -150,6 +175,25 @@ EVENTS: dict[AuditAction, str] = {
     AuditAction.SHARE_CREATE: _RESTRICTED,
     AuditAction.SHARE_REVOKE: _RESTRICTED,
     AuditAction.SHARE_USE: "DICOM Instances Accessed",
+    AuditAction.ORDER_CREATE: _ORDER,
+    AuditAction.ORDER_IMPORT: _ORDER,
+    AuditAction.ORDER_CHANGE: _ORDER,
+    AuditAction.ORDER_STATE: _ORDER,
+    AuditAction.ORDER_LINK: _ORDER,
+    AuditAction.READING_CREATE: _PROCEDURE,
+    AuditAction.READING_ASSIGN: _PROCEDURE,
+    AuditAction.READING_CLAIM: _PROCEDURE,
+    AuditAction.READING_RELEASE: _PROCEDURE,
+    AuditAction.READING_STATE: _PROCEDURE,
+    AuditAction.READING_RULE: _SECURITY_CONFIG,   # a rule decides who may read what
+    AuditAction.REPORT_START: _PROCEDURE,
+    AuditAction.REPORT_SIGN: _PROCEDURE,
+    AuditAction.REPORT_AMEND: _PROCEDURE,
+    AuditAction.UPS_SEARCH: "Query",
+    AuditAction.UPS_SUBSCRIBE: _PROCEDURE,
+    AuditAction.UPS_UNSUBSCRIBE: _PROCEDURE,
+    AuditAction.INSTITUTION_CHANGE: _SECURITY_CONFIG,
+    AuditAction.STUDY_MOVE: _SECURITY_CONFIG,     # who owns, and so who sees, the study
 }
 
 

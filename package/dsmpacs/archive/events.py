@@ -8,9 +8,12 @@ synchronously in the publisher's thread after its transaction has committed; a
 handler that raises is logged and does not stop the others or the publisher,
 since the event has already happened.
 
-Events are not persisted: a consumer that must not miss one across a restart
-keeps its own state (the worklist reads report states from the index when it
-starts). Names and their keyword arguments:
+Events are not persisted and do not cross processes: a consumer that must not
+miss one across a restart keeps its own state (the worklist reads report states
+from the index when it starts). Each process (the DICOM daemon, the web server)
+builds its own Archive with the same subscribers, so an event raised in the DICOM
+daemon (a rule's assignment when images arrive) is handled there: notifications
+are rows in the index, which the web UI reads. Names and their keyword arguments:
 
 - ``report.state``: study_instance_uid, state ("in-progress", "preliminary",
   "final", "amended"), username, report_id

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Iterable
 
 import peewee
 
@@ -19,6 +20,7 @@ from dsmpacs.archive.models import (
     InstitutionAlias,
     Membership,
     Order,
+    ReadingTask,
     RemoteAE,
     Study,
     User,
@@ -139,6 +141,16 @@ class Institutions:
             InstitutionAlias.create(name=name.strip()[:128], name_key=key, institution=inst.id)
         return key
 
+    def by_alias(self, name: str) -> int | None:
+        """The institution an Institution Name alias names (the same aliases as arriving
+        studies', archive/visibility.py ``placement``); None when none does."""
+        key = alias_key(name)
+        if not key:
+            return None
+        with self.index.read():
+            row = InstitutionAlias.get_or_none(InstitutionAlias.name_key == key)
+        return row.institution_id if row is not None else None
+
     def remove_alias(self, name: str) -> bool:
         with self.index.write():
             return bool(InstitutionAlias.delete().where(InstitutionAlias.name_key == alias_key(name)).execute())
@@ -171,7 +183,10 @@ class Institutions:
         return row.institution if row else None
 
     def move_study(self, study_instance_uid: str, institution: str | int) -> tuple[int, int]:
-        """Put a study in another institution; returns (from, to). The caller audits."""
+        """Put a study in another institution; returns (from, to). The caller audits.
+        Its reading task (archive/reading.py), which keeps the institution's code for the
+        worklist's filters and coordinators, follows in the same transaction, so no
+        worklist ever shows the task under the institution the study left."""
         inst = self.get(institution)
         with self.index.write():
             row = Study.select(Study.id, Study.institution).where(
@@ -179,6 +194,8 @@ class Institutions:
             if row is None:
                 raise InstitutionError("no such study", "study")
             Study.update(institution=inst.id).where(Study.id == row.id).execute()
+            ReadingTask.update(institution=inst.code, updated_at=utcnow()).where(
+                ReadingTask.study_instance_uid == study_instance_uid).execute()
         return row.institution, inst.id
 
     def default_for(self, username: str) -> int | None:
@@ -192,4 +209,35 @@ class Institutions:
             Order.update(institution=institution).where(Order.accession_number == accession_number).execute()
 
 
-__all__ = ["DEFAULT_INSTITUTION_ID", "InstitutionError", "InstitutionInfo", "Institutions", "Member"]
+def destination_refusal(index: Index, ae_title: str, study_uids: Iterable[str], *,
+                        peer_name: str | None = None) -> str | None:
+    """Why a registered destination may not receive these studies, or None.
+
+    A remote AE bound to an institution is that hospital's: it receives only that
+    institution's studies, by C-MOVE (dicom/move.py) or the web's "send study", as it
+    finds and retrieves only those. An unbound destination receives anything the
+    sender may see. ``peer_name`` names the registry entry (the web's choice); else
+    every entry with ``ae_title`` that may receive counts, and one bound elsewhere
+    refuses (the C-MOVE request names only the AE title)."""
+    uids = sorted(set(study_uids))
+    with index.read():
+        query = RemoteAE.select(RemoteAE.institution).where(RemoteAE.institution.is_null(False))
+        query = query.where(RemoteAE.name == peer_name) if peer_name is not None else query.where(
+            RemoteAE.ae_title == ae_title.strip(), RemoteAE.is_move_destination == True)  # noqa: E712
+        bound = {r.institution for r in query}
+        if not bound or not uids:
+            return None
+        owners: set[int] = set()
+        for start in range(0, len(uids), 500):      # bound parameter lists stay short
+            owners |= {r.institution for r in Study.select(Study.institution).where(
+                Study.study_instance_uid.in_(uids[start:start + 500])).distinct()}
+        foreign = owners - bound
+        if not foreign:
+            return None
+        codes = dict(Institution.select(Institution.id, Institution.code).tuples())
+    return (f"destination {ae_title.strip()} is bound to institution "
+            f"{', '.join(sorted(codes.get(i, str(i)) for i in bound))}; the study belongs to "
+            f"{', '.join(sorted(codes.get(i, str(i)) for i in foreign))}")
+
+
+__all__ = ["DEFAULT_INSTITUTION_ID", "InstitutionError", "destination_refusal", "InstitutionInfo", "Institutions", "Member"]

@@ -558,6 +558,22 @@ class InstitutionAlias(BaseModel):
     created_at = DateTimeField(default=utcnow)
 
 
+class UpsSubscription(BaseModel):
+    """A UPS-RS subscription (PS3.4 CC.2.3, archive/ups_subscriptions.py): an AE title's
+    interest in one workitem (``ups_uid``) or in the whole worklist (the well-known
+    global UID). ``subscribed`` false on a workitem row: that workitem is left out of
+    the AE's global subscription (unsubscribed from it alone)."""
+    ae_title = CharField(max_length=16)
+    ups_uid = CharField(max_length=64)
+    subscribed = BooleanField(default=True)
+    deletion_lock = BooleanField(default=False)
+    owner = CharField(max_length=64, default="")          # the user who subscribed (audit, display)
+    created_at = DateTimeField(default=utcnow)
+
+    class Meta:
+        indexes = ((("ae_title", "ups_uid"), True),)
+
+
 class SchemaVersion(BaseModel):
     version = IntegerField()
 
@@ -568,4 +584,5 @@ MODELS: tuple[type[BaseModel], ...] = (SchemaVersion, Patient, Study, Series, In
                                         Order, OrderArrival, PerformedStep, StudyGrant,
                                         Institution, Membership, InstitutionAlias,
                                         ReadingRule, ReadingTask, Report, ReportVersion,
-                                        StudyShare, ReferringName, Notification, NotifyAddress)
+                                        StudyShare, ReferringName, Notification, NotifyAddress,
+                                        UpsSubscription)

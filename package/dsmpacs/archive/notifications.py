@@ -5,8 +5,9 @@ Kinds and who gets them:
 - ``assigned``: a reading was assigned to the user (event ``reading.assigned``).
 - ``overdue``: a reading task assigned to the user is past its due time
   (``check_overdue``, run periodically; one notice per task).
-- ``report-final`` / ``report-amended``: a report of a study was signed or
-  amended (event ``report.state``): the study's referring physicians (by linked
+- ``report-preliminary`` / ``report-final`` / ``report-amended``: a report of a
+  study was issued preliminary, signed or amended (event ``report.state``): the
+  study's referring physicians (by linked
   DICOM name, archive/referring.py) and, for an amendment, everyone holding a
   grant on the study, except whoever made the change.
 
@@ -43,7 +44,7 @@ from dsmpacs.archive.referring import names_match
 
 log = logging.getLogger(__name__)
 
-KINDS = ("assigned", "overdue", "report-final", "report-amended")
+KINDS = ("assigned", "overdue", "report-preliminary", "report-final", "report-amended")
 OPEN_TASK_STATES = ("assigned", "in-progress", "preliminary")
 
 
@@ -121,9 +122,9 @@ class Notifications:
                         patient=self._patient_name(study_instance_uid))
 
     def _on_report_state(self, *, study_instance_uid: str, state: str, username: str = "", **_):
-        if state not in ("final", "amended"):
+        if state not in ("preliminary", "final", "amended"):
             return
-        kind = "report-final" if state == "final" else "report-amended"
+        kind = f"report-{state}"
         recipients = self.referring_physicians_of(study_instance_uid)
         if state == "amended":
             recipients |= self._grant_holders(study_instance_uid)

@@ -43,6 +43,7 @@ from dsmpacs.archive.matching import (
     time_bounds,
 )
 from dsmpacs.archive.models import Order, OrderArrival, utcnow
+from dsmpacs.archive.reading_rules import carry_order_priority
 
 # How an arrived study met the orders (OrderArrival.outcome; archive/reconcile.py).
 ARRIVAL_MATCHED = "matched"
@@ -58,6 +59,7 @@ AUDIT_CREATE = "order-create"
 AUDIT_IMPORT = "order-import"
 AUDIT_STATE = "order-state"
 AUDIT_LINK = "order-link"
+AUDIT_CHANGE = "order-change"
 
 _MODALITY_RE = re.compile(r"^[A-Z0-9_]{1,16}$")
 _SH_FORBIDDEN = re.compile(r"[\\\x00-\x1f\x7f]")
@@ -348,6 +350,29 @@ class Orders:
             Order.update(state=state.value, updated_at=utcnow()).where(Order.id == order_id).execute()
         return self.get(order_id)  # type: ignore[return-value]
 
+    def change(self, order_id: int, data: OrderInput, scope=None) -> OrderView:
+        """A correction of a scheduled order (an HL7 order change, hl7v2/): every value
+        but the accession number, the study UID and the institution. Only while
+        scheduled: once the modality has started, what it acquired follows the old
+        values, and the order is discontinued and registered anew instead."""
+        values = validate(data)
+        values.pop("accession_number")
+        alpha, ideo, phon = person_name_search_forms(values["patient_name"])
+        with self.index.write():
+            row = Order.get_or_none(Order.id == order_id)
+            if row is not None and scope is not None and not scope.allows_institution(row.institution):
+                row = None
+            if row is None:
+                raise OrderError("not_found", "id", f"no order {order_id}")
+            if row.state != State.SCHEDULED.value:
+                raise OrderError("bad_transition", "state", f"an order {row.state} cannot be changed")
+            values.update(requested_procedure_id=values["requested_procedure_id"] or row.accession_number,
+                          procedure_code_scheme="99DSMPACS" if values["procedure_code"] else "",
+                          patient_name_alpha=alpha[:128], patient_name_ideo=ideo[:128],
+                          patient_name_phon=phon[:128], updated_at=utcnow())
+            Order.update(**values).where(Order.id == order_id).execute()
+        return self.get(order_id)  # type: ignore[return-value]
+
     # --- the worklist --------------------------------------------------------------
     def worklist(self, flt: WorklistFilter, scope=None) -> Iterator[OrderView]:
         """Orders matching the filter, by scheduled date and time; with a ``scope``
@@ -393,12 +418,18 @@ class Orders:
 def _claim_early_arrivals(order: Order) -> int:
     """Studies that arrived with this accession number and patient ID before the order
     was registered (waiting as unknown-order) are matched to it now; the order starts."""
+    waiting = ((OrderArrival.accession_number == order.accession_number)
+               & (OrderArrival.patient_id == order.patient_id)
+               & (OrderArrival.outcome == ARRIVAL_UNKNOWN_ORDER))
+    studies = [uid for (uid,) in OrderArrival.select(OrderArrival.study_instance_uid).where(waiting).tuples()]
+    if not studies:
+        return 0
     claimed = (OrderArrival.update(order=order, outcome=ARRIVAL_MATCHED)
-               .where((OrderArrival.accession_number == order.accession_number)
-                      & (OrderArrival.patient_id == order.patient_id)
-                      & (OrderArrival.outcome == ARRIVAL_UNKNOWN_ORDER)).execute())
-    if claimed:
-        Order.update(state=State.IN_PROGRESS.value).where(Order.id == order.id).execute()
+               .where(waiting & OrderArrival.study_instance_uid.in_(studies)).execute())
+    Order.update(state=State.IN_PROGRESS.value).where(Order.id == order.id).execute()
+    # Their reading tasks, made when the images came, take the order's urgency.
+    for uid in studies:
+        carry_order_priority(uid, order.priority)
     return claimed
 
 

@@ -35,7 +35,7 @@ from dsmpacs.archive.events import Events
 from dsmpacs.archive.grants import Grants
 from dsmpacs.archive.index import Index
 from dsmpacs.archive.models import Institution, Patient, ReadingTask, Study, utcnow
-from dsmpacs.archive.reading_rules import PRIORITIES, Rules, normal_priority
+from dsmpacs.archive.reading_rules import PRIORITIES, Rules, more_urgent, normal_priority, order_priority
 from dsmpacs.archive.recent import RecentKeys
 from dsmpacs.archive.uids import is_valid_uid
 
@@ -211,9 +211,17 @@ class Reading:
         with self.index.write():
             institution = institution_of(study_instance_uid)
             rule = self.rules.matching(institution, modality, description) if by_rule else None
+            if priority:
+                priority = normal_priority(priority)
+            else:
+                priority = rule.priority if rule else "MEDIUM"
+                if by_rule:
+                    # The order the study was matched to (the reconcile hook ran first
+                    # for this instance) may be more urgent than the rule says.
+                    ordered = order_priority(study_instance_uid)
+                    priority = more_urgent(priority, ordered) if ordered else priority
             fields = dict(study_instance_uid=study_instance_uid, ups_uid=ups_uid or generate_uid(prefix=None),
-                          institution=institution, state=UNREAD,
-                          priority=normal_priority(priority) if priority else (rule.priority if rule else "MEDIUM"),
+                          institution=institution, state=UNREAD, priority=priority,
                           due_at=due_at or (now + timedelta(hours=rule.due_hours) if rule else None),
                           rule=rule.name if rule else "", include_priors=bool(rule and rule.include_priors),
                           patient_id=patient_id[:64], patient_name=patient_name[:256],

@@ -6,6 +6,13 @@ match anything) and says who reads it (a user, or '' for the pool any
 radiologist may claim from), at which UPS priority, due how many hours after
 arrival, and whether the assignee also gets the patient's prior studies.
 The first rule by position wins; a study no rule matches waits in the pool.
+
+An order's priority (archive/orders.py) is carried to the task of the study
+matched to it: the task gets the more urgent of the rule's and the order's
+priority, whichever comes first, the images or the match (``order_priority``,
+``carry_order_priority``). The more urgent one, rather than the order's alone,
+because a rule that says "every stroke CT is HIGH" must not be lowered by an
+order registered with the form's default ROUTINE.
 """
 from __future__ import annotations
 
@@ -13,7 +20,7 @@ import fnmatch
 from dataclasses import dataclass
 
 from dsmpacs.archive.index import Index
-from dsmpacs.archive.models import ReadingRule
+from dsmpacs.archive.models import Order, OrderArrival, ReadingRule, ReadingTask, utcnow
 
 # PS3.4 CC.2.5: Scheduled Procedure Step Priority, most urgent first.
 PRIORITIES = ("HIGH", "MEDIUM", "LOW")
@@ -27,6 +34,49 @@ def normal_priority(value: str) -> str:
     if value not in PRIORITIES:
         raise ValueError(f"unknown priority {value!r} (one of {', '.join(PRIORITIES)})")
     return value
+
+
+def more_urgent(a: str, b: str) -> str:
+    """The more urgent of two UPS priorities."""
+    return min(a, b, key=PRIORITIES.index)
+
+
+# How an arrival is matched to its order (archive/reconcile.py; literals, as that
+# module imports orders, which imports this one).
+_MATCHED_OUTCOMES = ("matched", "linked")
+# Task states whose priority no longer matters (archive/reading.py).
+_CLOSED_TASK_STATES = ("final", "amended", "canceled")
+
+
+def order_priority(study_instance_uid: str) -> str | None:
+    """The UPS priority of the order the study is matched to, or None (no order).
+    Called inside the caller's transaction."""
+    row = (Order.select(Order.priority).join(OrderArrival, on=(OrderArrival.order == Order.id))
+           .where(OrderArrival.study_instance_uid == study_instance_uid,
+                  OrderArrival.outcome.in_(_MATCHED_OUTCOMES)).tuples().first())
+    if row is None:
+        return None
+    try:
+        return normal_priority(row[0])
+    except ValueError:
+        return None
+
+
+def carry_order_priority(study_instance_uid: str, priority: str) -> int:
+    """A study was matched to its order after its reading task was made (images first,
+    then the order or a reconciliation link): the open task takes the order's priority
+    when that is more urgent. Inside the caller's write transaction; returns the
+    number of tasks changed (0 or 1)."""
+    try:
+        priority = normal_priority(priority)
+    except ValueError:
+        return 0
+    less_urgent = PRIORITIES[PRIORITIES.index(priority) + 1:]
+    if not less_urgent:
+        return 0
+    return (ReadingTask.update(priority=priority, updated_at=utcnow())
+            .where(ReadingTask.study_instance_uid == study_instance_uid, ReadingTask.priority.in_(less_urgent),
+                   ReadingTask.state.not_in(_CLOSED_TASK_STATES)).execute())
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,7 @@ from dsmpacs.archive.orders import (
     OrderError,
     State,
 )
+from dsmpacs.archive.reading_rules import carry_order_priority
 from dsmpacs.archive.recent import RecentKeys
 
 log = logging.getLogger(__name__)
@@ -146,6 +147,8 @@ class Reconciler:
             OrderArrival.update(order=order, outcome=LINKED, resolved_by=actor[:64],
                                 resolved_at=utcnow()).where(OrderArrival.id == arrival_id).execute()
             _start(order)
+            # The study's reading task, made when it arrived, takes the order's urgency.
+            carry_order_priority(arrival.study_instance_uid, order.priority)
         return self.get(arrival_id)  # type: ignore[return-value]
 
 

@@ -5,9 +5,10 @@ studies, and of those only the ones whose report is final.
 "Their patients" are the studies whose Referring Physician's Name (0008,0090)
 matches the DICOM name an administrator linked to the account, plus studies
 shared with them one by one (an active grant, archive/grants.py). "Final" means
-a row of the reports table in state final or amended (``has_final_report``);
-until the reports table exists no study qualifies, so a referring physician sees
-nothing rather than unreported images.
+a row of the reports table in state final or amended (``has_final_report``), or
+preliminary: a preliminary report is issued to be read by the referring physician
+before the final one, and the report page marks it preliminary. A draft never
+qualifies, so a referring physician sees nothing rather than unreported images.
 
 ``referring_filter`` is the one decision. ``install`` hands it to
 archive/visibility.py (``register_referring_filter``) as a condition over Study,
@@ -24,7 +25,9 @@ from dsmpacs.archive.grants import Grants
 from dsmpacs.archive.index import Index
 from dsmpacs.archive.models import ReferringName, Report, Study, utcnow
 
-FINAL_STATES = ("final", "amended")
+# Report states that show a study to its referring physicians (a preliminary is
+# meant for them: it comes first when the result is urgent).
+FINAL_STATES = ("preliminary", "final", "amended")
 
 
 def name_key(name: str) -> str:

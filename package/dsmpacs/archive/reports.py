@@ -10,6 +10,15 @@ single ingest path like any derived object (archive/derived/report_sr.py,
 report_pdf.py). An amendment is the next version, a draft again, carrying its
 reason; the earlier versions stay as they were, readable in the history.
 
+A version can also be issued *preliminary* (``sign(..., preliminary=True)``): it is
+frozen and hashed like a signature, and the archive stores its SR only, flagged as a
+preliminary, partial, unverified document (archive/derived/report_sr.py). The
+referring physician sees it marked preliminary. It is not amended: editing it opens
+the next version as a draft, and signing final (from that draft, or straight from
+the preliminary version, whose content then becomes the next version) makes the
+final report, whose SR names the preliminary one as its predecessor. Once a version
+is final, only amendments follow.
+
 Checking who may write and that the signer re-authenticated is the caller's
 (the web adapter); this module knows the content, the states and the objects.
 Every change of state is published as the ``report.state`` event (archive/events.py).
@@ -254,7 +263,10 @@ class Reports:
             else:
                 row = ReportVersion.get((ReportVersion.report == report)
                                         & (ReportVersion.version == report.current_version))
-                if row.state != DRAFT:
+                if row.state == PRELIMINARY:
+                    # Work on after a preliminary: the next version, the preliminary kept.
+                    row = _next_version(report, row, username, now)
+                elif row.state != DRAFT:
                     raise ReportLocked("this version is signed; amend the report to change it")
             row.template, row.language = content.template, content.language
             row.findings, row.impression = content.findings, content.impression
@@ -281,6 +293,8 @@ class Reports:
                 raise ReportError("there is no report to amend")
             last = ReportVersion.get((ReportVersion.report == report)
                                      & (ReportVersion.version == report.current_version))
+            if last.state == PRELIMINARY:
+                raise ReportError("a preliminary report is not amended: edit it or sign it final")
             if last.state not in SIGNED:
                 raise ReportError("the current version is a draft: edit it instead")
             ReportVersion.create(report=report, version=last.version + 1, state=DRAFT, template=last.template,
@@ -294,21 +308,34 @@ class Reports:
                      report_id=report.id)
         return self.get(study)
 
-    def sign(self, study: str, username: str, make_objects=None) -> ReportView:
-        """Sign the current draft. ``make_objects(view, version, signed_at, hash)``, when
-        given, stores the SR and PDF and returns their SOP Instance UIDs; it runs before
-        the signature is recorded, so a report whose objects could not be stored stays
-        a draft."""
+    def sign(self, study: str, username: str, make_objects=None, *, preliminary: bool = False) -> ReportView:
+        """Sign the current draft final (or amended), or issue it ``preliminary``.
+        ``make_objects(view, version)``, when given, stores the SR (and, for a final
+        version, the PDF) and returns their SOP Instance UIDs; it runs before the
+        signature is recorded, so a report whose objects could not be stored stays a
+        draft. Signing final when the current version is preliminary signs its content
+        as the next version."""
         view = self.get(study)
         if view is None:
             raise ReportError("there is no report to sign")
         current = view.current
+        was_final = any(v.state in (FINAL, AMENDED) for v in view.history)
+        if preliminary and was_final:
+            raise ReportLocked("the report is final: amend it instead")
+        if current.state == PRELIMINARY and not preliminary:
+            with self.index.write():
+                report = Report.get(Report.study_instance_uid == study)
+                row = ReportVersion.get((ReportVersion.report == report)
+                                        & (ReportVersion.version == current.version))
+                _next_version(report, row, username, utcnow())
+            view = self.get(study)
+            current = view.current
         if current.signed:
             raise ReportLocked("this version is already signed")
         if not (current.content.findings.strip() or current.content.impression.strip()):
             raise ReportError("an empty report cannot be signed")
         signed_at = utcnow().replace(microsecond=0)
-        state = FINAL if current.version == 1 else AMENDED
+        state = PRELIMINARY if preliminary else AMENDED if was_final else FINAL
         digest = content_hash(study, current.version, current.content, author=current.author, signer=username,
                               amendment_reason=current.amendment_reason,
                               signed_at=signed_at.replace(tzinfo=timezone.utc))
@@ -336,6 +363,16 @@ class Reports:
             view.study_instance_uid, version.version, version.content, author=version.author,
             signer=version.signer, signed_at=version.signed_at.replace(tzinfo=timezone.utc),
             amendment_reason=version.amendment_reason)
+
+
+def _next_version(report: Report, row: ReportVersion, username: str, now: datetime) -> ReportVersion:
+    """Version N+1 as a draft holding version N's content (inside the caller's write
+    transaction): how work goes on after a preliminary."""
+    created = ReportVersion.create(report=report, version=row.version + 1, state=DRAFT, template=row.template,
+                                   language=row.language, findings=row.findings, impression=row.impression,
+                                   items=row.items, author=username, created_at=now, updated_at=now)
+    Report.update(current_version=row.version + 1, updated_at=now).where(Report.id == report.id).execute()
+    return created
 
 
 def _check(study: str) -> None:

@@ -87,6 +87,7 @@ from dsmpacs.cli import (  # noqa: E402,F401
     check,
     dsm,
     maintenance,
+    ohif,
     query,
     retrieve,
     server,

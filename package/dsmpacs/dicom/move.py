@@ -4,16 +4,19 @@ from __future__ import annotations
 import logging
 
 from dsmpacs.archive import Archive
+from dsmpacs.archive.audit import AuditAction
+from dsmpacs.archive.institutions import destination_refusal
 from dsmpacs.archive.peers import Peer, PeerRegistry
 from dsmpacs.archive.retrieve import (
     Batch,
     StoredInstance,
     plan_batches,
 )
-from dsmpacs.dicom import sender
+from dsmpacs.dicom import auditing, sender
 from dsmpacs.dicom.connect import AssociationFailed, failure
 from dsmpacs.dicom.retrieve_service import (
     MOVE_DESTINATION_UNKNOWN,
+    NOT_AUTHORIZED,
     REFUSED_NO_SUBOPERATIONS,
     RetrieveCall,
     authorized,
@@ -47,7 +50,9 @@ def handle_move(call: RetrieveCall, archive: Archive) -> None:
              65535 instances matched
       0xA801 Refused: move destination unknown (not registered as one)
       0xA900 Error: the identifier does not match the SOP class (level, keys)
-      0x0124 Refused: not authorised (the calling AE may not retrieve)
+      0x0124 Refused: not authorised (the calling AE may not retrieve, or the
+             move destination is bound to an institution and a matched study
+             belongs to another; nothing is sent)
       0xFE00 Cancel: C-CANCEL received; counts and failed instances so far
       0xC000 Error: unable to process (unexpected failure, see the log)
     """
@@ -63,6 +68,16 @@ def handle_move(call: RetrieveCall, archive: Archive) -> None:
         return
     instances = matched_instances(call, archive, f" to {destination_title}")
     if instances is None:
+        return
+    # A destination bound to a hospital receives that hospital's studies only (once
+    # per request, one indexed query).
+    refusal = destination_refusal(archive.index, destination_title, {i.study_instance_uid for i in instances})
+    if refusal is not None:
+        log.warning("C-MOVE from %s refused: %s", call.peer, refusal)
+        auditing.for_archive(archive).refused(AuditAction.ACCESS_DENIED, call.calling_ae,
+                                              str(call.assoc.acceptor.ae_title), call.address,
+                                              f"C-MOVE to {destination_title}", refusal)
+        call.final(NOT_AUTHORIZED, comment=refusal[:64])
         return
 
     log.info("C-MOVE from %s: %d instances to %s (%s)", call.peer, len(instances), destination_title,

@@ -27,9 +27,17 @@ ICON_TEMPLATE = "images/dsmpacs_{0}.png"      # relative to ui/; DSM fills in th
 
 
 def service_file(settings: Settings) -> str:
-    """INI read by DSM's firewall and port-forwarding pages (the text preinst writes too)."""
+    """INI read by DSM's firewall and port-forwarding pages (preinst writes the wizard's part
+    of it: the ports below are not in the wizard, so postinst adds them)."""
+    extra = []
+    if settings.ups_ws_port:
+        extra.append(("dsmpacs-ups-events", "DSM PACS UPS events",
+                      "DSM PACS: UPS-RS event channel (WebSocket)", settings.ups_ws_port))
+    if settings.hl7_port:
+        extra.append(("dsmpacs-hl7", "HL7 orders", "DSM PACS: HL7 v2 orders over MLLP",
+                      settings.hl7_port))
     return wizard.service_file(settings.dicom_port, settings.web_port, settings.dicom_tls_port,
-                               settings.dicom_plain)
+                               settings.dicom_plain, extra)
 
 
 def ui_config(settings: Settings) -> dict:

@@ -16,7 +16,7 @@ import os
 import re
 import sys
 from dataclasses import dataclass
-from typing import Mapping
+from typing import Mapping, Sequence
 from urllib.parse import quote
 
 # --- keys (= environment variable names) ---------------------------------------
@@ -402,8 +402,9 @@ def dsm_path(path: str, env: Mapping[str, str]) -> str:
 
 
 def service_file(dicom_port: int, web_port: int, dicom_tls_port: int = 0,
-                 dicom_plain: bool = True) -> str:
-    """The .sc file for DSM's firewall and port-forwarding pages (section names [a-zA-Z0-9.-])."""
+                 dicom_plain: bool = True, extra: Sequence[tuple[str, str, str, int]] = ()) -> str:
+    """The .sc file for DSM's firewall and port-forwarding pages (section names [a-zA-Z0-9.-]);
+    extra: more (section, title, description, port) after the wizard's."""
     services = [("dsmpacs-dicom", "DICOM", "DSM PACS: DICOM storage, query and retrieve", dicom_port),
                 ("dsmpacs-web", "DSM PACS web", "DSM PACS: web viewer and DICOMweb (HTTP)",
                  web_port)]
@@ -412,6 +413,7 @@ def service_file(dicom_port: int, web_port: int, dicom_tls_port: int = 0,
                             dicom_tls_port))
     if not dicom_plain:
         services.pop(0)
+    services.extend(extra)
     return "\n".join(f'[{name}]\ntitle="{title}"\ndesc="{desc}"\nport_forward="no"\n'
                      f'dst.ports="{port}/tcp"\n' for name, title, desc, port in services)
 

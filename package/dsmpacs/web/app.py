@@ -73,6 +73,7 @@ def register_blueprints(app: Flask) -> None:
         home,
         introspection,
         login,
+        ohif,
         orders,
         reading,
         shares,
@@ -90,3 +91,4 @@ def register_blueprints(app: Flask) -> None:
     app.register_blueprint(reports_bp, url_prefix="/reports")  # reports (docs/workflow.md)
     app.register_blueprint(shares.bp)          # share links, notifications (docs/workflow.md)
     dicomweb.register(app)                      # /dicom-web and /wado (docs/dicomweb.md)
+    ohif.register(app)                          # OHIF at /ohif/ when ohif_dir is set (docs/viewer.md)

@@ -4,9 +4,16 @@ container (the findings text, each inserted measurement as a finding, the key
 images as image references) and an Impressions container.
 
 UTF-8 throughout (Specific Character Set ISO_IR 192), so Chinese text travels
-unchanged. The document is COMPLETE and VERIFIED with the signer as Verifying
-Observer; an amendment names the SR of the version it replaces in the Predecessor
-Documents Sequence, so a receiving system can tell the newer document."""
+unchanged. A signed document is COMPLETE and VERIFIED with the signer as Verifying
+Observer and Preliminary Flag FINAL; an amendment, and the final report after a
+preliminary one, names the SR of the version it replaces in the Predecessor
+Documents Sequence, so a receiving system can tell the newer document.
+
+A preliminary report (PS3.3 C.17.2: Preliminary Flag PRELIMINARY, "precedes the
+final report ... not expected to contain all the reportable findings") is PARTIAL
+and UNVERIFIED: nobody has attested it yet, and VERIFIED is only allowed with
+COMPLETE. Its Verifying Observer Sequence is absent (required only when VERIFIED);
+the Author Observer Sequence names who issued it."""
 from __future__ import annotations
 
 from datetime import datetime
@@ -65,7 +72,8 @@ def dicom_datetime(value: datetime) -> str:
 def build(source: SourceImage, *, title: str, language: str, findings: str, impression: str,
           measurements: list[dict], key_images: list[dict], frames_of: dict[str, tuple[str, int]],
           author: str, signer: str, signed_at: datetime, series_number: int,
-          predecessor: tuple[str, str] | None = None, now: datetime | None = None) -> Dataset:
+          predecessor: tuple[str, str] | None = None, now: datetime | None = None,
+          preliminary: bool = False) -> Dataset:
     """The SR of one signed version. ``frames_of`` maps every referenced SOP Instance UID
     to (its SOP Class UID, its number of frames); ``predecessor`` is the (series,
     SOP Instance UID) of the SR this one amends."""
@@ -75,14 +83,16 @@ def build(source: SourceImage, *, title: str, language: str, findings: str, impr
     ds.ContentTime = signed_at.strftime("%H%M%S")
     ds.ReferencedPerformedProcedureStepSequence = Sequence()
     ds.PerformedProcedureCodeSequence = Sequence()
-    ds.CompletionFlag = "COMPLETE"
-    ds.VerificationFlag = "VERIFIED"
-    observer = Dataset()
-    observer.VerifyingObserverName = signer[:64]
-    observer.VerifyingObserverIdentificationCodeSequence = Sequence()
-    observer.VerifyingOrganization = ORGANIZATION
-    observer.VerificationDateTime = dicom_datetime(signed_at)
-    ds.VerifyingObserverSequence = Sequence([observer])
+    ds.PreliminaryFlag = "PRELIMINARY" if preliminary else "FINAL"
+    ds.CompletionFlag = "PARTIAL" if preliminary else "COMPLETE"
+    ds.VerificationFlag = "UNVERIFIED" if preliminary else "VERIFIED"
+    if not preliminary:
+        observer = Dataset()
+        observer.VerifyingObserverName = signer[:64]
+        observer.VerifyingObserverIdentificationCodeSequence = Sequence()
+        observer.VerifyingOrganization = ORGANIZATION
+        observer.VerificationDateTime = dicom_datetime(signed_at)
+        ds.VerifyingObserverSequence = Sequence([observer])
     author_item = Dataset()
     author_item.ObserverType = "PSN"
     author_item.PersonName = author[:64]

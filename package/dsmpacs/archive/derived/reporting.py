@@ -2,7 +2,9 @@
 each in a new series of the study, stored through the single ingest path.
 
 ``objects_for_signature`` is what archive/reports.py calls while signing, before it
-records the signature: if either object cannot be stored the version stays a draft."""
+records the signature: if either object cannot be stored the version stays a draft.
+A preliminary version gets its SR only (flagged preliminary); the PDF, for printing,
+is made when the report is signed final."""
 from __future__ import annotations
 
 from dsmpacs.archive.browse import study_files
@@ -17,7 +19,7 @@ from dsmpacs.archive.derived import (
 )
 from dsmpacs.archive.index import Index
 from dsmpacs.archive.ingest import Ingest
-from dsmpacs.archive.reports import ReportError, ReportView, Version, document_labels, templates
+from dsmpacs.archive.reports import PRELIMINARY, ReportError, ReportView, Version, document_labels, templates
 
 # Objects the archive makes: a report's header comes from an acquired image instead.
 _DERIVED_MODALITIES = {"SR", "PR", "KO", "DOC"}
@@ -83,8 +85,11 @@ def objects_for_signature(index: Index, ingest: Ingest):
                              impression=c.impression, measurements=c.measurements, key_images=c.key_images,
                              frames_of=frames_of, author=version.author, signer=version.signer,
                              signed_at=version.signed_at, series_number=next_series_number(index, study),
-                             predecessor=predecessor)
+                             predecessor=predecessor, preliminary=version.state == PRELIMINARY)
         _stored(store(ingest, sr, version.signer), "SR")
+        if version.state == PRELIMINARY:
+            # A preliminary is read on screen and in the SR; the PDF to print is the final's.
+            return str(sr.SOPInstanceUID), ""
         sections, footer = pdf_sections(view, version)
         header = source.header
         pdf = report_pdf.render(title=title, patient=str(header.get("PatientName", "") or ""),

@@ -14,7 +14,7 @@ import pkgutil
 
 import peewee
 
-LATEST_VERSION = 13
+LATEST_VERSION = 14
 
 
 def _module_for(version: int):

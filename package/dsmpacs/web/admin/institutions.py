@@ -8,6 +8,7 @@ from __future__ import annotations
 from flask import redirect, render_template, request, url_for
 
 from dsmpacs.archive.institutions import InstitutionError, Institutions
+from dsmpacs.archive.reading import AUDIT_STATE
 from dsmpacs.archive.visibility import MEMBERSHIP_ROLES
 from dsmpacs.web import audit
 from dsmpacs.web.admin import bp
@@ -73,6 +74,11 @@ def institution_change():
             uid, code = _form("study_instance_uid", "institution")
             before, after = inst.move_study(uid, code)
             audit.record(AUDIT_MOVE, study_instance_uid=uid, detail=f"institution {before} -> {after} ({code})")
+            task = services().archive.reading.for_study(uid)
+            if task is not None:
+                # The task followed the study (same transaction): its own trail says so.
+                audit.record(AUDIT_STATE, study_instance_uid=uid, patient_id=task.patient_id,
+                             patient_name=task.patient_name, detail=f"task {task.id} moved to institution {code}")
             notify("admin.institutions.moved")
             return redirect(url_for("admin.institutions"))
         else:

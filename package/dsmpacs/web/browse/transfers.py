@@ -19,6 +19,7 @@ from flask import abort, current_app, jsonify, request
 
 from dsmpacs.archive.activity import OUTGOING, AssociationSummary
 from dsmpacs.archive.audit import AuditAction
+from dsmpacs.archive.institutions import destination_refusal
 from dsmpacs.archive.models import utcnow
 from dsmpacs.archive.retrieve import RetrieveKeys, select_instances
 from dsmpacs.archive.users import Permission
@@ -137,6 +138,12 @@ def send(study_uid: str):
         if _valid_uid(study_uid) else []
     if not instances:
         abort(404)
+    # A remote AE bound to a hospital receives only that hospital's studies
+    # (archive/institutions.py, as C-MOVE does).
+    refusal = destination_refusal(svc.archive.index, peer.ae_title, [study_uid], peer_name=peer.name)
+    if refusal is not None:
+        audit.record_refusal(403, refusal)
+        return jsonify(error="destination", message=f"cannot send to {peer.name}: {refusal}"), 403
     user = auth.current_user()
     job = Job(uuid.uuid4().hex, study_uid, peer.name, user.username, len(instances))
     _jobs().add(job)

@@ -172,22 +172,27 @@ def _identity_confirmed(body: dict) -> str | None:
 @bp.route("/<study_uid>/sign", methods=["POST"])
 @auth.requires(Permission.VIEW)
 def sign(study_uid: str):
-    """{"code"} or {"password"}: sign the current draft; stores the SR and PDF."""
+    """{"code"} or {"password"}, and {"preliminary": true} to issue it preliminary:
+    sign the current draft (or a preliminary version final); stores the SR and PDF
+    (the SR only for a preliminary). The same proof of identity either way."""
     _study_or_404(study_uid)
     _writer()
-    refusal = _identity_confirmed(_body())
+    body = _body()
+    preliminary = body.get("preliminary") is True
+    refusal = _identity_confirmed(body)
     if refusal is not None:
         return jsonify(error="reauth", reason=refusal), 401 if refusal == "wrong" else 403
     user = auth.current_user()
     archive = services().archive
     try:
-        view = _reports().sign(study_uid, user.username, objects_for_signature(archive.index, archive.ingest))
+        view = _reports().sign(study_uid, user.username, objects_for_signature(archive.index, archive.ingest),
+                               preliminary=preliminary)
     except ReportError as exc:
         return _refused(exc)
     current = view.current
     audit.record(AUDIT_SIGN, study_instance_uid=study_uid,
                  detail=f"report {view.id} v{current.version} {current.state} sha256 {current.content_hash}")
-    for sop in (current.sr_sop_instance_uid, current.pdf_sop_instance_uid):
+    for sop in filter(None, (current.sr_sop_instance_uid, current.pdf_sop_instance_uid)):
         audit.record(AuditAction.STORE, study_instance_uid=study_uid, detail=f"report object {sop}")
     return jsonify(_state(study_uid, view))
 

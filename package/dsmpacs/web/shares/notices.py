@@ -1,8 +1,9 @@
 """The notification bell (unread count in the nav) and the page listing them.
 
-The overdue check (archive/notifications.py ``check_overdue``) runs from here at
-most once a minute per web process, when a page with the bell is drawn: the web
-process is the one that is always up, and a notice nobody looks at can wait.
+The overdue check (archive/notifications.py ``check_overdue``) runs in a background
+thread of the web process every ``overdue_check_seconds`` (dsmpacs/app.py
+``start_overdue_checks``), and also from here at most once a minute when a page
+with the bell is drawn, so a notice is there when the bell is looked at.
 """
 from __future__ import annotations
 

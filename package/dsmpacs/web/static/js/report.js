@@ -38,7 +38,8 @@
       this.q("[data-report-template]").addEventListener("change", changed);
       this.q("[data-action=apply-template]").addEventListener("click", () => this.applyTemplate());
       this.q("[data-action=key-current]").addEventListener("click", () => this.addCurrentImage());
-      this.q("[data-report-sign]").addEventListener("submit", (e) => { e.preventDefault(); this.sign(); });
+      this.q("[data-report-sign]").addEventListener("submit", (e) => { e.preventDefault(); this.sign(false); });
+      this.q("[data-action=sign-preliminary]").addEventListener("click", () => this.sign(true));
       this.q("[data-report-amend]").addEventListener("submit", (e) => { e.preventDefault(); this.amend(); });
       if (window.DSMViewer) { this.q("[data-action=key-current]").hidden = false; }
     }
@@ -75,7 +76,9 @@
       if (data.templates) { this.data.templates = data.templates; }
       const report = data.report;
       const current = report ? report.current : null;
-      const editable = data.can_write && (!current || current.state === "draft");
+      // A preliminary stays editable: saving opens the next version, signing makes it final.
+      const editable = data.can_write && (!current || current.state === "draft" || current.state === "preliminary");
+      const wasFinal = !!report && report.history.some((v) => v.state === "final" || v.state === "amended");
       if (fromServer) {
         this.q("[data-report-language]").value = current ? current.language : (data.language || this.data.language);
         this.fillTemplates();
@@ -89,16 +92,19 @@
       this.root.setAttribute("data-version", current ? String(current.version) : "0");
       this.root.setAttribute("data-editable", editable ? "true" : "false");
       this.q("[data-report-state]").textContent = report
-        ? t("js.report.state_" + (current.state === "draft" && report.state !== "draft" ? "amending" : report.state),
+        ? t("js.report.state_" + (current.state === "draft" && report.state === "preliminary" ? "final_draft"
+          : current.state === "draft" && report.state !== "draft" ? "amending" : report.state),
           { version: current.version })
         : t("js.report.state_none");
       ["[data-report-findings]", "[data-report-impression]", "[data-report-template]",
         "[data-report-language]"].forEach((s) => { this.q(s).disabled = !editable; });
       this.q("[data-action=apply-template]").hidden = !editable;
       this.q("[data-report-sign]").hidden = !editable;
+      // Issued once per version: after a preliminary, edit (a new draft) to issue another.
+      this.q("[data-action=sign-preliminary]").hidden = !editable || wasFinal || (!!current && current.state !== "draft");
       this.q("[data-sign-code-label]").hidden = !data.needs_code;
       this.q("[data-sign-password-label]").hidden = !!data.needs_code;
-      this.q("[data-report-amend]").hidden = !(data.can_write && current && current.state !== "draft");
+      this.q("[data-report-amend]").hidden = !(data.can_write && current && wasFinal && current.state !== "draft");
       const amending = this.q("[data-report-amending]");
       amending.hidden = !(current && current.state === "draft" && current.amendment_reason);
       amending.textContent = current && current.amendment_reason
@@ -246,13 +252,14 @@
       }).then((r) => r.json().then((data) => ({ status: r.status, ok: r.ok, data: data })));
     }
 
-    sign() {
+    sign(preliminary) {
       const code = this.q("[data-sign-code]");
       const password = this.q("[data-sign-password]");
-      const button = this.q("[data-action=sign]");
+      const button = this.q(preliminary ? "[data-action=sign-preliminary]" : "[data-action=sign]");
       button.disabled = true;
       this.status("js.report.signing");
-      this.save().then(() => this.post("/sign", { code: code.value, password: password.value })).then((res) => {
+      this.save().then(() => this.post("/sign", { code: code.value, password: password.value,
+        preliminary: !!preliminary })).then((res) => {
         code.value = "";
         password.value = "";
         if (!res.ok) {
@@ -264,7 +271,7 @@
         this.error("");
         this.data.report = res.data.report;
         this.show(Object.assign({}, this.data, res.data), true);
-        this.status("js.report.signed");
+        this.status(preliminary ? "js.report.issued_preliminary" : "js.report.signed");
       }).finally(() => { button.disabled = false; });
     }
 
@@ -289,7 +296,7 @@
         head.appendChild(el("strong", t("js.report.version", { version: v.version })));
         head.appendChild(el("span", " · " + t("js.report.state_" + v.state, { version: v.version })));
         if (v.signer) {
-          head.appendChild(el("span", " · " + t("js.report.signed_by", { signer: v.signer, at: v.signed_at.replace("T", " ").replace("Z", " UTC") })));
+          head.appendChild(el("span", " · " + t(v.state === "preliminary" ? "js.report.issued_by" : "js.report.signed_by", { signer: v.signer, at: v.signed_at.replace("T", " ").replace("Z", " UTC") })));
         }
         li.appendChild(head);
         if (v.amendment_reason) {
