@@ -123,7 +123,10 @@ def test_payload_bundles_every_wheel_it_needs(spk):
         assert norm(name) == "dsmpacs" or f"{norm(name)}=={version}" in pinned, requirement
     for name in wheels:
         tags = name[:-len(".whl")].split("-")[-3:]
-        assert tags[2] == "any" or re.search(r"manylinux(2014|_2_17)_x86_64", tags[2]), name
+        # glibc <= 2.17 (DSM 7.1 has 2.26): manylinux2014/_2_17 or older, such as websockets'
+        # manylinux1 (= _2_5) wheel.
+        assert tags[2] == "any" or re.search(
+            r"manylinux(1|2010|2014|_2_(5|12|17))_x86_64", tags[2]), name
         assert tags[1] in ("none", "abi3", "cp311"), name
 
 
