@@ -5,15 +5,19 @@
 #
 #   PYTHON                  build interpreter with pip and Pillow (default: .venv/bin/python)
 #   PYTHON_PACKAGE          SynoCommunity interpreter package the SPK depends on (python311)
-#   SPK_BUILD               build number after the "-" of the DSM version (default: the number
-#                           of commits, so each commit's package orders after the previous one;
-#                           a shallow clone has no true count, so it must set SPK_BUILD)
+#   SPK_BUILD               build number after the "-" of the DSM version (default: the UTC
+#                           time of the HEAD commit as YYDDDHHMM, so each commit's package
+#                           orders after the previous one, in a shallow clone too)
+#   SPK_HELP_URL, SPK_SUPPORT_URL, SPK_MAINTAINER_URL, SPK_DISTRIBUTOR, SPK_DISTRIBUTOR_URL
+#                           INFO's links and distributor (defaults: placeholders on the
+#                           reserved .invalid domain until the project has public pages)
 #   SPK_WHEELHOUSE          local wheel directory used instead of a package index (default:
 #                           wheelhouse/ when it exists; `make wheelhouse` fills it while online)
 #   SPK_CONSTRAINTS         exact pins of the bundled wheels (default: constraints.txt)
 #   SPK_EXTRA_REQUIREMENTS  more requirements to bundle, e.g. optional pixel-data decoders
 #   SPK_OUT                 output directory (default: dist)
 #
+#   ./spk_build.sh --version      print the DSM version this checkout builds, and stop
 #   ./spk_build.sh --wheelhouse   fill SPK_WHEELHOUSE (default wheelhouse/) with every wheel
 #                                 a build needs, both arch families and the build backend,
 #                                 so that later builds need no network (`make wheelhouse`)
@@ -56,19 +60,36 @@ tool() {
 }
 
 if [ -z "${SPK_BUILD:-}" ] && [ "$FILL_WHEELHOUSE" = no ]; then
-    # DSM refuses to "upgrade" to a lower build, so the number must only grow. The
-    # commit count does, along one branch, but a shallow clone counts only what it
-    # fetched (0.1.0-0001 after 0.1.0-0025): refuse rather than build a downgrade.
-    [ "$(git -C "$ROOT" rev-parse --is-shallow-repository 2>/dev/null)" = false ] \
-        || die "cannot count commits (not a git checkout, or a shallow clone): run \
-'git fetch --unshallow', or set SPK_BUILD to a number above the last package's build"
-    SPK_BUILD=$(git -C "$ROOT" rev-list --count HEAD)
+    # DSM refuses to "upgrade" to a lower build, so the number must only grow: the
+    # time of the commit built does, and a shallow clone knows it as well as a full
+    # one (a commit count would start again at 1 there). Without git, SOURCE_DATE_EPOCH.
+    epoch=$(git -C "$ROOT" log -1 --format=%ct 2>/dev/null || true)
+    epoch=${epoch:-${SOURCE_DATE_EPOCH:-}}
+    [ -n "$epoch" ] || die "no commit time (not a git checkout): set SOURCE_DATE_EPOCH to the \
+source's time, or SPK_BUILD to a number above the last package's build"
+    SPK_BUILD=$(tool build-number "$epoch")
 fi
 case ${SPK_BUILD:-0} in
     "" | *[!0-9]*) die "SPK_BUILD must be a number, not '$SPK_BUILD'" ;;
 esac
 BUILD=$(printf '%04d' "$(echo "${SPK_BUILD:-0}" | sed -e 's/^0*//' -e 's/^$/0/')")
-VERSION="$(tool version "$ROOT/pyproject.toml")-$BUILD"
+FEATURE_VERSION=$(tool version "$ROOT/pyproject.toml")
+VERSION="$FEATURE_VERSION-$BUILD"
+if [ "${1:-}" = "--version" ]; then
+    echo "$VERSION"
+    exit 0
+fi
+# Package Center shows INFO's changelog: this version's items in CHANGELOG.md.
+if [ "$FILL_WHEELHOUSE" = no ]; then
+    CHANGELOG=$(tool changelog "$ROOT/CHANGELOG.md" "$FEATURE_VERSION")
+fi
+# No public pages yet: placeholders on .invalid (RFC 2606), which never resolves, so a
+# build that does not set them cannot send an administrator to someone else's site.
+HELP_URL=${SPK_HELP_URL:-https://dsmpacs.invalid/help}
+SUPPORT_URL=${SPK_SUPPORT_URL:-https://dsmpacs.invalid/support}
+MAINTAINER_URL=${SPK_MAINTAINER_URL:-https://dsmpacs.invalid/}
+DISTRIBUTOR=${SPK_DISTRIBUTOR:-DSM PACS project}
+DISTRIBUTOR_URL=${SPK_DISTRIBUTOR_URL:-$MAINTAINER_URL}
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/spk-build.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT
@@ -178,7 +199,11 @@ build_spk() {
     checksum=$(md5sum "$stage/package.tgz" | cut -d ' ' -f 1)
     # What DSM unpacks plus the environment postinst builds from it.
     extractsize=$(( $(du -sk "$payload" | cut -f 1) + $(tool envsize "$payload/wheels") ))
-    tool info "version=$VERSION" "arch=$arch" "install_dep_packages=$PYTHON_PACKAGE" \
+    tool info "version=$VERSION" "arch=$arch" \
+        "install_dep_packages=$PYTHON_PACKAGE>=$PYVER" \
+        "changelog=$CHANGELOG" "helpurl=$HELP_URL" "support_url=$SUPPORT_URL" \
+        "maintainer_url=$MAINTAINER_URL" "distributor=$DISTRIBUTOR" \
+        "distributor_url=$DISTRIBUTOR_URL" \
         "checksum=$checksum" "extractsize=$extractsize" >"$stage/INFO"
 
     mkdir -p "$OUT"

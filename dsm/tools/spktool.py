@@ -7,6 +7,8 @@
                                             print "pure" or "compiled"
     spktool.py license WHEEL_DIR            LICENSE: the product, then each bundled wheel's licence
     spktool.py envsize WHEEL_DIR            KiB the environment built from these wheels takes
+    spktool.py changelog CHANGELOG VERSION  the version's items, as INFO's changelog
+    spktool.py build-number EPOCH           the DSM build number of a commit time (UTC)
     spktool.py info KEY=VALUE...            INFO, from the fixed fields and the given ones
 
 Run with dsmpacs importable (spk_build.sh sets PYTHONPATH=package): the wizard
@@ -15,6 +17,8 @@ rules, the ui/config and the .sc file come from the application's own modules.
 from __future__ import annotations
 
 import email.parser
+import html
+import json
 import re
 import sys
 import tomllib
@@ -27,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import icons  # noqa: E402
 import wizards  # noqa: E402
 
-from dsmpacs.dsm import integration  # noqa: E402
+from dsmpacs.dsm import integration, wizard  # noqa: E402
 from dsmpacs.settings import Settings  # noqa: E402
 
 OS_MIN_VER = "7.0-40000"
@@ -76,8 +80,16 @@ def assets(spk_dir: Path, payload: Path) -> None:
     icons.write(spk_dir / "PACKAGE_ICON_256.PNG", 256, image)
     for size in integration.ICON_SIZES:
         icons.write(payload / "ui" / integration.ICON_TEMPLATE.format(size), size, image)
-    # Shipped with the default ports; postinst writes them again with the chosen ones.
-    integration.write(payload, Settings())
+    # The .sc file DSM's port-config worker copies before postinst is a link to the one
+    # preinst writes from the wizard's answers (dsmpacs/dsm/integration.py).
+    sc = payload / integration.SERVICE_FILE
+    sc.parent.mkdir(parents=True, exist_ok=True)
+    sc.symlink_to(integration.SERVICE_FILE_LINK)
+    # The desktop icon with the wizard's default web port; postinst writes the chosen one.
+    ui = payload / integration.UI_CONFIG
+    ui.parent.mkdir(parents=True, exist_ok=True)
+    settings = Settings(web_port=int(wizard.DEFAULTS[wizard.WEB_PORT]))
+    ui.write_text(json.dumps(integration.ui_config(settings), indent=2) + "\n", encoding="utf-8")
 
 
 # --- wheels ---------------------------------------------------------------------
@@ -221,6 +233,40 @@ def env_size_kib(directory: Path) -> int:
     return total
 
 
+# --- build number -----------------------------------------------------------------
+def build_number(epoch: int) -> str:
+    """YYDDDHHMM of a UTC time: year in the century, day of the year, hour, minute.
+
+    Later commits give larger numbers (DSM compares the build as a number); a shallow
+    clone and a full one give the same; and it stays below 2**31 until 2099, in case
+    DSM keeps the build in a 32-bit integer.
+    """
+    when = datetime.fromtimestamp(epoch, timezone.utc)
+    if not 2000 <= when.year <= 2099:
+        fail(f"commit time {when.isoformat()} is outside 2000-2099")
+    return f"{when.year - 2000:02d}{when.timetuple().tm_yday:03d}{when.hour:02d}{when.minute:02d}"
+
+
+# --- changelog ----------------------------------------------------------------------
+def changelog(path: Path, version: str) -> str:
+    """The "- " items of CHANGELOG's "## VERSION" section, numbered on one line (INFO
+    values are one line), with HTML's special characters escaped: Package Center shows
+    the text as HTML."""
+    items: list[str] = []
+    section = None
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.startswith("## "):
+            section = line[3:].strip()
+        elif section == version and line.startswith("- "):
+            items.append(line[2:].strip())
+        elif section == version and line.startswith("  ") and items:
+            items[-1] += " " + line.strip()
+    if not items:
+        fail(f"{path.name} has no items under '## {version}': say what this version changes")
+    escaped = [html.escape(item, quote=True) for item in items]
+    return " ".join(f"{n}. {item}" for n, item in enumerate(escaped, 1))
+
+
 # --- INFO -------------------------------------------------------------------------
 def info(pairs: list[str]) -> str:
     fields = dict(INFO_FIXED)
@@ -248,6 +294,10 @@ def main(argv: list[str]) -> None:
         sys.stdout.write(license_text(Path(args[0])))
     elif command == "envsize":
         print(env_size_kib(Path(args[0])))
+    elif command == "changelog":
+        print(changelog(Path(args[0]), args[1]))
+    elif command == "build-number":
+        print(build_number(int(args[0])))
     elif command == "info":
         sys.stdout.write(info(args))
     else:

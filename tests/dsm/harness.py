@@ -36,6 +36,10 @@ VOLUME = "volume1"
 APP_DIRS = {"target": "@appstore", "var": "@appdata", "etc": "@appconf", "home": "@apphome",
             "tmp": "@apptemp"}
 SCRIPT_TIMEOUT = 300
+# The NAS the harness plays: a DS920+-like x86_64 box (platform geminilake) on DSM 7.2.
+NAS_ARCHES = ("noarch", "x86_64", "geminilake")
+NAS_DSM_VERSION = "7.2-72806"
+MARIADB10_SOCKET = "run/mysqld/mysqld10.sock"     # under the root, as on DSM
 
 
 class DSMError(AssertionError):
@@ -101,6 +105,49 @@ def alive(pid: int) -> bool:
         return False
 
 
+def version_key(version: str) -> tuple[int, ...]:
+    """DSM's order of package versions: the numbers of "1.2.3-0045", compared in turn,
+    a missing number counting as 0."""
+    numbers = re.findall(r"\d+", version)
+    if not numbers:
+        raise DSMError(f"invalid version {version!r}")
+    return tuple(int(n) for n in numbers)
+
+
+def version_cmp(a: str, b: str) -> int:
+    ka, kb = version_key(a), version_key(b)
+    width = max(len(ka), len(kb))
+    ka, kb = ka + (0,) * (width - len(ka)), kb + (0,) * (width - len(kb))
+    return (ka > kb) - (ka < kb)
+
+
+def dependency(entry: str) -> tuple[str, str, str]:
+    """ "python311>=3.11" -> ("python311", ">=", "3.11"); a bare name has no condition."""
+    match = re.fullmatch(r"([A-Za-z0-9._+-]+?)\s*(?:(>=|<=|=|<|>)\s*([0-9][0-9.-]*))?", entry.strip())
+    if not match:
+        raise DSMError(f"invalid install_dep_packages entry {entry!r}")
+    return match[1], match[2] or "", match[3] or ""
+
+
+def sc_ports(text: str) -> dict[int, str]:
+    """TCP port -> section of a DSM service file ("5000,5001/tcp", "6881:6889/tcp,udp")."""
+    found = {}
+    section = ""
+    for line in text.splitlines():
+        line = line.strip()
+        if line.startswith("[") and line.endswith("]"):
+            section = line[1:-1]
+        elif line.startswith("dst.ports"):
+            ports, _, protocols = line.split("=", 1)[1].strip().strip('"').partition("/")
+            if protocols and "tcp" not in protocols.split(","):
+                continue
+            for part in ports.split(","):
+                low, _, high = part.replace("-", ":").partition(":")
+                for port in range(int(low), int(high or low) + 1):
+                    found[port] = section
+    return found
+
+
 def render_mustache(template: str, values: dict[str, str]) -> str:
     return re.sub(r"\{\{\s*([A-Za-z0-9_]+)\s*\}\}", lambda m: values.get(m[1], ""), template)
 
@@ -147,20 +194,26 @@ class FakeDSM:
     """One NAS: a scratch root holding /var/packages, a volume and DSM's folders."""
 
     def __init__(self, root: Path, python: str, *, lang: str = "enu",
-                 mariadb_admin: dict | None = None):
+                 mariadb_admin: dict | None = None, mariadb_socket: str | None = None,
+                 mariadb10: bool | None = None):
+        """mariadb10: the MariaDB10 package is installed (by default when mariadb_admin is
+        given); mariadb_socket: the real server's socket its fake socket leads to."""
         self.root = root
         self.python = python
         self.lang = lang
         self.mariadb_admin = mariadb_admin
         self.volume = root / VOLUME
         self.packages = root / "var" / "packages"
-        self.services_d = root / "usr" / "local" / "etc" / "services.d"
+        self.services_d = root / "usr" / "local" / "etc" / "services.d"   # packages' .sc files
+        self.system_services_d = root / "etc" / "services.d"              # DSM's own
         self.harness = root / "@harness"
         self.installed: Spk | None = None
         self.answers: dict[str, str] = {}
         self.running = False
         self.user: str | None = None
-        for path in (self.volume, self.packages, self.services_d, self.harness):
+        self.registered: list[str] = []     # each .sc text the port-config worker registered
+        for path in (self.volume, self.packages, self.services_d, self.system_services_d,
+                     self.harness):
             path.mkdir(parents=True, exist_ok=True)
         # What the package writes outside its folders is judged against this moment: the
         # package user's uid is reused by later runs, and an earlier run that was killed can
@@ -171,6 +224,9 @@ class FakeDSM:
             path.chmod(0o755)
         self._install_python_package()
         self._install_synopkghelper()
+        self._install_dsm_services()
+        if mariadb10 or (mariadb10 is None and mariadb_admin is not None):
+            self._install_mariadb10(mariadb_socket)
 
     # --- the machine -------------------------------------------------------------
     def _install_python_package(self) -> None:
@@ -187,6 +243,32 @@ class FakeDSM:
         (self.packages / name / "INFO").write_text(f'package="{name}"\nversion="{version}.0-1"\n')
         for path in (self.packages / name, bin_dir.parent, bin_dir):
             path.chmod(0o755)
+
+    def _install_dsm_services(self) -> None:
+        """DSM's own service files, as /etc/services.d holds a few on every NAS."""
+        (self.system_services_d / "dsm.sc").write_text(
+            '[dsm_http]\ntitle="DSM HTTP"\ndst.ports="5000/tcp"\n\n'
+            '[dsm_https]\ntitle="DSM HTTPS"\ndst.ports="5001/tcp"\n')
+        (self.system_services_d / "synology_drive.sc").write_text(
+            '[synology_drive]\ntitle="Synology Drive Server"\ndst.ports="6690/tcp"\n')
+
+    def _install_mariadb10(self, socket: str | None) -> None:
+        """Synology's MariaDB 10 package: its INFO, and its socket (the real server's)."""
+        pkg = self.packages / "MariaDB10"
+        pkg.mkdir(parents=True, exist_ok=True)
+        (pkg / "INFO").write_text('package="MariaDB10"\nversion="10.11.6-1343"\n')
+        link = self.root / MARIADB10_SOCKET
+        link.parent.mkdir(parents=True, exist_ok=True)
+        for path in (self.root / "run", link.parent):
+            path.chmod(0o755)
+        if socket and not link.is_symlink():
+            link.symlink_to(socket)
+
+    def register_service(self, name: str, text: str) -> Path:
+        """Another package's service file, as its port-config worker left it."""
+        path = self.services_d / f"{name}.sc"
+        path.write_text(text)
+        return path
 
     def _install_synopkghelper(self) -> None:
         """DSM's helper that re-acquires a resource; here it records the request, and the
@@ -234,12 +316,30 @@ class FakeDSM:
                 raise DSMError(f"INFO lacks {key}")
         if spk.info["checksum"] != hashlib.md5((upload / "package.tgz").read_bytes()).hexdigest():
             raise DSMError("Cannot continue to install package: spk checksum is incorrect")
-        if spk.info["arch"] not in ("noarch", "x86_64", "geminilake", "apollolake"):
-            raise DSMError(f"this NAS (geminilake, x86_64) cannot run arch {spk.info['arch']}")
+        arches = spk.info["arch"].split()
+        if not set(arches) & set(NAS_ARCHES):
+            raise DSMError(f"This package is not compatible with this NAS: it is for "
+                           f"{spk.info['arch']}, the NAS is {NAS_ARCHES[-1]} ({NAS_ARCHES[1]})")
+        if version_cmp(spk.info["os_min_ver"], NAS_DSM_VERSION) > 0:
+            raise DSMError(f"This package needs DSM {spk.info['os_min_ver']} or later; the NAS "
+                           f"runs DSM {NAS_DSM_VERSION}")
         for dep in filter(None, spk.info.get("install_dep_packages", "").split(":")):
-            dep_name = re.split(r"[<>=]", dep)[0]
-            if not (self.packages / dep_name / "INFO").exists():
+            dep_name, op, wanted = dependency(dep)
+            info_path = self.packages / dep_name / "INFO"
+            if not info_path.exists():
                 raise DSMError(f"{spk.name} needs the package {dep_name}, which is not installed")
+            have = read_info(info_path.read_text())["version"]
+            order = version_cmp(have, wanted) if op else 0
+            ok = {"": True, ">=": order >= 0, ">": order > 0, "<=": order <= 0, "<": order < 0,
+                  "=": order == 0}[op]
+            if not ok:
+                raise DSMError(f"{spk.name} needs {dep_name} {op} {wanted}; {have} is installed")
+        # A resource worker is provided by a package: the mariadb10-db worker by MariaDB10.
+        resource = json.loads((upload / "conf" / "resource").read_text()) \
+            if (upload / "conf" / "resource").exists() else {}
+        if "mariadb10-db" in resource and not (self.packages / "MariaDB10" / "INFO").exists():
+            raise DSMError("conf/resource declares the mariadb10-db worker, whose provider, "
+                           "the MariaDB10 package, is not installed")
         return spk
 
     # --- running scripts -----------------------------------------------------------
@@ -422,10 +522,24 @@ class FakeDSM:
             return
         source = self.package_dir(name) / "target" / config["protocol-file"]
         dest = self.services_d / f"{name}.sc"
+        # An absolute link in the package means a path on the NAS: under the scratch root here.
+        while source.is_symlink() and os.readlink(source).startswith("/"):
+            source = self.root / os.readlink(source).lstrip("/")
         if not source.exists():
-            raise DSMError(f"port-config: {config['protocol-file']} is not in the package")
+            raise DSMError(f"port-config: {config['protocol-file']} is not in the package "
+                           f"(or its link leads nowhere)")
         if replace or not dest.exists():
-            shutil.copy(source, dest)
+            text = source.read_text()
+            ours = sc_ports(text)
+            for other in sorted(self.services_d.glob("*.sc")) + sorted(self.system_services_d.glob("*.sc")):
+                if other == dest:
+                    continue
+                clash = sorted(set(ours) & set(sc_ports(other.read_text())))
+                if clash:
+                    raise DSMError(f"port-config: port {clash[0]} of {name}.sc is already used "
+                                   f"by {other.name}: the install fails")
+            dest.write_text(text)
+            self.registered.append(text)
 
     def _helper_requests(self, name: str) -> None:
         calls = self.package_dir(name) / "tmp" / ".synopkghelper.calls"
@@ -477,7 +591,10 @@ class FakeDSM:
             os.lchown(path, self.uid, self.gid)
 
     # --- Package Center's operations ---------------------------------------------------
-    def install(self, spk_path: Path, answers: dict[str, object], *, start: bool = True) -> list[ScriptRun]:
+    def install(self, spk_path: Path, answers: dict[str, object], *, start: bool = True,
+                until: str = "") -> list[ScriptRun]:
+        """Package Center's install; until="postinst" stops before postinst (what DSM
+        checks and registers before it, without the slow environment build)."""
         spk = self.unpack(spk_path)
         self.answers = self.wizard(spk, "install", answers, as_root=True)
         self._privilege(spk)
@@ -491,6 +608,8 @@ class FakeDSM:
         self._install_metadata(spk)
         self._acquire_port_config(spk.name)
         self._acquire_mariadb("postinst")
+        if until == "postinst":
+            return runs
         runs.append(self._lifecycle(spk, "postinst", status="INSTALL", installed=True, network=False))
         self._helper_requests(spk.name)
         if start:
@@ -537,6 +656,9 @@ class FakeDSM:
         spk = self.unpack(spk_path)
         if spk.name != old.name:
             raise DSMError("an upgrade must keep the package name")
+        if version_cmp(spk.version, old.version) < 0:
+            raise DSMError(f"Package Center refuses {spk.version}: a newer version "
+                           f"({old.version}) is installed")
         was_running = self.running
         if was_running:
             self.stop(status="UPGRADE")
@@ -687,7 +809,10 @@ class FakeDSM:
                 if os.lstat(path).st_uid == self.uid:
                     hits.append(path)
         outside = [d for d in ("/tmp", "/var/tmp", "/dev/shm", "/run/lock") if os.path.isdir(d)]
-        found = subprocess.run(["find", *outside, "-xdev", "-path", str(self.root), "-prune",
+        # Other harness runs on this machine (their scratch roots, also inside a container's
+        # overlay) use the same user name, so the same uid: theirs is not this package's doing.
+        found = subprocess.run(["find", *outside, "-xdev", "(", "-path", str(self.root), "-o",
+                                "-name", "dsmpacs-dsm-*", ")", "-prune",
                                 "-o", "-uid", str(self.uid), "-newer", str(self.started), "-print0"],
                                capture_output=True, text=True)
         return hits + [p for p in found.stdout.split("\0") if p]

@@ -205,16 +205,21 @@ def assert_stopped(dsm: FakeDSM) -> None:
 # --- MariaDB, as DSM's MariaDB 10 package would provide it ------------------------------
 @pytest.fixture
 def mariadb_package(request):
-    """A MariaDB "root" for the mariadb10-db worker: a dedicated administrator account with a
-    password (DSM's MariaDB 10 always has one), plus the names the wizard will ask for. Both
-    accounts and the database are dropped afterwards."""
+    """A MariaDB "root" for postinst to create the database with: a dedicated administrator
+    account with a password (DSM's MariaDB 10 always has one), the server's socket (the fake
+    NAS's /run/mysqld/mysqld10.sock leads there), plus the names the wizard will ask for.
+    Both accounts and the database are dropped afterwards."""
     try:
         conn = mariadb_connection()
     except Exception as exc:
         require(False, f"MariaDB at {MARIADB['host']}:{MARIADB['port']} unreachable: {exc}")
     tag = uuid.uuid4().hex[:10]
+    with conn.cursor() as cur:
+        cur.execute("SELECT @@socket")
+        socket_path = cur.fetchone()[0]
+    require(bool(socket_path) and os.path.exists(socket_path), f"MariaDB's socket {socket_path}")
     admin = {"host": MARIADB["host"], "port": MARIADB["port"], "user": f"dsmh_root_{tag}",
-             "password": "Root-" + secrets.token_hex(8)}
+             "password": "Root-" + secrets.token_hex(8), "socket": socket_path}
     names = {"database": f"dsmpacs_h_{tag}", "user": f"dsmh_{tag}",
              "password": "Pw-" + secrets.token_hex(8)}
     with conn.cursor() as cur:
@@ -258,9 +263,12 @@ def test_install_store_upgrade_uninstall(database, spk_builds, fake_dsm_factory,
                         w.MARIADB_HOST: "127.0.0.1", w.MARIADB_PORT: str(MARIADB["port"]),
                         w.MARIADB_DATABASE: names["database"], w.MARIADB_USER: names["user"],
                         w.MARIADB_PASSWORD: names["password"],
+                        w.MARIADB_ADMIN_USER: mariadb_admin["user"],
                         w.MARIADB_ROOT_PASSWORD: mariadb_admin["password"]})
-    # The MariaDB run goes through the Simplified Chinese wizards.
-    dsm = fake_dsm_factory(mariadb_admin=mariadb_admin, lang="enu" if database == "sqlite" else "chs")
+    # The MariaDB run goes through the Simplified Chinese wizards, on a NAS with MariaDB 10
+    # (postinst creates the database through its socket); the SQLite run on a NAS without.
+    dsm = fake_dsm_factory(mariadb_admin=mariadb_admin, lang="enu" if database == "sqlite" else "chs",
+                           mariadb_socket=mariadb_admin and mariadb_admin["socket"])
     var, share = dsm.volume / "@appdata" / "dsmpacs", dsm.share(answers[w.SHARE_NAME])
 
     # Install from the wizard, offline, and start (Package Center's "run after install").
@@ -280,9 +288,10 @@ def test_install_store_upgrade_uninstall(database, spk_builds, fake_dsm_factory,
     assert f'dicom_port = {answers[w.DICOM_PORT]}'.encode() in config
     # The first start made the wizard's admin account from the hash and removed the file.
     assert not (var / "initial-admin.json").exists()
-    # DSM's firewall and desktop icon learn the wizard's ports.
+    # DSM's firewall and desktop icon learn the wizard's ports: registered so from the start.
     sc = (dsm.services_d / "dsmpacs.sc").read_text()
     assert f'dst.ports="{answers[w.DICOM_PORT]}/tcp"' in sc and f'dst.ports="{answers[w.WEB_PORT]}/tcp"' in sc
+    assert dsm.registered[0] == sc
     ui = json.loads((dsm.package_dir() / "target" / "ui" / "config").read_text())
     assert ui[".url"]["com.dsmpacs.web"]["port"] == answers[w.WEB_PORT]
     # The environment holds exactly the bundled wheels.
@@ -410,7 +419,7 @@ def test_preinst_refuses_bad_answers_with_the_reason(spk_builds, fake_dsm_factor
     with pytest.raises(DSMError) as refused:
         dsm.install(spk_builds["current"], {w.ADMIN_PASSWORD: ADMIN_PASSWORD,
                                             w.ADMIN_PASSWORD_CONFIRM: ADMIN_PASSWORD + "x",
-                                            w.DICOM_PORT: "8080"})
+                                            w.DICOM_PORT: w.DEFAULTS[w.WEB_PORT]})
     assert "preinst exited 1" in str(refused.value)
     assert w.message("passwords_differ", "chs") in str(refused.value)
     assert w.message("ports_differ", "chs") in str(refused.value)

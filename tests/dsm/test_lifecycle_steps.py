@@ -310,3 +310,110 @@ def test_postinst_with_the_reverse_proxy_binds_to_the_nas_and_says_what_to_creat
     # In Chinese for a Chinese DSM.
     chinese = lifecycle.reverse_proxy_steps(settings, "chs")
     assert "反向代理" in chinese and "11443" in chinese
+
+
+# --- MariaDB 10: postinst creates the database and the user ------------------------------
+@pytest.mark.mariadb
+def test_postinst_creates_the_mariadb_database_and_user_through_the_socket(tmp_path):
+    """Through DSM's /run/mysqld/mysqld10.sock (here a link to the test server's socket), as
+    the wizard's administrator; the user then signs in over TCP with its own password. A
+    wrong administrator password stops postinst with the reason and writes no config."""
+    import secrets
+    import uuid
+
+    import pymysql
+
+    from tests.peers import MARIADB, mariadb_connection, require
+
+    try:
+        conn = mariadb_connection()
+    except Exception as exc:
+        require(False, f"MariaDB unreachable: {exc}")
+    with conn.cursor() as cur:
+        cur.execute("SELECT @@socket")
+        server_socket = cur.fetchone()[0]
+    require(os.path.exists(server_socket), f"MariaDB's socket {server_socket}")
+    tag = uuid.uuid4().hex[:10]
+    admin_user, admin_pw = f"dsmt_root_{tag}", "Root-" + secrets.token_hex(6)
+    db, user, pw = f"dsmpacs_t_{tag}", f"dsmt_{tag}", "Pw-" + secrets.token_hex(6)
+    with conn.cursor() as cur:
+        cur.execute(f"CREATE USER '{admin_user}'@'%%' IDENTIFIED BY %s", (admin_pw,))
+        cur.execute(f"GRANT ALL PRIVILEGES ON *.* TO '{admin_user}'@'%' WITH GRANT OPTION")
+    dsm_root = tmp_path / "root"
+    (dsm_root / "run" / "mysqld").mkdir(parents=True)
+    (dsm_root / "run" / "mysqld" / "mysqld10.sock").symlink_to(server_socket)
+    package_dir, target, var = layout(tmp_path)
+    env = good_env(**{"PACS_DSM_ROOT": str(dsm_root), "SYNOPKG_PKG_STATUS": "INSTALL",
+                      "wizard_db_sqlite": "false", "wizard_db_mariadb_create": "true",
+                      "wizard_mariadb_port": str(MARIADB["port"]), "wizard_mariadb_database": db,
+                      "wizard_mariadb_user": user, "wizard_mariadb_password": pw,
+                      "wizard_mariadb_admin_user": admin_user,
+                      "wizard_mariadb_root_password": admin_pw + "x"})
+    try:
+        with pytest.raises(lifecycle.LifecycleError, match=f"refused the administrator '{admin_user}'"):
+            lifecycle.postinst(var, target, package_dir, env)
+        assert not (var / "config.toml").exists()
+        env["wizard_mariadb_root_password"] = admin_pw
+        assert lifecycle.postinst(var, target, package_dir, env) == []
+        assert Settings.load(data_dir=var, env={}).database_url.endswith(f"/{db}")
+        as_user = pymysql.connect(host="127.0.0.1", port=MARIADB["port"], user=user, password=pw,
+                                  database=db, connect_timeout=3)
+        with as_user.cursor() as cur:
+            cur.execute("CREATE TABLE t (x INT)")       # every right on its database
+        as_user.close()
+        config = (var / "config.toml").read_text()
+        assert admin_user not in config and admin_pw not in config   # used, kept nowhere
+    finally:
+        with conn.cursor() as cur:
+            cur.execute(f"DROP DATABASE IF EXISTS `{db}`")
+            cur.execute(f"DROP USER IF EXISTS '{user}'@'127.0.0.1'")
+            cur.execute(f"DROP USER IF EXISTS '{admin_user}'@'%'")
+        conn.close()
+
+
+def test_the_service_file_link_in_target_is_kept_and_its_file_written(tmp_path):
+    """In the package, target/app/dsmpacs.sc links to var/dsmpacs.sc: writing the port files
+    updates the linked file and leaves the link (DSM's worker reads through it)."""
+    package_dir, target, var = layout(tmp_path)
+    (target / "app").mkdir()
+    (target / integration.SERVICE_FILE).symlink_to(var / integration.SERVICE_FILE_DATA)
+    settings = Settings(data_dir=var, dicom_port=10104, web_port=10190, hl7_port=2575)
+    integration.write(target, settings)
+    assert (target / integration.SERVICE_FILE).is_symlink()
+    written = (target / integration.SERVICE_FILE).read_text()
+    assert 'dst.ports="10190/tcp"' in written
+    # Ports the wizard does not ask for follow the wizard's (preinst wrote those alone).
+    assert written.startswith(integration.wizard.service_file(10104, 10190))
+    assert '[dsmpacs-hl7]\ntitle="HL7 orders"' in written and 'dst.ports="2575/tcp"' in written
+    assert stat.S_IMODE((var / integration.SERVICE_FILE_DATA).stat().st_mode) == 0o644
+
+
+def test_preupgrade_keeps_the_service_file_of_a_version_before_the_link(tmp_path):
+    """An installed version from before the .sc link kept its file (the effective ports) in
+    target only; the new package's link points into var, so preupgrade copies it there."""
+    root = tmp_path / "root"
+    scripts = tmp_path / "scripts"
+    scripts.mkdir()
+    for name in ("common", "preupgrade"):
+        text = (Path(__file__).resolve().parents[2] / "dsm" / "scripts" / name).read_text()
+        (scripts / name).write_text(text.replace("@PYTHON_PACKAGE@", "python311")
+                                    .replace("@PYTHON_VERSION@", "3.11"))
+    python = root / "var" / "packages" / "python311" / "target" / "bin" / "python3.11"
+    python.parent.mkdir(parents=True)
+    python.symlink_to(sys.executable)
+    package_dir = root / "var" / "packages" / "dsmpacs"
+    old_sc = package_dir / "target" / integration.SERVICE_FILE
+    old_sc.parent.mkdir(parents=True)
+    old_sc.write_text('[dsmpacs-web]\ndst.ports="8042/tcp"\n')
+    (package_dir / "var").mkdir()
+    env = {"PATH": "/usr/bin:/bin", "PACS_DSM_ROOT": str(root), "SYNOPKG_PKGNAME": "dsmpacs",
+           "SYNOPKG_PKG_STATUS": "UPGRADE", "SYNOPKG_TEMP_LOGFILE": str(tmp_path / "log")}
+    done = subprocess.run(["/bin/sh", str(scripts / "preupgrade")], env=env, capture_output=True,
+                          text=True)
+    assert done.returncode == 0, done.stderr
+    kept = package_dir / "var" / integration.SERVICE_FILE_DATA
+    assert kept.read_text() == old_sc.read_text()
+    # Once there (the last start wrote it), it is the one that counts.
+    old_sc.write_text("stale\n")
+    assert subprocess.run(["/bin/sh", str(scripts / "preupgrade")], env=env).returncode == 0
+    assert "8042" in kept.read_text()

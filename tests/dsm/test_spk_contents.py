@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import html
 import json
 import re
 import shutil
@@ -10,6 +11,7 @@ import subprocess
 import tarfile
 from importlib import metadata
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 from PIL import Image
@@ -57,9 +59,20 @@ def test_info_keys_checksum_and_size(spk, spk_builds):
     out, _, payload_members = spk
     info = read_info((out / "INFO").read_text())
     for key in ("package", "version", "os_min_ver", "description", "arch", "maintainer",
-                "displayname", "description_chs", "displayname_chs", "install_dep_packages",
-                "checksum", "extractsize", "dsmuidir", "dsmappname"):
+                "displayname", "description_chs", "displayname_chs", "description_cht",
+                "displayname_cht", "install_dep_packages", "checksum", "extractsize", "dsmuidir",
+                "dsmappname", "changelog", "helpurl", "support_url", "maintainer_url",
+                "distributor"):
         assert info.get(key), key
+    # Package Center shows this version's items of CHANGELOG.md, numbered, as HTML.
+    version = info["version"].split("-")[0]
+    section = (ROOT / "CHANGELOG.md").read_text().split(f"\n## {version}\n", 1)[1].split("\n## ")[0]
+    items = [line[2:] for line in section.splitlines() if line.startswith("- ")]
+    assert items and info["changelog"].startswith("1. ") and f"{len(items)}. " in info["changelog"]
+    assert html.unescape(info["changelog"]).endswith(items[-1])
+    # No public pages yet: links on the reserved .invalid domain unless the build sets them.
+    assert all(urlsplit(info[key]).scheme == "https" for key in ("helpurl", "support_url",
+                                                                 "maintainer_url"))
     assert info["package"] == "dsmpacs"
     assert info["os_min_ver"] == "7.0-40000"
     assert re.search(r"[\u4e00-\u9fff]", info["description_chs"] + info["displayname_chs"])
@@ -74,7 +87,8 @@ def test_info_keys_checksum_and_size(spk, spk_builds):
     wheels = [Path(n).name for n in payload_members if n.endswith(".whl")]
     pure = all(n.endswith("-none-any.whl") for n in wheels)
     assert info["arch"] == ("noarch" if pure else "x86_64")
-    assert info["install_dep_packages"] == "python311"
+    # The interpreter package, at a version whose ABI the bundled cp311 wheels need.
+    assert info["install_dep_packages"] == "python311>=3.11"
     assert info["dsmuidir"] == "ui" and info["dsmappname"] == integration.APP_ID
 
 
@@ -109,7 +123,10 @@ def test_payload_bundles_every_wheel_it_needs(spk):
         assert norm(name) == "dsmpacs" or f"{norm(name)}=={version}" in pinned, requirement
     for name in wheels:
         tags = name[:-len(".whl")].split("-")[-3:]
-        assert tags[2] == "any" or re.search(r"manylinux(2014|_2_17)_x86_64", tags[2]), name
+        # glibc <= 2.17 (DSM 7.1 has 2.26): manylinux2014/_2_17 or older, such as websockets'
+        # manylinux1 (= _2_5) wheel.
+        assert tags[2] == "any" or re.search(
+            r"manylinux(1|2010|2014|_2_(5|12|17))_x86_64", tags[2]), name
         assert tags[1] in ("none", "abi3", "cp311"), name
 
 
@@ -119,7 +136,7 @@ def test_ui_config_and_every_icon_size(spk):
     config = json.loads((ui / "config").read_text())
     entry = config[".url"][integration.APP_ID]
     assert entry["type"] == "url" and entry["protocol"] == "http" and entry["url"] == "/"
-    assert entry["port"] == "8080"
+    assert entry["port"] == w.DEFAULTS[w.WEB_PORT] == "10180"
     for size in (16, 24, 32, 48, 64, 72, 256):
         with Image.open(ui / entry["icon"].format(size)) as image:
             assert image.size == (size, size) and image.format == "PNG"
@@ -137,21 +154,20 @@ def test_privilege_runs_everything_as_the_package_user(spk):
     assert not {"ctrl-script", "executable", "tool"} & set(privilege)
 
 
-def test_resource_ports_share_and_mariadb(spk):
-    out, _, _ = spk
+def test_resource_ports_and_share_and_no_mariadb_worker(spk):
+    out, _, payload_members = spk
     template = (out / "conf" / "resource").read_text()
     privilege = json.loads((out / "conf" / "privilege").read_text())
     resource = json.loads(template)
-    sc_path = out / "payload" / resource["port-config"]["protocol-file"]
-    sc = sc_path.read_text()
-    assert re.findall(r'^dst\.ports="(\d+)/tcp"$', sc, re.M) == ["11112", "8080"]
-    assert all(re.fullmatch(r"[a-zA-Z0-9.-]+", s) for s in re.findall(r"^\[(.*)\]$", sc, re.M))
+    # The .sc file DSM registers before postinst is the one preinst writes from the wizard.
+    sc = payload_members[resource["port-config"]["protocol-file"]]
+    assert sc.issym() and sc.linkname == integration.SERVICE_FILE_LINK
+    assert integration.SERVICE_FILE_LINK == "/var/packages/dsmpacs/var/" + integration.SERVICE_FILE_DATA
     share = resource["data-share"]["shares"][0]
     assert share["name"] == "{{wizard_share_name}}"
     assert privilege["username"] in share["permission"]["rw"]
-    maria = resource["mariadb10-db"]
-    assert maria["create-db"]["flag"] == maria["grant-user"]["flag"] == "{{wizard_db_mariadb_create}}"
-    assert maria["drop-db-uninst"] is False and maria["drop-user-uninst"] is False
+    # Its provider is the MariaDB10 package: declared, it would refuse NASes without one.
+    assert set(resource) == {"port-config", "data-share"}
 
 
 def run_wizard_script(script: Path, tmp_path: Path, env: dict[str, str]) -> list[dict]:
@@ -186,7 +202,8 @@ def test_wizard_files_modes_and_languages(spk):
     out, members, _ = spk
     files = {n.split("/", 1)[1]: m for n, m in members.items() if n.startswith("WIZARD_UIFILES/")}
     expected = {f"{kind}_uifile{lang}{ext}" for kind, ext in
-                (("install", ".sh"), ("upgrade", ".sh"), ("uninstall", "")) for lang in ("", "_chs")}
+                (("install", ".sh"), ("upgrade", ".sh"), ("uninstall", ""))
+                for lang in ("", "_chs", "_cht")}
     assert set(files) == expected
     for name, member in files.items():
         assert stat.S_IMODE(member.mode) == (0o755 if name.endswith(".sh") else 0o644), name
@@ -195,10 +212,17 @@ def test_wizard_files_modes_and_languages(spk):
 def test_install_wizard_lists_the_nas_addresses_and_validates_like_preinst(spk, tmp_path):
     out, _, _ = spk
     by_lang = {lang: run_wizard_script(out / "WIZARD_UIFILES" / f"install_uifile{suffix}.sh",
-                                       tmp_path, {}) for lang, suffix in (("enu", ""), ("chs", "_chs"))}
+                                       tmp_path, {})
+               for lang, suffix in (("enu", ""), ("chs", "_chs"), ("cht", "_cht"))}
     english, chinese = by_lang["enu"], by_lang["chs"]
-    assert keys(english) == keys(chinese)
-    assert validators(english) == validators(chinese)
+    assert keys(english) == keys(chinese) == keys(by_lang["cht"])
+    assert validators(english) == validators(chinese) == validators(by_lang["cht"])
+    # Each language's own error texts, and Traditional characters in the cht wizard.
+    texts = {lang: json.dumps(steps, ensure_ascii=False) for lang, steps in by_lang.items()}
+    assert w.message("port", "cht") in texts["cht"] and w.message("port", "chs") in texts["chs"]
+    assert "連接埠" in texts["cht"] and "端口" not in texts["cht"] and "网络" not in texts["cht"]
+    # The viewer is 网页阅片 / 網頁閱片 ("reading images on the web"), never "web browser".
+    assert "网页浏览器" not in texts["chs"] and "网页阅片" in texts["chs"] and "網頁閱片" in texts["cht"]
     assert {w.DICOM_HOST, w.AE_TITLE, w.DICOM_PORT, w.WEB_PORT, w.SHARE_NAME, w.ADMIN_PASSWORD,
             w.DB_SQLITE, w.DB_MARIADB_CREATE, w.MARIADB_HOST, w.MARIADB_PORT, w.MARIADB_USER,
             w.MARIADB_PASSWORD} <= set(keys(english))
@@ -212,7 +236,8 @@ def test_install_wizard_lists_the_nas_addresses_and_validates_like_preinst(spk, 
     # Defaults alone make a valid installation, once a password is typed twice.
     env = fill_wizard(english, {w.ADMIN_PASSWORD: "long enough", w.ADMIN_PASSWORD_CONFIRM: "long enough"})
     assert w.problems(env) == []
-    assert env[w.DICOM_PORT] == "11112" and env[w.DB_SQLITE] == "true" and env[w.DB_MARIADB_CREATE] == "false"
+    assert (env[w.DICOM_PORT], env[w.WEB_PORT]) == ("10104", "10180")
+    assert env[w.DB_SQLITE] == "true" and env[w.DB_MARIADB_CREATE] == "false"
     # ... reachable from the network (the desktop icon), and with no modality registered
     assert env[w.WEB_NETWORK] == "true" and env[w.WEB_PROXY_ONLY] == "false" and env[w.STORE_AES] == ""
     assert w.parse(env).web_host == "0.0.0.0"
@@ -223,7 +248,7 @@ def test_install_wizard_lists_the_nas_addresses_and_validates_like_preinst(spk, 
 
 def test_resource_renders_from_install_and_upgrade_answers(spk, tmp_path):
     """DSM renders conf/resource with each operation's answers: an upgrade must keep the
-    share's name and create nothing in MariaDB."""
+    share's name."""
     out, _, _ = spk
     template = (out / "conf" / "resource").read_text()
     install = run_wizard_script(out / "WIZARD_UIFILES" / "install_uifile.sh", tmp_path, {})
@@ -246,13 +271,11 @@ def test_resource_renders_from_install_and_upgrade_answers(spk, tmp_path):
     answers = fill_wizard(upgrade, {})
     rendered = json.loads(render_mustache(template, answers))
     assert rendered["data-share"]["shares"][0]["name"] == "PACS 影像"
-    assert rendered["mariadb10-db"]["create-db"]["flag"] == "false"
-    assert rendered["mariadb10-db"]["grant-user"]["flag"] == "false"
 
 
 def test_uninstall_wizard_asks_keep_or_delete(spk):
     out, _, _ = spk
-    for name in ("uninstall_uifile", "uninstall_uifile_chs"):
+    for name in ("uninstall_uifile", "uninstall_uifile_chs", "uninstall_uifile_cht"):
         steps = json.loads((out / "WIZARD_UIFILES" / name).read_text())
         fields = wizard_fields(steps)
         assert [(kind, sub["key"], sub["defaultValue"]) for kind, sub in fields] == [

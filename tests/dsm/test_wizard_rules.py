@@ -213,3 +213,86 @@ def test_dicom_tls_side_by_side_or_alone():
                              ({w.DICOM_TLS_PORT: "443"}, "port"),
                              ({w.DICOM_TLS_PORT: "", w.DICOM_TLS_ONLY: "true"}, "tls_only_needs_port")):
         assert w.message(problem, "chs") in w.problems(good_env(**changes), "chs"), changes
+
+
+# --- what the NAS says against the answers (preinst) -------------------------------------
+def nas_root(tmp_path: Path) -> Path:
+    """A DSM root with DSM's own services, another package's and an earlier DSM PACS's."""
+    (tmp_path / "etc" / "services.d").mkdir(parents=True)
+    (tmp_path / "etc" / "services.d" / "dsm.sc").write_text(
+        '[dsm]\ntitle="DSM"\ndst.ports="5000,5001/tcp"\n')
+    packages = tmp_path / "usr" / "local" / "etc" / "services.d"
+    packages.mkdir(parents=True)
+    (packages / "sabnzbd.sc").write_text(
+        '[sabnzbd]\ntitle="SABnzbd"\ndesc="SABnzbd"\nport_forward="yes"\ndst.ports="8080/tcp"\n\n'
+        '[sabnzbd_https]\ntitle="SABnzbd HTTPS"\ndst.ports="9090:9095/tcp,udp"\n\n'
+        '[sabnzbd_discovery]\ntitle="SABnzbd discovery"\ndst.ports="11112/udp"\n')
+    (packages / "dsmpacs.sc").write_text('[dsmpacs-web]\ntitle="DSM PACS web"\ndst.ports="10180/tcp"\n')
+    return tmp_path
+
+
+@pytest.mark.parametrize("lang", ["enu", "chs", "cht"])
+def test_ports_another_service_registered_are_refused_with_its_name(tmp_path, lang):
+    root = nas_root(tmp_path)
+    env = good_env(PACS_DSM_ROOT=str(root), **{w.DICOM_PORT: "10104", w.WEB_PORT: "8080",
+                                               w.DICOM_TLS_PORT: "9093"})
+    found = w.dsm_problems(env, lang)
+    assert found == [
+        w.message("port_registered", lang, label=w.message("web_port_label", lang), port="8080",
+                  service="SABnzbd", file="/usr/local/etc/services.d/sabnzbd.sc"),
+        w.message("port_registered", lang, label=w.message("dicom_tls_port_label", lang),
+                  port="9093", service="SABnzbd HTTPS", file="/usr/local/etc/services.d/sabnzbd.sc")]
+    assert ("连接" not in found[0]) and (("連接埠" in found[0]) is (lang == "cht"))
+    # DSM's own services count; UDP-only ones, and this package's own file, do not.
+    assert w.dsm_problems(good_env(PACS_DSM_ROOT=str(root), **{w.WEB_PORT: "5001"}), lang)
+    assert w.dsm_problems(good_env(PACS_DSM_ROOT=str(root), **{w.DICOM_PORT: "11112",
+                                                              w.WEB_PORT: "10180"}), lang) == []
+    # TLS only: the plain DICOM port is not opened, so not checked.
+    assert w.dsm_problems(good_env(PACS_DSM_ROOT=str(root), **{
+        w.DICOM_PORT: "5000", w.WEB_PORT: "10180", w.DICOM_TLS_PORT: "2762",
+        w.DICOM_TLS_ONLY: "true"}), lang) == []
+
+
+def test_creating_the_mariadb_database_needs_mariadb10_on_the_nas(tmp_path):
+    env = good_env(PACS_DSM_ROOT=str(tmp_path), **{
+        w.DB_SQLITE: "false", w.DB_MARIADB_CREATE: "true", w.MARIADB_PASSWORD: "Pw-12345",
+        w.MARIADB_ROOT_PASSWORD: "Root-12345"})
+    assert w.problems(env) == []
+    assert w.dsm_problems(env, "cht") == [w.message("mariadb_missing", "cht",
+                                                    socket=w.MARIADB10_SOCKET)]
+    socket_path = tmp_path / w.MARIADB10_SOCKET.lstrip("/")
+    socket_path.parent.mkdir(parents=True)
+    socket_path.touch()
+    assert w.dsm_problems(env) == []
+    # SQLite, or a database that exists already, asks nothing of MariaDB 10 here.
+    assert w.dsm_problems(good_env(PACS_DSM_ROOT=str(tmp_path / "none"))) == []
+    assert w.parse(env).mariadb_admin_user == "root"
+
+
+def test_preinst_writes_the_chosen_ports_and_skips_a_kept_config(tmp_path):
+    """`wizard.py check` then `service-file`, standalone as preinst runs them."""
+    root = nas_root(tmp_path / "root")
+    copy = tmp_path / "wizard.py"
+    copy.write_bytes(MODULE.read_bytes())
+    var = tmp_path / "var"
+    var.mkdir()
+
+    def run(*args: str, **changes: str) -> subprocess.CompletedProcess:
+        env = good_env(PACS_DSM_ROOT=str(root), SYNOPKG_PKGVAR=str(var),
+                       SYNOPKG_DSM_LANGUAGE="cht", **changes)
+        return subprocess.run([sys.executable, "-I", str(copy), *args], capture_output=True,
+                              text=True, env={"PATH": "/usr/bin:/bin", **env}, cwd=tmp_path)
+
+    refused = run("check", **{w.DICOM_PORT: "10104", w.WEB_PORT: "8080"})
+    assert refused.returncode == 1 and "SABnzbd" in refused.stdout and "連接埠" in refused.stdout
+    chosen = {w.DICOM_PORT: "10104", w.WEB_PORT: "10190", w.DICOM_TLS_PORT: "2762"}
+    assert run("check", **chosen).returncode == 0
+    assert run("service-file", str(var / "dsmpacs.sc"), **chosen).returncode == 0
+    written = (var / "dsmpacs.sc").read_text()
+    from dsmpacs.dsm import integration
+    assert written == integration.service_file(Settings(dicom_port=10104, web_port=10190,
+                                                        dicom_tls_port=2762))
+    assert (var / "dsmpacs.sc").stat().st_mode & 0o777 == 0o644
+    # A reinstall keeping config.toml keeps its ports: the wizard's are not checked.
+    (var / "config.toml").write_text("web_port = 8080\n")
+    assert run("check", **{w.WEB_PORT: "8080"}).returncode == 0

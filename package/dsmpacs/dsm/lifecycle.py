@@ -53,6 +53,8 @@ def postinst(data_dir: Path, target: Path, package_dir: Path, env: Mapping[str, 
             answers = wizard.parse(env, lang)
         except wizard.AnswersError as exc:
             raise LifecycleError(str(exc)) from None
+        if answers.mariadb_create:
+            notices.extend(_create_mariadb_database(answers, env))
         root = storage_root_for(package_dir, answers.share_name)
         written = configfile.write_new(data_dir, answers.config_values(str(root)))
         try:
@@ -92,6 +94,22 @@ def reverse_proxy_steps(settings: Settings, lang: str = "enu") -> str:
             f"{settings.web_port}. Choose its certificate in Control Panel > Security > Certificate > "
             f"Settings and allow port {port} in the firewall. Then open DSM PACS at "
             f"https://<NAS address>:{port}/ or with the DSM desktop icon.")
+
+
+def _create_mariadb_database(answers: wizard.Answers, env: Mapping[str, str]) -> list[str]:
+    """The wizard's "DSM PACS creates the database and the user": done before config.toml
+    is written, so that a failure leaves nothing a later attempt would keep."""
+    from dsmpacs.dsm import mariadb
+
+    request = mariadb.Request(
+        socket=wizard.dsm_path(wizard.MARIADB10_SOCKET, env), admin_user=answers.mariadb_admin_user,
+        admin_password=answers.mariadb_admin_password, database=answers.mariadb_database,
+        user=answers.mariadb_user, password=answers.mariadb_password)
+    try:
+        mariadb.create(request)
+    except mariadb.MariaDBError as exc:
+        raise LifecycleError(str(exc)) from None
+    return []
 
 
 # Settings whose default became stricter (issue 9): a config.toml written before,

@@ -16,7 +16,7 @@ import os
 import re
 import sys
 from dataclasses import dataclass
-from typing import Mapping
+from typing import Mapping, Sequence
 from urllib.parse import quote
 
 # --- keys (= environment variable names) ---------------------------------------
@@ -34,25 +34,29 @@ SHARE_NAME = "wizard_share_name"
 ADMIN_PASSWORD = "wizard_admin_password"
 ADMIN_PASSWORD_CONFIRM = "wizard_admin_password_confirm"
 DB_SQLITE = "wizard_db_sqlite"
-DB_MARIADB_CREATE = "wizard_db_mariadb_create"      # DSM's mariadb10-db worker creates db + user
+DB_MARIADB_CREATE = "wizard_db_mariadb_create"      # postinst creates db + user (dsm/mariadb.py)
 DB_MARIADB_EXISTING = "wizard_db_mariadb_existing"  # the administrator created them
 MARIADB_HOST = "wizard_mariadb_host"
 MARIADB_PORT = "wizard_mariadb_port"
 MARIADB_DATABASE = "wizard_mariadb_database"
 MARIADB_USER = "wizard_mariadb_user"
 MARIADB_PASSWORD = "wizard_mariadb_password"
+MARIADB_ADMIN_USER = "wizard_mariadb_admin_user"   # who creates them: DSM's MariaDB 10 has root
 MARIADB_ROOT_PASSWORD = "wizard_mariadb_root_password"
 KEEP_DATA = "wizard_keep_data"
 DELETE_DATA = "wizard_delete_data"
 
 DEFAULTS = {
-    DICOM_HOST: "0.0.0.0", AE_TITLE: "DSMPACS", DICOM_PORT: "11112", WEB_PORT: "8080",
+    # Ports no DSM service, no Synology package and no SynoCommunity package registers
+    # (docs/dsm-package.md "Ports"): 11112 and 8080 are often taken on a NAS already
+    # (other DICOM software, SABnzbd and many web apps), and a clash refuses the install.
+    DICOM_HOST: "0.0.0.0", AE_TITLE: "DSMPACS", DICOM_PORT: "10104", WEB_PORT: "10180",
     DICOM_TLS_PORT: "2762",       # IANA's DICOM-over-TLS port; plain and TLS side by side
     # DSM's nginx listens on the reverse proxy rule's port (as root: any port). Not 443,
     # which DSM's own sites and Web Station answer on every host name.
     WEB_PROXY_PORT: "11443",
     SHARE_NAME: "pacs", MARIADB_HOST: "127.0.0.1", MARIADB_PORT: "3307",
-    MARIADB_DATABASE: "dsmpacs", MARIADB_USER: "dsmpacs",
+    MARIADB_DATABASE: "dsmpacs", MARIADB_USER: "dsmpacs", MARIADB_ADMIN_USER: "root",
 }
 
 # --- patterns ------------------------------------------------------------------
@@ -90,63 +94,132 @@ FIELD_PATTERNS = {
     SHARE_NAME: "share", ADMIN_PASSWORD: "admin_password", ADMIN_PASSWORD_CONFIRM: "admin_password",
     MARIADB_HOST: "host", MARIADB_PORT: "any_port", MARIADB_DATABASE: "db_name",
     MARIADB_USER: "db_user", MARIADB_PASSWORD: "db_password", MARIADB_ROOT_PASSWORD: "db_password",
+    MARIADB_ADMIN_USER: "db_user",
     STORE_AES: "ae_list",
 }
 
-# --- messages, English and Simplified Chinese --------------------------------------
+# --- messages: English, Simplified Chinese (chs), Traditional Chinese (cht) ---------------
 MESSAGES = {
-    "ae_title": ("AE title: 1 to 16 letters, digits, spaces or punctuation; no backslash, "
-                 "not only spaces.",
-                 "AE 标题：1 到 16 个字符（字母、数字、空格或标点）；不能含反斜杠，也不能全是空格。"),
-    "port": ("Port: a number from 1024 to 65535 (DSM packages cannot use ports below 1024).",
-             "端口：1024 到 65535 之间的数字（DSM 套件不能使用 1024 以下的端口）。"),
-    "any_port": ("Port: a number from 1 to 65535.", "端口：1 到 65535 之间的数字。"),
-    "ipv4": ("Address: 0.0.0.0 for all interfaces, or an IPv4 address of this NAS such as "
-             "192.168.1.10.",
-             "地址：0.0.0.0 表示所有网络接口，或填写本 NAS 的 IPv4 地址，例如 192.168.1.10。"),
-    "share": ("Shared folder: 1 to 32 characters, no leading or trailing space, none of "
-              "! \" # $ % & ' ( ) * + , / : ; < = > ? @ [ ] ^ ` { | } ~ \\",
-              "共享文件夹：1 到 32 个字符，首尾不能是空格，不能含 "
-              "! \" # $ % & ' ( ) * + , / : ; < = > ? @ [ ] ^ ` { | } ~ \\"),
-    "admin_password": ("Administrator password: at least 10 characters.",
-                       "管理员密码：至少 10 个字符。"),
-    "host": ("MariaDB host: a host name or an IPv4 address, such as 127.0.0.1.",
-             "MariaDB 主机：主机名或 IPv4 地址，例如 127.0.0.1。"),
-    "db_name": ("MariaDB database: letters, digits and underscores, at most 64.",
-                "MariaDB 数据库名：字母、数字和下划线，最多 64 个。"),
-    "db_user": ("MariaDB user: letters, digits and underscores, at most 32.",
-                "MariaDB 用户名：字母、数字和下划线，最多 32 个。"),
-    "db_password": ("MariaDB password: up to 128 characters, none of \" & ' < > \\ ` "
-                    "(DSM cannot pass them on to MariaDB).",
-                    "MariaDB 密码：最多 128 个字符，不能含 \" & ' < > \\ `（DSM 无法把这些字符传给 MariaDB）。"),
-    "ae_list": ("Modalities: AE titles separated by commas, each optionally followed by @ and "
-                "its address and :port, such as ANGIO1, ANGIO2@192.168.1.20:104.",
-                "设备：以逗号分隔的 AE 标题，每个后面可加 @地址 和 :端口，例如 ANGIO1, ANGIO2@192.168.1.20:104。"),
-    "ports_differ": ("The DICOM port and the web port must differ.",
-                     "DICOM 端口和 Web 端口不能相同。"),
-    "tls_port_differs": ("The DICOM TLS port must differ from the DICOM port and the web port.",
-                         "DICOM TLS 端口不能与 DICOM 端口或 Web 端口相同。"),
-    "tls_only_needs_port": ("TLS only was chosen: enter a DICOM TLS port.",
-                            "已选择仅使用 TLS：请填写 DICOM TLS 端口。"),
-    "proxy_port_differs": ("The reverse proxy's HTTPS port must differ from the DICOM, DICOM TLS "
-                           "and web ports, and from DSM's own ports 5000 and 5001.",
-                           "反向代理的 HTTPS 端口不能与 DICOM、DICOM TLS 或 Web 端口相同，也不能是 DSM "
-                           "自身的端口 5000 和 5001。"),
-    "passwords_differ": ("The two administrator passwords are not the same.",
-                         "两次输入的管理员密码不一致。"),
-    "choose_database": ("Choose one index database: SQLite or MariaDB 10.",
-                        "请选择一种索引数据库：SQLite 或 MariaDB 10。"),
-    "mariadb_fields": ("MariaDB 10 was chosen: enter its host, port, database, user and password.",
-                       "已选择 MariaDB 10：请填写主机、端口、数据库、用户名和密码。"),
-    "root_password": ("To let DSM create the MariaDB database and user, enter the MariaDB root "
-                      "password.",
-                      "要由 DSM 创建 MariaDB 数据库和用户，请填写 MariaDB 的 root 密码。"),
+    "ae_title": (
+        "AE title: 1 to 16 letters, digits, spaces or punctuation; no backslash, not "
+        "only spaces.",
+        "AE 标题：1 到 16 个字符（字母、数字、空格或标点）；不能含反斜杠，也不能全是空格。",
+        "AE 標題：1 到 16 個字元（字母、數字、空格或標點）；不能含反斜槓，也不能全是空格。"),
+    "port": (
+        "Port: a number from 1024 to 65535 (DSM packages cannot use ports below 1024).",
+        "端口：1024 到 65535 之间的数字（DSM 套件不能使用 1024 以下的端口）。",
+        "連接埠：1024 到 65535 之間的數字（DSM 套件不能使用 1024 以下的連接埠）。"),
+    "any_port": (
+        "Port: a number from 1 to 65535.",
+        "端口：1 到 65535 之间的数字。",
+        "連接埠：1 到 65535 之間的數字。"),
+    "ipv4": (
+        "Address: 0.0.0.0 for all interfaces, or an IPv4 address of this NAS such as "
+        "192.168.1.10.",
+        "地址：0.0.0.0 表示所有网络接口，或填写本 NAS 的 IPv4 地址，例如 192.168.1.10。",
+        "位址：0.0.0.0 表示所有網路介面，或填寫本 NAS 的 IPv4 位址，例如 192.168.1.10。"),
+    "share": (
+        'Shared folder: 1 to 32 characters, no leading or trailing space, none of ! " '
+        "# $ % & ' ( ) * + , / : ; < = > ? @ [ ] ^ ` { | } ~ \\",
+        '共享文件夹：1 到 32 个字符，首尾不能是空格，不能含 ! " # $ % & \' ('
+        ' ) * + , / : ; < = > ? @ [ ] ^ ` { | } ~ \\',
+        '共用資料夾：1 到 32 個字元，首尾不能是空格，不能含 ! " # $ % & \' ('
+        ' ) * + , / : ; < = > ? @ [ ] ^ ` { | } ~ \\'),
+    "admin_password": (
+        "Administrator password: at least 10 characters.",
+        "管理员密码：至少 10 个字符。",
+        "管理員密碼：至少 10 個字元。"),
+    "host": (
+        "MariaDB host: a host name or an IPv4 address, such as 127.0.0.1.",
+        "MariaDB 主机：主机名或 IPv4 地址，例如 127.0.0.1。",
+        "MariaDB 主機：主機名稱或 IPv4 位址，例如 127.0.0.1。"),
+    "db_name": (
+        "MariaDB database: letters, digits and underscores, at most 64 characters.",
+        "MariaDB 数据库名：字母、数字和下划线，最多 64 个字符。",
+        "MariaDB 資料庫名稱：英文字母、數字和底線，最多 64 個字元。"),
+    "db_user": (
+        "MariaDB user: letters, digits and underscores, at most 32 characters.",
+        "MariaDB 用户名：字母、数字和下划线，最多 32 个字符。",
+        "MariaDB 使用者名稱：英文字母、數字和底線，最多 32 個字元。"),
+    "db_password": (
+        'MariaDB password: up to 128 characters, none of " & \' < > \\ ` (the way from '
+        "the wizard to MariaDB could alter them).",
+        'MariaDB 密码：最多 128 个字符，不能含 " & \' < > \\ `（从向导传到 MariaDB 的途中它们可能被改变）。',
+        'MariaDB 密碼：最多 128 個字元，不能含 " & \' < > \\ `（從精靈傳到 MariaDB 的途中它們可能被改變）。'),
+    "ae_list": (
+        "Modalities: AE titles separated by commas, each optionally followed by @ and "
+        "its address and :port, such as ANGIO1, ANGIO2@192.168.1.20:104.",
+        "设备：以逗号分隔的 AE 标题，每个后面可加 @地址 和 :端口，例如 ANGIO1, ANGIO2@192.168.1.20:104。",
+        "裝置：以逗號分隔的 AE 標題，每個後面可加 @位址 和 :連接埠，例如 ANGIO1, ANGIO2@192.168.1.20:104。"),
+    "ports_differ": (
+        "The DICOM port and the web port must differ.",
+        "DICOM 端口和 Web 端口不能相同。",
+        "DICOM 連接埠和 Web 連接埠不能相同。"),
+    "tls_port_differs": (
+        "The DICOM TLS port must differ from the DICOM port and the web port.",
+        "DICOM TLS 端口不能与 DICOM 端口或 Web 端口相同。",
+        "DICOM TLS 連接埠不能與 DICOM 連接埠或 Web 連接埠相同。"),
+    "tls_only_needs_port": (
+        "TLS only was chosen: enter a DICOM TLS port.",
+        "已选择仅使用 TLS：请填写 DICOM TLS 端口。",
+        "已選擇僅使用 TLS：請填寫 DICOM TLS 連接埠。"),
+    "proxy_port_differs": (
+        "The reverse proxy's HTTPS port must differ from the DICOM, DICOM TLS and web "
+        "ports, and from DSM's own ports 5000 and 5001.",
+        "反向代理的 HTTPS 端口不能与 DICOM、DICOM TLS 或 Web 端口相同，也不能是 DSM 自身的端口 5000 和 5001。",
+        "反向代理的 HTTPS 連接埠不能與 DICOM、DICOM TLS 或 Web 連接埠相同，也不能是 DSM 自身的連接埠 5000 和 5001。"),
+    "passwords_differ": (
+        "The two administrator passwords are not the same.",
+        "两次输入的管理员密码不一致。",
+        "兩次輸入的管理員密碼不一致。"),
+    "choose_database": (
+        "Choose one index database: SQLite or MariaDB 10.",
+        "请选择一种索引数据库：SQLite 或 MariaDB 10。",
+        "請選擇一種索引資料庫：SQLite 或 MariaDB 10。"),
+    "mariadb_fields": (
+        "MariaDB 10 was chosen: enter its host, port, database, user and password.",
+        "已选择 MariaDB 10：请填写主机、端口、数据库、用户名和密码。",
+        "已選擇 MariaDB 10：請填寫主機、連接埠、資料庫、使用者名稱和密碼。"),
+    "root_password": (
+        "To let DSM PACS create the MariaDB database and user, enter the MariaDB root "
+        "password.",
+        "要由 DSM PACS 创建 MariaDB 数据库和用户，请填写 MariaDB 的 root 密码。",
+        "要由 DSM PACS 建立 MariaDB 資料庫和使用者，請填寫 MariaDB 的 root 密碼。"),
+    "port_registered": (
+        "The {label} {port} is already used on this N"
+        "AS by “{service}” (registered in {file}). Choose another port.",
+        "{label} {port} 已被本 NAS 上的“{service}”使用（登记于 {file}）。请选择其他端口。",
+        "{label} {port} 已被本 NAS 上的“{service}”使用（登記於 {file}）。請選擇其他連接埠。"),
+    "mariadb_missing": (
+        "DSM PACS is to create its MariaDB database, but MariaDB 10 does not run on "
+        "this NAS ({socket} is missing). Install and start MariaDB 10 in Package "
+        "Center, or choose SQLite or an existing MariaDB database.",
+        "要由 DSM PACS 创建 MariaDB 数据库，但本 NAS 上没有运行 Mari"
+        "aDB 10（找不到 {socket}）。请在套件中心安装并启动 MariaDB 10，或选择 SQLite 或已存在的 MariaDB 数据库。",
+        "要由 DSM PACS 建立 MariaDB 資料庫，但本 NAS 上沒有執行 Mari"
+        "aDB 10（找不到 {socket}）。請在套件中心安裝並啟動 MariaDB 10，或選擇 SQLite 或已存在的 MariaDB 資料庫。"),
+    "dicom_port_label": (
+        "DICOM port",
+        "DICOM 端口",
+        "DICOM 連接埠"),
+    "web_port_label": (
+        "web port",
+        "Web 端口",
+        "Web 連接埠"),
+    "dicom_tls_port_label": (
+        "DICOM TLS port",
+        "DICOM TLS 端口",
+        "DICOM TLS 連接埠"),
 }
 
 
-def message(key: str, lang: str = "enu") -> str:
-    english, chinese = MESSAGES[key]
-    return chinese if lang == "chs" else english
+LANGS = ("enu", "chs", "cht")   # DSM's language codes (SYNOPKG_DSM_LANGUAGE)
+
+
+def message(key: str, lang: str = "enu", **values: object) -> str:
+    """The text in DSM's language (English for any other), with its {placeholders} filled."""
+    text = MESSAGES[key][LANGS.index(lang) if lang in LANGS else 0]
+    return text.format(**values) if values else text
 
 
 def matches(pattern: str, value: str) -> bool:
@@ -190,7 +263,7 @@ class Answers:
     share_name: str
     admin_password: str
     database: str                  # "sqlite" or "mariadb"
-    mariadb_create: bool = False   # DSM's mariadb10-db worker created the database and user
+    mariadb_create: bool = False   # postinst creates the database and user (dsm/mariadb.py)
     dicom_tls_port: int = 0        # 0: no DICOM TLS listener
     dicom_tls_only: bool = False   # no plaintext DICOM listener
     mariadb_host: str = ""
@@ -198,6 +271,8 @@ class Answers:
     mariadb_database: str = ""
     mariadb_user: str = ""
     mariadb_password: str = ""
+    mariadb_admin_user: str = ""       # for mariadb_create only; never written anywhere
+    mariadb_admin_password: str = ""
     web_host: str = "0.0.0.0"      # the desktop icon opens the web port on the NAS's address
     web_proxy_port: int = 0        # with 127.0.0.1: the icon opens DSM's reverse proxy here
     store_aes: tuple[StoreAE, ...] = ()
@@ -289,6 +364,9 @@ def problems(env: Mapping[str, str], lang: str = "enu") -> list[str]:
             if value(key) and not matches(FIELD_PATTERNS[key], value(key)):
                 bad(FIELD_PATTERNS[key])
         if chosen[0] == DB_MARIADB_CREATE:
+            admin = value(MARIADB_ADMIN_USER) or DEFAULTS[MARIADB_ADMIN_USER]
+            if not matches("db_user", admin):
+                bad("db_user")
             root = value(MARIADB_ROOT_PASSWORD)
             if not root:
                 bad("root_password")
@@ -322,20 +400,137 @@ def parse(env: Mapping[str, str], lang: str = "enu") -> Answers:
     return Answers(**common, mariadb_create=_true(env.get(DB_MARIADB_CREATE)),
                    mariadb_host=env[MARIADB_HOST], mariadb_port=int(env[MARIADB_PORT]),
                    mariadb_database=env[MARIADB_DATABASE], mariadb_user=env[MARIADB_USER],
-                   mariadb_password=env[MARIADB_PASSWORD])
+                   mariadb_password=env[MARIADB_PASSWORD],
+                   mariadb_admin_user=env.get(MARIADB_ADMIN_USER) or DEFAULTS[MARIADB_ADMIN_USER],
+                   mariadb_admin_password=env.get(MARIADB_ROOT_PASSWORD, ""))
+
+
+# --- what DSM already runs: registered services and MariaDB 10 ---------------------------
+PACKAGE = "dsmpacs"
+# Where DSM keeps the service files (.sc) its firewall and port forwarding read: packages'
+# (the port-config worker copies them here) and DSM's own. The port-config worker refuses
+# a package whose .sc names a port another file here has.
+SERVICE_DIRS = ("usr/local/etc/services.d", "etc/services.d")
+# The socket of Synology's MariaDB 10 package (TCP is off unless the administrator enables it).
+MARIADB10_SOCKET = "/run/mysqld/mysqld10.sock"
+_PORT_LABELS = {DICOM_PORT: "dicom_port_label", WEB_PORT: "web_port_label",
+                DICOM_TLS_PORT: "dicom_tls_port_label"}
+
+
+def dsm_path(path: str, env: Mapping[str, str]) -> str:
+    """A DSM path; under the test harness's scratch root when it sets PACS_DSM_ROOT."""
+    return env.get("PACS_DSM_ROOT", "") + path
+
+
+def service_file(dicom_port: int, web_port: int, dicom_tls_port: int = 0,
+                 dicom_plain: bool = True, extra: Sequence[tuple[str, str, str, int]] = ()) -> str:
+    """The .sc file for DSM's firewall and port-forwarding pages (section names [a-zA-Z0-9.-]);
+    extra: more (section, title, description, port) after the wizard's."""
+    services = [("dsmpacs-dicom", "DICOM", "DSM PACS: DICOM storage, query and retrieve", dicom_port),
+                ("dsmpacs-web", "DSM PACS web", "DSM PACS: web viewer and DICOMweb (HTTP)",
+                 web_port)]
+    if dicom_tls_port:
+        services.insert(1, ("dsmpacs-dicom-tls", "DICOM TLS", "DSM PACS: DICOM over TLS",
+                            dicom_tls_port))
+    if not dicom_plain:
+        services.pop(0)
+    services.extend(extra)
+    return "\n".join(f'[{name}]\ntitle="{title}"\ndesc="{desc}"\nport_forward="no"\n'
+                     f'dst.ports="{port}/tcp"\n' for name, title, desc, port in services)
+
+
+def _port_numbers(spec: str) -> set[int]:
+    """The TCP ports of a dst.ports value: "5000,5001/tcp", "6881:6890/tcp,udp", "80"."""
+    ports, _, protocols = spec.partition("/")
+    if protocols and "tcp" not in protocols.lower().split(","):
+        return set()
+    found: set[int] = set()
+    for part in ports.split(","):
+        match = re.fullmatch(r"\s*(\d+)\s*(?:[:-]\s*(\d+))?\s*", part)
+        if match:
+            first = int(match.group(1))
+            last = int(match.group(2) or first)
+            found.update(range(first, min(last, 65535) + 1))
+    return found
+
+
+def registered_ports(env: Mapping[str, str]) -> dict[int, tuple[str, str]]:
+    """port -> (service title, .sc file) for every service DSM has registered, but this
+    package's own file (a repair or reinstall meets it)."""
+    found: dict[int, tuple[str, str]] = {}
+    for folder in SERVICE_DIRS:
+        directory = dsm_path("/" + folder, env)
+        try:
+            names = sorted(os.listdir(directory))
+        except OSError:
+            continue
+        for name in names:
+            if not name.endswith(".sc") or name == f"{PACKAGE}.sc":
+                continue
+            path = os.path.join(directory, name)
+            try:
+                with open(path, encoding="utf-8", errors="replace") as fh:
+                    text = fh.read()
+            except OSError:
+                continue
+            for section, body in re.findall(r"^\[([^\]]+)\]\s*$(.*?)(?=^\[|\Z)", text, re.M | re.S):
+                title = re.search(r'^title\s*=\s*"?([^"\n]*)"?', body, re.M)
+                ports = re.search(r'^dst\.ports\s*=\s*"?([^"\n]*)"?', body, re.M)
+                for port in _port_numbers(ports.group(1)) if ports else ():
+                    found.setdefault(port, (title.group(1) if title else section, path))
+    return found
+
+
+def dsm_problems(env: Mapping[str, str], lang: str = "enu") -> list[str]:
+    """What the NAS says against the answers: a chosen port another service has registered,
+    or MariaDB 10 missing when DSM PACS is to create its database there."""
+    found: list[str] = []
+    taken = registered_ports(env)
+    keys = [WEB_PORT, DICOM_TLS_PORT] if _true(env.get(DICOM_TLS_ONLY)) else [
+        DICOM_PORT, WEB_PORT, DICOM_TLS_PORT]
+    for key in keys:
+        value = env.get(key, "").strip()
+        if value.isdigit() and int(value) in taken:
+            service, path = taken[int(value)]
+            found.append(message("port_registered", lang, label=message(_PORT_LABELS[key], lang),
+                                 port=value, service=service, file=path[len(env.get("PACS_DSM_ROOT", "")):]))
+    if _true(env.get(DB_MARIADB_CREATE)) and not os.path.exists(dsm_path(MARIADB10_SOCKET, env)):
+        found.append(message("mariadb_missing", lang, socket=MARIADB10_SOCKET))
+    return found
 
 
 def main(argv: list[str], env: Mapping[str, str]) -> int:
-    """``python wizard.py check``: preinst's check of the install wizard's answers."""
-    if argv[1:] != ["check"]:
-        print("usage: wizard.py check", file=sys.stderr)
-        return 2
-    if env.get("SYNOPKG_PKG_STATUS") == "UPGRADE":
-        return 0  # the upgrade wizard changes nothing; the existing config stays
-    found = problems(env, env.get("SYNOPKG_DSM_LANGUAGE", "enu"))
-    for line in found:
-        print(line)
-    return 1 if found else 0
+    """preinst's commands, run with the interpreter package's Python:
+
+    ``wizard.py check``: the install wizard's answers, then what the NAS says against them.
+    ``wizard.py service-file PATH``: write the .sc file for the answers' ports, so that the
+    port-config worker registers the chosen ports, not defaults (docs/dsm-package.md).
+    """
+    if argv[1:] == ["check"]:
+        if env.get("SYNOPKG_PKG_STATUS") == "UPGRADE":
+            return 0  # the upgrade wizard changes nothing; the existing config stays
+        lang = env.get("SYNOPKG_DSM_LANGUAGE", "enu")
+        found = problems(env, lang)
+        # A reinstall that finds an earlier config.toml keeps it (postinst): its ports
+        # and database are the ones in use, not the wizard's.
+        var = env.get("SYNOPKG_PKGVAR", "")
+        if not found and not (var and os.path.exists(os.path.join(var, "config.toml"))):
+            found = dsm_problems(env, lang)
+        for line in found:
+            print(line)
+        return 1 if found else 0
+    if len(argv) == 3 and argv[1] == "service-file":
+        answers = parse(env)
+        text = service_file(answers.dicom_port, answers.web_port, answers.dicom_tls_port,
+                            not answers.dicom_tls_only)
+        tmp = argv[2] + ".tmp"
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.chmod(tmp, 0o644)     # read by DSM's worker, whatever the umask
+        os.replace(tmp, argv[2])
+        return 0
+    print("usage: wizard.py check | wizard.py service-file PATH", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":
