@@ -235,3 +235,18 @@ def backup_mysql_command(url: str) -> list[str]:
     return [dump, "--single-transaction", "--routines", f"--host={parts.hostname or '127.0.0.1'}",
             f"--port={parts.port or 3306}", f"--user={unquote(parts.username or 'root')}",
             parts.path.lstrip("/")]
+
+
+def statement(db: peewee.Database, key: str, build) -> str:
+    """SQL text of a hot read query, built once per database by ``build(q, p)`` (``q``
+    quotes an identifier, ``p`` is the parameter placeholder).
+
+    peewee's query builder costs 0.2 to 0.9 ms of Python per query on a 2-core machine,
+    while SQLite answers a look-up by key in about 10 microseconds; the queries every
+    web request runs (its account, its scope, the instance it names) are therefore
+    written out once and only bound to new parameters."""
+    cache = db.__dict__.setdefault("_dsmpacs_statements", {})
+    text = cache.get(key)
+    if text is None:
+        text = cache[key] = build(lambda name: f"{db.quote[0]}{name}{db.quote[1]}", db.param)
+    return text
