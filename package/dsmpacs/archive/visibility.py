@@ -28,10 +28,8 @@ from dsmpacs.archive.models import (
     DEFAULT_INSTITUTION_ID,
     Institution,
     InstitutionAlias,
-    Membership,
     RemoteAE,
     Study,
-    User,
 )
 
 # Roles within an institution (Membership.role).
