@@ -19,7 +19,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import peewee
 from playhouse.pool import PooledMySQLDatabase, PooledSqliteDatabase
 
-from dsmpacs.archive import migrations
+from dsmpacs.archive import checkpoint, migrations
 from dsmpacs.archive.models import MODELS, SchemaVersion, database_proxy
 
 log = logging.getLogger(__name__)
@@ -85,7 +85,11 @@ def open_database(url: str, *, max_connections: int = 64,
                                         "journal_mode": "wal", "synchronous": "full",
                                         "foreign_keys": 1,
                                         "busy_timeout": int(lock_timeout * 1000),
-                                        "cache_size": -32000})
+                                        "cache_size": -32000,
+                                        # The DICOM daemon checkpoints from a thread of
+                                        # its own (archive/checkpoint.py); this bounds the
+                                        # log when it does not run.
+                                        "wal_autocheckpoint": checkpoint.BACKSTOP_PAGES})
     parts = urlsplit(url)
     if parts.scheme not in ("mysql", "mariadb"):
         raise ValueError(f"unsupported database URL scheme {parts.scheme!r}")
