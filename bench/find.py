@@ -370,7 +370,9 @@ def start_archive(label: str, database_url: str, workdir: Path, stack: ExitStack
         Users(archive.index).add(WEB_USER, WEB_PASSWORD, "radiologist")
     archive.close()
 
-    server = ServerProcess(data_dir, {"database_url": database_url, "log_level": "WARNING"})
+    # query_limit 0: every match, as Orthanc answers (its LimitFindResults is 0 by default);
+    # the product's default of 1,000 would end ZHANG* at 1,000,000 instances with 0xA700.
+    server = ServerProcess(data_dir, {"database_url": database_url, "log_level": "WARNING", "query_limit": 0})
     server.start()
     stack.callback(server.stop)
     return Target(f"DSM PACS, {label}", count, load_s, load_how, server.port, server.ae_title, plan,
@@ -500,12 +502,16 @@ def report(targets: list[Target], orthanc: Target | None, versions: list[str], q
     print()
     for t in targets:
         if t.label.startswith("DSM PACS"):
-            checks = [("C-FIND ZHANG*", median(t.find_ms), 50), ("its 50th match", median(t.first50_ms), 50),
+            # The targets (issue 10): the first 50 matches of the name query, QIDO-RS with
+            # limit=50, an exact PatientID. The whole answer (every match, each its own
+            # C-FIND-RSP) is printed for information.
+            checks = [("C-FIND ZHANG* to its 50th match", median(t.first50_ms), 50),
                       ("QIDO-RS limit=50", median(t.qido_ms), 50),
                       ("C-FIND PatientID", median([r.find_ms for r in t.by_id]), 10)]
             print(f"{t.label}, {t.instances:,} instances: " + "; ".join(
                 f"{name} median {value:.1f} ms {'meets' if value < limit else 'MISSES'} {limit} ms"
-                for name, value, limit in checks))
+                for name, value, limit in checks)
+                + f"; the whole ZHANG* answer ({t.matches} matches) {median(t.find_ms):.1f} ms")
 
 
 @dataclass(frozen=True)
