@@ -165,6 +165,17 @@ def run_mariadb(total: int, add: int, rounds: int) -> Result | None:
     return result
 
 
+@dataclass(frozen=True)
+class Sizes:
+    instances: int
+    add: int
+    rounds: int
+
+
+FULL = Sizes(instances=1_000_000, add=2000, rounds=3)
+QUICK = Sizes(instances=20_000, add=300, rounds=2)
+
+
 def build_parser():
     parser = section_parser(__doc__)
     parser.add_argument("--instances", type=int, default=None, help="the large index (default 1,000,000; "
@@ -182,9 +193,8 @@ def build_parser():
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     exit_cleanly_on_sigterm()
-    total = args.instances or (20_000 if args.quick else 1_000_000)
-    add = args.add or (300 if args.quick else 2000)
-    rounds = args.rounds or (2 if args.quick else 3)
+    sizes = QUICK if args.quick else FULL
+    total, add, rounds = args.instances or sizes.instances, args.add or sizes.add, args.rounds or sizes.rounds
     started = time.perf_counter()
     WORK.mkdir(parents=True, exist_ok=True)
     load_before = _load()
