@@ -1,6 +1,6 @@
 """`make bench`: every benchmark section in one run.
 
-    python -m bench [--quick] [SECTION ...]      SECTION: ingest, find, web, viewer, mpr (default: all)
+    python -m bench [--quick] [SECTION ...]      SECTION: ingest, find, scale, web, viewer, mpr (default: all)
 
 ``--quick`` runs each section at small sizes (a smoke run of a few minutes);
 without it every section runs at full size.
@@ -12,7 +12,7 @@ import importlib
 import sys
 import time
 
-SECTIONS = ["ingest", "find", "web", "viewer", "mpr"]
+SECTIONS = ["ingest", "find", "scale", "web", "viewer", "mpr"]
 
 
 def build_parser() -> argparse.ArgumentParser:

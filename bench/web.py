@@ -21,6 +21,7 @@ both with the DICOMweb plugin's /rendered and with Orthanc's own REST /rendered.
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import shutil
 import statistics
@@ -100,6 +101,7 @@ class Ours:
         if done.returncode != 0:
             raise RuntimeError(f"dsmpacs user add failed: {done.stderr}")
         self.url, self.ae_title, self.port = self.server.web_url, self.server.ae_title, self.server.port
+        self.pid = self.server.proc.pid
         return self
 
     def stop(self) -> None:
@@ -124,6 +126,7 @@ class TheirOrthanc:
     def start(self) -> "TheirOrthanc":
         self.orthanc.start()
         self.url, self.ae_title, self.port = self.orthanc.url, self.orthanc.ae_title, self.orthanc.dicom_port
+        self.pid = self.orthanc.proc.pid
         return self
 
     def stop(self) -> None:
@@ -162,22 +165,43 @@ def instance_path(uids: dict[str, str]) -> str:
     return f"/dicom-web/studies/{uids['study']}/series/{uids['series']}/instances/{uids['instance']}"
 
 
-def measure(targets: list, case: Case, runs: int) -> tuple[dict, dict]:
-    """Seconds per request and the body size, by target name; the servers take turns,
-    the first alternating per run, so that request i of one pairs with request i of the other."""
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU seconds of a process and its children (our server runs its
+    web and DICOM parts as children of a supervisor)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(entry.name) == pid or int(fields[1]) == pid:       # fields[1]: the parent's pid
+            total += (int(fields[11]) + int(fields[12])) / tick    # utime, stime
+    return total
+
+
+def measure(targets: list, case: Case, runs: int) -> tuple[dict, dict, dict]:
+    """Seconds per request, the body size and the server's CPU milliseconds per request,
+    by target name; the servers take turns, the first alternating per run, so that
+    request i of one pairs with request i of the other. CPU time is less disturbed
+    than wall time by other work on a shared machine."""
     times: dict = {t.name: [] for t in targets}
     sizes: dict = {}
     headers = {"Accept": case.accept, **case.headers}
     for target in targets:
         for _ in range(3):                                      # warm-up
             fetch(target.session, target.url + case.paths[target.name], headers)
+    cpu_before = {t.name: cpu_seconds(t.pid) for t in targets}
     for run in range(runs):
         for target in rotated(targets, run):
             started = time.perf_counter()
             response = fetch(target.session, target.url + case.paths[target.name], headers)
             sizes[target.name] = len(response.content)
             times[target.name].append(time.perf_counter() - started)
-    return times, sizes
+    cpu = {t.name: (cpu_seconds(t.pid) - cpu_before[t.name]) * 1000 / runs for t in targets}
+    return times, sizes, cpu
 
 
 @dataclass(frozen=True)
@@ -255,12 +279,13 @@ def main(argv: list[str] | None = None) -> int:
         counts = {t.name: len(fetch(t.session, t.url + QUERY, {"Accept": "application/dicom+json"}).json())
                   for t in targets}
         for case in cases:
-            times, sizes = measure(targets, case, case.runs or args.runs)
+            times, sizes, cpu = measure(targets, case, case.runs or args.runs)
             medians = {name: statistics.median(values) for name, values in times.items()}
             cells = [spread([x * 1000 for x in times[t.name]], "{:.1f}", " ms")
                      + (f", {sizes[t.name] / medians[t.name] / 1e6:.0f} MB/s" if "instance" in case.label else "")
                      for t in targets]
             rows.append([case.label, *cells, ratio_cell(times[orthanc.name], times[ours.name]),
+                         " / ".join(f"{cpu[t.name]:.1f}" for t in targets),
                          " / ".join(f"{sizes[t.name]:,}" for t in targets)])
             print(f"[web] {case.label}: done", file=sys.stderr, flush=True)
     finally:
@@ -271,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nDICOMweb{' (--quick)' if args.quick else ''}, {args.runs} requests per server on one keep-alive "
           f"requests.Session, HTTP Basic on both,\nAccept-Encoding: identity unless stated; {args.studies} one-instance studies "
           "+ one XA run 512x512x40 12-bit, loaded by storescu")
-    print(table(["request", ours.name, "Orthanc", "Orthanc / ours",
+    print(table(["request", ours.name, "Orthanc", "Orthanc / ours", "server CPU ms/request (ours / Orthanc)",
                  "bytes (ours / Orthanc)"], rows))
     print(f"  ZHANG* matches: {counts[ours.name]} studies here, {counts[orthanc.name]} in Orthanc (limit 50)")
     print("  time cells: median (min–max); MB/s: decoded body bytes over the median time.\n"
@@ -279,6 +304,10 @@ def main(argv: list[str] | None = None) -> int:
           "\n  per run), median (min–max): above 1.00x we are faster.")
     print_versions("web", versions)
     print("  The pixel data is noise, which gzip cannot shrink (real angiograms shrink somewhat).")
+    print("  server CPU: user+system time of the server's processes over the timed requests, per request "
+          "(ours: supervisor, web and DICOM processes).")
+    print(f"  load average {' '.join(f'{x:.1f}' for x in os.getloadavg())} at the end (a shared machine: "
+          "wall times vary with it, CPU times much less)")
     return 0
 
 

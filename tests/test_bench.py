@@ -10,7 +10,7 @@ import shutil
 import pytest
 
 from bench import __main__ as bench_main
-from bench import common, find, ingest, mpr, viewer, web
+from bench import common, find, ingest, mpr, scale, viewer, web
 from tests.peers import require
 
 
@@ -32,7 +32,7 @@ def test_ratios_pair_round_by_round_not_median_by_median():
         common.ratios([1.0, 2.0], [1.0])
 
 
-@pytest.mark.parametrize("module", [ingest, find, web, viewer, mpr])
+@pytest.mark.parametrize("module", [ingest, find, scale, web, viewer, mpr])
 def test_every_section_takes_quick(module):
     args = module.build_parser().parse_args(["--quick"])
     assert args.quick is True
@@ -43,6 +43,7 @@ def test_every_section_takes_quick(module):
 def test_quick_sizes_are_smaller_than_full():
     assert ingest.QUICK.small < ingest.FULL.small and ingest.QUICK.big_frames < ingest.FULL.big_frames
     assert find.QUICK.instances < find.FULL.instances
+    assert scale.QUICK.instances < scale.FULL.instances and scale.QUICK.add < scale.FULL.add
     assert web.QUICK.studies < web.FULL.studies
 
 

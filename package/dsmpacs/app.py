@@ -162,7 +162,7 @@ def start_overdue_checks(archive: Archive, stop: threading.Event) -> threading.T
 
 def serve_dicom(settings: Settings, *, recover: bool = True) -> None:
     """Run the DICOM daemon until SIGTERM/SIGINT."""
-    from dsmpacs.archive import verification
+    from dsmpacs.archive import checkpoint, verification
     from dsmpacs.dicom import server as dicom_server
     from dsmpacs.hl7v2 import server as hl7_server
 
@@ -182,6 +182,8 @@ def serve_dicom(settings: Settings, *, recover: bool = True) -> None:
     # the same index leave it alone meanwhile) and the audit trail's housekeeping.
     stop_jobs = threading.Event()
     verifier = verification.start_background(archive, stop_jobs)
+    # SQLite: the log written back to the database file off the stores' commits.
+    checkpoint.start(archive.db, stop_jobs)
     # "port" is where plain DICOM is heard, or the TLS port when there is none.
     host, port = server[0].server_address[:2]
     tls_port = server.tls.server_address[1] if server.tls is not None else None

@@ -195,6 +195,15 @@ class Index:
                 time.sleep(0.005 * (attempt + 1))
         raise IndexUnavailable(f"index database busy: no write lock within {self.lock_timeout:g} s")
 
+    def add_batch(self, items: list[tuple[Extracted, StoredFile]], *, origin: str,
+                  calling_ae: str = "") -> None:
+        """Index many instances in one transaction, through the same statements as
+        ``add_instance`` (an import, or a benchmark filling an index of a million rows).
+        No retries: a conflict fails the whole batch, which the caller may repeat."""
+        with self.write():
+            for extracted, stored in items:
+                self._add(extracted, stored, origin, calling_ae)
+
     def replace_instance(self, existing: Instance, extracted: Extracted, stored: StoredFile, *,
                          origin: str, calling_ae: str = "") -> str:
         """Overwrite policy: drop the old row and add the new one in one transaction.

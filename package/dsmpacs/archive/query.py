@@ -157,18 +157,22 @@ class Search:
         self.dialect = Dialect(is_mysql(index.db))
 
     # --- public ----------------------------------------------------------------
-    def search(self, query: Query, *, batch: int = 500) -> Iterator[dict[str, object]]:
+    def search(self, query: Query, *, batch: int = 500, first: int = 50) -> Iterator[dict[str, object]]:
         """Matching rows in a stable order (the level's row id), ``limit``/``offset``
         applied. Each row maps the returned keywords to values (str, or int for
         counts and integer VRs, None when unknown) and ``SpecificCharacterSet`` to
-        the character set the row's data was stored in."""
+        the character set the row's data was stored in.
+
+        The first page is ``first`` rows, then ``batch``: a C-FIND sends its first
+        matches while the rest are still being read, as a page of 50 would."""
         level_model = MODELS[query.level]
         returned = query.returned()
         base = self.select(query, returned)
         remaining = query.limit
         offset, last_id = query.offset, None
         while remaining is None or remaining > 0:
-            size = batch if remaining is None else min(batch, remaining)
+            page_size = min(first, batch) if last_id is None else batch
+            size = page_size if remaining is None else min(page_size, remaining)
             page = base if last_id is None else base.where(level_model.id > last_id)
             page = page.order_by(level_model.id).limit(size)
             if offset:

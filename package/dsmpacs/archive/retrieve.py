@@ -27,6 +27,7 @@ from pydicom.multival import MultiValue
 from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from dsmpacs.archive.attributes import Level
+from dsmpacs.archive.database import statement
 from dsmpacs.archive.index import Index
 from dsmpacs.archive.models import Instance, Patient, Series, Study
 from dsmpacs.archive.transcode import can_convert
@@ -146,6 +147,15 @@ def select_instances(index: Index, keys: RetrieveKeys) -> list[StoredInstance]:
     driving = lists.get(keys.level, ())
     batches = list(_chunks(driving)) if driving else [()]
     rows: list[tuple] = []
+    if (keys.level is Level.IMAGE and not keys.patient_id
+            and len(keys.study_instance_uids) == len(keys.series_instance_uids) == len(driving) == 1):
+        # One instance by its three UIDs: what every WADO-RS frame or rendered request
+        # asks; a prepared text (database.statement) with the same columns and joins.
+        sql = statement(index.db, "retrieve.one_instance", _one_instance_sql)
+        params = [keys.study_instance_uids[0], keys.series_instance_uids[0], driving[0]]
+        with index.read():
+            rows = [_row_of(row) for row in index.db.execute_sql(sql, params).fetchall()]
+        batches = []
     with index.read():
         for batch in batches:
             query = (Instance
@@ -173,6 +183,24 @@ def select_instances(index: Index, keys: RetrieveKeys) -> list[StoredInstance]:
     return [StoredInstance(r[0], r[1], r[2], r[3], r[4], study_instance_uid=r[10],
                            series_instance_uid=r[7], corrupt=bool(r[14]), corrupt_reason=r[15])
             for r in rows]
+
+
+def _one_instance_sql(q, p) -> str:
+    return (f"SELECT i.{q('sop_class_uid')}, i.{q('sop_instance_uid')}, i.{q('transfer_syntax_uid')}, "
+            f"i.{q('path')}, i.{q('size')}, i.{q('instance_number')}, i.{q('id')}, "
+            f"se.{q('series_instance_uid')}, se.{q('series_number')}, se.{q('id')}, "
+            f"st.{q('study_instance_uid')}, st.{q('study_date')}, st.{q('study_time')}, st.{q('id')}, "
+            f"i.{q('corrupt')}, i.{q('corrupt_reason')} "
+            f"FROM {q('instance')} i JOIN {q('series')} se ON i.{q('series_id')} = se.{q('id')} "
+            f"JOIN {q('study')} st ON se.{q('study_id')} = st.{q('id')} "
+            f"JOIN {q('patient')} pa ON st.{q('patient_id')} = pa.{q('id')} "
+            f"WHERE st.{q('study_instance_uid')} = {p} AND se.{q('series_instance_uid')} = {p} "
+            f"AND i.{q('sop_instance_uid')} = {p}")
+
+
+def _row_of(row: tuple) -> tuple:
+    """As peewee's .tuples() gives it: the corrupt flag as a bool."""
+    return (*row[:14], Instance.corrupt.python_value(row[14]), row[15])
 
 
 # --- transfer syntaxes --------------------------------------------------------

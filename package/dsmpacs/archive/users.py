@@ -26,6 +26,7 @@ from enum import Enum
 
 import peewee
 
+from dsmpacs.archive.database import statement
 from dsmpacs.archive.index import Index
 from dsmpacs.archive.models import ApiToken, User, utcnow
 
@@ -209,9 +210,17 @@ class Users:
             return [Account.from_row(r) for r in User.select().order_by(User.username_key)]
 
     def get(self, user_id: int) -> Account | None:
+        """The account by id: every request with a remembered credential asks this (is it
+        still enabled, same epoch?), so the query is a prepared text (database.statement)."""
+        sql = statement(self.index.db, "users.get", lambda q, p: (
+            f"SELECT {q('id')}, {q('username')}, {q('role')}, {q('disabled')}, {q('epoch')}, "
+            f"{q('created_at')}, {q('last_login_at')} FROM {q('user')} WHERE {q('id')} = {p}"))
         with self.index.read():
-            row = User.get_or_none(User.id == user_id)
-        return Account.from_row(row) if row else None
+            row = self.index.db.execute_sql(sql, [int(user_id)]).fetchone()
+        if row is None:
+            return None
+        return Account(row[0], row[1], Role(row[2]), bool(row[3]), row[4],
+                       User.created_at.python_value(row[5]), User.last_login_at.python_value(row[6]))
 
     def by_name(self, username: str) -> Account | None:
         with self.index.read():

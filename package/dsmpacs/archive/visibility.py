@@ -23,14 +23,13 @@ from dataclasses import dataclass, field
 
 import peewee
 
+from dsmpacs.archive.database import statement
 from dsmpacs.archive.models import (
     DEFAULT_INSTITUTION_ID,
     Institution,
     InstitutionAlias,
-    Membership,
     RemoteAE,
     Study,
-    User,
 )
 
 # Roles within an institution (Membership.role).
@@ -93,14 +92,24 @@ class Scope:
     def for_user(cls, index, grants, username: str) -> "Scope":
         """The global admin sees everything; anyone else their institutions and grants.
         An unknown user sees nothing."""
+        # Every web request asks this: one prepared query (database.statement) for the
+        # account and its memberships together.
+        sql = statement(index.db, "scope.for_user", lambda q, p: (
+            f"SELECT u.{q('disabled')}, u.{q('role')}, m.{q('institution_id')}, m.{q('role')} "
+            f"FROM {q('user')} u LEFT JOIN {q('membership')} m ON m.{q('user_id')} = u.{q('id')} "
+            f"WHERE u.{q('username')} = {p} ORDER BY u.{q('id')}"))
         with index.read():
-            user = User.get_or_none(User.username == username)
-            if user is None or user.disabled:
-                return cls.nothing(username)
-            if user.role == "admin":
-                return cls.everything(username)
-            roles = [(m.institution_id, m.role) for m in
-                     Membership.select(Membership.institution, Membership.role).where(Membership.user == user.id)]
+            found = index.db.execute_sql(sql, [username]).fetchall()
+        if not found:
+            return cls.nothing(username)
+        # usernames are unique by their key (NFKC casefolded); the first row's account
+        # is the one User.get_or_none would have returned.
+        disabled, role = found[0][0], found[0][1]
+        if disabled:
+            return cls.nothing(username)
+        if role == "admin":
+            return cls.everything(username)
+        roles = [(row[2], row[3]) for row in found if row[2] is not None]
         ids = frozenset(i for i, role in roles if role != "referring")
         referring = frozenset(i for i, role in roles if role == "referring") - ids
         granted = frozenset(grants.studies_for(username)) if grants is not None else frozenset()
@@ -152,6 +161,15 @@ class Scope:
             return True
         if not self.institutions and not (self.referring and _referring_filter is not None):
             return False
+        if index is not None and self.institutions and not self.referring:
+            # The common case on every request (a member of institutions, the study not
+            # granted): condition() reduces to the institutions, as a prepared query.
+            ids = sorted(self.institutions)
+            sql = statement(index.db, f"scope.allows.{len(ids)}", lambda q, p: (
+                f"SELECT 1 FROM {q('study')} WHERE {q('study_instance_uid')} = {p} "
+                f"AND {q('institution')} IN ({', '.join([p] * len(ids))}) LIMIT 1"))
+            with index.read():
+                return index.db.execute_sql(sql, [study_instance_uid, *ids]).fetchone() is not None
         # The same condition as the lists, so a page and the list never disagree.
         query = Study.select(Study.id).where(Study.study_instance_uid == study_instance_uid,
                                              self.condition())

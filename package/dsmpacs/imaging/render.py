@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
+from dsmpacs.imaging import frame_cache
 from dsmpacs.imaging.decode import DecodeError, decode_frame
 from dsmpacs.imaging.frames import FrameNotFound, PixelDataError, PixelLayout, read_frame, read_layout
 from dsmpacs.imaging.lut import Window, apply_window, auto_window, frame_rate, modality, window_presets
@@ -77,13 +78,23 @@ def _require_layout(path) -> PixelLayout:
     return layout
 
 
-def _pixels(path, layout: PixelLayout, index: int) -> np.ndarray:
+def _decode(path, layout: PixelLayout, index: int) -> np.ndarray:
     try:
-        return decode_frame(layout, read_frame(path, layout, index))
+        return frame_cache.read_only(decode_frame(layout, read_frame(path, layout, index)))
     except FrameNotFound:
         raise
     except (DecodeError, PixelDataError, OSError) as exc:
         raise RenderError(str(exc)) from exc
+
+
+def _pixels(path, layout: PixelLayout, index: int) -> np.ndarray:
+    """One decoded frame (read-only), from the frame cache when a request had it."""
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        raise RenderError(str(exc)) from exc
+    key = (os.fspath(path), st.st_size, st.st_mtime_ns, index)
+    return frame_cache.frames.get(key, lambda: _decode(path, layout, index), lambda a: a.nbytes)
 
 
 def _is_grey(layout: PixelLayout) -> bool:
@@ -134,20 +145,24 @@ def render_image(path, frame_index: int, *, window: tuple[float, float] | Window
     used: Window | None = None
     if _is_grey(layout):
         from dsmpacs.imaging import dsa  # dsa builds on this module's pixel reading
-        if roadmap:
-            values = dsa.roadmap(path, roadmap, mask_index, shift)
+        fast = None if roadmap or mask_index is not None else _grey_by_table(path, layout, frame_index, window)
+        if fast is not None:
+            grey, used = fast
         else:
-            values = _grey_values(path, layout, frame_index)
+            if roadmap:
+                values = dsa.roadmap(path, roadmap, mask_index, shift)
+            else:
+                values = _grey_values(path, layout, frame_index)
+                if mask_index is not None:
+                    values = log_subtract(values, dsa.mask_values(path, layout, mask_index, shift))
             if mask_index is not None:
-                values = log_subtract(values, dsa.mask_values(path, layout, mask_index, shift))
-        if mask_index is not None:
-            used = window or dsa.run_window(path, mask_index)
-        else:
-            presets = window_presets(layout)
-            used = window or (presets[0] if presets else auto_window(values))
-        grey = apply_window(values, used.center, used.width)
-        if layout.photometric_interpretation == "MONOCHROME1" and mask_index is None:
-            grey = 255 - grey       # MONOCHROME1: low values are white
+                used = window or dsa.run_window(path, mask_index)
+            else:
+                presets = window_presets(layout)
+                used = window or (presets[0] if presets else auto_window(values))
+            grey = apply_window(values, used.center, used.width)
+            if layout.photometric_interpretation == "MONOCHROME1" and mask_index is None:
+                grey = 255 - grey       # MONOCHROME1: low values are white
         image = Image.fromarray(grey, mode="L")
     elif roadmap:
         raise RenderError("a road map needs a grey image")
@@ -165,6 +180,58 @@ def render_image(path, frame_index: int, *, window: tuple[float, float] | Window
     else:
         image.save(out, format="PNG", compress_level=1)   # speed over size: cine re-requests
     return Rendered(out.getvalue(), media_type, used)
+
+
+# --- grey frames through one lookup table (imaging/frame_cache.py says why) -----------------
+_TABLE_DTYPES = {np.dtype(np.uint8): np.uint8, np.dtype(np.int8): np.uint8,
+                 np.dtype(np.uint16): np.uint16, np.dtype(np.int16): np.uint16}
+
+
+def _modality_key(header) -> tuple | None:
+    """What the Modality LUT depends on, or None when it is not a plain rescale."""
+    if "ModalityLUTSequence" in header:
+        return None
+    return (str(header.get("RescaleSlope", "")), str(header.get("RescaleIntercept", "")))
+
+
+def _domain_values(layout: PixelLayout, dtype: np.dtype) -> np.ndarray:
+    """The modality values of every bit pattern the frame's dtype can hold, computed
+    as _grey_values computes them for a frame."""
+    domain = np.arange(1 << (8 * dtype.itemsize), dtype=_TABLE_DTYPES[dtype]).view(dtype)
+    if layout.pixel_representation == 0 and layout.bits_stored < layout.bits_allocated:
+        domain = domain & ((1 << layout.bits_stored) - 1)
+    return modality(domain, layout.header)
+
+
+def _grey_by_table(path, layout: PixelLayout, index: int,
+                   window: Window | None) -> tuple[np.ndarray, Window] | None:
+    """(0..255 pixels, window used) through cached tables; None when the frame is not
+    integer grey with a plain rescale (the caller then computes per pixel)."""
+    mkey = _modality_key(layout.header)
+    if mkey is None:
+        return None
+    raw = _pixels(path, layout, index)
+    if raw.ndim != 2 or raw.dtype not in _TABLE_DTYPES:
+        return None
+    base = (raw.dtype.str, layout.pixel_representation, layout.bits_stored, layout.bits_allocated, mkey)
+    indexes = raw.view(_TABLE_DTYPES[raw.dtype])
+    used = window
+    if used is None:
+        presets = window_presets(layout)
+        if presets:
+            used = presets[0]
+        else:
+            values = frame_cache.grey_tables.get(("values",) + base, lambda: _domain_values(layout, raw.dtype),
+                                                 lambda t: t.nbytes)
+            used = auto_window(np.take(values, indexes))
+    inverse = layout.photometric_interpretation == "MONOCHROME1"
+
+    def table() -> np.ndarray:
+        grey = apply_window(_domain_values(layout, raw.dtype), used.center, used.width)
+        return frame_cache.read_only(255 - grey if inverse else grey)
+    lut = frame_cache.grey_tables.get(("grey", used.center, used.width, inverse) + base, table,
+                                      lambda t: t.nbytes)
+    return np.take(lut, indexes), used
 
 
 def _colour(path, layout: PixelLayout, index: int) -> np.ndarray:
