@@ -60,7 +60,9 @@ def test_one_package_per_arch_family_with_manylinux2014_wheels(arch_builds):
         assert {"numpy", "pillow", "python_gdcm", "markupsafe"} <= {n.split("-")[0] for n in compiled}
         for name in compiled:
             tags = name[:-len(".whl")].split("-")[-1].split(".")
-            assert any(re.fullmatch(rf"manylinux(2014|_2_17)_{machine}", t) for t in tags), name
+            # glibc <= 2.17 (DSM 7.1 has 2.26): manylinux2014/_2_17 or older, such as
+            # websockets' manylinux1 (= _2_5) wheel.
+            assert any(re.fullmatch(rf"manylinux(1|2010|2014|_2_(5|12|17))_{machine}", t) for t in tags), name
             assert "-cp311-" in name, name
 
 
