@@ -45,7 +45,7 @@ from typing import Callable
 
 from dsmpacs.archive.attributes import Level, extract
 from dsmpacs.archive.database import IndexUnavailable
-from dsmpacs.archive.index import Index, InstanceExists, StoredFile, StudyElsewhere
+from dsmpacs.archive.index import LOOK_UP, Index, InstanceExists, StoredFile, StudyElsewhere
 from dsmpacs.archive.models import Instance
 from dsmpacs.archive.part10 import Header, InvalidDataset, file_meta_bytes, read_header
 from dsmpacs.archive.results import StoreOutcome, StoreResult
@@ -70,6 +70,10 @@ class Origin:
     # institution); None: decided by the sending AE or Institution Name
     # (archive/visibility.placement).
     institution: int | None = None
+    # The institution the calling AE is bound to (None: unbound), when the entry
+    # already asked (once per association, dicom/store.py); else the index asks.
+    binding: int | None = None
+    binding_known: bool = False
 
     def __str__(self) -> str:
         who = " ".join(x for x in (self.calling_ae, self.peer) if x)
@@ -174,7 +178,8 @@ class Ingest:
             self.index.add_instance(extracted, _with_path(stored, relpath), origin=origin.kind,
                                     calling_ae=origin.calling_ae, before_commit=durable,
                                     institution=origin.institution,
-                                    institution_name=_institution_name(header))
+                                    institution_name=_institution_name(header),
+                                    binding=origin.binding if origin.binding_known else LOOK_UP)
         except StorageError as exc:
             self.storage.remove(relpath)
             return StoreResult(StoreOutcome.OUT_OF_RESOURCES, str(exc), **ids)
