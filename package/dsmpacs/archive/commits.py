@@ -76,6 +76,7 @@ class GroupCommit:
         self._cond = threading.Condition()
         self._leading = False
         self.batches = 0            # transactions committed, for the logs and the tests
+        self.attempts = 0           # transactions begun, committed or not
 
     def run(self, work: Callable[[], None], before_commit: Callable[[], None] | None,
             deadline: float) -> None:
@@ -127,6 +128,7 @@ class GroupCommit:
                 job.tries += 1
                 job.error = None
             later: list[_Job] = []
+            self.attempts += 1
             try:
                 with self._write(wait):
                     later = self._transaction(todo)
