@@ -174,6 +174,17 @@ def check_order(archive, recorder: Recorder, uid: str, before: tuple, outcome: s
         f"{outcome}: wrong order {sorted(order, key=order.get)}; events {recorder.events}"
 
 
+def shut_down(listeners) -> None:
+    """Stop the listener once every association it served has ended: their threads
+    still record the association in the index after the peer left, and must not
+    outlive the test's database."""
+    for server in listeners:
+        for assoc in list(server.ae.active_associations):
+            assoc.join(30)
+            assoc.dul.join(30)
+    listeners.shutdown()
+
+
 # --- the three entries: each sends one file and records the answer ---------------------
 
 class DicomEntry:
@@ -197,7 +208,7 @@ class DicomEntry:
 
     def close(self) -> None:
         self.proxy.stop()
-        self.server.shutdown()
+        shut_down(self.server)
 
 
 class StowEntry:
@@ -340,7 +351,7 @@ class ConcurrentSenders:
     def close(self) -> None:
         for proxy in self.proxies:
             proxy.stop()
-        self.server.shutdown()
+        shut_down(self.server)
 
 
 SENDERS = 4

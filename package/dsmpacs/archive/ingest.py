@@ -141,32 +141,53 @@ class Ingest:
     # --- the store path --------------------------------------------------------
     def _store(self, staged: StagedFile, origin: Origin, expected_class: str | None,
                expected_instance: str | None, expected_study: str | None) -> StoreResult:
-        staged = self.storage.start_sync(staged)
+        # Published first, so that its fsyncs run while it is checked (see publish_first).
+        relpath, dir_sync, full = "", None, None
+        try:
+            self.storage.check_writable()
+            staged, relpath, dir_sync = self.storage.publish_first(staged)
+        except StorageError as exc:
+            full = exc
+        try:
+            return self._checked(staged, origin, expected_class, expected_instance, expected_study,
+                                 relpath, dir_sync, full)
+        except BaseException:
+            if relpath:
+                self.storage.discard(staged)
+            raise
+
+    def _checked(self, staged: StagedFile, origin: Origin, expected_class: str | None,
+                 expected_instance: str | None, expected_study: str | None, relpath: str,
+                 dir_sync, full: StorageError | None) -> StoreResult:
+        def refused(result: StoreResult) -> StoreResult:
+            if relpath:
+                self.storage.discard(staged)    # never indexed: no fsync needed to drop it
+            return result
+
         try:
             header = staged.header or read_header(staged.path)
         except InvalidDataset as exc:
-            return StoreResult(StoreOutcome.INVALID_DATASET, str(exc))
+            if full is not None:
+                return StoreResult(StoreOutcome.OUT_OF_RESOURCES, str(full))
+            return refused(StoreResult(StoreOutcome.INVALID_DATASET, str(exc)))
         sop_class, sop_instance = _sop_uids(header)
         ids = dict(sop_class_uid=sop_class, sop_instance_uid=sop_instance)
+        if full is not None:
+            return StoreResult(StoreOutcome.OUT_OF_RESOURCES, str(full), **ids)
 
         problem = dataset_problem(staged.path, header) or _uid_problem(header, sop_class, sop_instance)
         if problem:
-            return StoreResult(StoreOutcome.INVALID_DATASET, problem, **ids)
+            return refused(StoreResult(StoreOutcome.INVALID_DATASET, problem, **ids))
         mismatch = _announced_mismatch(header, sop_class, sop_instance, expected_class,
                                        expected_instance, expected_study)
         if mismatch:
-            return StoreResult(StoreOutcome.UID_MISMATCH, mismatch, **ids)
+            return refused(StoreResult(StoreOutcome.UID_MISMATCH, mismatch, **ids))
 
         extracted = extract(header.dataset)
         ids.update(study_instance_uid=str(extracted.values[Level.STUDY]["study_instance_uid"]),
                    series_instance_uid=str(extracted.values[Level.SERIES]["series_instance_uid"]))
         stored = StoredFile("", staged.size, staged.sha256, header.dataset_offset,
                             header.transfer_syntax_uid)
-        try:
-            self.storage.check_writable()
-            relpath, dir_sync = self.storage.publish_pending(staged)
-        except StorageError as exc:
-            return StoreResult(StoreOutcome.OUT_OF_RESOURCES, str(exc), **ids)
 
         def durable() -> None:
             # The file's data, then its new name, reach the disk before the row commits.

@@ -353,6 +353,28 @@ class Storage:
             raise StorageError(_describe(exc)) from exc
         return relpath, self._sync_dir_after(staged, target.parent)
 
+    def publish_first(self, staged: StagedFile, when: datetime | None = None
+                      ) -> tuple[StagedFile, str, Future]:
+        """Rename a staged file to a new generated path, then start its fsync, and its
+        directory's after it: the ingest's order, which checks the file while both run.
+        Renamed before the file's fsync begins, the new name goes to the disk with the
+        file's data in one journal commit on ext4 and XFS, and the directory's fsync
+        then finds (almost) nothing left to write: two disk flushes per instance
+        instead of three. Returns the file at its new path (carrying its pending fsync),
+        its relative path and the future of both fsyncs (``finish_sync``). A refused
+        file is unlinked by the caller; after a crash an unindexed file here is an
+        orphan, which start-up recovery quarantines (never an acknowledged instance)."""
+        when = when or datetime.now(timezone.utc)
+        relpath = self._new_relpath(when)
+        target = self.root / relpath
+        try:
+            self._make_dirs(target.parent)
+            os.rename(staged.path, target)
+        except OSError as exc:
+            raise StorageError(_describe(exc)) from exc
+        moved = self.start_sync(replace(staged, path=target))
+        return moved, relpath, self._sync_dir_after(moved, target.parent)
+
     def _sync_pool(self) -> ThreadPoolExecutor:
         if self._syncer is None:
             self._syncer = ThreadPoolExecutor(max_workers=4, thread_name_prefix="fsync")
