@@ -12,26 +12,30 @@ its sync state, so no outcome can forget to wait for it.
 
 Order of work for one instance, and why:
 
-1. The staged file's fsync starts in the background while the header is
-   parsed, once (unless the stager already parsed it).
-2. The header is checked: readable, the whole dataset's structure sound
+1. The staged file is renamed to a generated path, then its fsync starts in
+   the background, and its directory's as soon as the file's own is done
+   (Storage.publish_first: the name mostly goes to the disk in the file's own
+   journal commit, so the directory's fsync is nearly free). A crash before
+   the commit may leave the name with incomplete data, never indexed nor
+   acknowledged: start-up recovery quarantines such orphans.
+2. Meanwhile the header is parsed, once (unless the stager already parsed
+   it), and checked: readable, the whole dataset's structure sound
    (archive/validation.py: every length fits, Pixel Data long enough, a
    deflated dataset inflates within its bound), UIDs present and syntactically
    valid, and equal to what the sender announced (C-STORE command, part meta,
-   STOW-RS study in the URL).
-3. The file is renamed to a generated path; its directory's fsync starts as
-   soon as the file's own fsync is done (the name never reaches the disk
-   before the data it names).
-4. The index rows are inserted meanwhile; the transaction commits only once
-   both fsyncs have finished. A duplicate SOP Instance UID shows here, by the
-   unique key, and is settled against the archived copy: an identical resend
+   STOW-RS study in the URL). A refused file is unlinked.
+3. The index rows are inserted meanwhile, in a transaction shared with the
+   stores arriving at the same moment (archive/commits.py, group commit); it
+   commits only once every one of their fsyncs has finished. A duplicate SOP
+   Instance UID shows here, by the unique key, and is settled against the
+   archived copy: an identical resend
    (nothing committed), a replacement under ``duplicate_policy=overwrite``
    (published and fsynced, then committed, then the old copy removed), or a
    conflict (quarantined and fsynced, then recorded). If the commit fails the
    file is removed, so an instance is either complete in both places or in
    neither.
 
-Every outcome, stored or not, is answered only after step 4 (or after the
+Every outcome, stored or not, is answered only after step 3 (or after the
 staged file was removed): file fsync, directory fsync, commit, answer.
 tests/test_durability_order.py checks that order on each path.
 """
