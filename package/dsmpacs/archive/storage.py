@@ -367,13 +367,29 @@ class Storage:
         when = when or datetime.now(timezone.utc)
         relpath = self._new_relpath(when)
         target = self.root / relpath
+        unsynced = not staged.synced and staged.pending is None
+        fd = -1
         try:
+            if unsynced:
+                fd = os.open(staged.path, os.O_RDONLY)      # the inode, whatever its name
             self._make_dirs(target.parent)
             os.rename(staged.path, target)
-        except OSError as exc:
+        except (OSError, StorageError) as exc:
+            if fd >= 0:
+                os.close(fd)
+            if isinstance(exc, StorageError):
+                raise
             raise StorageError(_describe(exc)) from exc
-        moved = self.start_sync(replace(staged, path=target))
-        return moved, relpath, self._sync_dir_after(moved, target.parent)
+        moved = replace(staged, path=target)
+        if not unsynced:
+            return moved, relpath, self._sync_dir_after(moved, target.parent)
+
+        def file_then_directory() -> None:
+            # One task for both (one hand-over to the pool per instance, not two).
+            self._fsync_file(fd)
+            self._fsync_dir(target.parent)
+        both = self._sync_pool().submit(file_then_directory)
+        return replace(moved, pending=both), relpath, both
 
     def _sync_pool(self) -> ThreadPoolExecutor:
         if self._syncer is None:
