@@ -134,9 +134,13 @@ def test_a_received_c_store_request_becomes_the_primitive_pynetdicom_would_make(
     request.AffectedSOPClassUID, request.AffectedSOPInstanceUID = CTImageStorage, "1.2.3.4.5"
     request.MoveOriginatorApplicationEntityTitle, request.MoveOriginatorMessageID = "MOVER", 3
     request.DataSet = None
-    message = C_STORE_RQ()
-    message.primitive_to_message(request)
-    message.context_id = 5
+    sent = C_STORE_RQ()
+    sent.primitive_to_message(request)
+    # Received as from the wire: the command set decoded from its bytes, elements still raw.
+    message = DIMSEMessage()
+    for pdata in sent.encode_msg(5, 16384):
+        message.decode_msg(pdata)
+    assert isinstance(message, C_STORE_RQ)
     ours, theirs = store_request_primitive(message), engine_original_primitive(message)
     for name in ("MessageID", "Priority", "AffectedSOPClassUID", "AffectedSOPInstanceUID",
                  "MoveOriginatorApplicationEntityTitle", "MoveOriginatorMessageID", "DataSet",

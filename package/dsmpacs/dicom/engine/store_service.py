@@ -115,20 +115,45 @@ class FastStorageServiceClass(StorageServiceClass):
         self.assoc.dul.send_pdu(pdata)
 
 
-# The command set elements of a C-STORE-RQ that are parameters of its primitive (PS3.7 9.3.1.1).
-_STORE_RQ_PARAMETERS = ("MessageID", "AffectedSOPClassUID", "Priority", "AffectedSOPInstanceUID",
-                        "MoveOriginatorApplicationEntityTitle", "MoveOriginatorMessageID")
+# The command set elements of a C-STORE-RQ that are parameters of its primitive (PS3.7
+# 9.3.1.1), by tag, with their VR: always Implicit VR Little Endian.
+_STORE_RQ_PARAMETERS = (("MessageID", 0x00000110, "US"), ("AffectedSOPClassUID", 0x00000002, "UI"),
+                        ("Priority", 0x00000700, "US"), ("AffectedSOPInstanceUID", 0x00001000, "UI"),
+                        ("MoveOriginatorApplicationEntityTitle", 0x00001030, "AE"),
+                        ("MoveOriginatorMessageID", 0x00001031, "US"))
+_UNUSUAL = object()
+
+
+def _parameter(command_set, tag: int, vr: str) -> object:
+    """One parameter's value, decoded from its raw bytes where pydicom has not yet
+    converted it (pydicom's conversion is most of the cost); _UNUSUAL for anything
+    pynetdicom's own path should judge (multiple values, odd lengths, bad text)."""
+    element = command_set.get_item(tag)
+    if element is None:
+        return None
+    raw = element.value
+    if not isinstance(raw, bytes):          # converted already (decode_msg reads the UIDs)
+        return _UNUSUAL if isinstance(raw, MultiValue) else raw
+    if vr == "US":
+        return int.from_bytes(raw, "little") if len(raw) == 2 else _UNUSUAL
+    try:
+        text = raw.decode("ascii")
+    except UnicodeDecodeError:
+        return _UNUSUAL
+    if "\\" in text:
+        return _UNUSUAL
+    return text.rstrip("\0 ") if vr == "UI" else text.strip()
 
 
 def store_request_primitive(message) -> C_STORE | None:
     """The C-STORE primitive of a received C-STORE-RQ message, as pynetdicom's
     ``message_to_primitive`` makes it, from its parameters alone; None when one is
-    multi-valued (non-conformant: pynetdicom's path takes the first value and warns)."""
+    unusual (multi-valued, say: pynetdicom's path takes the first value and warns)."""
     command_set = message.command_set
     primitive = C_STORE()
-    for keyword in _STORE_RQ_PARAMETERS:
-        value = command_set.get(keyword)
-        if isinstance(value, MultiValue):
+    for keyword, tag, vr in _STORE_RQ_PARAMETERS:
+        value = _parameter(command_set, tag, vr)
+        if value is _UNUSUAL:
             return None
         if value is not None:
             setattr(primitive, keyword, value)      # the primitive's own validating setters
