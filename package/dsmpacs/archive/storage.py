@@ -355,8 +355,9 @@ class Storage:
 
     def publish_first(self, staged: StagedFile, when: datetime | None = None
                       ) -> tuple[StagedFile, str, Future]:
-        """Rename a staged file to a new generated path, then start its fsync, and its
-        directory's after it: the ingest's order, which checks the file while both run.
+        """Rename a staged file to a new generated path, then start its fsync and, in
+        the same background task, its directory's: the ingest's order, which checks the
+        file while both run.
         Renamed before the file's fsync begins, the new name goes to the disk with the
         file's data in one journal commit on ext4 and XFS, and the directory's fsync
         then finds (almost) nothing left to write: two disk flushes per instance
