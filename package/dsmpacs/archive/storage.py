@@ -360,8 +360,8 @@ class Storage:
         file while both run.
         Renamed before the file's fsync begins, the new name goes to the disk with the
         file's data in one journal commit on ext4 and XFS, and the directory's fsync
-        then finds (almost) nothing left to write: two disk flushes per instance
-        instead of three. Returns the file at its new path (carrying its pending fsync),
+        then finds (almost) nothing left to write; it is still called, so the order
+        does not rely on the filesystem. Returns the file at its new path (carrying its pending fsync),
         its relative path and the future of both fsyncs (``finish_sync``). A refused
         file is unlinked by the caller; after a crash an unindexed file here is an
         orphan, which start-up recovery quarantines (never an acknowledged instance)."""
