@@ -1,6 +1,10 @@
-"""Ingest benchmark: dcmtk storescu pushes three corpora to this archive, Orthanc and storescp.
+"""Ingest benchmark: dcmtk storescu pushes corpora to this archive, Orthanc and storescp.
 
-    python -m bench.ingest [--rounds N] [--quick] [--skip-rss] [--corpora dsa,ct,small]
+    python -m bench.ingest [--rounds N] [--quick] [--skip-rss] [--corpora dsa,ct,small,parallel]
+
+``parallel`` is the small corpus again, split between four storescu processes
+that send at once (several modalities of a small hospital), timed from the first
+start to the last exit.
 
 Each round sends the same corpus to each target in turn, every target started
 fresh and empty for the round; the order rotates from round to round (round 0:
@@ -8,12 +12,14 @@ ours, Orthanc, storescp; round 1: Orthanc, storescp, ours; ...) so that drift
 and load from elsewhere on the machine hit every target alike. Prints seconds,
 MB/s and instances/s per target (median and min-max over the rounds), each
 peer's time over ours computed round by round (above 1.0x we are faster), the
-versions read from the peers, and this archive's peak RSS while it receives one
-large multi-frame instance.
+machine's load average before and after each corpus (the machine may be shared:
+quote the ratios, not the seconds), the versions read from the peers, and this
+archive's peak RSS while it receives one large multi-frame instance.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import subprocess
 import sys
@@ -60,6 +66,7 @@ PresentationContext4 = SecondaryCaptureImageStorage\\Uncompressed
 PresentationContexts = Bench
 """
 TARGETS = (DsmPacs, OrthancPeer, StoreScp)
+PARALLEL_SENDERS = 4
 
 
 @dataclass(frozen=True)
@@ -79,12 +86,17 @@ QUICK = Sizes(xa_runs=2, ct_slices=40, small=200, big_frames=100, rounds=3)
 def describe(name: str, sizes: Sizes) -> str:
     return {"dsa": f"{sizes.xa_runs} XA runs 512x512x40 (12 bit) + 200 kB private object",
             "ct": f"{sizes.ct_slices} CT-like slices 512x512",
-            "small": f"{sizes.small:,} small secondary captures"}[name]
+            "small": f"{sizes.small:,} small secondary captures",
+            "parallel": f"{PARALLEL_SENDERS} senders at once, {sizes.small // PARALLEL_SENDERS:,} small "
+                        "secondary captures each (the small corpus split)"}[name]
 
 
 def build_corpus(name: str, sizes: Sizes) -> Path:
     """Generate (once per size) and return the folder of a corpus."""
     from tests import factories as f
+
+    if name == "parallel":
+        return build_corpus("small", sizes)
 
     count = {"dsa": sizes.xa_runs, "ct": sizes.ct_slices, "small": sizes.small, "big": sizes.big_frames}[name]
     folder = CORPUS / f"{name}-{count}-v{CORPUS_VERSION}"
@@ -125,15 +137,24 @@ def corpus_stats(folder: Path) -> tuple[int, float]:
     return len(files), sum(p.stat().st_size for p in files) / 1e6
 
 
-def push(target, folder: Path, profile: Path) -> float:
-    """Seconds for storescu to send every file of ``folder`` to ``target``."""
-    cmd = ["storescu", "-xf", str(profile), "Bench", "-aec", target.ae_title, "+sd",
-           "127.0.0.1", str(target.port), str(folder)]
+def push(target, folder: Path, profile: Path, senders: int = 1) -> float:
+    """Seconds for storescu to send every file of ``folder`` to ``target``; with
+    ``senders`` > 1, that many storescu processes at once, each with its share of
+    the files, from the first start to the last exit."""
+    base = ["storescu", "-xf", str(profile), "Bench", "-aec", target.ae_title, "127.0.0.1", str(target.port)]
+    if senders == 1:
+        commands = [base[:-2] + ["+sd"] + base[-2:] + [str(folder)]]
+    else:
+        files = sorted(str(p) for p in folder.iterdir() if p.suffix == ".dcm")
+        commands = [base + files[i::senders] for i in range(senders)]
     start = time.perf_counter()
-    done = subprocess.run(cmd, capture_output=True, text=True, env=NODELAY_ENV, timeout=3600)
+    procs = [subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                              env=NODELAY_ENV) for cmd in commands]
+    errors = [proc.communicate(timeout=3600)[1] for proc in procs]
     elapsed = time.perf_counter() - start
-    if done.returncode != 0:
-        raise RuntimeError(f"storescu to {target.name} failed:\n{done.stderr[-2000:]}")
+    for proc, err in zip(procs, errors):
+        if proc.returncode != 0:
+            raise RuntimeError(f"storescu to {target.name} failed:\n{err[-2000:]}")
     return elapsed
 
 
@@ -150,7 +171,8 @@ def run_rounds(corpus: str, folder: Path, profile: Path, rounds: int, versions: 
             try:
                 if kind is OrthancPeer and OrthancPeer.name not in versions:
                     versions[OrthancPeer.name] = orthanc_version(target.orthanc.url)
-                times[kind.name].append(push(target, folder, profile))
+                senders = PARALLEL_SENDERS if corpus == "parallel" else 1
+                times[kind.name].append(push(target, folder, profile, senders))
             finally:
                 target.stop()
             shutil.rmtree(workdir, ignore_errors=True)      # kept only when the round failed, to read
@@ -178,7 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"rounds; each sends the corpus to every target (default {FULL.rounds}, "
                              f"--quick {QUICK.rounds})")
     parser.add_argument("--skip-rss", action="store_true")
-    parser.add_argument("--corpora", default="dsa,ct,small")
+    parser.add_argument("--corpora", default="dsa,ct,small,parallel")
     return parser
 
 
@@ -193,12 +215,14 @@ def main(argv: list[str] | None = None) -> int:
     profile.write_text(PROFILE)
     versions = {DsmPacs.name: our_version(), "storescu": dcmtk_version("storescu"),
                 StoreScp.name: dcmtk_version("storescp")}
-    rows = []
+    rows, loads = [], []
     for corpus in corpora:
         folder = build_corpus(corpus, sizes)
         count, megabytes = corpus_stats(folder)
         print(f"[ingest] {corpus}: {count} instances, {megabytes:.0f} MB", file=sys.stderr, flush=True)
+        before = os.getloadavg()[0]
         times = run_rounds(corpus, folder, profile, rounds, versions)
+        loads.append(f"{corpus} {before:.1f} -> {os.getloadavg()[0]:.1f}")
         ours = times[DsmPacs.name]
         for kind in TARGETS:
             seconds = times[kind.name]
@@ -214,6 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     print("  every cell: median (min–max) over the rounds. peer / ours: the peer's seconds over ours in the "
           "same round,\n  pair by pair; above 1.00x we are faster. storescp writes files and keeps no index: "
           "it is the ceiling.")
+    print(f"  load average (1 min) before -> after each corpus, on {os.cpu_count()} CPUs: " + "; ".join(loads))
     print_versions("ingest", [versions[DsmPacs.name], versions.get(OrthancPeer.name, "Orthanc: not run"),
                               versions[StoreScp.name], versions["storescu"]])
     if not args.skip_rss:

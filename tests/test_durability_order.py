@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import subprocess
 import sys
 import threading
 import time
@@ -32,7 +33,7 @@ from dsmpacs.archive.ingest import Origin
 from dsmpacs.archive.models import Instance, Quarantine
 from dsmpacs.archive.storage import Storage
 from tests import factories as f
-from tests.peers import dcmtk
+from tests.peers import dcmtk, tool
 from tests.tcpproxy import TcpProxy
 
 FSYNC_DELAY = 0.3          # long enough that a store not waiting for it answers first
@@ -61,14 +62,20 @@ class Recorder:
 
 
 class InstrumentedStorage(Storage):
-    """The real storage; its fsyncs sleep first (file, directory) and are recorded when done."""
+    """The real storage; its fsyncs sleep first (file, directory) and are recorded when done.
+    With ``hold_until`` N, every file fsync also waits until N files were spooled, so that
+    N concurrent stores are all under way before the first can commit (group commit)."""
 
     def __init__(self, root: Path, recorder: Recorder, delays: tuple[float, float]):
         super().__init__(root)
         self.recorder, (self.file_delay, self.dir_delay) = recorder, delays
+        self.hold_until = 0
 
     def _fsync_file(self, fd: int) -> None:
         inode = os.fstat(fd).st_ino          # names change while this runs; the inode does not
+        deadline = time.monotonic() + 60     # a bound against a hung test only
+        while len(self.recorder.of("spool")) < self.hold_until and time.monotonic() < deadline:
+            time.sleep(0.01)
         time.sleep(self.file_delay)
         super()._fsync_file(fd)
         self.recorder.add("file-fsync", inode)
@@ -101,6 +108,13 @@ def instrumented(archive, recorder: Recorder,
             inside.busy = True
             try:
                 recorder.add("commit", state(recorder.uid))
+            finally:
+                inside.busy = False
+        if not getattr(inside, "busy", False) and getattr(recorder, "uids", None):
+            inside.busy = True
+            try:       # which of the instances under test this commit made visible
+                recorder.add("commit-many", frozenset(uid for (uid,) in Instance.select(
+                    Instance.sop_instance_uid).where(Instance.sop_instance_uid.in_(recorder.uids)).tuples()))
             finally:
                 inside.busy = False
         return result
@@ -160,6 +174,17 @@ def check_order(archive, recorder: Recorder, uid: str, before: tuple, outcome: s
         f"{outcome}: wrong order {sorted(order, key=order.get)}; events {recorder.events}"
 
 
+def shut_down(listeners) -> None:
+    """Stop the listener once every association it served has ended: their threads
+    still record the association in the index after the peer left, and must not
+    outlive the test's database."""
+    for server in listeners:
+        for assoc in list(server.ae.active_associations):
+            assoc.join(30)
+            assoc.dul.join(30)
+    listeners.shutdown()
+
+
 # --- the three entries: each sends one file and records the answer ---------------------
 
 class DicomEntry:
@@ -183,7 +208,7 @@ class DicomEntry:
 
     def close(self) -> None:
         self.proxy.stop()
-        self.server.shutdown()
+        shut_down(self.server)
 
 
 class StowEntry:
@@ -292,3 +317,113 @@ def test_overwrite_with_slow_fsync_is_durable_before_commit_and_answer(archive, 
             assert not archive.storage.path(old[0]).exists(), "the old copy goes after the commit"
         finally:
             sender.close()
+
+
+# --- group commit: several associations at once --------------------------------------
+
+class ConcurrentSenders:
+    """One DICOM listener in this process, and one TCP proxy per sender, so each answer
+    on the wire is known by its sender; the senders are dcmtk storescu processes
+    started together."""
+
+    def __init__(self, archive, settings, recorder: Recorder, count: int):
+        from dsmpacs.dicom import server as dicom_server
+
+        self.recorder = recorder
+        self.server = dicom_server.start(settings, archive)
+        port = self.server.plain.server_address[1]
+        self.proxies = [TcpProxy(("127.0.0.1", port), on_reply=self._replied(i)).start()
+                        for i in range(count)]
+
+    def _replied(self, sender: int):
+        def reply(data: bytes) -> None:
+            if data[:1] == b"\x04":
+                self.recorder.add("answer", sender)
+        return reply
+
+    def send(self, paths: list[Path]) -> list[str]:
+        env = dict(os.environ, TCP_NODELAY="1")
+        procs = [subprocess.Popen([tool("storescu"), "-v", "-aec", "DSMPACS", "127.0.0.1", str(proxy.port),
+                                   str(path)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                  text=True, env=env) for proxy, path in zip(self.proxies, paths)]
+        return [proc.communicate(timeout=120)[0] for proc in procs]
+
+    def close(self) -> None:
+        for proxy in self.proxies:
+            proxy.stop()
+        shut_down(self.server)
+
+
+SENDERS = 4
+
+
+def _send_together(archive, settings, tmp_path, recorder: Recorder) -> tuple[list[str], list[str]]:
+    datasets = [f.secondary_capture(size=16) for _ in range(SENDERS)]
+    uids = [str(ds.SOPInstanceUID) for ds in datasets]
+    recorder.uids = uids
+    paths = [f.write(ds, tmp_path / f"s{i}.dcm") for i, ds in enumerate(datasets)]
+    archive.storage.hold_until = SENDERS
+    senders = ConcurrentSenders(archive, settings, recorder, SENDERS)
+    try:
+        return uids, senders.send(paths)
+    finally:
+        senders.close()
+
+
+def test_group_commit_answers_each_sender_after_its_fsyncs_and_the_shared_commit(archive, settings,
+                                                                               tmp_path):
+    """Four associations at once: their rows commit together (fewer commits than
+    stores), and still no answer precedes its own file's fsync, its directory's fsync
+    or the commit that made its row visible."""
+    tool("storescu")
+    recorder = Recorder()
+    with instrumented(archive, recorder, delays=(0.2, 0.2)):
+        uids, outputs = _send_together(archive, settings, tmp_path, recorder)
+        for out in outputs:
+            assert "Received Store Response (Success)" in out, out
+        commits = recorder.of("commit-many")
+        # The commits that made instances under test visible (later ones, of other rows, see them too).
+        growing = [seen for (_, seen), (_, before) in zip(commits, [(0, frozenset())] + commits)
+                   if seen != before]
+        assert len(growing) < SENDERS, f"no two stores shared a commit: {growing}"
+        answers = dict((sender, seq) for seq, sender in recorder.of("answer"))
+        files, dirs = dict((i, seq) for seq, i in recorder.of("file-fsync")), recorder.of("dir-fsync")
+        for sender, uid in enumerate(uids):
+            kept = archive.storage.path(state(uid)[0])
+            file_fsync = files[kept.stat().st_ino]
+            dir_fsync = [seq for seq, d in dirs if d == kept.parent and seq > file_fsync]
+            commit = next(seq for seq, seen in commits if uid in seen)
+            assert file_fsync < dir_fsync[0] < commit < answers[sender], \
+                f"sender {sender}: wrong order; events {recorder.events}"
+
+
+def test_a_failed_group_commit_answers_every_waiting_store_and_leaves_no_orphan(archive, settings,
+                                                                               tmp_path):
+    """The shared commit fails (a disk error in the index): every store of the batch is
+    answered 0xA701, none is indexed, and none of their files stays in the archive."""
+    import peewee
+
+    tool("storescu")
+    recorder = Recorder()
+    with instrumented(archive, recorder, delays=(0.1, 0.1)):
+        db = archive.db
+        hooked = db.commit
+
+        def failing_commit():
+            raise peewee.OperationalError("disk I/O error")
+
+        db.commit = failing_commit
+        begun = archive.index.commits.attempts
+        try:
+            uids, outputs = _send_together(archive, settings, tmp_path, recorder)
+        finally:
+            db.commit = hooked
+        for out in outputs:
+            assert "Received Store Response (Refused: OutOfResources)" in out, out
+        attempts = archive.index.commits.attempts - begun
+        assert 0 < attempts < SENDERS, f"{attempts} transactions for {SENDERS} stores: no batch was shared"
+        assert Instance.select().where(Instance.sop_instance_uid.in_(uids)).count() == 0
+        root = archive.storage.root
+        left = [p for p in root.rglob("*") if p.is_file() and not p.name.endswith(("sqlite3", "-wal", "-shm"))
+                and archive.storage.quarantine_dir not in p.parents]
+        assert left == [], f"files left behind: {left}"

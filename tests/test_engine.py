@@ -118,3 +118,44 @@ def test_pynetdicom_getscu_receives_an_explicit_vr_run_unchanged(server, tmp_pat
     got = dcmread(received[0])
     assert got.file_meta.TransferSyntaxUID == ExplicitVRLittleEndian
     assert f.dataset_bytes(received[0]) == f.dataset_bytes(xa)
+
+
+def test_a_received_c_store_request_becomes_the_primitive_pynetdicom_would_make():
+    """engine/store_service.py converts a C-STORE-RQ's six parameters directly; the
+    primitive must hold what pynetdicom's own conversion gives, move originator included,
+    and a non-conformant multi-valued parameter still takes pynetdicom's path."""
+    from pynetdicom.dimse_messages import C_STORE_RQ, DIMSEMessage
+    from pynetdicom.dimse_primitives import C_STORE
+
+    from dsmpacs.dicom.engine.store_service import store_request_primitive
+
+    request = C_STORE()
+    request.MessageID, request.Priority = 7, 2
+    request.AffectedSOPClassUID, request.AffectedSOPInstanceUID = CTImageStorage, "1.2.3.4.5"
+    request.MoveOriginatorApplicationEntityTitle, request.MoveOriginatorMessageID = "MOVER", 3
+    request.DataSet = None
+    sent = C_STORE_RQ()
+    sent.primitive_to_message(request)
+    # Received as from the wire: the command set decoded from its bytes, elements still raw.
+    message = DIMSEMessage()
+    for pdata in sent.encode_msg(5, 16384):
+        message.decode_msg(pdata)
+    assert isinstance(message, C_STORE_RQ)
+    ours, theirs = store_request_primitive(message), engine_original_primitive(message)
+    for name in ("MessageID", "Priority", "AffectedSOPClassUID", "AffectedSOPInstanceUID",
+                 "MoveOriginatorApplicationEntityTitle", "MoveOriginatorMessageID", "DataSet",
+                 "_context_id"):
+        assert getattr(ours, name) == getattr(theirs, name), name
+    assert ours.AffectedSOPInstanceUID == "1.2.3.4.5" and ours.MoveOriginatorApplicationEntityTitle == "MOVER"
+    message.command_set.MoveOriginatorMessageID = [3, 4]
+    assert store_request_primitive(message) is None
+    assert isinstance(DIMSEMessage.message_to_primitive(message), C_STORE)
+
+
+def engine_original_primitive(message):
+    """pynetdicom's own conversion, from the function the engine wrapped."""
+    from pynetdicom.dimse_messages import DIMSEMessage
+
+    wrapper = DIMSEMessage.message_to_primitive
+    original = next(cell.cell_contents for cell in wrapper.__closure__ if callable(cell.cell_contents))
+    return original(message)

@@ -1,6 +1,7 @@
 """Index writes and look-ups used by ingest, verify and reindex.
 
-Every write is one short transaction. On SQLite it takes the write lock up
+Every write is one short transaction; the rows of stored instances arriving at
+once share one (archive/commits.py, group commit). On SQLite it takes the write lock up
 front (BEGIN IMMEDIATE) so concurrent associations queue instead of failing
 to upgrade a read lock; on MariaDB the study row is locked (SELECT ... FOR
 UPDATE) so counters and ModalitiesInStudy stay right under concurrent stores.
@@ -17,6 +18,7 @@ from typing import Callable, Iterator
 import peewee
 
 from dsmpacs.archive.attributes import Extracted, Level, extracted_columns
+from dsmpacs.archive.commits import GroupCommit, RetryLater
 from dsmpacs.archive.database import (
     DEFAULT_LOCK_TIMEOUT,
     IndexUnavailable,
@@ -31,7 +33,7 @@ from dsmpacs.archive.visibility import ae_binding, placement
 
 log = logging.getLogger(__name__)
 _DB_ERRORS = (peewee.OperationalError, peewee.InterfaceError)
-_ATTEMPTS = 8
+LOOK_UP = object()       # the sending AE's binding is not known yet: query it
 
 
 class StudyElsewhere(Exception):
@@ -111,6 +113,7 @@ class Index:
         self.lock_timeout = lock_timeout
         self._mysql = is_mysql(db)
         self._sql = _Statements(db, self._mysql)
+        self.commits = GroupCommit(self.write, self.db.atomic)
 
     @contextmanager
     def read(self) -> Iterator[None]:
@@ -166,34 +169,30 @@ class Index:
     # --- writes ------------------------------------------------------------
     def add_instance(self, extracted: Extracted, stored: StoredFile, *, origin: str,
                      calling_ae: str = "", before_commit: Callable[[], None] | None = None,
-                     institution: int | None = None, institution_name: str = "") -> None:
+                     institution: int | None = None, institution_name: str = "",
+                     binding: object = LOOK_UP) -> None:
         """Insert the instance and create or update its patient, study and series.
 
         ``before_commit`` runs inside the transaction after the inserts: the ingest
         waits there for the file to be durable, so the inserts overlap the fsyncs
-        and an exception from it rolls everything back. Retries (lock waits, races
-        with concurrent stores) stop at ``lock_timeout`` in total: IndexUnavailable."""
-        deadline = time.monotonic() + self.lock_timeout
-        for attempt in range(_ATTEMPTS):
-            remaining = deadline - time.monotonic()
-            if attempt and remaining <= 0:
-                break
+        and an exception from it rolls the instance back. Concurrent stores share
+        the transaction and its commit (archive/commits.py). Retries (lock waits,
+        races with concurrent stores) stop at ``lock_timeout`` in total:
+        IndexUnavailable. ``binding``: the institution the calling AE is bound to
+        (None: unbound), when the caller already knows it (once per association)."""
+        sop_instance_uid = str(extracted.values[Level.IMAGE].get("sop_instance_uid"))
+
+        def work() -> None:     # in a savepoint of the shared transaction
             try:
-                with self.write(None if attempt == 0 else remaining):
-                    self._add(extracted, stored, origin, calling_ae, institution, institution_name)
-                    if before_commit is not None:
-                        before_commit()
-                    return
+                self._add(extracted, stored, origin, calling_ae, institution, institution_name, binding)
             except peewee.IntegrityError as exc:
-                if self.find_instance(str(extracted.values[Level.IMAGE].get("sop_instance_uid"))):
+                if Instance.select(Instance.id).where(Instance.sop_instance_uid == sop_instance_uid).exists():
                     raise InstanceExists(str(exc)) from exc
-                # A concurrent store created the same patient, study or series
-                # first; the retry finds the row.
-                log.debug("retrying index insert after concurrent create: %s", exc)
-            except TransientConflict as exc:
-                log.debug("retrying index insert after %s", exc)
-                time.sleep(0.005 * (attempt + 1))
-        raise IndexUnavailable(f"index database busy: no write lock within {self.lock_timeout:g} s")
+                # Another process created the same patient, study or series first;
+                # the next transaction finds the row.
+                raise RetryLater(str(exc)) from exc
+
+        self.commits.run(work, before_commit, time.monotonic() + self.lock_timeout)
 
     def add_batch(self, items: list[tuple[Extracted, StoredFile]], *, origin: str,
                   calling_ae: str = "") -> None:
@@ -230,7 +229,8 @@ class Index:
         return dict(zip(columns, row)) if row else None
 
     def _add(self, extracted: Extracted, stored: StoredFile, origin: str, calling_ae: str,
-             institution: int | None = None, institution_name: str = "") -> None:
+             institution: int | None = None, institution_name: str = "",
+             binding: object = LOOK_UP) -> None:
         sql, values, now = self._sql, extracted.values, utcnow()
         study_values = values[Level.STUDY]
         study = self._fetch(sql.study_select, sql.study_columns, study_values["study_instance_uid"])
@@ -239,14 +239,15 @@ class Index:
             # A new study's institution is decided once, in this transaction; later
             # instances join the study where it is (an admin may move it).
             if institution is None:
-                institution = placement(calling_ae, institution_name)
+                institution = (placement(calling_ae, institution_name) if binding is LOOK_UP
+                               else placement(calling_ae, institution_name, binding))
             study_id = Study.insert(patient=patient, created_at=now, updated_at=now,
                                     institution=institution, **study_values).execute()
         else:
             if institution is None and origin == "dicom":
                 # A modality bound to an institution adds to its own institution's studies
                 # only: institutions share the archive without mixing.
-                institution = ae_binding(calling_ae)
+                institution = ae_binding(calling_ae) if binding is LOOK_UP else binding
             if institution is not None and study["institution"] != institution:
                 # Nor can a sender that names its institution (STOW-RS).
                 raise StudyElsewhere(str(study_values["study_instance_uid"]))

@@ -12,26 +12,30 @@ its sync state, so no outcome can forget to wait for it.
 
 Order of work for one instance, and why:
 
-1. The staged file's fsync starts in the background while the header is
-   parsed, once (unless the stager already parsed it).
-2. The header is checked: readable, the whole dataset's structure sound
+1. The staged file is renamed to a generated path, then its fsync starts in
+   the background, and its directory's as soon as the file's own is done
+   (Storage.publish_first: the name mostly goes to the disk in the file's own
+   journal commit, so the directory's fsync is nearly free). A crash before
+   the commit may leave the name with incomplete data, never indexed nor
+   acknowledged: start-up recovery quarantines such orphans.
+2. Meanwhile the header is parsed, once (unless the stager already parsed
+   it), and checked: readable, the whole dataset's structure sound
    (archive/validation.py: every length fits, Pixel Data long enough, a
    deflated dataset inflates within its bound), UIDs present and syntactically
    valid, and equal to what the sender announced (C-STORE command, part meta,
-   STOW-RS study in the URL).
-3. The file is renamed to a generated path; its directory's fsync starts as
-   soon as the file's own fsync is done (the name never reaches the disk
-   before the data it names).
-4. The index rows are inserted meanwhile; the transaction commits only once
-   both fsyncs have finished. A duplicate SOP Instance UID shows here, by the
-   unique key, and is settled against the archived copy: an identical resend
+   STOW-RS study in the URL). A refused file is unlinked.
+3. The index rows are inserted meanwhile, in a transaction shared with the
+   stores arriving at the same moment (archive/commits.py, group commit); it
+   commits only once every one of their fsyncs has finished. A duplicate SOP
+   Instance UID shows here, by the unique key, and is settled against the
+   archived copy: an identical resend
    (nothing committed), a replacement under ``duplicate_policy=overwrite``
    (published and fsynced, then committed, then the old copy removed), or a
    conflict (quarantined and fsynced, then recorded). If the commit fails the
    file is removed, so an instance is either complete in both places or in
    neither.
 
-Every outcome, stored or not, is answered only after step 4 (or after the
+Every outcome, stored or not, is answered only after step 3 (or after the
 staged file was removed): file fsync, directory fsync, commit, answer.
 tests/test_durability_order.py checks that order on each path.
 """
@@ -45,7 +49,7 @@ from typing import Callable
 
 from dsmpacs.archive.attributes import Level, extract
 from dsmpacs.archive.database import IndexUnavailable
-from dsmpacs.archive.index import Index, InstanceExists, StoredFile, StudyElsewhere
+from dsmpacs.archive.index import LOOK_UP, Index, InstanceExists, StoredFile, StudyElsewhere
 from dsmpacs.archive.models import Instance
 from dsmpacs.archive.part10 import Header, InvalidDataset, file_meta_bytes, read_header
 from dsmpacs.archive.results import StoreOutcome, StoreResult
@@ -70,6 +74,10 @@ class Origin:
     # institution); None: decided by the sending AE or Institution Name
     # (archive/visibility.placement).
     institution: int | None = None
+    # The institution the calling AE is bound to (None: unbound), when the entry
+    # already asked (once per association, dicom/store.py); else the index asks.
+    binding: int | None = None
+    binding_known: bool = False
 
     def __str__(self) -> str:
         who = " ".join(x for x in (self.calling_ae, self.peer) if x)
@@ -137,32 +145,53 @@ class Ingest:
     # --- the store path --------------------------------------------------------
     def _store(self, staged: StagedFile, origin: Origin, expected_class: str | None,
                expected_instance: str | None, expected_study: str | None) -> StoreResult:
-        staged = self.storage.start_sync(staged)
+        # Published first, so that its fsyncs run while it is checked (see publish_first).
+        relpath, dir_sync, full = "", None, None
+        try:
+            self.storage.check_writable()
+            staged, relpath, dir_sync = self.storage.publish_first(staged)
+        except StorageError as exc:
+            full = exc
+        try:
+            return self._checked(staged, origin, expected_class, expected_instance, expected_study,
+                                 relpath, dir_sync, full)
+        except BaseException:
+            if relpath:
+                self.storage.discard(staged)
+            raise
+
+    def _checked(self, staged: StagedFile, origin: Origin, expected_class: str | None,
+                 expected_instance: str | None, expected_study: str | None, relpath: str,
+                 dir_sync, full: StorageError | None) -> StoreResult:
+        def refused(result: StoreResult) -> StoreResult:
+            if relpath:
+                self.storage.discard(staged)    # never indexed: no fsync needed to drop it
+            return result
+
         try:
             header = staged.header or read_header(staged.path)
         except InvalidDataset as exc:
-            return StoreResult(StoreOutcome.INVALID_DATASET, str(exc))
+            if full is not None:
+                return StoreResult(StoreOutcome.OUT_OF_RESOURCES, str(full))
+            return refused(StoreResult(StoreOutcome.INVALID_DATASET, str(exc)))
         sop_class, sop_instance = _sop_uids(header)
         ids = dict(sop_class_uid=sop_class, sop_instance_uid=sop_instance)
+        if full is not None:
+            return StoreResult(StoreOutcome.OUT_OF_RESOURCES, str(full), **ids)
 
         problem = dataset_problem(staged.path, header) or _uid_problem(header, sop_class, sop_instance)
         if problem:
-            return StoreResult(StoreOutcome.INVALID_DATASET, problem, **ids)
+            return refused(StoreResult(StoreOutcome.INVALID_DATASET, problem, **ids))
         mismatch = _announced_mismatch(header, sop_class, sop_instance, expected_class,
                                        expected_instance, expected_study)
         if mismatch:
-            return StoreResult(StoreOutcome.UID_MISMATCH, mismatch, **ids)
+            return refused(StoreResult(StoreOutcome.UID_MISMATCH, mismatch, **ids))
 
         extracted = extract(header.dataset)
         ids.update(study_instance_uid=str(extracted.values[Level.STUDY]["study_instance_uid"]),
                    series_instance_uid=str(extracted.values[Level.SERIES]["series_instance_uid"]))
         stored = StoredFile("", staged.size, staged.sha256, header.dataset_offset,
                             header.transfer_syntax_uid)
-        try:
-            self.storage.check_writable()
-            relpath, dir_sync = self.storage.publish_pending(staged)
-        except StorageError as exc:
-            return StoreResult(StoreOutcome.OUT_OF_RESOURCES, str(exc), **ids)
 
         def durable() -> None:
             # The file's data, then its new name, reach the disk before the row commits.
@@ -174,7 +203,8 @@ class Ingest:
             self.index.add_instance(extracted, _with_path(stored, relpath), origin=origin.kind,
                                     calling_ae=origin.calling_ae, before_commit=durable,
                                     institution=origin.institution,
-                                    institution_name=_institution_name(header))
+                                    institution_name=_institution_name(header),
+                                    binding=origin.binding if origin.binding_known else LOOK_UP)
         except StorageError as exc:
             self.storage.remove(relpath)
             return StoreResult(StoreOutcome.OUT_OF_RESOURCES, str(exc), **ids)

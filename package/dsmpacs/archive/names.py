@@ -96,13 +96,15 @@ def initials_search_form(name: str) -> str:
 
 def _pinyin_syllables(name: str) -> list[list[str]]:
     """Per name component, its pinyin syllables (lower case, no tones)."""
-    from pypinyin import lazy_pinyin
-
     groups = (name.split("=") + ["", ""])[:2]
     source = next((g for g in (groups[1], groups[0]) if _han(g)), "")
     text = unicodedata.normalize("NFKC", source).strip(" ^")
     if not text:
         return []
+    # Imported here, not at the top: loading its dictionaries takes half a second,
+    # which only names with Chinese characters need to pay (once per process).
+    from pypinyin import lazy_pinyin
+
     components = text.split("^") if "^" in text else text.split()
     if len(components) == 1:      # unseparated: the family name is 1 or 2 characters
         cut = 2 if text[:2] in _COMPOUND_FAMILY_NAMES else 1

@@ -353,6 +353,45 @@ class Storage:
             raise StorageError(_describe(exc)) from exc
         return relpath, self._sync_dir_after(staged, target.parent)
 
+    def publish_first(self, staged: StagedFile, when: datetime | None = None
+                      ) -> tuple[StagedFile, str, Future]:
+        """Rename a staged file to a new generated path, then start its fsync and, in
+        the same background task, its directory's: the ingest's order, which checks the
+        file while both run.
+        Renamed before the file's fsync begins, the new name goes to the disk with the
+        file's data in one journal commit on ext4 and XFS, and the directory's fsync
+        then finds (almost) nothing left to write; it is still called, so the order
+        does not rely on the filesystem. Returns the file at its new path (carrying its pending fsync),
+        its relative path and the future of both fsyncs (``finish_sync``). A refused
+        file is unlinked by the caller; after a crash an unindexed file here is an
+        orphan, which start-up recovery quarantines (never an acknowledged instance)."""
+        when = when or datetime.now(timezone.utc)
+        relpath = self._new_relpath(when)
+        target = self.root / relpath
+        unsynced = not staged.synced and staged.pending is None
+        fd = -1
+        try:
+            if unsynced:
+                fd = os.open(staged.path, os.O_RDONLY)      # the inode, whatever its name
+            self._make_dirs(target.parent)
+            os.rename(staged.path, target)
+        except (OSError, StorageError) as exc:
+            if fd >= 0:
+                os.close(fd)
+            if isinstance(exc, StorageError):
+                raise
+            raise StorageError(_describe(exc)) from exc
+        moved = replace(staged, path=target)
+        if not unsynced:
+            return moved, relpath, self._sync_dir_after(moved, target.parent)
+
+        def file_then_directory() -> None:
+            # One task for both (one hand-over to the pool per instance, not two).
+            self._fsync_file(fd)
+            self._fsync_dir(target.parent)
+        both = self._sync_pool().submit(file_then_directory)
+        return replace(moved, pending=both), relpath, both
+
     def _sync_pool(self) -> ThreadPoolExecutor:
         if self._syncer is None:
             self._syncer = ThreadPoolExecutor(max_workers=4, thread_name_prefix="fsync")

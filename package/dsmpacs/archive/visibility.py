@@ -199,11 +199,16 @@ def ae_binding(calling_ae: str) -> int | None:
     return row.institution if row is not None else None
 
 
-def placement(calling_ae: str, institution_name: str) -> int:
+_LOOK_UP = object()
+
+
+def placement(calling_ae: str, institution_name: str, bound: object = _LOOK_UP) -> int:
     """The institution a newly arriving study belongs to: the sending AE's binding,
     else its Institution Name (0008,0080) through the admin-kept aliases, else the
-    default. Runs inside the index's write transaction."""
-    bound = ae_binding(calling_ae)
+    default. Runs inside the index's write transaction. ``bound``: the AE's binding
+    when the caller already knows it (None: unbound)."""
+    if bound is _LOOK_UP:
+        bound = ae_binding(calling_ae)
     if bound is not None:
         return bound
     key = alias_key(institution_name)

@@ -16,6 +16,7 @@ from dsmpacs.dicom.engine import tls
 log = logging.getLogger("dsmpacs.dicom.associations")
 _SUMMARY = "_dsmpacs_summary"
 STORE_DECISION = "_dsmpacs_store_decision"      # (allowed, reason), set by dicom/store.py
+AE_BINDING = "_dsmpacs_ae_binding"              # the calling AE's institution, set by dicom/store.py
 
 
 def peer_of(assoc) -> str:

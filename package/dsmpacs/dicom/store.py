@@ -13,6 +13,7 @@ from dsmpacs.archive.ingest import Origin
 from dsmpacs.archive.results import StoreOutcome, StoreResult
 from dsmpacs.archive.storage import SpoolWriter, StorageError
 from dsmpacs.archive.uids import clean_uid
+from dsmpacs.archive.visibility import ae_binding
 from dsmpacs.dicom import associations, auditing
 from dsmpacs.dicom.associations import peer_of
 from dsmpacs.dicom.engine.store_service import fast_store_handler
@@ -33,6 +34,16 @@ def _may_store(assoc, policy: AccessPolicy | None) -> tuple[bool, str]:
         decision = policy.allows(Action.STORE, assoc.requestor.ae_title, assoc.requestor.address)
         setattr(assoc, associations.STORE_DECISION, decision)
     return decision
+
+
+def _binding(assoc, archive: Archive) -> int | None:
+    """The institution the calling AE is bound to, asked once per association like
+    the policy's answer (a registry query per instance cost about a tenth of a small
+    instance's time); a changed binding applies from the next association on."""
+    if not hasattr(assoc, associations.AE_BINDING):
+        with archive.index.read():
+            setattr(assoc, associations.AE_BINDING, ae_binding(assoc.requestor.ae_title))
+    return getattr(assoc, associations.AE_BINDING)
 
 
 @fast_store_handler
@@ -87,7 +98,15 @@ def handle_store(event, archive: Archive, policy: AccessPolicy | None) -> Datase
         log.warning("refused %s from %s: %s", uids["sop_instance_uid"], peer_of(event.assoc), exc)
         associations.count(event.assoc, "C-STORE", ok=False)
         return store_status(result)
-    origin = Origin("dicom", event.assoc.requestor.ae_title, peer_of(event.assoc))
+    try:
+        binding = _binding(event.assoc, archive)
+    except IndexUnavailable as exc:
+        spool.abandon()
+        log.warning("refused %s from %s (%s): %s", uids["sop_instance_uid"], calling,
+                    peer_of(event.assoc), exc)
+        return store_status(StoreResult(StoreOutcome.INDEX_UNAVAILABLE, "index database unreachable",
+                                        **uids))
+    origin = Origin("dicom", calling, peer_of(event.assoc), binding=binding, binding_known=True)
     result = archive.ingest.store(staged, origin, expected_sop_class_uid=req.AffectedSOPClassUID,
                                   expected_sop_instance_uid=req.AffectedSOPInstanceUID)
     associations.count(event.assoc, "C-STORE", ok=result.archived, warning=result.outcome.is_warning,

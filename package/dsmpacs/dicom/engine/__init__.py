@@ -37,7 +37,9 @@ What each module changes, and the upstream hook it uses or lacks:
                    per context, Explicit VR Little Endian preferred over Implicit.
 * ``routing``      swaps pynetdicom's service classes for ours
                    (``association.uid_to_service_class`` is the only hook).
-* ``store_service`` C-STORE answered without pynetdicom's per-message detour.
+* ``store_service`` C-STORE answered without pynetdicom's per-message detour, and a
+                   received C-STORE-RQ turned into its primitive from its six
+                   parameters (``DIMSEMessage.message_to_primitive`` is wrapped).
 * ``retrieve_class`` C-MOVE/C-GET sub-operations driven by our handlers.
 * ``wire``         C-FIND pending responses encoded once per request.
 
@@ -107,6 +109,7 @@ def install() -> None:
     spool.install()
     limits.install()
     negotiation.install()
+    store_service.install()
     routing.route(StorageServiceClass, store_service.FastStorageServiceClass)
     routing.route(QueryRetrieveServiceClass, retrieve_class.RetrieveServiceClass)
     _installed = True
