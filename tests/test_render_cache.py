@@ -11,6 +11,7 @@ from PIL import Image
 
 from dsmpacs.imaging import frame_cache, render
 from dsmpacs.imaging.lut import apply_window, auto_window, window_presets
+from dsmpacs.imaging.memo import Memo
 from tests import factories as f
 
 
@@ -93,7 +94,7 @@ def test_a_replaced_file_is_rendered_anew(tmp_path):
 
 
 def test_byte_budget_evicts_oldest():
-    cache = frame_cache.ByteLRU(max_bytes=100)
+    cache = Memo(max_bytes=100)
     for i in range(5):
         cache.get((i,), lambda: b"x" * 40, len)
     assert len(cache) == 2

@@ -12,15 +12,12 @@ and a replaced file gets a new key.
 from __future__ import annotations
 
 import math
-import os
-import threading
-from collections import OrderedDict
-from typing import Callable
 
 import numpy as np
 
 from dsmpacs.imaging.frames import FrameNotFound
 from dsmpacs.imaging.lut import Window
+from dsmpacs.imaging.memo import Memo, file_key
 from dsmpacs.imaging.render import RenderError, _grey_values, _is_grey, _require_layout
 from dsmpacs.imaging.subtraction import log_subtract, subtraction_window, supports_subtraction
 
@@ -37,65 +34,9 @@ _SMALL_ITEMS = 512           # peak frames and windows are a few bytes each
 _ROADMAP_BYTES = 192 * 2**20  # road maps are whole float32 images
 
 
-def _file_key(path) -> tuple:
-    st = os.stat(path)
-    return (os.fspath(path), st.st_size, st.st_mtime_ns)
-
-
-class _Memo:
-    """A bounded LRU of computed results. Concurrent requests for the same key (a cine
-    prefetch asks for 12 frames at once) wait for one computation instead of each
-    reading the whole run."""
-
-    def __init__(self, max_items: int, max_bytes: int | None = None):
-        self._items: OrderedDict[tuple, tuple[object, int]] = OrderedDict()
-        self._pending: dict[tuple, threading.Lock] = {}
-        self._lock = threading.Lock()
-        self._bytes = 0
-        self.max_items, self.max_bytes = max_items, max_bytes
-
-    def _cached(self, key):
-        if key in self._items:
-            self._items.move_to_end(key)
-            return True, self._items[key][0]
-        return False, None
-
-    def get(self, key: tuple, compute: Callable[[], object], size: Callable[[object], int] = lambda v: 0):
-        with self._lock:
-            hit, value = self._cached(key)
-            if hit:
-                return value
-            pending = self._pending.setdefault(key, threading.Lock())
-        with pending:
-            with self._lock:
-                hit, value = self._cached(key)
-                if hit:
-                    return value
-            try:
-                value = compute()
-            finally:
-                with self._lock:
-                    self._pending.pop(key, None)
-            nbytes = size(value)
-            with self._lock:
-                if self.max_bytes is None or nbytes <= self.max_bytes:
-                    self._items[key] = (value, nbytes)
-                    self._bytes += nbytes
-                while self._items and (len(self._items) > self.max_items or (
-                        self.max_bytes is not None and self._bytes > self.max_bytes)):
-                    _, (_, freed) = self._items.popitem(last=False)
-                    self._bytes -= freed
-            return value
-
-    def clear(self) -> None:
-        with self._lock:
-            self._items.clear()
-            self._bytes = 0
-
-
-_peaks = _Memo(_SMALL_ITEMS)
-_windows = _Memo(_SMALL_ITEMS)
-_roadmaps = _Memo(64, _ROADMAP_BYTES)
+_peaks = Memo(_SMALL_ITEMS)
+_windows = Memo(_SMALL_ITEMS)
+_roadmaps = Memo(64, _ROADMAP_BYTES)
 
 
 def _stride(shape: tuple[int, ...], grid: int) -> int:
@@ -129,7 +70,7 @@ def peak_frame(path) -> int:
         return 0
     if not (_is_grey(layout) and supports_subtraction(layout.header)):
         return n // 2
-    return _peaks.get(_file_key(path), lambda: _find_peak(path, layout, n))
+    return _peaks.get(file_key(path), lambda: _find_peak(path, layout, n))
 
 
 def _find_peak(path, layout, n: int) -> int:
@@ -160,7 +101,7 @@ def run_window(path, mask_index: int) -> Window:
     n = layout.number_of_frames
     if not 0 <= mask_index < n:
         raise FrameNotFound(f"mask frame {mask_index} is outside 0..{n - 1}")
-    return _windows.get((*_file_key(path), mask_index), lambda: _run_window(path, layout, n, mask_index))
+    return _windows.get((*file_key(path), mask_index), lambda: _run_window(path, layout, n, mask_index))
 
 
 def _run_window(path, layout, n: int, mask_index: int) -> Window:
@@ -225,7 +166,7 @@ def roadmap(path, mode: str, mask_index: int | None = None,
     n = layout.number_of_frames
     if mask_index is not None and not 0 <= mask_index < n:
         raise FrameNotFound(f"mask frame {mask_index} is outside 0..{n - 1}")
-    key = (*_file_key(path), mode, mask_index, tuple(shift) if shift else None)
+    key = (*file_key(path), mode, mask_index, tuple(shift) if shift else None)
     return _roadmaps.get(key, lambda: _roadmap(path, layout, n, mode, mask_index, shift),
                          size=lambda a: a.nbytes)
 
