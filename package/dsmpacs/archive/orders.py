@@ -340,11 +340,7 @@ class Orders:
         """A registrar's change: completed or discontinued, or discontinued back to scheduled.
         An order outside ``scope`` is, to its caller, not there."""
         with self.index.write():
-            row = Order.get_or_none(Order.id == order_id)
-            if row is not None and scope is not None and not scope.allows_institution(row.institution):
-                row = None
-            if row is None:
-                raise OrderError("not_found", "id", f"no order {order_id}")
+            row = _scoped_order(order_id, scope)
             if State(row.state) not in _MANUAL.get(state, set()):
                 raise OrderError("bad_transition", "state", f"an order {row.state} cannot become {state.value}")
             Order.update(state=state.value, updated_at=utcnow()).where(Order.id == order_id).execute()
@@ -359,11 +355,7 @@ class Orders:
         values.pop("accession_number")
         alpha, ideo, phon = person_name_search_forms(values["patient_name"])
         with self.index.write():
-            row = Order.get_or_none(Order.id == order_id)
-            if row is not None and scope is not None and not scope.allows_institution(row.institution):
-                row = None
-            if row is None:
-                raise OrderError("not_found", "id", f"no order {order_id}")
+            row = _scoped_order(order_id, scope)
             if row.state != State.SCHEDULED.value:
                 raise OrderError("bad_transition", "state", f"an order {row.state} cannot be changed")
             values.update(requested_procedure_id=values["requested_procedure_id"] or row.accession_number,
@@ -445,3 +437,10 @@ def as_dict(view: OrderView) -> dict:
     return out
 
 
+def _scoped_order(order_id: int, scope) -> Order:
+    """The order row, inside a write transaction; one outside ``scope`` is, to its
+    caller, not there."""
+    row = Order.get_or_none(Order.id == order_id)
+    if row is None or (scope is not None and not scope.allows_institution(row.institution)):
+        raise OrderError("not_found", "id", f"no order {order_id}")
+    return row
