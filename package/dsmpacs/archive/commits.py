@@ -43,6 +43,7 @@ from dsmpacs.archive.database import IndexUnavailable, TransientConflict
 log = logging.getLogger(__name__)
 _DB_ERRORS = (peewee.OperationalError, peewee.InterfaceError)
 MAX_BATCH = 64          # stores in one transaction; more wait for the next one
+WAIT_SLICE = 0.25       # seconds one attempt waits for the write lock (see _commit)
 
 
 class RetryLater(Exception):
@@ -122,8 +123,13 @@ class GroupCommit:
             todo = [job for job in todo if not job.done]
             if not todo:
                 return
-            retried = any(job.tries for job in todo)
-            wait = max(0.001, min(job.deadline for job in todo) - now) if retried else None
+            # Wait for the write lock in short slices up to the deadline, never in one
+            # long busy wait: SQLite holds a connection's mutex while its busy handler
+            # sleeps, and another thread that happens to finalize one of that
+            # connection's statements (garbage collection runs anywhere) blocks on that
+            # mutex. If that thread holds the write lock itself (an audit append), both
+            # wait until the whole busy timeout has passed and a store fails.
+            wait = min(WAIT_SLICE, max(0.001, min(job.deadline for job in todo) - now))
             for job in todo:
                 job.tries += 1
                 job.error = None

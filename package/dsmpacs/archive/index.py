@@ -105,6 +105,10 @@ def patient_key(values: dict[str, object]) -> str:
     return hashlib.sha256(basis.encode("utf-8")).hexdigest()
 
 
+# Seconds one BEGIN IMMEDIATE waits for the write lock before trying again (_sqlite_begin).
+BEGIN_SLICE = 0.1
+
+
 class Index:
     def __init__(self, db: peewee.Database, lock_timeout: float = DEFAULT_LOCK_TIMEOUT):
         self.db = db
@@ -129,13 +133,52 @@ class Index:
         than the connection's default (a retry spending the rest of a budget)."""
         try:
             with session(self.db):
-                with (lock_timeout(self.db, wait, self.lock_timeout) if wait is not None
-                      else _nothing()):
-                    with (self.db.atomic() if self._mysql else self.db.atomic("IMMEDIATE")):
+                if self._mysql or self.db.in_transaction():
+                    with (lock_timeout(self.db, wait, self.lock_timeout) if wait is not None
+                          else _nothing()):
+                        with self.db.atomic() if self._mysql else self.db.atomic("IMMEDIATE"):
+                            yield
+                else:
+                    with self._sqlite_begin(self.lock_timeout if wait is None else wait):
                         yield
         except _DB_ERRORS as exc:
             kind = TransientConflict if is_transient(exc) else IndexUnavailable
             raise kind(f"index database error: {exc}") from exc
+
+    @contextmanager
+    def _sqlite_begin(self, budget: float) -> Iterator[None]:
+        """BEGIN IMMEDIATE, waiting for the write lock up to ``budget`` seconds in short
+        busy waits rather than one long one. SQLite keeps a connection's mutex while
+        its busy handler sleeps; a thread that finalizes one of that connection's
+        statements meanwhile (the cyclic garbage collector runs in any thread, and a
+        pooled connection serves many threads) blocks on that mutex. Were that thread
+        the one holding the write lock, both would wait out the whole busy timeout and
+        the store or audit record would fail (seen under load with concurrent STOW-RS)."""
+        deadline = time.monotonic() + budget
+        while True:
+            slice_ = min(BEGIN_SLICE, max(0.001, deadline - time.monotonic()))
+            self.db.execute_sql(f"PRAGMA busy_timeout = {max(1, int(slice_ * 1000))}")
+            transaction = self.db.atomic("IMMEDIATE")
+            try:
+                transaction.__enter__()
+            except _DB_ERRORS as exc:
+                if not is_transient(exc) or time.monotonic() >= deadline:
+                    self._restore_busy_timeout()
+                    raise
+                time.sleep(0.002)
+                continue
+            break
+        self._restore_busy_timeout()
+        try:
+            yield
+        except BaseException as exc:
+            if not transaction.__exit__(type(exc), exc, exc.__traceback__):
+                raise
+        else:
+            transaction.__exit__(None, None, None)
+
+    def _restore_busy_timeout(self) -> None:
+        self.db.execute_sql(f"PRAGMA busy_timeout = {max(1, int(self.lock_timeout * 1000))}")
 
     def ping(self) -> None:
         with self.read():
