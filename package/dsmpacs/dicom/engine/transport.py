@@ -207,9 +207,14 @@ def _drain(sock: socket.socket) -> None:
 
 
 def connection_gone(dul) -> bool:
-    """The DUL is idle (Sta1) and its connection was closed or cut: nothing more
-    will arrive on it."""
-    if dul.state_machine.current_state != "Sta1":
+    """The DUL is idle (Sta1), has acted on every event it queued, and its
+    connection was closed or cut: nothing more will arrive on it.
+
+    The queue matters: the DUL reads the peer's first header on its first turn,
+    before it acts on the connection event queued with the socket, so a junk
+    header marks the connection condemned while still in Sta1 with its A-ABORT
+    not yet sent (tests/test_transport_races.py)."""
+    if dul.state_machine.current_state != "Sta1" or not dul.event_queue.empty():
         return False
     wrapped = dul.socket
     return (getattr(dul, "_dsmpacs_ended", False) or wrapped is None
