@@ -36,7 +36,12 @@ def test_two_processes_serve_dicom_and_web_and_stop_cleanly_on_sigterm(server_fa
     assert server.echoscu().returncode == 0
     health = requests.get(server.url("/-/health"), timeout=10)
     assert health.status_code == 200, health.text
-    assert health.json()["checks"]["dicom"]["port"] == server.port
+    assert health.json()["checks"]["dicom"] == {"ok": True}      # anonymous: no port, pid or AE
+    admin = WebSession(server)
+    admin.login("ops", add_user(server, "ops", "admin"))
+    detailed = admin.get("/-/health").json()
+    assert detailed["checks"]["dicom"]["port"] == server.port
+    assert detailed["checks"]["dicom"]["pid"] == dicom
     assert server.stop() == 0
     assert not pid_alive(dicom) and not pid_alive(web)
     assert not (server.data_dir / "run" / "dicom.json").exists()

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import re
 import socket
+import uuid
 
 import pytest
 
@@ -13,6 +14,7 @@ from dsmpacs.archive.ingest import Origin
 from dsmpacs.archive.peers import Peer, PeerRegistry
 from dsmpacs.archive.users import Users
 from tests import factories as f
+from tests.peers import MARIADB
 from tests.webclient import client_as, client_csrf, client_login
 
 HTML = {"Accept": "text/html"}
@@ -198,15 +200,58 @@ def test_quarantine_and_audit_pages_list_entries(admin, archive, tmp_path):
 
 
 # --- health ---------------------------------------------------------------------------------
-def test_health_reports_the_dicom_listener_from_its_run_file(client, settings):
+def test_health_reports_the_dicom_listener_from_its_run_file(client, settings, archive):
     down = client.get("/-/health")
     assert down.status_code == 503
-    assert down.get_json()["checks"]["dicom"]["ok"] is False
+    assert down.get_json()["checks"]["dicom"] == {
+        "ok": False, "error": "the DICOM listener is not running (no run file)"}
     assert down.get_json()["checks"]["index"]["ok"] and down.get_json()["checks"]["storage"]["ok"]
     runfiles.write(settings, "dicom", host="127.0.0.1", port=11112, ae_title="DSMPACS")   # this process
     up = client.get("/-/health")
     assert up.status_code == 200 and up.get_json()["status"] == "ok"
-    assert up.get_json()["checks"]["dicom"]["port"] == 11112
+    # Anonymous monitoring learns the outcome only, not the port, AE title, pid or free bytes.
+    assert up.get_json()["checks"] == {"index": {"ok": True}, "storage": {"ok": True}, "dicom": {"ok": True}}
+    client_as(client, archive, "admin", "root")
+    detailed = client.get("/-/health").get_json()["checks"]
+    assert detailed["dicom"]["port"] == 11112 and detailed["dicom"]["ae_title"] == "DSMPACS"
+    assert detailed["storage"]["writable"] is True and detailed["storage"]["free_bytes"] > 0
+
+
+@pytest.mark.mariadb
+def test_anonymous_health_hides_the_index_drivers_message(tmp_path, mariadb_admin, mariadb_url):
+    """A real refusal: the archive's own MariaDB account is dropped and its connection
+    killed, so the reconnect fails with a message naming the account and its host."""
+    from dsmpacs.archive import Archive
+    from dsmpacs.settings import Settings
+    from dsmpacs.web.app import create_app
+
+    account = f"hq{uuid.uuid4().hex[:8]}"
+    database = mariadb_url.rsplit("/", 1)[1]
+    with mariadb_admin.cursor() as cur:
+        cur.execute(f"CREATE USER '{account}'@'%' IDENTIFIED BY 'pw-{account}'")
+        cur.execute(f"GRANT ALL ON `{database}`.* TO '{account}'@'%'")
+    url = mariadb_url.replace(f"//{MARIADB['user']}@", f"//{account}:pw-{account}@")
+    settings = Settings.load(data_dir=tmp_path / "data", env={}, overrides={
+        "database_url": url, "dicom_port": 0, "min_free_mb": 0})
+    archive = Archive(settings)
+    archive.open(upgrade=True)
+    try:
+        client = create_app(settings, archive).test_client()
+        assert client.get("/-/health").get_json()["checks"]["index"] == {"ok": True}
+        with mariadb_admin.cursor() as cur:
+            cur.execute("SELECT id FROM information_schema.processlist WHERE user = %s", (account,))
+            sessions = [row[0] for row in cur.fetchall()]
+            cur.execute(f"DROP USER '{account}'@'%'")
+            for session in sessions:
+                cur.execute(f"KILL {int(session)}")
+        report = client.get("/-/health")
+        assert report.status_code == 503
+        assert report.get_json()["checks"]["index"] == {"ok": False, "error": "the index does not answer"}
+        assert account not in report.get_data(as_text=True)
+    finally:
+        archive.close()
+        with mariadb_admin.cursor() as cur:
+            cur.execute(f"DROP USER IF EXISTS '{account}'@'%'")
 
 
 def test_health_fails_when_free_space_is_below_the_reserve(settings, archive):

@@ -1,5 +1,10 @@
 """Health of the running archive: index reachable, storage writable with space
-left, DICOM listener up. Served by the web process as ``/-/health``."""
+left, DICOM listener up. Served by the web process as ``/-/health``.
+
+Each check says ``ok`` and, when it fails, an ``error`` sentence of our own;
+``public()`` keeps only those for anonymous monitoring. The rest (free bytes,
+the DICOM port, AE title and pid, the index driver's own message, which can
+name the database host and user) is for a signed-in administrator."""
 from __future__ import annotations
 
 import os
@@ -17,7 +22,7 @@ def _index(archive: Archive) -> dict[str, Any]:
     try:
         archive.index.ping()
     except Exception as exc:   # any driver error means "not reachable"
-        return {"ok": False, "error": str(exc)[:200]}
+        return {"ok": False, "error": "the index does not answer", "detail": str(exc)[:200]}
     return {"ok": True, "ms": round((time.monotonic() - started) * 1000, 1)}
 
 
@@ -66,3 +71,13 @@ def _dicom(settings: Settings) -> dict[str, Any]:
 def check(settings: Settings, archive: Archive) -> dict[str, Any]:
     checks = {"index": _index(archive), "storage": _storage(archive), "dicom": _dicom(settings)}
     return {"status": "ok" if all(c["ok"] for c in checks.values()) else "fail", "checks": checks}
+
+
+PUBLIC_KEYS = ("ok", "error")
+
+
+def public(report: dict[str, Any]) -> dict[str, Any]:
+    """The report as anyone may see it: each check's outcome and our own sentence."""
+    return {"status": report["status"],
+            "checks": {name: {k: v for k, v in c.items() if k in PUBLIC_KEYS}
+                       for name, c in report["checks"].items()}}

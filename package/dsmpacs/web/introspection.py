@@ -1,9 +1,11 @@
 """``/-/`` introspection: health and version for anyone (monitoring needs no
 account and learns nothing about patients), the effective settings for admins.
 
-Anonymous callers learn the product version and nothing about the platform: an
-interpreter, operating system or library version tells an attacker which known
-flaws to try. A signed-in administrator sees those details (for support)."""
+Anonymous callers learn the product version and whether each health check
+passes, and nothing about the platform or the deployment: an interpreter,
+operating system or library version tells an attacker which known flaws to try,
+and a process id, port, AE title or database error helps map the network. A
+signed-in administrator sees those details (for support)."""
 from __future__ import annotations
 
 import platform
@@ -25,10 +27,13 @@ bp = Blueprint("introspection", __name__, url_prefix="/-")
 @auth.public
 def health_check():
     """200 when the index answers, the storage takes writes with space left and
-    the DICOM listener runs; 503 with the failing check otherwise."""
+    the DICOM listener runs; 503 with the failing check otherwise. Details for
+    a signed-in administrator only."""
     svc = services()
     report = health.check(svc.settings, svc.archive)
-    response = jsonify(report)
+    user = auth.current_user()
+    response = jsonify(report if user is not None and user.can(Permission.ADMIN)
+                       else health.public(report))
     response.status_code = 200 if report["status"] == "ok" else 503
     return response
 
