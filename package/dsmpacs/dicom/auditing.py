@@ -5,11 +5,19 @@ Nothing here runs per instance: a C-STORE run of 2,000 images is one record,
 written when the association ends (as the association log is). Refusals and
 rejected associations are recorded once per peer, AE title and reason a minute,
 so a peer retrying in a loop cannot turn each attempt into an index write.
+
+A C-FIND's record is written on a small pool of threads (``search_started``)
+while the association thread reads the first matches: its commit waits for the
+disk, about as long as the search itself, and the handler sends nothing until
+the record is durable, so overlapping the two loses nothing of the rule that a
+query is recorded before anything of its answer leaves.
 """
 from __future__ import annotations
 
 import logging
+import threading
 import weakref
+from concurrent.futures import Future, ThreadPoolExecutor
 
 from dsmpacs.archive import Archive
 from dsmpacs.archive.activity import AssociationSummary
@@ -17,6 +25,7 @@ from dsmpacs.archive.audit import AuditAction, AuditTrail, OncePer, query_fields
 
 log = logging.getLogger(__name__)
 REFUSAL_DEDUP_SECONDS = 60
+AUDIT_WRITERS = 2       # concurrent C-FIND records in flight; more queue (each is one short commit)
 _trails: "weakref.WeakKeyDictionary[Archive, DicomAudit]" = weakref.WeakKeyDictionary()
 
 
@@ -24,6 +33,8 @@ class DicomAudit:
     def __init__(self, trail: AuditTrail):
         self.trail = trail
         self._refusals = OncePer(REFUSAL_DEDUP_SECONDS)
+        self._writers: ThreadPoolExecutor | None = None
+        self._writers_lock = threading.Lock()
 
     @staticmethod
     def _actor(calling_ae: str) -> str:
@@ -34,6 +45,15 @@ class DicomAudit:
         self.trail.record(self._actor(calling_ae), AuditAction.SEARCH, address=address,
                           calling_ae=calling_ae.strip(), called_ae=called_ae.strip(),
                           **query_fields("C-FIND", level, filters))
+
+    def search_started(self, calling_ae: str, called_ae: str, address: str, level: str,
+                       filters: dict) -> Future:
+        """Start writing one C-FIND's record; ``result()`` returns once it is durable
+        and raises IndexUnavailable when it could not be written."""
+        with self._writers_lock:
+            if self._writers is None:
+                self._writers = ThreadPoolExecutor(AUDIT_WRITERS, thread_name_prefix="audit-search")
+        return self._writers.submit(self.search, calling_ae, called_ae, address, level, filters)
 
     def refused(self, action: AuditAction, calling_ae: str, called_ae: str, address: str,
                 what: str, reason: str) -> None:

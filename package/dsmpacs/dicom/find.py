@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import struct
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from pydicom.datadict import dictionary_VR, keyword_for_tag
@@ -120,8 +121,8 @@ def handle_find(event, archive: Archive, policy: AccessPolicy, search: Search, a
       0xFE00 Cancel: the SCU sent C-CANCEL; no more matches are sent
       0x0124 Refused: Not authorized (calling AE not registered, or may_find false)
       0xA700 Out of resources: more than query_limit matches (the first query_limit
-             were sent), or the index database is unreachable (the query cannot be
-             audited, so it is not run)
+             were sent), or the index database is unreachable (also when the query
+             cannot be audited: then no match is sent)
       0xA900 Identifier does not match SOP class: QueryRetrieveLevel missing or not
              valid for the information model
       0xC000 Unable to process: undecodable identifier or invalid matching value
@@ -151,25 +152,44 @@ def handle_find(event, archive: Archive, policy: AccessPolicy, search: Search, a
         yield status_dataset(UNABLE_TO_PROCESS, "identifier cannot be decoded"), None
         return
 
+    # The record is written while the first matches are read; nothing is sent before it
+    # is durable (dicom/auditing.py).
+    started, sent = time.monotonic(), 0
+    recorded = audit.search_started(calling, called, address, request.level.value, request.filters)
+    settings = archive.settings
+    limit = settings.query_limit or None
+    first_page_error: Exception | None = None
+    matches: Iterator[dict] = iter(())
+    first = None
     try:
-        audit.search(calling, called, address, request.level.value, request.filters)
+        query = Query(request.level, request.filters, request.index_keys,
+                      limit=limit + 1 if limit else None,
+                      pn_case_insensitive=settings.pn_case_insensitive,
+                      combined_datetime=_combined_negotiated(assoc, str(event.request.AffectedSOPClassUID)),
+                      # A peer bound to an institution finds only its studies; unbound, all.
+                      scope=Scope.for_ae(archive.index, calling))
+        matches = search.search(query)
+        first = next(matches, None)
+    except (QueryError, IndexUnavailable) as exc:
+        first_page_error = exc
+    try:
+        recorded.result()
     except IndexUnavailable as exc:
         log.error("C-FIND from %s (%s): cannot be audited: %s", calling, peer, exc)
         yield status_dataset(OUT_OF_RESOURCES, "index database unreachable"), None
         return
-    settings = archive.settings
-    limit = settings.query_limit or None
-    query = Query(request.level, request.filters, request.index_keys,
-                  limit=limit + 1 if limit else None,
-                  pn_case_insensitive=settings.pn_case_insensitive,
-                  combined_datetime=_combined_negotiated(assoc, str(event.request.AffectedSOPClassUID)),
-                  # A peer bound to an institution finds only its studies; unbound, all.
-                  scope=Scope.for_ae(archive.index, calling))
+
+    def rows() -> Iterator[dict]:
+        if first_page_error is not None:
+            raise first_page_error
+        if first is not None:
+            yield first
+            yield from matches
+
     sender = PendingSender(assoc, event.context, event.request,
                            PENDING_WARNING if request.warning else PENDING)
-    started, sent = time.monotonic(), 0
     try:
-        for row in search.search(query):
+        for row in rows():
             if not assoc.is_established:
                 log.warning("C-FIND from %s (%s): association ended after %d matches", calling, peer, sent)
                 return
