@@ -155,15 +155,22 @@ def test_patient_root_patient_level(server, study, workstation):
     assert set(received_by_uid(workstation)) == expected
 
 
-def test_move_cancel_stops_sub_operations(server, study, workstation):
-    register(server, "mover", "MOVER", 104, may_retrieve=True, is_move_destination=False)
-    register(server, "ws", "WORKSTATION", workstation.port)
-    done = movescu(server, "-S", "--cancel", "1", "-aem", "WORKSTATION", "-k", "QueryRetrieveLevel=STUDY",
-                   "-k", f"StudyInstanceUID={study['uid']}")
-    out = (done.stdout + done.stderr).lower()
-    assert "fe00" in out or "cancel" in out, out
-    assert 1 <= len(workstation.files()) < len(study["files"])
-    assert "cancelled after" in server.log()
+def test_move_cancel_stops_sub_operations(server, study, tmp_path):
+    # The destination sleeps a second after each store, so the C-CANCEL that movescu sends
+    # after the first pending response arrives while sub-operations remain, however
+    # loaded the machine (with a prompt destination all five were sometimes sent first).
+    slow = StoreSCP(tmp_path / "slow", "WORKSTATION", "+xa", "-pm", "--sleep-after", "1").start()
+    try:
+        register(server, "mover", "MOVER", 104, may_retrieve=True, is_move_destination=False)
+        register(server, "ws", "WORKSTATION", slow.port)
+        done = movescu(server, "-S", "--cancel", "1", "-aem", "WORKSTATION", "-k", "QueryRetrieveLevel=STUDY",
+                       "-k", f"StudyInstanceUID={study['uid']}")
+        out = (done.stdout + done.stderr).lower()
+        assert "fe00" in out or "cancel" in out, out
+        assert 1 <= len(slow.files()) < len(study["files"])
+        assert "cancelled after" in server.log()
+    finally:
+        slow.stop()
 
 
 def test_jpeg_decompressed_for_a_receiver_that_refuses_it(server, study, tmp_path):
