@@ -26,6 +26,23 @@ class SessionInterface(SecureCookieSessionInterface):
     def get_cookie_secure(self, app: Flask) -> bool:
         return bool(app.config["SESSION_COOKIE_SECURE"] or (has_request_context() and request.is_secure))
 
+    def open_session(self, app: Flask, request):
+        # Flask's, minus building the signing serializer for a request without the
+        # cookie (DICOMweb clients with HTTP Basic or a token: most rendered frames).
+        if app.secret_key and not request.cookies.get(self.get_cookie_name(app)):
+            return self.session_class()
+        return super().open_session(app, request)
+
+    def get_signing_serializer(self, app: Flask):
+        # Built once per key set rather than twice a request (open and save): it holds
+        # nothing about a request.
+        keys = (app.secret_key, tuple(app.config["SECRET_KEY_FALLBACKS"] or ()))
+        cached = self.__dict__.get("_serializer")
+        if cached is None or cached[0] != keys:
+            cached = (keys, super().get_signing_serializer(app))
+            self._serializer = cached
+        return cached[1]
+
 
 def create_app(settings: Settings, archive: Archive) -> Flask:
     app = Flask(__name__, static_folder="static", template_folder="templates")
