@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 
-from flask import Flask, has_request_context, request
+import peewee
+from flask import Flask, g, has_request_context, request
 from flask.sessions import SecureCookieSessionInterface
 
 from dsmpacs.archive import Archive
@@ -63,6 +64,7 @@ def create_app(settings: Settings, archive: Archive) -> Flask:
     app.session_interface = SessionInterface()
     app.extensions[EXTENSION] = Services.build(settings, archive)
 
+    hold_index_connection(app, archive)
     # Order matters: a CORS preflight is answered before anyone is asked who they are
     # (cors), who is asking (auth) before whether the form is genuine (csrf) or the
     # body acceptable (uploads). None of them reads a body that is not a small form.
@@ -78,6 +80,32 @@ def create_app(settings: Settings, archive: Archive) -> Flask:
     # Outermost: the client's address and scheme are settled before anything reads them.
     app.wsgi_app = proxy.TrustedProxy(app.wsgi_app, settings.web_trusted_proxy)
     return app
+
+
+def hold_index_connection(app: Flask, archive: Archive) -> None:
+    """One pooled index connection for the whole request instead of one per query
+    (archive/database.py ``session`` reuses an open one). A rendered frame asks five
+    queries (its account, scope, grants, the study's institution, the instance): five
+    trips through the pool's lock, and on MariaDB five pings (the pool checks a
+    connection by pinging it when handing it out). Autocommit: holding it holds no
+    lock or snapshot. Registered first, so that authentication uses it too."""
+    db = archive.index.db
+
+    def open_connection():
+        if request.endpoint == "static" or not db.is_closed():
+            return
+        try:
+            db.connect()
+        except (peewee.OperationalError, peewee.InterfaceError):
+            return          # the first query tries again and answers 503 (IndexUnavailable)
+        g.index_connection = True
+
+    def close_connection(_exc):
+        if g.pop("index_connection", False) and not db.is_closed() and not db.in_transaction():
+            db.close()
+
+    app.before_request(open_connection)
+    app.teardown_request(close_connection)
 
 
 def register_blueprints(app: Flask) -> None:
