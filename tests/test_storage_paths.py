@@ -76,3 +76,13 @@ def test_real_path_agrees_with_os_path_realpath(layout):
     for path in (link_root / "2026/12/06/a.dcm", link_root / "2026/12/06/none.dcm", real_root / "dangling",
                  link_root / "2026/12/../12/06/a.dcm", tmp / "outside.dcm", link_root):
         assert real_path(str(path)) == os.path.realpath(path)
+
+
+def test_without_o_path_real_path_is_realpath(layout, monkeypatch):
+    from dsmpacs.archive import storage as storage_module
+
+    tmp, _real_root, link_root = layout
+    monkeypatch.setattr(storage_module, "_O_PATH", None)
+    assert real_path(str(link_root / "2026/12/06/a.dcm")) == os.path.realpath(link_root / "2026/12/06/a.dcm")
+    with pytest.raises(ValueError, match="outside the storage root"):
+        Storage(link_root).path("../../outside.dcm")

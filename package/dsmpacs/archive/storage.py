@@ -210,8 +210,10 @@ def real_path(path: str) -> str:
     resolves every symbolic link on the way when it opens the file (O_PATH: nothing is
     read) and /proc names what it opened. os.path.realpath walks the path in Python,
     one lstat per component (about 0.1 ms for a stored file, asked on every served
-    frame). Anything else (a missing file, no /proc, a file unlinked meanwhile, which
-    /proc names "... (deleted)") falls back to os.path.realpath."""
+    frame). Anything else (a missing file, no /proc or no O_PATH, a file unlinked
+    meanwhile, which /proc names "... (deleted)") falls back to os.path.realpath."""
+    if _O_PATH is None:
+        return os.path.realpath(path)
     try:
         fd = os.open(path, _O_PATH | os.O_CLOEXEC)
     except OSError:
@@ -227,8 +229,8 @@ def real_path(path: str) -> str:
     return real
 
 
-# Linux's O_PATH; elsewhere real_path opens the file for reading, then falls back.
-_O_PATH = getattr(os, "O_PATH", os.O_RDONLY)
+# Linux's O_PATH (opens nothing: not a FIFO, not a device); without it, realpath.
+_O_PATH = getattr(os, "O_PATH", None)
 
 
 class Storage:
