@@ -275,6 +275,25 @@ def test_a_request_takes_one_pooled_index_connection_and_returns_it(client, arch
         assert db.is_closed(), path
 
 
+def test_a_used_up_pool_leaves_each_query_its_own_connection(client, archive, monkeypatch):
+    from playhouse.pool import MaxConnectionsExceeded
+
+    make_user(archive, "rad1", "radiologist")
+    db = archive.index.db
+    if not db.is_closed():
+        db.close()
+    original, refused = type(db).connect, []
+
+    def connect(self, *args, **kwargs):
+        if not refused:                       # the request's own hold finds the pool used up
+            refused.append(1)
+            raise MaxConnectionsExceeded("used up")
+        return original(self, *args, **kwargs)
+    monkeypatch.setattr(type(db), "connect", connect)
+    assert client.get("/dicom-web/studies", headers=basic("rad1", "correct horse battery")).status_code == 204
+    assert refused and db.is_closed()
+
+
 def test_cross_site_post_with_cached_basic_credentials_is_refused(client, archive):
     make_user(archive, "rad1", "radiologist")
     response = client.post("/dicom-web/studies", data=b"x",

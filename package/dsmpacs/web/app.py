@@ -8,6 +8,7 @@ from datetime import timedelta
 import peewee
 from flask import Flask, g, has_request_context, request
 from flask.sessions import SecureCookieSessionInterface
+from playhouse.pool import MaxConnectionsExceeded
 
 from dsmpacs.archive import Archive
 from dsmpacs.settings import Settings
@@ -88,7 +89,8 @@ def hold_index_connection(app: Flask, archive: Archive) -> None:
     queries (its account, scope, grants, the study's institution, the instance): five
     trips through the pool's lock, and on MariaDB five pings (the pool checks a
     connection by pinging it when handing it out). Autocommit: holding it holds no
-    lock or snapshot. Registered first, so that authentication uses it too."""
+    lock or snapshot; it is held until the request's teardown (a streamed answer's
+    end). Registered first, so that authentication uses it too."""
     db = archive.index.db
 
     def open_connection():
@@ -96,8 +98,10 @@ def hold_index_connection(app: Flask, archive: Archive) -> None:
             return
         try:
             db.connect()
-        except (peewee.OperationalError, peewee.InterfaceError):
-            return          # the first query tries again and answers 503 (IndexUnavailable)
+        except (peewee.OperationalError, peewee.InterfaceError, MaxConnectionsExceeded):
+            # Unreachable: the first query tries again and answers 503 (IndexUnavailable).
+            # The pool used up (web_threads above its size): the queries take turns as before.
+            return
         g.index_connection = True
 
     def close_connection(_exc):
