@@ -93,6 +93,25 @@ def test_a_replaced_file_is_rendered_anew(tmp_path):
     assert (after == 255).all()
 
 
+def test_a_file_s_presets_are_read_once_and_follow_a_replaced_file(tmp_path, monkeypatch):
+    """render._header_plan: the Modality LUT key and the window presets come from the
+    header once per cached layout, not once per frame; a replaced file is a new layout."""
+    path = tmp_path / "xa.dcm"
+    ds = f.xa_run(frames=3, size=32)
+    ds.WindowCenter, ds.WindowWidth = 1000, 400
+    f.write(ds, path)
+    reads = []
+    monkeypatch.setattr(render, "window_presets", lambda layout: reads.append(1) or window_presets(layout))
+    for frame in range(3):
+        assert render.render_image(path, frame, fmt="png").window == render.Window(1000.0, 400.0)
+    assert len(reads) == 1
+    ds.WindowCenter = 2000
+    f.write(ds, path)
+    stat = os.stat(path)
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))
+    assert render.render_image(path, 0, fmt="png").window == render.Window(2000.0, 400.0)
+
+
 def test_byte_budget_evicts_oldest():
     cache = Memo(max_bytes=100)
     for i in range(5):

@@ -254,6 +254,46 @@ def test_basic_credentials_stop_working_after_a_password_change(client, archive)
     assert client.get("/dicom-web/x", headers=creds).status_code == 401
 
 
+def test_a_request_takes_one_pooled_index_connection_and_returns_it(client, archive, monkeypatch):
+    """web/app.py hold_index_connection: the account, scope and study look-ups of one
+    request share one connection (on MariaDB each hand-out pings the server), and the
+    connection goes back to the pool at the request's end, also after an error."""
+    make_user(archive, "rad1", "radiologist")
+    creds = basic("rad1", "correct horse battery")
+    db = archive.index.db
+    assert client.get("/dicom-web/studies", headers=creds).status_code == 204   # the password checked once
+    if not db.is_closed():
+        db.close()
+    connects = []
+    original = type(db).connect
+    monkeypatch.setattr(type(db), "connect", lambda self, *a, **k: connects.append(1) or original(self, *a, **k))
+    for path, status in (("/dicom-web/studies", 204), ("/dicom-web/studies/1.2.3/series", 204),
+                         ("/dicom-web/studies/not-a-uid/metadata", 400)):
+        connects.clear()
+        assert client.get(path, headers=creds).status_code == status
+        assert len(connects) == 1, path
+        assert db.is_closed(), path
+
+
+def test_a_used_up_pool_leaves_each_query_its_own_connection(client, archive, monkeypatch):
+    from playhouse.pool import MaxConnectionsExceeded
+
+    make_user(archive, "rad1", "radiologist")
+    db = archive.index.db
+    if not db.is_closed():
+        db.close()
+    original, refused = type(db).connect, []
+
+    def connect(self, *args, **kwargs):
+        if not refused:                       # the request's own hold finds the pool used up
+            refused.append(1)
+            raise MaxConnectionsExceeded("used up")
+        return original(self, *args, **kwargs)
+    monkeypatch.setattr(type(db), "connect", connect)
+    assert client.get("/dicom-web/studies", headers=basic("rad1", "correct horse battery")).status_code == 204
+    assert refused and db.is_closed()
+
+
 def test_cross_site_post_with_cached_basic_credentials_is_refused(client, archive):
     make_user(archive, "rad1", "radiologist")
     response = client.post("/dicom-web/studies", data=b"x",

@@ -205,9 +205,38 @@ def _fsync_fd(fd: int) -> None:
         os.close(fd)
 
 
+def real_path(path: str) -> str:
+    """os.path.realpath(path), in three system calls when the file exists: the kernel
+    resolves every symbolic link on the way when it opens the file (O_PATH: nothing is
+    read) and /proc names what it opened. os.path.realpath walks the path in Python,
+    one lstat per component (about 0.1 ms for a stored file, asked on every served
+    frame). Anything else (a missing file, no /proc or no O_PATH, a file unlinked
+    meanwhile, which /proc names "... (deleted)") falls back to os.path.realpath."""
+    if _O_PATH is None:
+        return os.path.realpath(path)
+    try:
+        fd = os.open(path, _O_PATH | os.O_CLOEXEC)
+    except OSError:
+        return os.path.realpath(path)
+    try:
+        real = os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        real = ""
+    finally:
+        os.close(fd)
+    if not real.startswith("/") or real.endswith(" (deleted)"):
+        return os.path.realpath(path)
+    return real
+
+
+# Linux's O_PATH (opens nothing: not a FIFO, not a device); without it, realpath.
+_O_PATH = getattr(os, "O_PATH", None)
+
+
 class Storage:
     def __init__(self, root: Path, min_free_bytes: int = 0):
         self.root = Path(root).absolute()
+        self._real_root: str | None = None
         self.tmp_dir = self.root / TMP_DIR
         self.quarantine_dir = self.root / QUARANTINE_DIR
         self.min_free_bytes = min_free_bytes
@@ -443,11 +472,22 @@ class Storage:
 
     # --- reading -------------------------------------------------------------
     def path(self, relpath: str) -> Path:
-        """Absolute path for a stored relpath; refuses anything that leaves the root."""
-        candidate = (self.root / relpath).resolve()
-        if self.root.resolve() not in candidate.parents:
+        """Absolute path for a stored relpath, every symbolic link resolved; refuses
+        anything that leaves the root (by '..', an absolute path or a link)."""
+        candidate = real_path(os.path.join(self.root, relpath))
+        if not self._inside_root(candidate):
             raise ValueError(f"path {relpath!r} is outside the storage root")
-        return candidate
+        return Path(candidate)
+
+    def _inside_root(self, real: str) -> bool:
+        # The root's own resolution is remembered; should the root have moved since (its
+        # link changed), a refusal asks again before it stands.
+        for fresh in (False, True):
+            if fresh or self._real_root is None:
+                self._real_root = os.path.realpath(self.root)
+            if real != self._real_root and real.startswith(self._real_root.rstrip("/") + "/"):
+                return True
+        return False
 
     def open(self, relpath: str) -> BinaryIO:
         return open(self.path(relpath), "rb")

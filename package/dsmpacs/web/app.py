@@ -5,8 +5,10 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 
-from flask import Flask, has_request_context, request
+import peewee
+from flask import Flask, g, has_request_context, request
 from flask.sessions import SecureCookieSessionInterface
+from playhouse.pool import MaxConnectionsExceeded
 
 from dsmpacs.archive import Archive
 from dsmpacs.settings import Settings
@@ -25,6 +27,23 @@ class SessionInterface(SecureCookieSessionInterface):
 
     def get_cookie_secure(self, app: Flask) -> bool:
         return bool(app.config["SESSION_COOKIE_SECURE"] or (has_request_context() and request.is_secure))
+
+    def open_session(self, app: Flask, request):
+        # Flask's, minus building the signing serializer for a request without the
+        # cookie (DICOMweb clients with HTTP Basic or a token: most rendered frames).
+        if app.secret_key and not request.cookies.get(self.get_cookie_name(app)):
+            return self.session_class()
+        return super().open_session(app, request)
+
+    def get_signing_serializer(self, app: Flask):
+        # Built once per key set rather than twice a request (open and save): it holds
+        # nothing about a request.
+        keys = (app.secret_key, tuple(app.config["SECRET_KEY_FALLBACKS"] or ()))
+        cached = self.__dict__.get("_serializer")
+        if cached is None or cached[0] != keys:
+            cached = (keys, super().get_signing_serializer(app))
+            self._serializer = cached
+        return cached[1]
 
 
 def create_app(settings: Settings, archive: Archive) -> Flask:
@@ -46,6 +65,7 @@ def create_app(settings: Settings, archive: Archive) -> Flask:
     app.session_interface = SessionInterface()
     app.extensions[EXTENSION] = Services.build(settings, archive)
 
+    hold_index_connection(app, archive)
     # Order matters: a CORS preflight is answered before anyone is asked who they are
     # (cors), who is asking (auth) before whether the form is genuine (csrf) or the
     # body acceptable (uploads). None of them reads a body that is not a small form.
@@ -61,6 +81,35 @@ def create_app(settings: Settings, archive: Archive) -> Flask:
     # Outermost: the client's address and scheme are settled before anything reads them.
     app.wsgi_app = proxy.TrustedProxy(app.wsgi_app, settings.web_trusted_proxy)
     return app
+
+
+def hold_index_connection(app: Flask, archive: Archive) -> None:
+    """One pooled index connection for the whole request instead of one per query
+    (archive/database.py ``session`` reuses an open one). A rendered frame asks five
+    queries (its account, scope, grants, the study's institution, the instance): five
+    trips through the pool's lock, and on MariaDB five pings (the pool checks a
+    connection by pinging it when handing it out). Autocommit: holding it holds no
+    lock or snapshot; it is held until the request's teardown (a streamed answer's
+    end). Registered first, so that authentication uses it too."""
+    db = archive.index.db
+
+    def open_connection():
+        if request.endpoint == "static" or not db.is_closed():
+            return
+        try:
+            db.connect()
+        except (peewee.OperationalError, peewee.InterfaceError, MaxConnectionsExceeded):
+            # Unreachable: the first query tries again and answers 503 (IndexUnavailable).
+            # The pool used up (web_threads above its size): the queries take turns as before.
+            return
+        g.index_connection = True
+
+    def close_connection(_exc):
+        if g.pop("index_connection", False) and not db.is_closed() and not db.in_transaction():
+            db.close()
+
+    app.before_request(open_connection)
+    app.teardown_request(close_connection)
 
 
 def register_blueprints(app: Flask) -> None:

@@ -1,0 +1,88 @@
+"""Storage.path: the stored file's real path, never anything outside the root
+(archive/storage.py real_path resolves links the fast way; the answers must be
+os.path.realpath's)."""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from dsmpacs.archive.storage import Storage, real_path
+
+
+@pytest.fixture
+def layout(tmp_path):
+    real_root = tmp_path / "volume1" / "pacs"
+    (real_root / "2026" / "12" / "06").mkdir(parents=True)
+    (real_root / "2026" / "12" / "06" / "a.dcm").write_bytes(b"x")
+    (tmp_path / "outside.dcm").write_bytes(b"secret")
+    link_root = tmp_path / "share"
+    link_root.symlink_to(real_root)       # the root itself through a link, as on DSM
+    return tmp_path, real_root, link_root
+
+
+def test_a_stored_file_is_its_real_path(layout):
+    _tmp, real_root, link_root = layout
+    storage = Storage(link_root)
+    found = storage.path("2026/12/06/a.dcm")
+    assert found == real_root / "2026" / "12" / "06" / "a.dcm"
+    assert str(found) == os.path.realpath(link_root / "2026/12/06/a.dcm")
+
+
+def test_a_missing_file_inside_the_root_is_still_answered(layout):
+    _tmp, real_root, link_root = layout
+    assert Storage(link_root).path("2026/12/07/b.dcm") == real_root / "2026" / "12" / "07" / "b.dcm"
+
+
+@pytest.mark.parametrize("relpath", ["../../outside.dcm", "2026/../../../outside.dcm", "/etc/passwd",
+                                     "", ".", "2026/.."])
+def test_leaving_the_root_is_refused(layout, relpath):
+    _tmp, _real, link_root = layout
+    with pytest.raises(ValueError, match="outside the storage root"):
+        Storage(link_root).path(relpath)
+
+
+def test_a_link_out_of_the_root_is_refused(layout):
+    tmp, real_root, link_root = layout
+    (real_root / "2026" / "12" / "06" / "evil.dcm").symlink_to(tmp / "outside.dcm")
+    (real_root / "2026" / "12" / "06" / "up").symlink_to(tmp)
+    storage = Storage(link_root)
+    for relpath in ("2026/12/06/evil.dcm", "2026/12/06/up/outside.dcm"):
+        with pytest.raises(ValueError, match="outside the storage root"):
+            storage.path(relpath)
+
+
+def test_a_link_within_the_root_is_followed(layout):
+    _tmp, real_root, link_root = layout
+    (real_root / "alias").symlink_to(real_root / "2026")
+    assert Storage(link_root).path("alias/12/06/a.dcm") == real_root / "2026" / "12" / "06" / "a.dcm"
+
+
+def test_the_root_moved_since_the_last_answer(layout):
+    tmp, real_root, link_root = layout
+    storage = Storage(link_root)
+    storage.path("2026/12/06/a.dcm")                # the old root is remembered
+    moved = tmp / "volume2" / "pacs"
+    (moved / "2026").mkdir(parents=True)
+    (moved / "2026" / "c.dcm").write_bytes(b"y")
+    link_root.unlink()
+    link_root.symlink_to(moved)
+    assert storage.path("2026/c.dcm") == moved / "2026" / "c.dcm"
+
+
+def test_real_path_agrees_with_os_path_realpath(layout):
+    tmp, real_root, link_root = layout
+    (real_root / "dangling").symlink_to(tmp / "nowhere" / "x")
+    for path in (link_root / "2026/12/06/a.dcm", link_root / "2026/12/06/none.dcm", real_root / "dangling",
+                 link_root / "2026/12/../12/06/a.dcm", tmp / "outside.dcm", link_root):
+        assert real_path(str(path)) == os.path.realpath(path)
+
+
+def test_without_o_path_real_path_is_realpath(layout, monkeypatch):
+    from dsmpacs.archive import storage as storage_module
+
+    tmp, _real_root, link_root = layout
+    monkeypatch.setattr(storage_module, "_O_PATH", None)
+    assert real_path(str(link_root / "2026/12/06/a.dcm")) == os.path.realpath(link_root / "2026/12/06/a.dcm")
+    with pytest.raises(ValueError, match="outside the storage root"):
+        Storage(link_root).path("../../outside.dcm")
