@@ -137,3 +137,48 @@ def test_ready_takes_the_dul_waits_answer_once_then_asks_select_again(monkeypatc
     finally:
         ours.close()
         peer.close()
+
+
+def test_the_idle_association_thread_waits_until_something_its_loop_checks_changes(monkeypatch):
+    """The association reactor's idle wait is long (ASSOC_IDLE_WAIT), so it must end
+    on what its loop looks at: a release or abort queued by the DUL, a pause asked
+    for by another thread, a DIMSE message. Here the bound is 5 s: each wait ending
+    well before it was ended by its event."""
+    import time
+
+    from pynetdicom import association as _association
+
+    reactor.install()
+    monkeypatch.setattr(reactor, "ASSOC_IDLE_WAIT", 5.0)
+    assoc = Association(AE(), "acceptor")
+    waits: list[float] = []
+
+    def run():                      # the association thread's sleeps, as in _run_reactor
+        for _ in range(4):
+            start = time.monotonic()
+            _association.time.sleep(reactor.ASSOC_REACTOR_SLEEP)
+            waits.append(time.monotonic() - start)
+
+    assoc.run = run
+    condition = assoc.dimse.msg_queue.not_empty
+    events = [lambda: None,                                     # the first wait: ended by the next
+              lambda: assoc.dul.to_user_queue.put("A-RELEASE"),  # the DUL: release requested
+              lambda: assoc._reactor_checkpoint.clear(),         # a send_* call wants a pause
+              lambda: assoc.dimse.msg_queue.put((1, "C-STORE-RQ"))]
+    assoc.start()
+    try:
+        for done, event in enumerate(events):
+            deadline = time.monotonic() + 5
+            while not condition._waiters and time.monotonic() < deadline:
+                time.sleep(0.001)
+            event()
+            if done == 0:
+                reactor.poke(assoc)
+            deadline = time.monotonic() + 2.5
+            while len(waits) == done and time.monotonic() < deadline:
+                time.sleep(0.001)
+            assert len(waits) == done + 1, f"wait {done + 1} did not end on its event"
+    finally:
+        assoc._reactor_checkpoint.set()
+        assoc.join(30)
+    assert max(waits) < 2.5, waits
