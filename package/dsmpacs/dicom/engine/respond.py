@@ -155,7 +155,7 @@ def install() -> None:
         original_init(self, *args, **kwargs)
 
     def do_action(self, event):
-        with self.dul._dsmpacs_send_lock:
+        with send_lock(self.dul):
             original_do_action(self, event)
 
     _dul.DULServiceProvider.__init__ = __init__
