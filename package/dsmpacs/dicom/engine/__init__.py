@@ -13,8 +13,7 @@ deliberate act that re-reads each module below against the new source.
 What each module changes, and the upstream hook it uses or lacks:
 
 * ``reactor``      idle waits of the DUL and association threads end on events,
-                   not 1 ms polls (the association thread's on anything its loop
-                   checks, ``poke``); every waiter on a DIMSE queue is woken, and the
+                   not 1 ms polls; every waiter on a DIMSE queue is woken, and the
                    reactor counts as paused only while blocked at its checkpoint
                    (the 60 s C-MOVE stall, responses taken by the reactor); the
                    "paused" flag race (pynetdicom #820).

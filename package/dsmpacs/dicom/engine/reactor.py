@@ -17,17 +17,9 @@ end:
   the socket readable, the loop's next ``AssociationSocket.ready`` takes its
   answer instead of asking select() again (only this thread reads the socket, so
   it stays readable until it does), and the pipe is read only when signalled;
-* the association thread waits on its DIMSE message queue's condition, so a
-  complete message is served at once. It waits for at most ASSOC_IDLE_WAIT
-  (20 ms), not pynetdicom's 1 ms: whatever else its loop checks ends the wait
-  (``poke``): a release or abort the DUL queues for it (``PokingQueue``), a pause
-  asked for by another thread (``Checkpoint.clear``), a kill, the DUL's end. Only
-  the network idle timeout is seen up to 20 ms late. With 1 ms, every idle
-  association woke a thousand times a second, took the GIL and ran its loop:
-  about two wake-ups per small C-STORE from one sender, and with four senders at
-  once four such threads competing with the ones doing the work. A change made
-  while the loop ran its checks is not missed: the wait is skipped when the
-  ``poke`` generation moved since the last wait ended;
+* the association thread waits on its DIMSE message queue's condition for at
+  most the same 1 ms, so a complete message is served at once, and release,
+  abort and timeouts are noticed exactly as before;
 * that queue wakes every waiter when a message arrives, not one: an SCU
   request (C-STORE of a C-MOVE sub-operation, C-GET, storage commitment)
   waits for its response in ``msg_queue.get`` on the same condition while the
@@ -60,7 +52,6 @@ from pynetdicom import transport as _transport
 
 DUL_IDLE_WAIT = 0.01           # upper bound on how long an idle DUL thread sleeps
 ASSOC_REACTOR_SLEEP = 0.001    # the fixed sleep at the top of Association._run_reactor
-ASSOC_IDLE_WAIT = 0.02         # upper bound on the idle association thread's wait instead
 _installed = False
 
 
@@ -160,39 +151,10 @@ class _AssociationClock:
                 or not isinstance(assoc, _association.Association)):
             _time.sleep(seconds)
             return
-        state = assoc.__dict__
         with queue.not_empty:
             # qsize() would take the mutex we already hold; _qsize() is the lock-free read.
-            # Wait only if nothing the loop checks changed since its checks began (the
-            # generation seen when the last wait ended): a poke then ends the wait.
-            generation = state.get("_dsmpacs_generation", 0)
-            if not queue._qsize() and generation == state.get("_dsmpacs_seen", generation):
-                queue.not_empty.wait(ASSOC_IDLE_WAIT)
-            state["_dsmpacs_seen"] = state.get("_dsmpacs_generation", 0)
-
-
-def poke(assoc) -> None:
-    """Something the association reactor's loop checks changed (a release or abort
-    from the DUL, a pause asked for, a kill, the DUL's end): end its idle wait."""
-    queue = getattr(getattr(assoc, "dimse", None), "msg_queue", None)
-    if queue is None:
-        return
-    with queue.not_empty:
-        assoc.__dict__["_dsmpacs_generation"] = assoc.__dict__.get("_dsmpacs_generation", 0) + 1
-        queue.not_empty.notify_all()
-
-
-class PokingQueue(queue.Queue):
-    """The DUL's queue to the association (A-ASSOCIATE, A-RELEASE, A-ABORT,
-    A-P-ABORT): a put ends the association thread's idle wait."""
-
-    def __init__(self, dul) -> None:
-        super().__init__()
-        self._dul = dul
-
-    def put(self, item, block=True, timeout=None) -> None:
-        super().put(item, block, timeout)
-        poke(getattr(self._dul, "assoc", None))
+            if not queue._qsize():
+                queue.not_empty.wait(seconds)
 
 
 class BroadcastQueue(queue.Queue):
@@ -220,17 +182,6 @@ class Checkpoint(threading.Event):
     """
 
     holding = False
-
-    def __init__(self, assoc=None) -> None:
-        super().__init__()
-        self._assoc = assoc
-
-    def clear(self) -> None:
-        # A send_* call or release() asks for a pause: the idle reactor must reach
-        # this checkpoint now, not when its wait ends.
-        super().clear()
-        if self._assoc is not None:
-            poke(self._assoc)
 
     def wait(self, timeout: float | None = None) -> bool:
         with self._cond:
@@ -283,11 +234,10 @@ def install() -> None:
     original_dimse_init = _dimse.DIMSEServiceProvider.__init__
     original_assoc_init = _association.Association.__init__
     original_serve = _association.Association._serve_request
-    original_assoc_kill = _association.Association.kill
 
     def assoc_init(self, *args, **kwargs):
         original_assoc_init(self, *args, **kwargs)
-        self._reactor_checkpoint = Checkpoint(self)
+        self._reactor_checkpoint = Checkpoint()
         self._reactor_checkpoint.set()
 
     def serve_request(self, msg, context_id):
@@ -307,7 +257,6 @@ def install() -> None:
     def __init__(self, *args, **kwargs):
         original_init(self, *args, **kwargs)
         self._dsmpacs_waker = _Waker()
-        self.to_user_queue = PokingQueue(self)
 
     def send_pdu(self, primitive):
         original_send_pdu(self, primitive)
@@ -322,12 +271,6 @@ def install() -> None:
             original_run(self)
         finally:
             self._dsmpacs_waker.close()
-            poke(self.assoc)
-
-    def kill(self):
-        poke(self)                  # before: the checks see _kill on the next pass...
-        original_assoc_kill(self)
-        poke(self)                  # ...after: and the DUL stopped
 
     _dul.DULServiceProvider.__init__ = __init__
     _dul.DULServiceProvider.send_pdu = send_pdu
@@ -336,7 +279,6 @@ def install() -> None:
     _dimse.DIMSEServiceProvider.__init__ = dimse_init
     _association.Association.__init__ = assoc_init
     _association.Association._serve_request = serve_request
-    _association.Association.kill = kill
     _transport.AssociationSocket.ready = property(_ready)
     _dul.time = _DulClock()
     _association.time = _AssociationClock()
