@@ -105,3 +105,35 @@ def test_another_thread_sees_the_reactor_paused_only_while_it_is_blocked():
     assoc._reactor_checkpoint.set()
     blocked.join(5)
     assert not blocked.is_alive()
+
+
+def test_ready_takes_the_dul_waits_answer_once_then_asks_select_again(monkeypatch):
+    """The DUL's idle wait found the socket readable: the loop's next look
+    (AssociationSocket.ready) needs no second select(); the look after does."""
+    import socket
+    from types import SimpleNamespace
+
+    from pynetdicom import transport as _transport
+
+    reactor.install()
+    ours, peer = socket.socketpair()
+    try:
+        dul = SimpleNamespace(_dsmpacs_readable=True)
+        wrapped = SimpleNamespace(assoc=SimpleNamespace(dul=dul), socket=ours, _is_connected=True)
+        calls = []
+        real_select = reactor.select.select
+
+        def counting_select(*args):
+            calls.append(args)
+            return real_select(*args)
+
+        monkeypatch.setattr(_transport.select, "select", counting_select)
+        assert _transport.AssociationSocket.ready.fget(wrapped) is True
+        assert calls == [] and not hasattr(dul, "_dsmpacs_readable")
+        assert _transport.AssociationSocket.ready.fget(wrapped) is False    # nothing sent yet
+        peer.sendall(b"x")
+        assert _transport.AssociationSocket.ready.fget(wrapped) is True
+        assert len(calls) == 2
+    finally:
+        ours.close()
+        peer.close()

@@ -37,6 +37,10 @@ What each module changes, and the upstream hook it uses or lacks:
                    per context, Explicit VR Little Endian preferred over Implicit.
 * ``routing``      swaps pynetdicom's service classes for ours
                    (``association.uid_to_service_class`` is the only hook).
+* ``respond``      a C-STORE-RSP written by the association thread when the DUL
+                   would send it next (Sta6, nothing queued, plain TCP), under a
+                   per-DUL lock its state machine holds for every action: no wake-up
+                   of the DUL thread per instance.
 * ``store_service`` C-STORE answered without pynetdicom's per-message detour, and a
                    received C-STORE-RQ turned into its primitive from its six
                    parameters (``DIMSEMessage.message_to_primitive`` is wrapped).
@@ -80,6 +84,7 @@ def install() -> None:
         limits,
         negotiation,
         reactor,
+        respond,
         retrieve_class,
         routing,
         spool,
@@ -105,6 +110,7 @@ def install() -> None:
     _config.STORE_SEND_CHUNKED_DATASET = True
 
     reactor.install()
+    respond.install()
     transport.install()
     spool.install()
     limits.install()

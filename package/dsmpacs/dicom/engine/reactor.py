@@ -13,7 +13,10 @@ end:
 * the DUL thread waits in ``select()`` on its socket and on a self-pipe that
   ``send_pdu`` writes to, so it wakes as soon as the peer sends data or the
   association has a PDU to send; it still wakes at least every 10 ms for its
-  timers (ARTIM, idle timeout) and for being stopped;
+  timers (ARTIM, idle timeout) and for being stopped. When that select() found
+  the socket readable, the loop's next ``AssociationSocket.ready`` takes its
+  answer instead of asking select() again (only this thread reads the socket, so
+  it stays readable until it does), and the pipe is read only when signalled;
 * the association thread waits on its DIMSE message queue's condition for at
   most the same 1 ms, so a complete message is served at once, and release,
   abort and timeouts are noticed exactly as before;
@@ -45,6 +48,7 @@ import time as _time
 from pynetdicom import association as _association
 from pynetdicom import dimse as _dimse
 from pynetdicom import dul as _dul
+from pynetdicom import transport as _transport
 
 DUL_IDLE_WAIT = 0.01           # upper bound on how long an idle DUL thread sleeps
 ASSOC_REACTOR_SLEEP = 0.001    # the fixed sleep at the top of Association._run_reactor
@@ -109,10 +113,29 @@ class _DulClock:
         if isinstance(sock, ssl.SSLSocket) and sock.pending():
             return      # decrypted bytes already buffered: select() would not see them
         try:
-            select.select([sock, waker.read_fd], [], [], DUL_IDLE_WAIT)
+            readable, _, _ = select.select([sock, waker.read_fd], [], [], DUL_IDLE_WAIT)
         except (OSError, ValueError):
             _time.sleep(seconds)    # socket closed under us: let the loop notice
-        waker.drain()
+            return
+        if waker.read_fd in readable:
+            waker.drain()
+        # The loop's next look at the socket (AssociationSocket.ready) would ask
+        # select() again; it may take this answer. Only this thread reads the
+        # socket, so readable stays true until it does.
+        dul._dsmpacs_readable = sock in readable
+
+
+def _ready(self) -> bool:
+    """AssociationSocket.ready, without a second select() right after the DUL's wait
+    found the socket readable (plain sockets; TLS keeps pynetdicom's own look)."""
+    dul = getattr(self.assoc, "dul", None)
+    if (dul is not None and dul.__dict__.pop("_dsmpacs_readable", False) and self._is_connected
+            and self.socket is not None and not isinstance(self.socket, ssl.SSLSocket)):
+        return True
+    return _original_ready(self)
+
+
+_original_ready = _transport.AssociationSocket.ready.fget
 
 
 class _AssociationClock:
@@ -256,6 +279,7 @@ def install() -> None:
     _dimse.DIMSEServiceProvider.__init__ = dimse_init
     _association.Association.__init__ = assoc_init
     _association.Association._serve_request = serve_request
+    _transport.AssociationSocket.ready = property(_ready)
     _dul.time = _DulClock()
     _association.time = _AssociationClock()
     _association.Association._is_paused = property(_get_paused, _set_paused)

@@ -6,9 +6,10 @@ command set with pydicom and queuing it: about 1 ms of CPU per instance on the
 2-core machines this archive targets, on the serial path of every instance a
 modality sends. Here the handler marked with ``@fast_store_handler`` is called
 directly and the C-STORE-RSP (a handful of command elements, always Implicit VR
-Little Endian) is encoded by hand and queued on the association's DUL, which is
-what pynetdicom does after its encode. Associations whose EVT_C_STORE handler is
-not marked (C-GET and C-MOVE as a client) keep pynetdicom's path.
+Little Endian) is encoded by hand and written by engine/respond.py, on this
+thread when the DUL would send it next, else queued on the association's DUL as
+pynetdicom does after its encode. Associations whose EVT_C_STORE handler is not
+marked (C-GET and C-MOVE as a client) keep pynetdicom's path.
 
 On the way in, pynetdicom turns every received command set into its primitive
 by converting each element of the pydicom dataset, looking up its keyword and
@@ -32,6 +33,8 @@ from pynetdicom import dimse_messages, evt
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.pdu_primitives import P_DATA
 from pynetdicom.service_class import StorageServiceClass
+
+from dsmpacs.dicom.engine import respond
 
 log = logging.getLogger(__name__)
 _installed = False
@@ -109,10 +112,11 @@ class FastStorageServiceClass(StorageServiceClass):
             status, comment = int(outcome.Status), str(outcome.get("ErrorComment", "") or "")
         else:
             status, comment = int(outcome), ""
+        value = b"\x03" + encode_store_response(int(req.MessageID), req.AffectedSOPClassUID,
+                                                req.AffectedSOPInstanceUID, status, comment)
         pdata = P_DATA()
-        pdata.presentation_data_value_list = [[context.context_id, b"\x03" + encode_store_response(
-            int(req.MessageID), req.AffectedSOPClassUID, req.AffectedSOPInstanceUID, status, comment)]]
-        self.assoc.dul.send_pdu(pdata)
+        pdata.presentation_data_value_list = [[context.context_id, value]]
+        respond.send_response(self.assoc.dul, pdata, context.context_id, value)
 
 
 # The command set elements of a C-STORE-RQ that are parameters of its primitive (PS3.7

@@ -44,7 +44,7 @@ from pynetdicom import dul as _dul
 from pynetdicom import transport as _transport
 from pynetdicom.pdu import A_ABORT_RQ
 
-from dsmpacs.dicom.engine import tls
+from dsmpacs.dicom.engine import respond, tls
 
 log = logging.getLogger(__name__)
 
@@ -172,15 +172,19 @@ def _cut(self, reason: str) -> None:
     then shut the socket down so the peer sees the end at once. The descriptor is
     closed by pynetdicom when the association thread ends."""
     log.warning("closing the connection from %s: %s", _peer(self), reason)
-    self.assoc.dul._dsmpacs_ended = True
+    dul = self.assoc.dul
     sock = self.socket
     abort = A_ABORT_RQ()
     abort.source, abort.reason_diagnostic = 0x02, 0x00
-    with contextlib.suppress(OSError):
-        sock.settimeout(1.0)
-        sock.sendall(abort.encode())
-    with contextlib.suppress(OSError):
-        sock.shutdown(socket.SHUT_RDWR)
+    # Under the send lock: the association thread may be writing a response
+    # (engine/respond.py), and the A-ABORT must not land inside it.
+    with respond.send_lock(dul):
+        dul._dsmpacs_ended = True
+        with contextlib.suppress(OSError):
+            sock.settimeout(1.0)
+            sock.sendall(abort.encode())
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
 
 
 def _peer(sock) -> str:
