@@ -105,16 +105,21 @@ def test_waits_for_a_state_machine_action_under_way(pair):
     assert results == [False] and len(dul.queued) == 1
 
 
-def test_a_full_socket_leaves_the_response_to_the_dul(pair):
-    ours, _peer = pair
-    ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
-    ours.setblocking(False)
+def fill(sock: socket.socket) -> None:
+    """Fill the socket's send buffer (the peer reads nothing), then make it blocking again."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    sock.setblocking(False)
     try:
         while True:
-            ours.send(b"\0" * 4096)
+            sock.send(b"\0" * 4096)
     except BlockingIOError:
         pass
-    ours.setblocking(True)
+    sock.setblocking(True)
+
+
+def test_a_full_socket_leaves_the_response_to_the_dul(pair):
+    ours, _peer = pair
+    fill(ours)
     dul = FakeDul(ours)
     start = time.monotonic()
     assert respond.send_response(dul, _pdata(), 1, VALUE) is False
@@ -124,14 +129,7 @@ def test_a_full_socket_leaves_the_response_to_the_dul(pair):
 
 def test_the_rest_of_a_partly_written_pdu_waits_at_most_network_timeout(pair):
     ours, peer = pair
-    ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
-    ours.setblocking(False)
-    try:
-        while True:
-            ours.send(b"\0" * 4096)
-    except BlockingIOError:
-        pass
-    ours.setblocking(True)
+    fill(ours)
     dul = FakeDul(ours)
     start = time.monotonic()
     respond._finish(dul, ours, memoryview(b"rest of the response"))
