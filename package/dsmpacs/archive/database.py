@@ -123,7 +123,7 @@ def lock_timeout(db: peewee.Database, seconds: float, default: float) -> Iterato
         if is_mysql(db):
             db.execute_sql("SET SESSION " + _mysql_lock_timeouts(value))
         else:
-            db.execute_sql(f"PRAGMA busy_timeout = {max(1, int(value * 1000))}")
+            set_busy_timeout(db, value)
     apply(seconds)
     try:
         yield
@@ -133,6 +133,11 @@ def lock_timeout(db: peewee.Database, seconds: float, default: float) -> Iterato
         except (peewee.OperationalError, peewee.InterfaceError) as exc:
             # The transaction is settled by now; a broken connection is the pool's problem.
             log.warning("could not restore the index lock timeout: %s", exc)
+
+
+def set_busy_timeout(db: peewee.Database, seconds: float) -> None:
+    """How long this thread's SQLite connection waits for a lock (at least 1 ms)."""
+    db.execute_sql(f"PRAGMA busy_timeout = {max(1, int(seconds * 1000))}")
 
 
 def is_mysql(db: peewee.Database) -> bool:

@@ -27,6 +27,7 @@ from dsmpacs.archive.database import (
     is_transient,
     lock_timeout,
     session,
+    set_busy_timeout,
 )
 from dsmpacs.archive.models import Instance, Patient, Quarantine, Series, Study, utcnow
 from dsmpacs.archive.visibility import ae_binding, placement
@@ -133,11 +134,16 @@ class Index:
         than the connection's default (a retry spending the rest of a budget)."""
         try:
             with session(self.db):
-                if self._mysql or self.db.in_transaction():
+                if self._mysql:
                     with (lock_timeout(self.db, wait, self.lock_timeout) if wait is not None
                           else _nothing()):
-                        with self.db.atomic() if self._mysql else self.db.atomic("IMMEDIATE"):
+                        with self.db.atomic():
                             yield
+                elif self.db.in_transaction():
+                    # A savepoint in this thread's transaction, which holds the write lock
+                    # already: nothing to wait for.
+                    with self.db.atomic():
+                        yield
                 else:
                     with self._sqlite_begin(self.lock_timeout if wait is None else wait):
                         yield
@@ -157,7 +163,7 @@ class Index:
         deadline = time.monotonic() + budget
         while True:
             slice_ = min(BEGIN_SLICE, max(0.001, deadline - time.monotonic()))
-            self.db.execute_sql(f"PRAGMA busy_timeout = {max(1, int(slice_ * 1000))}")
+            set_busy_timeout(self.db, slice_)
             transaction = self.db.atomic("IMMEDIATE")
             try:
                 transaction.__enter__()
@@ -178,7 +184,7 @@ class Index:
             transaction.__exit__(None, None, None)
 
     def _restore_busy_timeout(self) -> None:
-        self.db.execute_sql(f"PRAGMA busy_timeout = {max(1, int(self.lock_timeout * 1000))}")
+        set_busy_timeout(self.db, self.lock_timeout)
 
     def ping(self) -> None:
         with self.read():
