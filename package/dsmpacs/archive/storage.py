@@ -205,6 +205,10 @@ def _fsync_fd(fd: int) -> None:
         os.close(fd)
 
 
+# Linux's O_PATH (opens nothing: not a FIFO, not a device); without it, realpath.
+_O_PATH = getattr(os, "O_PATH", None)
+
+
 def real_path(path: str) -> str:
     """os.path.realpath(path), in three system calls when the file exists: the kernel
     resolves every symbolic link on the way when it opens the file (O_PATH: nothing is
@@ -227,10 +231,6 @@ def real_path(path: str) -> str:
     if not real.startswith("/") or real.endswith(" (deleted)"):
         return os.path.realpath(path)
     return real
-
-
-# Linux's O_PATH (opens nothing: not a FIFO, not a device); without it, realpath.
-_O_PATH = getattr(os, "O_PATH", None)
 
 
 class Storage:

@@ -23,6 +23,12 @@ from dsmpacs.web.services import services
 bp = Blueprint("introspection", __name__, url_prefix="/-")
 
 
+def _is_admin() -> bool:
+    """A signed-in administrator: who sees the details these public pages hold back."""
+    user = auth.current_user()
+    return user is not None and user.can(Permission.ADMIN)
+
+
 @bp.route("/health")
 @auth.public
 def health_check():
@@ -31,9 +37,7 @@ def health_check():
     a signed-in administrator only."""
     svc = services()
     report = health.check(svc.settings, svc.archive)
-    user = auth.current_user()
-    response = jsonify(report if user is not None and user.can(Permission.ADMIN)
-                       else health.public(report))
+    response = jsonify(report if _is_admin() else health.public(report))
     response.status_code = 200 if report["status"] == "ok" else 503
     return response
 
@@ -60,8 +64,7 @@ def _platform_details() -> dict:
 def version():
     """The product version for anyone; platform details only for a signed-in admin."""
     body = {"name": "DSM PACS", "version": __version__}
-    user = auth.current_user()
-    if user is not None and user.can(Permission.ADMIN):
+    if _is_admin():
         body.update(_platform_details())
     return jsonify(body)
 
