@@ -143,8 +143,20 @@ def one_bit_image(path: Path) -> Path:
     return f.write(ds, path)
 
 
+def ybr_full_422_native(path: Path) -> Path:
+    """Native YBR_FULL_422, 3 samples: two values a pixel (PS3.5 8.2.1), 64 x 64 x 2
+    bytes, less than 3 samples would need: sized right, not refused as short."""
+    ds = f.base_dataset(f.SC)
+    ds.SamplesPerPixel, ds.PhotometricInterpretation, ds.PlanarConfiguration = 3, "YBR_FULL_422", 0
+    ds.Rows = ds.Columns = 64
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+    ds.PixelData = bytes(range(256)) * 32
+    return f.write(ds, path)
+
+
 SOUND = {
     "xa-run": lambda p: f.write(f.xa_run(frames=10, size=64), p),
+    "ybr-full-422": ybr_full_422_native,
     "jpeg": lambda p: f.write(f.jpeg_baseline(size=64), p),
     "sr": sr_document,
     "one-bit": one_bit_image,

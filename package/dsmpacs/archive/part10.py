@@ -1,6 +1,8 @@
 """Reading and writing the DICOM Part 10 envelope without touching the dataset bytes."""
 from __future__ import annotations
 
+import io
+import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,14 +30,31 @@ IMPLEMENTATION_VERSION_NAME = ("DSMPACS_" + __version__.replace(".", ""))[:16]
 # Stop the header parse at Pixel Data, and leave big non-pixel values (CSA
 # headers, overlays) on disk; the index never needs them.
 HEADER_DEFER_SIZE = 4096
+# A file up to this size is parsed from one read() into memory: pydicom asks the
+# file for its position at every element, and BufferedReader.tell() is a system
+# call each time (34 lseeks for a small secondary capture).
+_READ_WHOLE = 256 * 1024
 _PIXEL_TAGS = frozenset({0x7FE00008, 0x7FE00009, 0x7FE00010})
 
-__all__ = ["Header", "InvalidDataset", "read_header", "read_meta_group", "file_meta_bytes",
+__all__ = ["Header", "InvalidDataset", "read_header", "uid_value", "read_meta_group", "file_meta_bytes",
            "PYDICOM_IMPLEMENTATION_UID"]
 
 
 class InvalidDataset(ValueError):
     """The bytes are not a DICOM dataset this archive can index."""
+
+
+def uid_value(ds: Dataset, tag: int) -> str:
+    """A UI element's text, without padding, "" when absent. A value still raw is
+    decoded here rather than by pydicom's conversion (which builds a UID object and
+    keeps it): on the store path every instance's UIDs are read this way."""
+    elem = ds.get_item(tag)
+    if elem is None:
+        return ""
+    value = elem.value
+    if isinstance(value, bytes):
+        return value.decode("ascii", "replace").rstrip("\x00 ")
+    return str(value or "").rstrip("\x00 ")
 
 
 @dataclass
@@ -98,7 +117,10 @@ def read_meta_group(fp: BinaryIO) -> dict[str, str]:
 def read_header(path: Path | str) -> Header:
     """Parse the file meta and the dataset header (up to Pixel Data)."""
     try:
-        with open(path, "rb") as fp:
+        with open(path, "rb") as fh:
+            fp: BinaryIO = fh
+            if os.fstat(fh.fileno()).st_size <= _READ_WHOLE:
+                fp = io.BytesIO(fh.read())
             preamble = read_preamble(fp, force=True)
             meta = _read_meta(fp) if preamble is not None else {}
             offset = fp.tell()

@@ -240,9 +240,19 @@ class _Walk:
 
 
 # --- Pixel Data against the image attributes --------------------------------------------
-def _int(ds, keyword: str) -> int | None:
+# By tag: a keyword costs pydicom a dictionary look-up on every call.
+_SAMPLES_PER_PIXEL, _ROWS, _COLUMNS = 0x00280002, 0x00280010, 0x00280011
+_BITS_ALLOCATED, _NUMBER_OF_FRAMES, _PHOTOMETRIC_INTERPRETATION = 0x00280100, 0x00280008, 0x00280004
+
+
+def _value(ds, tag: int):
+    # By tag, Dataset.get would answer the element, not its value.
+    return ds[tag].value if tag in ds else None
+
+
+def _int(ds, tag: int) -> int | None:
     try:
-        value = ds.get(keyword)
+        value = _value(ds, tag)
         return int(value) if value not in (None, "") else None
     except (TypeError, ValueError, AttributeError, OverflowError):
         return None
@@ -252,7 +262,7 @@ def _pixel_problem(header: Header, found: dict[int, _Pixels]) -> str:
     ds = header.dataset
     for tag, pixels in found.items():
         name = _PIXEL_TAGS[tag]
-        frames = max(1, _int(ds, "NumberOfFrames") or 1)
+        frames = max(1, _int(ds, _NUMBER_OF_FRAMES) or 1)
         if pixels.length is None:
             # Fewer fragments than frames breaks PS3.5 A.4, but old multi-frame JPEG
             # writers did it and their data decodes; only no data at all is refused.
@@ -271,11 +281,11 @@ def _pixel_problem(header: Header, found: dict[int, _Pixels]) -> str:
 
 def _native_length(ds, tag: int, frames: int) -> int | None:
     """Bytes native pixel data needs (PS3.5 8.1.1), or None without the attributes."""
-    rows, columns = _int(ds, "Rows"), _int(ds, "Columns")
-    bits = {_FLOAT_PIXEL_DATA: 32, _DOUBLE_PIXEL_DATA: 64}.get(tag) or _int(ds, "BitsAllocated")
+    rows, columns = _int(ds, _ROWS), _int(ds, _COLUMNS)
+    bits = {_FLOAT_PIXEL_DATA: 32, _DOUBLE_PIXEL_DATA: 64}.get(tag) or _int(ds, _BITS_ALLOCATED)
     if not rows or not columns or not bits or rows < 0 or columns < 0 or bits < 0:
         return None
-    samples = _int(ds, "SamplesPerPixel") or 1
-    if tag == _PIXEL_DATA and str(ds.get("PhotometricInterpretation", "")).strip() == "YBR_FULL_422":
+    samples = _int(ds, _SAMPLES_PER_PIXEL) or 1
+    if tag == _PIXEL_DATA and str(_value(ds, _PHOTOMETRIC_INTERPRETATION) or "").strip() == "YBR_FULL_422":
         samples = 2             # 4:2:2 stores two values per pixel (PS3.5 8.2.1)
     return (rows * columns * samples * bits * frames + 7) // 8
