@@ -115,3 +115,38 @@ def test_an_index_newer_than_the_code_is_refused(archive):
         database.check(archive.db)
     with pytest.raises(database.IndexTooNew):
         database.upgrade(archive.db)
+
+
+@pytest.mark.parametrize("syntax", ["1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2"])
+def test_image_attributes_are_indexed_and_checked_in_every_native_byte_order(archive, tmp_path, syntax):
+    """Rows, Columns and Bits Allocated (US) are read from their raw bytes on the store
+    path (part10.raw_us): in the dataset's byte order, and with implicit VR too."""
+    import pydicom
+    from pydicom.dataset import FileMetaDataset
+
+    ds = f.secondary_capture(size=64)
+    ds.Rows, ds.Columns = 300, 64          # 0x012C: the wrong byte order reads 11,265
+    ds.PixelData = b"\0" * (300 * 64)
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = syntax
+    ds.file_meta.MediaStorageSOPClassUID, ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPClassUID, ds.SOPInstanceUID
+    path = tmp_path / "native.dcm"
+    pydicom.dcmwrite(path, ds, enforce_file_format=True, implicit_vr=syntax == "1.2.840.10008.1.2",
+                     little_endian=syntax != "1.2.840.10008.1.2.2")
+    result = archive.ingest.import_file(path, ORIGIN)
+    assert result.outcome is StoreOutcome.STORED, result.message
+    with archive.index.read():
+        row = Instance.get(Instance.sop_instance_uid == ds.SOPInstanceUID)
+        assert (row.rows, row.columns, row.bits_allocated) == (300, 64, 8)
+
+    short = f.secondary_capture(size=64)
+    short.Rows = 300                        # 300 x 64 bytes needed, 64 x 64 there
+    short.file_meta = FileMetaDataset()
+    short.file_meta.TransferSyntaxUID = syntax
+    short.file_meta.MediaStorageSOPClassUID = short.SOPClassUID
+    short.file_meta.MediaStorageSOPInstanceUID = short.SOPInstanceUID
+    pydicom.dcmwrite(tmp_path / "short.dcm", short, enforce_file_format=True,
+                     implicit_vr=syntax == "1.2.840.10008.1.2", little_endian=syntax != "1.2.840.10008.1.2.2")
+    refused = archive.ingest.import_file(tmp_path / "short.dcm", ORIGIN)
+    assert refused.outcome is StoreOutcome.INVALID_DATASET
+    assert "Pixel Data has 4096 bytes, attributes need 19200" in refused.message

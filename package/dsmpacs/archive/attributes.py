@@ -18,6 +18,7 @@ from pydicom.multival import MultiValue
 
 from dsmpacs.archive.charset import TEXT_VRS, decode_text, parse_charset, person_name_search_forms
 from dsmpacs.archive.names import initials_search_form, pinyin_search_form
+from dsmpacs.archive.part10 import raw_us
 from dsmpacs.archive.uids import clean_uid
 
 
@@ -196,6 +197,8 @@ def extract(ds: Dataset) -> Extracted:
         elif attr.vr in ASCII_VRS and isinstance(elem.value, bytes):
             # Raw bytes of a default-repertoire value: no need for pydicom's conversion.
             text = elem.value.decode("ascii", "replace").rstrip("\x00 ")
+        elif attr.vr == "US" and (number := raw_us(ds, elem)) is not None:
+            text = str(number)
         else:
             try:
                 text = _as_text(ds[attr.tag].value)

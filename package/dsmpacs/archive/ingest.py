@@ -51,7 +51,7 @@ from dsmpacs.archive.attributes import Level, extract
 from dsmpacs.archive.database import IndexUnavailable
 from dsmpacs.archive.index import LOOK_UP, Index, InstanceExists, StoredFile, StudyElsewhere
 from dsmpacs.archive.models import Instance
-from dsmpacs.archive.part10 import Header, InvalidDataset, file_meta_bytes, read_header, uid_value
+from dsmpacs.archive.part10 import Header, InvalidDataset, ascii_value, file_meta_bytes, read_header
 from dsmpacs.archive.results import StoreOutcome, StoreResult
 from dsmpacs.archive.storage import StagedFile, Storage, StorageError
 from dsmpacs.archive.uids import clean_uid, is_valid_uid
@@ -323,14 +323,14 @@ def _institution_name(header: Header) -> str:
 
 def _sop_uids(header: Header) -> tuple[str, str]:
     ds = header.dataset
-    return (uid_value(ds, SOP_CLASS_UID) or clean_uid(header.meta.get("MediaStorageSOPClassUID", "")),
-            uid_value(ds, SOP_INSTANCE_UID))
+    return (ascii_value(ds, SOP_CLASS_UID) or clean_uid(header.meta.get("MediaStorageSOPClassUID", "")),
+            ascii_value(ds, SOP_INSTANCE_UID))
 
 
 def _announced_mismatch(header: Header, sop_class: str, sop_instance: str, expected_class: str | None,
                         expected_instance: str | None, expected_study: str | None) -> str:
     """Where the dataset disagrees with what its sender announced, in words."""
-    study = uid_value(header.dataset, STUDY_INSTANCE_UID)
+    study = ascii_value(header.dataset, STUDY_INSTANCE_UID)
     for name, found, announced in (("SOP Instance UID", sop_instance, expected_instance),
                                    ("SOP Class UID", sop_class, expected_class),
                                    ("Study Instance UID", study, expected_study)):
@@ -344,8 +344,8 @@ def _uid_problem(header: Header, sop_class: str, sop_instance: str) -> str:
     checks = {
         "SOP Instance UID": sop_instance,
         "SOP Class UID": sop_class,
-        "Study Instance UID": uid_value(ds, STUDY_INSTANCE_UID),
-        "Series Instance UID": uid_value(ds, SERIES_INSTANCE_UID),
+        "Study Instance UID": ascii_value(ds, STUDY_INSTANCE_UID),
+        "Series Instance UID": ascii_value(ds, SERIES_INSTANCE_UID),
     }
     if sop_class == MEDIA_STORAGE_DIRECTORY:
         return "a DICOMDIR is a media index, not an instance"

@@ -36,7 +36,7 @@ HEADER_DEFER_SIZE = 4096
 _READ_WHOLE = 256 * 1024
 _PIXEL_TAGS = frozenset({0x7FE00008, 0x7FE00009, 0x7FE00010})
 
-__all__ = ["Header", "InvalidDataset", "read_header", "uid_value", "read_meta_group", "file_meta_bytes",
+__all__ = ["Header", "InvalidDataset", "read_header", "ascii_value", "raw_us", "read_meta_group", "file_meta_bytes",
            "PYDICOM_IMPLEMENTATION_UID"]
 
 
@@ -44,10 +44,11 @@ class InvalidDataset(ValueError):
     """The bytes are not a DICOM dataset this archive can index."""
 
 
-def uid_value(ds: Dataset, tag: int) -> str:
-    """A UI element's text, without padding, "" when absent. A value still raw is
-    decoded here rather than by pydicom's conversion (which builds a UID object and
-    keeps it): on the store path every instance's UIDs are read this way."""
+def ascii_value(ds: Dataset, tag: int) -> str:
+    """A default-repertoire element's text (UI, CS), without padding, "" when absent.
+    A value still raw is decoded here rather than by pydicom's conversion (which
+    builds an object per value and keeps it): on the store path every instance's
+    UIDs are read this way."""
     elem = ds.get_item(tag)
     if elem is None:
         return ""
@@ -55,6 +56,19 @@ def uid_value(ds: Dataset, tag: int) -> str:
     if isinstance(value, bytes):
         return value.decode("ascii", "replace").rstrip("\x00 ")
     return str(value or "").rstrip("\x00 ")
+
+
+_US = {True: struct.Struct("<H"), False: struct.Struct(">H")}
+
+
+def raw_us(ds: Dataset, elem) -> int | None:
+    """The value of a single-valued US element still raw (two bytes), in the dataset's
+    byte order; None when the element is not that (the caller converts it as usual).
+    With implicit VR the caller knows the tag is US."""
+    value = elem.value
+    if not isinstance(value, bytes) or len(value) != 2 or elem.VR not in (None, "US"):
+        return None
+    return _US[ds.original_encoding[1] is not False].unpack(value)[0]
 
 
 @dataclass

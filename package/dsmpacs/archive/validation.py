@@ -30,7 +30,7 @@ from typing import BinaryIO, Protocol
 from pydicom.datadict import dictionary_VR
 
 from dsmpacs.archive.inflate import InflateError, InflatingReader
-from dsmpacs.archive.part10 import DEFLATED, LONG_VRS, Header, InvalidDataset
+from dsmpacs.archive.part10 import DEFLATED, LONG_VRS, Header, InvalidDataset, ascii_value, raw_us
 
 __all__ = ["dataset_problem", "skip_encapsulated"]
 
@@ -243,16 +243,17 @@ class _Walk:
 # By tag: a keyword costs pydicom a dictionary look-up on every call.
 _SAMPLES_PER_PIXEL, _ROWS, _COLUMNS = 0x00280002, 0x00280010, 0x00280011
 _BITS_ALLOCATED, _NUMBER_OF_FRAMES, _PHOTOMETRIC_INTERPRETATION = 0x00280100, 0x00280008, 0x00280004
-
-
-def _value(ds, tag: int):
-    # By tag, Dataset.get would answer the element, not its value.
-    return ds[tag].value if tag in ds else None
+_US_TAGS = frozenset({_SAMPLES_PER_PIXEL, _ROWS, _COLUMNS, _BITS_ALLOCATED})
 
 
 def _int(ds, tag: int) -> int | None:
+    elem = ds.get_item(tag)
+    if elem is None:
+        return None
+    if tag in _US_TAGS and (number := raw_us(ds, elem)) is not None:
+        return number
     try:
-        value = _value(ds, tag)
+        value = ds[tag].value           # by tag, Dataset.get would answer the element
         return int(value) if value not in (None, "") else None
     except (TypeError, ValueError, AttributeError, OverflowError):
         return None
@@ -286,6 +287,6 @@ def _native_length(ds, tag: int, frames: int) -> int | None:
     if not rows or not columns or not bits or rows < 0 or columns < 0 or bits < 0:
         return None
     samples = _int(ds, _SAMPLES_PER_PIXEL) or 1
-    if tag == _PIXEL_DATA and str(_value(ds, _PHOTOMETRIC_INTERPRETATION) or "").strip() == "YBR_FULL_422":
+    if tag == _PIXEL_DATA and ascii_value(ds, _PHOTOMETRIC_INTERPRETATION).strip() == "YBR_FULL_422":
         samples = 2             # 4:2:2 stores two values per pixel (PS3.5 8.2.1)
     return (rows * columns * samples * bits * frames + 7) // 8
