@@ -1,0 +1,96 @@
+"""Two versions of this archive's store path side by side: storescu into each in turn.
+
+    .venv/bin/python -m bench.ingest_ab BEFORE_CHECKOUT AFTER_CHECKOUT [--rounds 8]
+        [--corpus small|ct|dsa|parallel] [--quick]
+
+Not a section of ``python -m bench``: a tool for a change to the store path, the way
+bench/web_ab.py is for the request path. Each checkout (a directory holding
+``package/``, e.g. /work/main and a git worktree of the commit before) runs its own
+DICOM daemon with PYTHONPATH pointing at it, started fresh on an empty data dir for
+every push, exactly as bench/ingest.py starts ours. The two take turns (round 0:
+before, after; round 1: after, before; ...), and every figure is paired round by
+round: the push's wall time (storescu's start to its exit) and the daemon's CPU
+milliseconds per instance (user and system time from /proc). Both must have stored
+every instance. On a shared 2-core VM one push of 2,000 small instances varied from
+3.5 to 6.5 s within minutes; a change of a few percent shows only in many
+alternated rounds, and the CPU per instance moves less than the wall time.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+from bench.common import WORK, DsmPacs, exit_cleanly_on_sigterm, section_parser
+from bench.ingest import FULL, PARALLEL_SENDERS, PROFILE, QUICK, build_corpus, push
+
+
+def daemon_cpu(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def spread(values: list[float], fmt: str = "{:.2f}") -> str:
+    return f"{fmt.format(statistics.median(values))} ({fmt.format(min(values))}-{fmt.format(max(values))})"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = section_parser(__doc__)
+    parser.add_argument("before", type=Path)
+    parser.add_argument("after", type=Path)
+    parser.add_argument("--rounds", type=int, default=8)
+    parser.add_argument("--corpus", default="small", choices=("small", "ct", "dsa", "parallel"))
+    args = parser.parse_args(argv)
+    exit_cleanly_on_sigterm()
+    WORK.mkdir(parents=True, exist_ok=True)
+    folder = build_corpus(args.corpus, QUICK if args.quick else FULL)
+    count = sum(1 for p in folder.iterdir() if p.suffix == ".dcm")
+    senders = PARALLEL_SENDERS if args.corpus == "parallel" else 1
+    tmp = Path(tempfile.mkdtemp(prefix="ingest-ab-", dir=WORK))
+    profile = tmp / "storescu.cfg"
+    profile.write_text(PROFILE)
+    checkouts = {"before": args.before.resolve(), "after": args.after.resolve()}
+    results: dict[str, list[tuple[float, float]]] = {name: [] for name in checkouts}
+    saved = os.environ.get("PYTHONPATH")
+    print(f"{args.corpus}: {count} instances, {senders} sender(s); before {checkouts['before']}, "
+          f"after {checkouts['after']}")
+    try:
+        for round_ in range(args.rounds):
+            for name in (("before", "after") if round_ % 2 == 0 else ("after", "before")):
+                os.environ["PYTHONPATH"] = f"{checkouts[name] / 'package'}:{checkouts[name]}"
+                workdir = tmp / f"{name}-{round_}"
+                workdir.mkdir()
+                target = DsmPacs(workdir).start()
+                try:
+                    cpu = daemon_cpu(target.pid)
+                    seconds = push(target, folder, profile, senders)
+                    per_instance = (daemon_cpu(target.pid) - cpu) * 1000 / count
+                finally:
+                    target.stop()
+                stored = sum(1 for _ in (workdir / "storage").glob("[0-9]*/*/*/*.dcm"))
+                if stored != count:
+                    raise SystemExit(f"[ingest_ab] {name} stored {stored} of {count} instances")
+                results[name].append((seconds, per_instance))
+                shutil.rmtree(workdir, ignore_errors=True)
+            before, after = results["before"][-1], results["after"][-1]
+            print(f"  round {round_}: wall before {before[0]:.2f} s, after {after[0]:.2f} s "
+                  f"(after/before {after[0] / before[0]:.2f}); CPU {before[1]:.2f} / {after[1]:.2f} ms an "
+                  f"instance; load {os.getloadavg()[0]:.1f}", flush=True)
+    finally:
+        if saved is None:
+            os.environ.pop("PYTHONPATH", None)
+        else:
+            os.environ["PYTHONPATH"] = saved
+        shutil.rmtree(tmp, ignore_errors=True)
+    pairs = list(zip(results["before"], results["after"]))
+    print(f"wall after/before, round by round: {spread([a[0] / b[0] for b, a in pairs])}; "
+          f"CPU per instance before {spread([b[1] for b, _ in pairs])} ms, "
+          f"after {spread([a[1] for _, a in pairs])} ms, after/before {spread([a[1] / b[1] for b, a in pairs])}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
