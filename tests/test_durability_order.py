@@ -9,9 +9,10 @@ outside both peers, by a TCP proxy between the sender and the archive: dcmtk
 storescu over DICOM, `requests` over HTTP for STOW-RS. An import is answered
 when ``import_file`` returns.
 
-For each entry, one instance goes through the four outcomes in turn: new,
+For each entry, one instance goes through the five outcomes in turn: new,
 identical resend (duplicate), different payload kept in quarantine
-(keep-first) and different payload replacing the stored copy (overwrite).
+(keep-first), different payload replacing the stored copy (overwrite), and
+identical resend putting back a stored copy found damaged (repair).
 """
 from __future__ import annotations
 
@@ -262,11 +263,11 @@ class ImportEntry:
 
 
 ENTRIES = {"c-store": DicomEntry, "stow-rs": StowEntry, "import": ImportEntry}
-# What each entry answers for new, duplicate, quarantine and overwrite.
+# What each entry answers for new, duplicate, quarantine, overwrite and repair.
 ANSWERS = {
-    "c-store": ["(Success)", "(Success)", "(Error: CannotUnderstand)", "(Success)"],
-    "stow-rs": ["200 ", "200 ", "409 ", "200 "],
-    "import": ["stored", "duplicate", "conflict", "replaced"],
+    "c-store": ["(Success)", "(Success)", "(Error: CannotUnderstand)", "(Success)", "(Success)"],
+    "stow-rs": ["200 ", "200 ", "409 ", "200 ", "200 "],
+    "import": ["stored", "duplicate", "conflict", "replaced", "repaired"],
 }
 
 
@@ -283,9 +284,12 @@ def test_every_outcome_waits_for_fsync_before_commit_and_answer(archive, setting
                      ("quarantine", "keep-first", f.write(f.secondary_capture(size=16, sop_uid=uid),
                                                           tmp_path / "b.dcm")),
                      ("overwrite", "overwrite", f.write(f.secondary_capture(size=16, sop_uid=uid),
-                                                        tmp_path / "c.dcm"))]
+                                                        tmp_path / "c.dcm")),
+                     ("repair", "keep-first", tmp_path / "c.dcm")]
             for (outcome, policy, path), expected in zip(steps, ANSWERS[entry]):
                 archive.ingest.duplicate_policy = policy
+                if outcome == "repair":         # the stored copy loses its tail on disk
+                    os.truncate(archive.storage.path(state(uid)[0]), 100)
                 before = state(uid)
                 recorder.clear()
                 answer = sender.send(path)

@@ -150,3 +150,49 @@ def test_image_attributes_are_indexed_and_checked_in_every_native_byte_order(arc
     refused = archive.ingest.import_file(tmp_path / "short.dcm", ORIGIN)
     assert refused.outcome is StoreOutcome.INVALID_DATASET
     assert "Pixel Data has 4096 bytes, attributes need 19200" in refused.message
+
+
+def test_an_identical_resend_repairs_a_damaged_copy(archive, tmp_path):
+    """A stored copy marked corrupt, or missing, is replaced by a resend of the very
+    file first acknowledged; it is served again, and the damaged file is gone. A
+    same-size alteration nobody has found yet stays a plain duplicate (no re-read of
+    every resend); a resend in another envelope is not taken as proof of the content."""
+    from dsmpacs.archive.integrity import hash_check, record, refusal
+
+    ds = f.secondary_capture(size=32)
+    first, path = store(archive, ds, tmp_path)
+    original = archive.storage.path(first.path).read_bytes()
+
+    # Flipped in place, same size, not yet re-hashed: nothing tells, a duplicate.
+    damaged = archive.storage.path(first.path)
+    damaged.write_bytes(original[:-1] + bytes([original[-1] ^ 0xFF]))
+    assert store(archive, ds, tmp_path, "again.dcm")[0].outcome is StoreOutcome.DUPLICATE
+
+    # The verification job finds it: marked corrupt, refused to every retrieve.
+    row = archive.index.find_instance(str(ds.SOPInstanceUID))
+    record(archive.index, row, hash_check(archive.storage, row.path, row.size, row.sha256), "job")
+    row = archive.index.find_instance(str(ds.SOPInstanceUID))
+    assert row.corrupt and refusal(archive.index, archive.storage, row) is not None
+
+    # Another envelope (another source AE) over the damaged copy: not a repair.
+    other = archive.ingest.store(archive.ingest.restage(path, "OTHERAE"), ORIGIN)
+    assert other.outcome is StoreOutcome.CONFLICT_QUARANTINED
+    assert archive.index.find_instance(str(ds.SOPInstanceUID)).corrupt
+
+    repaired, _ = store(archive, ds, tmp_path, "third.dcm")
+    assert repaired.outcome is StoreOutcome.REPAIRED, repaired.message
+    assert "damaged" in repaired.message and repaired.path != first.path
+    row = archive.index.find_instance(str(ds.SOPInstanceUID))
+    assert (row.path, row.corrupt, row.corrupt_reason) == (repaired.path, False, "")
+    assert row.verified_at is not None
+    assert archive.storage.path(row.path).read_bytes() == original
+    assert refusal(archive.index, archive.storage, row) is None
+    assert not damaged.exists(), "the damaged file stays beside the repaired one"
+
+    # Gone altogether (a disk error, a wrong rm): the resend puts it back as well.
+    archive.storage.path(row.path).unlink()
+    back, _ = store(archive, ds, tmp_path, "fourth.dcm")
+    assert back.outcome is StoreOutcome.REPAIRED and "missing" in back.message
+    assert archive.storage.path(back.path).read_bytes() == original
+    assert len(list(archive.storage.iter_published())) == 1
+    assert list(archive.storage.tmp_dir.iterdir()) == []

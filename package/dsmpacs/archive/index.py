@@ -262,6 +262,21 @@ class Index:
             self._add(extracted, stored, origin, calling_ae)
             return old.path
 
+    def repair_instance(self, existing: Instance, relpath: str) -> str:
+        """An identical resend took the place of a damaged file: the row points at the
+        new file, which was hashed while written (so it counts as verified now), and is
+        served again. Returns the damaged file's path, which the caller removes after the
+        commit. IndexUnavailable when the row changed since ``existing`` was read."""
+        with self.write():
+            changed = (Instance.update(path=relpath, corrupt=False, corrupt_reason="",
+                                       verified_at=utcnow())
+                       .where((Instance.id == existing.id) & (Instance.path == existing.path)
+                              & (Instance.sha256 == existing.sha256))
+                       .execute())
+            if not changed:
+                raise IndexUnavailable("instance changed during store")
+        return existing.path
+
     def add_quarantine(self, *, sop_instance_uid: str, sop_class_uid: str, path: str, reason: str,
                        size: int, sha256: str, calling_ae: str, origin: str) -> None:
         with self.write():

@@ -244,6 +244,12 @@ class Ingest:
 
     def _existing(self, existing: Instance, staged: StagedFile, header: Header, extracted,
                   stored: StoredFile, origin: Origin, ids: dict) -> StoreResult:
+        if staged.sha256 == existing.sha256 and staged.size == existing.size:
+            # The very file that was acknowledged: if the stored copy is known bad, this
+            # resend is the chance to put it right.
+            damage = self._damage(existing)
+            if damage:
+                return self._repair(existing, staged, damage, ids)
         if self._same_dataset(existing, staged, header):
             # Nothing to commit; still answered only once the received bytes were on
             # disk, like every other outcome (one rule, one order test).
@@ -275,6 +281,41 @@ class Ingest:
         return StoreResult(StoreOutcome.CONFLICT_QUARANTINED,
                            f"{reason}; the stored copy was kept and this one quarantined",
                            path=qpath, **ids)
+
+    def _damage(self, existing: Instance) -> str:
+        """Why the stored copy cannot be served ("" when it can, as far as a stat tells):
+        marked corrupt by a re-hash or a retrieve, missing, or of the wrong size. The
+        same test as integrity.refusal; a same-size alteration not yet found by the
+        verification job is not looked for here (that would re-read every resend)."""
+        if existing.corrupt:
+            return existing.corrupt_reason or "marked corrupt"
+        try:
+            size = self.storage.path(existing.path).stat().st_size
+        except FileNotFoundError:
+            return f"file {existing.path} is missing"
+        except (OSError, ValueError) as exc:
+            return f"file {existing.path} is unreadable: {exc}"
+        if size != existing.size:
+            return f"file {existing.path} is {size} bytes, {existing.size} were stored"
+        return ""
+
+    def _repair(self, existing: Instance, staged: StagedFile, damage: str, ids: dict) -> StoreResult:
+        """Put an identical resend in place of a damaged copy: published and fsynced (file,
+        then directory), then the row repointed and cleared in one commit, then the damaged
+        file removed. Its size and SHA-256 are the ones recorded at the first store, so the
+        archive holds again exactly what it acknowledged then."""
+        relpath = self.storage.publish(staged)
+        try:
+            old_path = self.index.repair_instance(existing, relpath)
+        except IndexUnavailable as exc:
+            self.storage.remove(relpath)
+            return StoreResult(StoreOutcome.INDEX_UNAVAILABLE, str(exc), **ids)
+        self.storage.remove(old_path)
+        log.warning("instance %s: the stored copy was damaged (%s); an identical resend replaced it "
+                    "and it is served again", ids["sop_instance_uid"], damage)
+        return StoreResult(StoreOutcome.REPAIRED,
+                           f"the stored copy was damaged ({damage}); this identical resend replaced it",
+                           path=relpath, **ids)
 
     def _same_dataset(self, existing: Instance, staged: StagedFile, header: Header) -> bool:
         """Equal dataset bytes and transfer syntax; the envelopes may differ."""

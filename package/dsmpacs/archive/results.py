@@ -21,6 +21,7 @@ class StoreOutcome(Enum):
     DUPLICATE = "duplicate"                # identical resend: nothing new stored
     STORED_WITH_WARNINGS = "warning"       # archived unchanged; some text not decodable
     REPLACED = "replaced"                  # different payload, overwrite policy
+    REPAIRED = "repaired"                  # identical resend put back a damaged stored copy
     CONFLICT_QUARANTINED = "conflict"      # different payload kept in quarantine, not archived
     OUT_OF_RESOURCES = "out-of-resources"  # no space, storage missing or read-only
     INDEX_UNAVAILABLE = "index-unavailable"
@@ -48,6 +49,7 @@ _CATEGORY = {
     StoreOutcome.STORED: Category.SUCCESS,
     StoreOutcome.DUPLICATE: Category.SUCCESS,
     StoreOutcome.REPLACED: Category.SUCCESS,
+    StoreOutcome.REPAIRED: Category.SUCCESS,
     StoreOutcome.STORED_WITH_WARNINGS: Category.WARNING,
     # The archive keeps its first copy and this payload is NOT the instance a later
     # retrieve returns: a warning would let a modality delete its only copy.

@@ -51,7 +51,8 @@ def handle_store(event, archive: Archive, policy: AccessPolicy | None) -> Datase
     """C-STORE. The dataset was streamed to a staged file by dicom/engine/spool.py.
 
     Statuses:
-      0x0000 Success: stored, or an identical copy was already stored
+      0x0000 Success: stored, or an identical copy was already stored (and put in
+             place of the stored copy if that was known damaged)
       0xB000 Warning: stored unchanged, but some text could not be decoded in its
              character set (see ErrorComment)
       0xA700 Refused, out of resources: no space, storage root missing or read-only
