@@ -86,3 +86,26 @@ def test_without_o_path_real_path_is_realpath(layout, monkeypatch):
     assert real_path(str(link_root / "2026/12/06/a.dcm")) == os.path.realpath(link_root / "2026/12/06/a.dcm")
     with pytest.raises(ValueError, match="outside the storage root"):
         Storage(link_root).path("../../outside.dcm")
+
+
+def test_a_spool_starts_write_back_every_few_megabytes_not_every_flush(tmp_path, monkeypatch):
+    """pynetdicom flushes the spool after every PDU; write-back is started once per
+    WRITEBACK_STEP bytes, over exactly the bytes not yet handed to it, and what it was
+    never handed is left to the fsync."""
+    from dsmpacs.archive import storage as storage_module
+
+    calls = []
+    real = storage_module.start_writeback
+    monkeypatch.setattr(storage_module, "start_writeback",
+                        lambda fd, offset, length: (calls.append((offset, length)), real(fd, offset, length)))
+    storage = Storage(tmp_path / "storage")
+    storage.prepare()
+    chunk = os.urandom(128 * 1024)
+    with storage.spool() as spool:
+        for _ in range(80):                     # 10 MiB, one flush per "PDU"
+            spool.write(chunk)
+            spool.flush()
+        staged = spool.staged()
+    step = storage_module.WRITEBACK_STEP
+    assert calls == [(0, step), (step, step)]
+    assert staged.size == 80 * len(chunk) and staged.path.stat().st_size == staged.size
