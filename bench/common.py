@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import functools
 import importlib.metadata
 import json
@@ -267,3 +268,24 @@ def mariadb_version(conn) -> str:
 
 def print_versions(section: str, versions: list[str]) -> None:
     print(f"  versions ({section}, read at run time): " + "; ".join(versions))
+
+
+def process_cpu(pid: int) -> float:
+    """User and system CPU seconds of one process so far (/proc), all its threads."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@contextlib.contextmanager
+def on_pythonpath(checkout: Path):
+    """Servers started inside import this archive from ``checkout`` (its package/ first):
+    the A/B tools run two versions side by side. The old PYTHONPATH comes back after."""
+    saved = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = f"{checkout / 'package'}:{checkout}"      # read by Popen
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop("PYTHONPATH", None)
+        else:
+            os.environ["PYTHONPATH"] = saved

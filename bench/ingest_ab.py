@@ -24,13 +24,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench.common import WORK, DsmPacs, exit_cleanly_on_sigterm, section_parser
+from bench.common import WORK, DsmPacs, exit_cleanly_on_sigterm, on_pythonpath, process_cpu, section_parser
 from bench.ingest import FULL, PARALLEL_SENDERS, PROFILE, QUICK, build_corpus, push
-
-
-def daemon_cpu(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def spread(values: list[float], fmt: str = "{:.2f}") -> str:
@@ -54,20 +49,19 @@ def main(argv: list[str] | None = None) -> int:
     profile.write_text(PROFILE)
     checkouts = {"before": args.before.resolve(), "after": args.after.resolve()}
     results: dict[str, list[tuple[float, float]]] = {name: [] for name in checkouts}
-    saved = os.environ.get("PYTHONPATH")
     print(f"{args.corpus}: {count} instances, {senders} sender(s); before {checkouts['before']}, "
           f"after {checkouts['after']}")
     try:
         for round_ in range(args.rounds):
             for name in (("before", "after") if round_ % 2 == 0 else ("after", "before")):
-                os.environ["PYTHONPATH"] = f"{checkouts[name] / 'package'}:{checkouts[name]}"
                 workdir = tmp / f"{name}-{round_}"
                 workdir.mkdir()
-                target = DsmPacs(workdir).start()
+                with on_pythonpath(checkouts[name]):
+                    target = DsmPacs(workdir).start()
                 try:
-                    cpu = daemon_cpu(target.pid)
+                    cpu = process_cpu(target.pid)
                     seconds = push(target, folder, profile, senders)
-                    per_instance = (daemon_cpu(target.pid) - cpu) * 1000 / count
+                    per_instance = (process_cpu(target.pid) - cpu) * 1000 / count
                 finally:
                     target.stop()
                 stored = sum(1 for _ in (workdir / "storage").glob("[0-9]*/*/*/*.dcm"))
@@ -80,10 +74,6 @@ def main(argv: list[str] | None = None) -> int:
                   f"(after/before {after[0] / before[0]:.2f}); CPU {before[1]:.2f} / {after[1]:.2f} ms an "
                   f"instance; load {os.getloadavg()[0]:.1f}", flush=True)
     finally:
-        if saved is None:
-            os.environ.pop("PYTHONPATH", None)
-        else:
-            os.environ["PYTHONPATH"] = saved
         shutil.rmtree(tmp, ignore_errors=True)
     pairs = list(zip(results["before"], results["after"]))
     print(f"wall after/before, round by round: {spread([a[0] / b[0] for b, a in pairs])}; "

@@ -24,13 +24,8 @@ from pathlib import Path
 
 import requests
 
-from bench.common import WORK, exit_cleanly_on_sigterm, section_parser
+from bench.common import WORK, exit_cleanly_on_sigterm, on_pythonpath, process_cpu, section_parser
 from bench.web import FRAME, PASSWORD, USER, Ours, build_corpus, instance_path, store
-
-
-def _web_cpu(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -44,15 +39,13 @@ def main(argv: list[str] | None = None) -> int:
     WORK.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix="web-ab-", dir=WORK))
     servers: dict[str, Ours] = {}
-    saved = os.environ.get("PYTHONPATH")
     try:
         corpus = tmp / "corpus"
         corpus.mkdir()
         uids = build_corpus(corpus, 0)
         for name, checkout in (("before", args.before), ("after", args.after)):
-            checkout = checkout.resolve()
-            os.environ["PYTHONPATH"] = f"{checkout / 'package'}:{checkout}"   # read by the server's Popen
-            server = servers[name] = Ours(tmp / name).start()
+            with on_pythonpath(checkout.resolve()):
+                server = servers[name] = Ours(tmp / name).start()
             store(server.ae_title, server.port, corpus)
             server.session = requests.Session()
             server.session.auth = (USER, PASSWORD)
@@ -69,23 +62,19 @@ def main(argv: list[str] | None = None) -> int:
         print(f"rendered frame {FRAME} of a 512x512 XA run, JPEG; web process CPU ms per request "
               f"({args.requests} requests a round, interleaved)")
         for round_ in range(args.rounds):
-            cpu = {n: _web_cpu(servers[n].web_pid) for n in names}
+            cpu = {n: process_cpu(servers[n].web_pid) for n in names}
             wall: dict[str, list[float]] = {n: [] for n in names}
             for i in range(args.requests):
                 for name in (names if (i + round_) % 2 == 0 else names[::-1]):
                     started = time.perf_counter()
                     servers[name].session.get(servers[name].frame_url, timeout=60)
                     wall[name].append(time.perf_counter() - started)
-            ms = {n: (_web_cpu(servers[n].web_pid) - cpu[n]) * 1000 / args.requests for n in names}
+            ms = {n: (process_cpu(servers[n].web_pid) - cpu[n]) * 1000 / args.requests for n in names}
             print(f"  round {round_}: CPU before {ms['before']:.2f}, after {ms['after']:.2f} "
                   f"(after/before {ms['after'] / ms['before']:.2f}); wall median "
                   f"{statistics.median(wall['before']) * 1000:.2f} / {statistics.median(wall['after']) * 1000:.2f} ms; "
                   f"load {os.getloadavg()[0]:.1f}", flush=True)
     finally:
-        if saved is None:
-            os.environ.pop("PYTHONPATH", None)
-        else:
-            os.environ["PYTHONPATH"] = saved
         for server in servers.values():
             server.stop()
         shutil.rmtree(tmp, ignore_errors=True)
