@@ -36,8 +36,8 @@ HEADER_DEFER_SIZE = 4096
 _READ_WHOLE = 256 * 1024
 _PIXEL_TAGS = frozenset({0x7FE00008, 0x7FE00009, 0x7FE00010})
 
-__all__ = ["Header", "InvalidDataset", "read_header", "ascii_value", "raw_us", "read_meta_group", "file_meta_bytes",
-           "PYDICOM_IMPLEMENTATION_UID"]
+__all__ = ["Header", "InvalidDataset", "read_header", "ascii_value", "raw_us", "read_meta_group",
+           "file_meta_bytes", "PYDICOM_IMPLEMENTATION_UID"]
 
 
 class InvalidDataset(ValueError):
