@@ -50,6 +50,7 @@ from typing import Callable
 from dsmpacs.archive.attributes import Level, extract
 from dsmpacs.archive.database import IndexUnavailable
 from dsmpacs.archive.index import LOOK_UP, Index, InstanceExists, StoredFile, StudyElsewhere
+from dsmpacs.archive.integrity import file_problem
 from dsmpacs.archive.models import Instance
 from dsmpacs.archive.part10 import Header, InvalidDataset, ascii_value, file_meta_bytes, read_header
 from dsmpacs.archive.results import StoreOutcome, StoreResult
@@ -284,20 +285,13 @@ class Ingest:
 
     def _damage(self, existing: Instance) -> str:
         """Why the stored copy cannot be served ("" when it can, as far as a stat tells):
-        marked corrupt by a re-hash or a retrieve, missing, or of the wrong size. The
-        same test as integrity.refusal; a same-size alteration not yet found by the
-        verification job is not looked for here (that would re-read every resend)."""
+        marked corrupt by a re-hash or a retrieve, or missing, unreadable or of the wrong
+        size (integrity.file_problem, the test every retrieve makes). A same-size
+        alteration not yet found by the verification job is not looked for here (that
+        would re-read every resend)."""
         if existing.corrupt:
             return existing.corrupt_reason or "marked corrupt"
-        try:
-            size = self.storage.path(existing.path).stat().st_size
-        except FileNotFoundError:
-            return f"file {existing.path} is missing"
-        except (OSError, ValueError) as exc:
-            return f"file {existing.path} is unreadable: {exc}"
-        if size != existing.size:
-            return f"file {existing.path} is {size} bytes, {existing.size} were stored"
-        return ""
+        return file_problem(self.storage, existing)
 
     def _repair(self, existing: Instance, staged: StagedFile, damage: str, ids: dict) -> StoreResult:
         """Put an identical resend in place of a damaged copy: published and fsynced (file,

@@ -136,20 +136,28 @@ def refusal(index: Index, storage: Storage, instance: Servable, by: str = "retri
     alteration needs a re-hash, which the verification job does in the background.)"""
     if instance.corrupt:
         return f"instance {instance.sop_instance_uid} is corrupt in storage ({instance.corrupt_reason})"
-    try:
-        size = storage.path(instance.path).stat().st_size
-    except FileNotFoundError:
-        problem = f"missing: file {instance.path} is missing"
-    except (OSError, ValueError) as exc:
-        problem = f"unreadable: file {instance.path}: {exc}"
-    else:
-        if size == instance.size:
-            return None
-        problem = f"mismatch: file {instance.path} is {size} bytes, {instance.size} were stored"
+    problem = file_problem(storage, instance)
+    if not problem:
+        return None
     row = index.find_instance(instance.sop_instance_uid)
     if row is not None:
         mark_corrupt(index, row.id, instance.sop_instance_uid, problem, by)
     return f"instance {instance.sop_instance_uid} is corrupt in storage ({problem})"
+
+
+def file_problem(storage: Storage, instance: Servable) -> str:
+    """What a stat finds wrong with an instance's file: missing, unreadable or of
+    another size than stored; "" when its size is right. The cheap half of ``refusal``,
+    which the ingest also asks of a stored copy that an identical resend may repair."""
+    try:
+        size = storage.path(instance.path).stat().st_size
+    except FileNotFoundError:
+        return f"missing: file {instance.path} is missing"
+    except (OSError, ValueError) as exc:
+        return f"unreadable: file {instance.path}: {exc}"
+    if size == instance.size:
+        return ""
+    return f"mismatch: file {instance.path} is {size} bytes, {instance.size} were stored"
 
 
 # --- what the administrator sees ------------------------------------------------

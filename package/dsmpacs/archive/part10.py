@@ -22,6 +22,7 @@ from pydicom.uid import (
 
 from dsmpacs import __version__
 from dsmpacs.archive.inflate import InflateError, InflatingReader
+from dsmpacs.archive.uids import clean_uid
 
 # A fixed implementation identity for files this archive writes (import, STOW-RS,
 # conversions). Derived once from a UUID under the 2.25 root so it needs no registry.
@@ -50,12 +51,7 @@ def ascii_value(ds: Dataset, tag: int) -> str:
     builds an object per value and keeps it): on the store path every instance's
     UIDs are read this way."""
     elem = ds.get_item(tag)
-    if elem is None:
-        return ""
-    value = elem.value
-    if isinstance(value, bytes):
-        return value.decode("ascii", "replace").rstrip("\x00 ")
-    return str(value or "").rstrip("\x00 ")
+    return "" if elem is None else clean_uid(elem.value)
 
 
 _US = {True: struct.Struct("<H"), False: struct.Struct(">H")}
