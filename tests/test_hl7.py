@@ -128,7 +128,10 @@ def test_orm_over_mllp_feeds_the_worklist(server_factory, tmp_path):
         reply = client.send(big)
         assert re.search(rb"MSA\|AR\|BIG1\|message too large", reply), reply
         client.socket.settimeout(10)
-        assert client.socket.recv(100) == b""              # closed by the archive
+        try:                                               # closed by the archive: FIN, or a reset
+            assert client.socket.recv(100) == b""          # when the tail of the message went unread
+        except ConnectionResetError:
+            pass
     assert [c for c, *_ in send(port, [orm("NW", "M11", patient_id="HL7-6", name="Qian^Ba",
                                            accession="HL7ACC6")], tmp_path, "after")] == ["AA"]
     # A sender trickling a message byte by byte is cut off hl7_timeout (1 s) after its first byte
@@ -142,7 +145,12 @@ def test_orm_over_mllp_feeds_the_worklist(server_factory, tmp_path):
                 closed = True
                 break
             if select.select([slow], [], [], 0.2)[0]:
-                closed = slow.recv(100) == b""
+                # The archive closes with our last bytes unread, so the kernel may answer with a
+                # reset instead of a FIN; either way the connection is gone.
+                try:
+                    closed = slow.recv(100) == b""
+                except ConnectionResetError:
+                    closed = True
                 break
         elapsed = time.monotonic() - started
     assert closed and 0.9 < elapsed < 5, (closed, elapsed)
