@@ -32,6 +32,7 @@ import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import requests
 
@@ -137,7 +138,7 @@ class TheirOrthanc:
 @dataclass
 class Case:
     label: str
-    paths: dict[str, str]          # by target name
+    paths: dict[str, str | Callable[[int], str]]   # by target name; a callable: by run (warm-ups < 0)
     accept: str
     headers: dict[str, str] = field(default_factory=dict)
     runs: int | None = None        # None: --runs
@@ -190,14 +191,18 @@ def measure(targets: list, case: Case, runs: int) -> tuple[dict, dict, dict]:
     times: dict = {t.name: [] for t in targets}
     sizes: dict = {}
     headers = {"Accept": case.accept, **case.headers}
+    def path(target, run: int) -> str:
+        found = case.paths[target.name]
+        return found(run) if callable(found) else found
+
     for target in targets:
-        for _ in range(3):                                      # warm-up
-            fetch(target.session, target.url + case.paths[target.name], headers)
+        for warm_up in range(-3, 0):
+            fetch(target.session, target.url + path(target, warm_up), headers)
     cpu_before = {t.name: cpu_seconds(t.pid) for t in targets}
     for run in range(runs):
         for target in rotated(targets, run):
             started = time.perf_counter()
-            response = fetch(target.session, target.url + case.paths[target.name], headers)
+            response = fetch(target.session, target.url + path(target, run), headers)
             sizes[target.name] = len(response.content)
             times[target.name].append(time.perf_counter() - started)
     cpu = {t.name: (cpu_seconds(t.pid) - cpu_before[t.name]) * 1000 / runs for t in targets}
@@ -271,6 +276,12 @@ def main(argv: list[str] | None = None) -> int:
                  {ours.name: ours_rendered, orthanc.name: plugin_rendered}, "image/jpeg"),
             Case(f"rendered frame {FRAME} JPEG; Orthanc: REST /frames/{FRAME - 1}/rendered",
                  {ours.name: ours_rendered, orthanc.name: native_rendered}, "image/jpeg"),
+            # Ours keeps drawn pictures (imaging/frame_cache.py), Orthanc does not: here every
+            # request of ours asks a window not asked before, as a window/level drag does, so
+            # each one is decoded-frame lookup, table, window and JPEG encoding again.
+            Case(f"rendered frame {FRAME} JPEG, a new window each request (ours: never a kept picture)",
+                 {ours.name: lambda run: f"{ours_rendered}?window=2048,{4000 + run}",
+                  orthanc.name: native_rendered}, "image/jpeg"),
             Case("WADO-RS XA instance, Accept-Encoding: gzip (%d runs)" % few, both(instance), INSTANCE_ACCEPT,
                  {"Accept-Encoding": "gzip, deflate"}, few),
         ]
@@ -304,6 +315,8 @@ def main(argv: list[str] | None = None) -> int:
           "\n  per run), median (min–max): above 1.00x we are faster.")
     print_versions("web", versions)
     print("  The pixel data is noise, which gzip cannot shrink (real angiograms shrink somewhat).")
+    print("  A new window each request: ours draws every picture anew; Orthanc's REST rendering (its default\n"
+          "  window) keeps no pictures, so each of its requests is drawn anew in both rendered rows.")
     print("  server CPU: user+system time of the server's processes over the timed requests, per request "
           "(ours: supervisor, web and DICOM processes).")
     print(f"  load average {' '.join(f'{x:.1f}' for x in os.getloadavg())} at the end (a shared machine: "

@@ -93,6 +93,35 @@ def test_a_replaced_file_is_rendered_anew(tmp_path):
     assert (after == 255).all()
 
 
+def test_a_picture_is_drawn_once_per_file_and_parameters(tmp_path, monkeypatch):
+    """frame_cache.pictures: the same frame with the same parameters is encoded once; any
+    other parameter, or a replaced file, is drawn anew, and a kept picture is the bytes
+    a fresh drawing gives."""
+    frame_cache.pictures.clear()
+    path = f.write(f.xa_run(frames=2, size=32), tmp_path / "xa.dcm")
+    draws = []
+    real_draw = render._draw
+    monkeypatch.setattr(render, "_draw", lambda *a: draws.append(a[1:]) or real_draw(*a))
+    first = render.render_image(path, 1, fmt="jpeg", window=(1000, 400))
+    assert render.render_image(path, 1, fmt="jpeg", window=render.Window(1000.0, 400.0)) is first
+    assert len(draws) == 1
+    assert first.data == real_draw(path, 1, render.Window(1000.0, 400.0), None, "jpeg", None, 90,
+                                   None, None).data
+    for other in ({"window": (1000, 401)}, {"quality": 80}, {"max_size": 16}, {"fmt": "png"}):
+        render.render_image(path, 1, **({"fmt": "jpeg", "window": (1000, 400)} | other))
+    render.render_image(path, 0, fmt="jpeg", window=(1000, 400))
+    assert len(draws) == 6
+    stat = os.stat(path)
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))
+    assert render.render_image(path, 1, fmt="jpeg", window=(1000, 400)) is not first
+    assert len(draws) == 7
+    with pytest.raises(render.FrameNotFound):          # a refusal is not kept: asked again, it is drawn again
+        render.render_image(path, 5, fmt="jpeg")
+    with pytest.raises(render.FrameNotFound):
+        render.render_image(path, 5, fmt="jpeg")
+    assert len(draws) == 9
+
+
 def test_a_file_s_presets_are_read_once_and_follow_a_replaced_file(tmp_path, monkeypatch):
     """render._header_plan: the Modality LUT key and the window presets come from the
     header once per cached layout, not once per frame; a replaced file is a new layout."""

@@ -20,6 +20,7 @@ from dsmpacs.imaging import frame_cache
 from dsmpacs.imaging.decode import DecodeError, decode_frame
 from dsmpacs.imaging.frames import FrameNotFound, PixelDataError, PixelLayout, read_frame, read_layout
 from dsmpacs.imaging.lut import Window, apply_window, auto_window, frame_rate, modality, window_presets
+from dsmpacs.imaging.memo import file_key
 from dsmpacs.imaging.subtraction import log_subtract, supports_subtraction
 
 __all__ = ["render", "render_image", "Rendered", "RenderError", "NoPixelData", "FrameNotFound",
@@ -130,12 +131,28 @@ def render_image(path, frame_index: int, *, window: tuple[float, float] | Window
     """One frame as an encoded image. ``mask_index`` subtracts that frame (moved by
     ``shift`` = (dx, dy) pixels for patient motion) and defaults the window to the run's
     one subtraction window; ``roadmap`` ("min"/"max") shows the minimum or maximum over
-    all frames instead of ``frame_index``. ``quality`` (1..100) is for JPEG and WebP."""
+    all frames instead of ``frame_index``. ``quality`` (1..100) is for JPEG and WebP.
+    A picture drawn before from the same file with the same parameters is handed back
+    from imaging/frame_cache.py's ``pictures``."""
     if fmt not in FORMATS:
         raise RenderError(f"unknown image format {fmt!r}")
-    layout = _require_layout(path)
     if isinstance(window, tuple):
         window = Window(float(window[0]), float(window[1]))
+    try:
+        key = file_key(path)
+    except OSError as exc:
+        raise RenderError(f"cannot read the image header: {exc}") from exc
+    key += (frame_index, window, mask_index, fmt, max_size, quality, shift, roadmap)
+    return frame_cache.pictures.get(key, lambda: _draw(path, frame_index, window, mask_index, fmt,
+                                                       max_size, quality, shift, roadmap),
+                                    lambda picture: len(picture.data))
+
+
+def _draw(path, frame_index: int, window: Window | None, mask_index: int | None, fmt: str,
+          max_size: int | None, quality: int, shift: tuple[float, float] | None,
+          roadmap: str | None) -> Rendered:
+    """render_image without the picture cache."""
+    layout = _require_layout(path)
     if window is not None and window.width < 1:
         raise RenderError("window width must be at least 1")
     n = layout.number_of_frames
