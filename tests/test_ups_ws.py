@@ -173,6 +173,41 @@ def test_subscription_states_and_the_upgrade_that_adds_them(archive):
     assert not subs.unsubscribe("WS2", a)
 
 
+def test_the_channel_s_look_for_changes_uses_an_index_and_the_upgrade_adds_it(archive):
+    """Schema 15 (migrations/m0015): ``reading_task.updated_at`` is indexed, so the channel's
+    twice-a-second look for changed tasks does not scan every task; an index of version
+    14 gains it on upgrade, on SQLite and MariaDB."""
+    from datetime import timedelta
+
+    from dsmpacs.archive import database
+    from dsmpacs.archive.migrations.m0015_reading_task_updated_index import INDEX
+    from dsmpacs.archive.models import ReadingTask, SchemaVersion, utcnow
+
+    db = archive.db
+    with archive.index.write():
+        db.execute_sql(f"DROP INDEX {INDEX + ' ON reading_task' if database.is_mysql(db) else INDEX}")
+        SchemaVersion.delete().execute()
+        SchemaVersion.create(version=14)
+    with database.session(db):
+        assert INDEX not in {i.name for i in db.get_indexes("reading_task")}
+    assert database.upgrade(db) == (14, database.LATEST_VERSION)
+    database.check(db)
+    with database.session(db):
+        assert INDEX in {i.name for i in db.get_indexes("reading_task")}
+    old = archive.reading.create("1.2.826.0.1.3680043.8.498.8411")
+    with archive.index.write():
+        ReadingTask.update(updated_at=utcnow() - timedelta(days=400)).where(ReadingTask.id == old.id).execute()
+    fresh = archive.reading.create("1.2.826.0.1.3680043.8.498.8412")
+    since = utcnow() - timedelta(seconds=2)
+    query = ReadingTask.select().where(ReadingTask.updated_at >= since)        # web/upsws.py _changes
+    with archive.index.read():
+        assert [row.id for row in query] == [fresh.id]
+        if not database.is_mysql(db):    # MariaDB may scan a two-row table whatever its indexes
+            sql, params = query.sql()
+            plan = " ".join(str(row) for row in db.execute_sql("EXPLAIN QUERY PLAN " + sql, params))
+            assert INDEX in plan, plan
+
+
 def test_with_web_tls_the_channel_is_wss(tmp_path):
     """web_tls: Subscribe names a wss:// channel, which speaks TLS with the web server's
     certificate; plain ws:// is not answered."""

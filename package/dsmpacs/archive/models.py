@@ -441,7 +441,9 @@ class ReadingTask(BaseModel):
     description = CharField(max_length=128, default="")
     transaction_uid = CharField(max_length=64, default="")
     created_at = DateTimeField(default=utcnow)
-    updated_at = DateTimeField(default=utcnow)
+    # Indexed: the UPS event channel (web/upsws.py) asks twice a second for the tasks
+    # changed in the last seconds; without it that is a scan of every task ever read.
+    updated_at = DateTimeField(default=utcnow, index=True)
 
 
 class Report(BaseModel):

@@ -14,7 +14,7 @@ import pkgutil
 
 import peewee
 
-LATEST_VERSION = 14
+LATEST_VERSION = 15
 
 
 def _module_for(version: int):
