@@ -318,6 +318,33 @@ def test_undefined_length_un_is_walked_as_implicit_vr(tmp_path):
     assert dataset_problem(path, read_header(path)) != ""
 
 
+def test_the_walk_over_the_bytes_read_judges_as_the_walk_over_the_file(tmp_path):
+    """C-STORE validates the bytes read_header read (Header.data, a file up to 256 KB),
+    STOW-RS and import the staged file: every broken and sound case gets the same
+    answer both ways, and a larger file is not held in memory."""
+    from dsmpacs.archive.part10 import InvalidDataset, read_header
+    from dsmpacs.archive.validation import dataset_problem
+
+    compared = refused = 0
+    for name, build in [*((n, b[0]) for n, b in BROKEN.items()), *SOUND.items()]:
+        path = build(tmp_path / f"{name}.dcm")
+        try:
+            header = read_header(path)
+        except InvalidDataset:
+            continue                                    # refused before any walk, both ways
+        assert header.data == path.read_bytes(), name
+        answer = dataset_problem(path, header)
+        assert dataset_problem(path, header, header.data) == answer, name
+        assert answer == "" or name in BROKEN, (name, answer)    # (the bomb's bound is the daemon's setting)
+        compared += 1
+        refused += answer != ""
+    assert compared >= len(SOUND) + 5 and refused >= 5, (compared, refused)
+    big = f.write(f.xa_run(frames=2, size=512), tmp_path / "big.dcm")
+    assert big.stat().st_size > 256 * 1024
+    header = read_header(big)
+    assert header.data is None and dataset_problem(big, header) == ""
+
+
 def test_csa_non_image_accepted(env):
     server, _, root = env
     path = f.write(f.csa_non_image(payload_size=50_000), root / "csa.dcm")

@@ -143,7 +143,9 @@ class Ingest:
         with open(source, "rb") as fh:
             fh.seek(header.dataset_offset)
             staged = self.storage.stage_stream(head, fh, sync=False)
-        return replace(staged, header=replace(header, dataset_offset=len(head)))
+        # Without the source's bytes: they are not the staged file's, and a STOW-RS
+        # upload stages all its instances before storing them.
+        return replace(staged, header=replace(header, dataset_offset=len(head), data=None))
 
     # --- the store path --------------------------------------------------------
     def _store(self, staged: StagedFile, origin: Origin, expected_class: str | None,
@@ -172,7 +174,10 @@ class Ingest:
             return result
 
         try:
+            # A header that travelled with the staged file was read from its source
+            # (restage); only one read here, from staged.path, may stand for its bytes.
             header = staged.header or read_header(staged.path)
+            whole = header.data if staged.header is None else None
         except InvalidDataset as exc:
             if full is not None:
                 return StoreResult(StoreOutcome.OUT_OF_RESOURCES, str(full))
@@ -182,7 +187,7 @@ class Ingest:
         if full is not None:
             return StoreResult(StoreOutcome.OUT_OF_RESOURCES, str(full), **ids)
 
-        problem = dataset_problem(staged.path, header) or _uid_problem(header, sop_class, sop_instance)
+        problem = dataset_problem(staged.path, header, whole) or _uid_problem(header, sop_class, sop_instance)
         if problem:
             return refused(StoreResult(StoreOutcome.INVALID_DATASET, problem, **ids))
         mismatch = _announced_mismatch(header, sop_class, sop_instance, expected_class,

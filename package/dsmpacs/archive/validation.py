@@ -21,6 +21,7 @@ without checking that it fits in the file.
 """
 from __future__ import annotations
 
+import io
 import os
 import struct
 from dataclasses import dataclass, field
@@ -47,23 +48,32 @@ _NATIVE_SYNTAXES = frozenset({"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.8
 _READ_OVER = 4096           # values up to this size are read past, larger ones seeked over
 
 
-def dataset_problem(path: Path | str, header: Header) -> str:
-    """Why the staged file at ``path`` must be refused; "" when it is sound."""
-    ts = header.transfer_syntax_uid
-    implicit, little = header.dataset.original_encoding
+def dataset_problem(path: Path | str, header: Header, whole: bytes | None = None) -> str:
+    """Why the staged file at ``path`` must be refused; "" when it is sound. ``whole``:
+    the file's bytes, when the caller has just read all of them from ``path``
+    (part10.read_header's ``Header.data``); the walk then reads those, not the file."""
     try:
-        with open(path, "rb") as fh:
-            fh.seek(header.dataset_offset)
-            if ts == DEFLATED:
-                source: _Source = InflatingReader(fh)
-                implicit, little = False, True
-            else:
-                source = _FileSource(fh, os.fstat(fh.fileno()).st_size)
-            walk = _Walk(source, bool(implicit), little is not False)
-            walk.dataset()
+        if whole is not None:
+            walk = _walk(io.BytesIO(whole), len(whole), header)
+        else:
+            with open(path, "rb") as fh:
+                walk = _walk(fh, os.fstat(fh.fileno()).st_size, header)
     except (InvalidDataset, InflateError) as exc:
         return str(exc)
     return _pixel_problem(header, walk.pixels)
+
+
+def _walk(fh: BinaryIO, size: int, header: Header) -> _Walk:
+    implicit, little = header.dataset.original_encoding
+    fh.seek(header.dataset_offset)
+    if header.transfer_syntax_uid == DEFLATED:
+        source: _Source = InflatingReader(fh)
+        implicit, little = False, True
+    else:
+        source = _FileSource(fh, size)
+    walk = _Walk(source, bool(implicit), little is not False)
+    walk.dataset()
+    return walk
 
 
 def skip_encapsulated(fh: BinaryIO, end: int, little: bool = True) -> None:
