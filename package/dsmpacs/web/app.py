@@ -31,7 +31,10 @@ class SessionInterface(SecureCookieSessionInterface):
     def open_session(self, app: Flask, request):
         # Flask's, minus building the signing serializer for a request without the
         # cookie (DICOMweb clients with HTTP Basic or a token: most rendered frames).
-        if app.secret_key and not request.cookies.get(self.get_cookie_name(app)):
+        # The raw header first: parsing it into request.cookies costs more than the test.
+        name = self.get_cookie_name(app)
+        if app.secret_key and (name not in request.environ.get("HTTP_COOKIE", "")
+                               or not request.cookies.get(name)):
             return self.session_class()
         return super().open_session(app, request)
 

@@ -33,17 +33,27 @@ CONTENT_SECURITY_POLICY = "; ".join([
 HSTS = "max-age=31536000"
 
 
+# Added when the response has not set them itself. Lower-cased names to compare:
+# werkzeug's Headers.setdefault scans every header, case-folding each, once per name.
+_DEFAULTS = tuple((name, name.lower(), value) for name, value in (
+    ("Content-Security-Policy", CONTENT_SECURITY_POLICY),
+    ("X-Content-Type-Options", "nosniff"),
+    ("X-Frame-Options", "SAMEORIGIN"),
+    ("Referrer-Policy", "same-origin"),
+    ("Cross-Origin-Opener-Policy", "same-origin"),
+))
+
+
 def _headers(response: Response) -> Response:
     h = response.headers
-    h.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
-    h.setdefault("X-Content-Type-Options", "nosniff")
-    h.setdefault("X-Frame-Options", "SAMEORIGIN")
-    h.setdefault("Referrer-Policy", "same-origin")
-    h.setdefault("Cross-Origin-Opener-Policy", "same-origin")
-    if request.is_secure:
-        h.setdefault("Strict-Transport-Security", HSTS)
-    if request.endpoint != "static" and "Cache-Control" not in h:
-        h["Cache-Control"] = "no-store"
+    present = {key.lower() for key in h.keys()}
+    for name, folded, value in _DEFAULTS:
+        if folded not in present:
+            h.add(name, value)
+    if request.is_secure and "strict-transport-security" not in present:
+        h.add("Strict-Transport-Security", HSTS)
+    if "cache-control" not in present and request.endpoint != "static":
+        h.add("Cache-Control", "no-store")
     return response
 
 
