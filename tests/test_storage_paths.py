@@ -109,3 +109,32 @@ def test_a_spool_starts_write_back_every_few_megabytes_not_every_flush(tmp_path,
     step = storage_module.WRITEBACK_STEP
     assert calls == [(0, step), (step, step)]
     assert staged.size == 80 * len(chunk) and staged.path.stat().st_size == staged.size
+
+
+@pytest.mark.parametrize("total", [100, 4 * 2**20 - 1, 13 * 2**20 + 7])
+def test_a_spool_s_hash_is_the_file_s_when_large_messages_are_hashed_behind(tmp_path, monkeypatch, total):
+    """Past HASH_STEP the spool hashes its bytes a batch at a time on the hasher thread,
+    in order; the digest is the SHA-256 of exactly the file written, also when the
+    bytes came as views of a buffer that is reused (as a receiver's may be)."""
+    import hashlib
+
+    from dsmpacs.archive import storage as storage_module
+
+    batches = []
+    real = storage_module._hasher
+    monkeypatch.setattr(storage_module, "_hasher", lambda: batches.append(1) or real())
+    storage = Storage(tmp_path / "storage")
+    storage.prepare()
+    data = os.urandom(total)
+    buffer = bytearray(128 * 1024)
+    with storage.spool() as spool:
+        for start in range(0, total, len(buffer)):
+            piece = data[start:start + len(buffer)]
+            buffer[:len(piece)] = piece
+            spool.write(memoryview(buffer)[:len(piece)])
+            spool.flush()
+        buffer[:] = bytes(len(buffer))                          # the receiver reuses its buffer
+        staged = spool.staged()
+    assert staged.path.read_bytes() == data
+    assert staged.sha256 == hashlib.sha256(data).hexdigest()
+    assert len(batches) == total // storage_module.HASH_STEP      # small ones never leave the thread

@@ -23,6 +23,7 @@ import hashlib
 import logging
 import os
 import shutil
+import threading
 import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -40,6 +41,7 @@ QUARANTINE_DIR = ".quarantine"
 _COPY_CHUNK = 1 << 20
 WRITEBACK_STEP = 4 << 20    # bytes written before SpoolWriter.flush starts their write-back
 SPOOL_BUFFER = 64 << 10     # SpoolWriter's write buffer (see its __init__)
+HASH_STEP = 4 << 20         # bytes SpoolWriter gathers before hashing them on the hasher thread
 
 
 class StorageError(Exception):
@@ -104,6 +106,13 @@ class SpoolWriter:
         self.error: OSError | None = None
         self._hash = hashlib.sha256()
         self._size = 0
+        # A large message is hashed a batch at a time on the hasher thread while this
+        # (the DUL) thread goes on receiving: SHA-256 runs at about 1.5 GB/s here, a
+        # third of a DSA run's receive time when done inline. One batch in flight at
+        # a time keeps the updates in order; small instances never leave this thread.
+        self._unhashed: list[bytes] = []
+        self._unhashed_size = 0
+        self._hashing: Future | None = None
         self._written_back = 0      # bytes handed to start_writeback so far
         self._fh: BinaryIO | None = None
         try:
@@ -123,8 +132,12 @@ class SpoolWriter:
         if self.error is None and self._fh is not None:
             try:
                 self._fh.write(data)
-                self._hash.update(data)
+                # Kept for hashing later: a view of a buffer its owner reuses would change.
+                self._unhashed.append(data if type(data) is bytes else bytes(data))
+                self._unhashed_size += len(data)
                 self._size += len(data)
+                if self._unhashed_size >= HASH_STEP:
+                    self._hash_behind()
             except OSError as exc:
                 self._fail(exc)
         return len(data)
@@ -142,8 +155,23 @@ class SpoolWriter:
             except OSError as exc:
                 self._fail(exc)
 
+    def _hash_behind(self) -> None:
+        if self._hashing is not None:
+            self._hashing.result()          # the previous batch: its bytes come first
+        batch, self._unhashed, self._unhashed_size = self._unhashed, [], 0
+        self._hashing = _hasher().submit(_update, self._hash, batch)
+
+    def _digest(self) -> str:
+        if self._hashing is not None:
+            self._hashing.result()
+            self._hashing = None
+        _update(self._hash, self._unhashed)
+        self._unhashed, self._unhashed_size = [], 0
+        return self._hash.hexdigest()
+
     def _fail(self, exc: OSError) -> None:
         self.error = exc
+        self._unhashed = []
         self._discard()
 
     def _discard(self) -> None:
@@ -179,7 +207,7 @@ class SpoolWriter:
         self.close(sync=sync)
         if self.error is not None:
             raise StorageError(_describe(self.error)) from self.error
-        return StagedFile(Path(self.name), self._size, self._hash.hexdigest(), synced=sync)
+        return StagedFile(Path(self.name), self._size, self._digest(), synced=sync)
 
     def __enter__(self) -> "SpoolWriter":
         return self
@@ -187,6 +215,23 @@ class SpoolWriter:
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is not None:
             self.abandon()
+
+
+_hasher_pool: ThreadPoolExecutor | None = None
+_hasher_lock = threading.Lock()
+
+
+def _hasher() -> ThreadPoolExecutor:
+    global _hasher_pool
+    with _hasher_lock:
+        if _hasher_pool is None:
+            _hasher_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="hasher")
+        return _hasher_pool
+
+
+def _update(digest, chunks: list[bytes]) -> None:
+    for chunk in chunks:
+        digest.update(chunk)            # hashlib lets the GIL go for large updates
 
 
 def _describe(exc: OSError) -> str:

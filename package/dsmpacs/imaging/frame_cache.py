@@ -19,7 +19,7 @@ Modality LUT and window cost more than encoding the JPEG, so:
   parameters) are kept too, by the same file key plus every parameter of the
   drawing: a cine loop or a DICOMweb client asks for the same frames again and
   again, and encoding is the largest part of a rendered frame once the frame is
-  decoded (about 0.8 ms of a 512x512 JPEG's 2 ms here). Authorisation, and the
+  decoded (about 1 ms of a 512x512 JPEG's 2 ms here). Authorisation, and the
   refusal of a file known to be corrupt, run before rendering is asked, so a
   kept picture is only ever handed to a request that could have drawn it.
 """
