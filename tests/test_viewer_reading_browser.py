@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -95,8 +96,21 @@ class Touch:
         self.send("touchEnd", [])
 
 
+def with_peak(ds, frame: int):
+    """The run's contrast arrives at ``frame``: that frame darkened well below the rest,
+    so the server's peak-contrast frame (dsa.peak_frame) is known."""
+    frames = np.frombuffer(ds.PixelData, dtype="<u2").reshape(RUN_FRAMES, ds.Rows, ds.Columns).copy()
+    frames[frame] = np.maximum(frames[frame] // 8, 1)
+    ds.PixelData = frames.tobytes()
+    return ds
+
+
+SERIES_2_PEAK = 4
+SERIES_1_LEFT_AT = 8            # the frame the reader leaves series 1 on (not series 2's peak)
+
+
 def test_reading_layout_overlays_touch_and_keyboard(live, page, browser, tmp_path):
-    files = [xa(STUDY_A, SERIES_1, 1), xa(STUDY_A, SERIES_2, 2),
+    files = [xa(STUDY_A, SERIES_1, 1), with_peak(xa(STUDY_A, SERIES_2, 2), SERIES_2_PEAK),
              xa(STUDY_B, None, 1, study_description="follow-up")]
     paths = [f.write(ds, tmp_path / "in" / f"{i}.dcm") for i, ds in enumerate(files)]
     assert live.storescu(*paths).returncode == 0
@@ -183,9 +197,14 @@ def test_reading_layout_overlays_touch_and_keyboard(live, page, browser, tmp_pat
     page.keyboard.press("Escape")                                   # now: reset the view
     assert attr(page, "data-rotation") == "0" and attr(page, "data-flip") == "" and attr(page, "data-zoom") == "1"
 
-    # Per-series memory: subtraction, mask and frame come back with the series.
-    page.keyboard.press("ArrowRight")
+    # Per-series memory: subtraction, mask and frame come back with the series. The
+    # second series' frame info is held back until the reader has gone back to the first:
+    # its late arrival must not move the first series to the second one's peak frame.
+    while int(attr(page, "data-index")) != SERIES_1_LEFT_AT:
+        page.keyboard.press("ArrowRight" if int(attr(page, "data-index")) < SERIES_1_LEFT_AT else "ArrowLeft")
     remembered = attr(page, "data-index")
+    held = []
+    page.route(f"**/viewer/info/*/{SERIES_2}/**", lambda route: held.append(route))
     strip = page.locator("[data-series-strip] button")
     strip.nth(1).click()
     page.wait_for_function(f"() => document.querySelector('[data-viewport]').getAttribute('data-series') === '{SERIES_2}'")
@@ -194,6 +213,14 @@ def test_reading_layout_overlays_touch_and_keyboard(live, page, browser, tmp_pat
     page.wait_for_function(f"() => document.querySelector('[data-viewport]').getAttribute('data-series') === '{SERIES_1}'")
     assert page.locator("[data-subtract]").first.is_checked()
     assert page.locator("[data-mask]").first.input_value() == str(shown + 1)
+    assert attr(page, "data-index") == remembered
+    assert held, "the second series asked for its frame info"
+    with page.expect_response(lambda r: "/viewer/info/" in r.url and SERIES_2 in r.url) as late:
+        for route in held:
+            route.continue_()
+    assert late.value.json()["peak_frame"] == SERIES_2_PEAK            # what the stale answer would impose
+    page.unroute(f"**/viewer/info/*/{SERIES_2}/**")
+    page.evaluate("() => new Promise((done) => setTimeout(done, 0))")     # its continuation has run
     assert attr(page, "data-index") == remembered
 
     # 2x2: four viewports inside the window; a click makes one active; a thumbnail dragged in.

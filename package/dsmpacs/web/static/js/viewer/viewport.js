@@ -119,6 +119,9 @@ export class Viewport {
     const middle = run ? 0 : Math.floor(this.images.length / 2);
     this.index = kept ? kept.index : middle;
     return this.instanceInfo(this.images[this.index].sop).then((info) => {
+      // Another series chosen before this one's info arrived: that choice stands (its
+      // frame must not become this run's peak frame).
+      if (this.series !== series) { return; }
       // A run opens on its frame of peak contrast when the server knows it.
       if (!kept && run && info && Number.isInteger(info.peak_frame)) { this.index = info.peak_frame; }
       this.go(this.index, false);
@@ -270,8 +273,9 @@ export class Viewport {
     const image = this.current();
     if (!image) { return; }
     const mask = this.maskFrame(image);
+    const series = this.series;
     this.instanceInfo(image.sop, image.frame, mask === null ? undefined : mask).then((info) => {
-      if (info.window && !this.window) { this.setShownWindow(info.window); }
+      if (this.series === series && info.window && !this.window) { this.setShownWindow(info.window); }
     });
     this.draw();
   }
