@@ -47,8 +47,17 @@ class Modality:
         with ``tls_args``); returns (N-ACTION status, transaction UID)."""
         ae = AE(ae_title=self.ae_title)
         ae.add_requested_context(StorageCommitmentPushModel)
+        # _on_report wakes this thread before pynetdicom sends the N-EVENT-REPORT's answer:
+        # releasing then would ask the DUL to send it after the A-RELEASE-RQ (an invalid
+        # event, raised in the DUL thread). So release only once the answer has left.
+        answered = threading.Event()
+
+        def sent(event):
+            if type(event.message).__name__ == "N_EVENT_REPORT_RSP":
+                answered.set()
         assoc = ae.associate("127.0.0.1", port or server.port, ae_title=server.ae_title, tls_args=tls_args,
-                             evt_handlers=[(evt.EVT_N_EVENT_REPORT, self._on_report, ["same association"])])
+                             evt_handlers=[(evt.EVT_N_EVENT_REPORT, self._on_report, ["same association"]),
+                                           (evt.EVT_DIMSE_SENT, sent)])
         assert assoc.is_established
         info = Dataset()
         info.TransactionUID = transaction_uid or generate_uid()
@@ -61,6 +70,8 @@ class Modality:
         status, _ = assoc.send_n_action(info, 1, StorageCommitmentPushModel, StorageCommitmentPushModelInstance)
         if not release_at_once:
             self.arrived.wait(REPORT_TIMEOUT)
+            if self.reports and self.reports[-1][2] == "same association":
+                assert answered.wait(REPORT_TIMEOUT), "the N-EVENT-REPORT was never answered"
         assoc.release()
         return int(status.Status), str(info.TransactionUID)
 
