@@ -121,10 +121,10 @@ def test_a_spool_s_hash_is_the_file_s_when_large_messages_are_hashed_behind(tmp_
     from dsmpacs.archive import storage as storage_module
 
     batches = []
-    real = storage_module._hasher
-    monkeypatch.setattr(storage_module, "_hasher", lambda: batches.append(1) or real())
     storage = Storage(tmp_path / "storage")
     storage.prepare()
+    real = storage._hash_pool
+    monkeypatch.setattr(storage, "_hash_pool", lambda: batches.append(1) or real())
     data = os.urandom(total)
     buffer = bytearray(128 * 1024)
     with storage.spool() as spool:

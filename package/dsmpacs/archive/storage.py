@@ -23,13 +23,12 @@ import hashlib
 import logging
 import os
 import shutil
-import threading
 import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO, Iterator
+from typing import TYPE_CHECKING, BinaryIO, Callable, Iterator
 
 if TYPE_CHECKING:
     from dsmpacs.archive.part10 import Header
@@ -101,7 +100,8 @@ class SpoolWriter:
     would abort the association instead of letting us answer 0xA700.
     """
 
-    def __init__(self, tmp_dir: Path, suffix: str = ".part"):
+    def __init__(self, tmp_dir: Path, suffix: str = ".part",
+                 hasher: Callable[[], ThreadPoolExecutor] | None = None):
         self.name = str(tmp_dir / f"{uuid.uuid4().hex}{suffix}")
         self.error: OSError | None = None
         self._hash = hashlib.sha256()
@@ -113,6 +113,7 @@ class SpoolWriter:
         self._unhashed: list[bytes] = []
         self._unhashed_size = 0
         self._hashing: Future | None = None
+        self._hasher = hasher               # the pool's getter; None: always hash here
         self._written_back = 0      # bytes handed to start_writeback so far
         self._fh: BinaryIO | None = None
         try:
@@ -136,7 +137,7 @@ class SpoolWriter:
                 self._unhashed.append(data if type(data) is bytes else bytes(data))
                 self._unhashed_size += len(data)
                 self._size += len(data)
-                if self._unhashed_size >= HASH_STEP:
+                if self._unhashed_size >= HASH_STEP and self._hasher is not None:
                     self._hash_behind()
             except OSError as exc:
                 self._fail(exc)
@@ -159,7 +160,7 @@ class SpoolWriter:
         if self._hashing is not None:
             self._hashing.result()          # the previous batch: its bytes come first
         batch, self._unhashed, self._unhashed_size = self._unhashed, [], 0
-        self._hashing = _hasher().submit(_update, self._hash, batch)
+        self._hashing = self._hasher().submit(_update, self._hash, batch)
 
     def _digest(self) -> str:
         if self._hashing is not None:
@@ -171,7 +172,7 @@ class SpoolWriter:
 
     def _fail(self, exc: OSError) -> None:
         self.error = exc
-        self._unhashed = []
+        self._unhashed, self._unhashed_size = [], 0
         self._discard()
 
     def _discard(self) -> None:
@@ -215,18 +216,6 @@ class SpoolWriter:
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is not None:
             self.abandon()
-
-
-_hasher_pool: ThreadPoolExecutor | None = None
-_hasher_lock = threading.Lock()
-
-
-def _hasher() -> ThreadPoolExecutor:
-    global _hasher_pool
-    with _hasher_lock:
-        if _hasher_pool is None:
-            _hasher_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="hasher")
-        return _hasher_pool
 
 
 def _update(digest, chunks: list[bytes]) -> None:
@@ -295,6 +284,7 @@ class Storage:
         self.quarantine_dir = self.root / QUARANTINE_DIR
         self.min_free_bytes = min_free_bytes
         self._syncer: ThreadPoolExecutor | None = None
+        self._hasher: ThreadPoolExecutor | None = None
 
     # --- durability of staged files -------------------------------------------
     # Every fsync goes through these two methods, so a test can observe (or slow) them.
@@ -392,7 +382,7 @@ class Storage:
 
     # --- writing -------------------------------------------------------------
     def spool(self, suffix: str = ".part") -> SpoolWriter:
-        return SpoolWriter(self.tmp_dir, suffix)
+        return SpoolWriter(self.tmp_dir, suffix, hasher=self._hash_pool)
 
     def stage_stream(self, head: bytes, body: BinaryIO, length: int | None = None, *,
                      sync: bool = True) -> StagedFile:
@@ -479,6 +469,12 @@ class Storage:
         if self._syncer is None:
             self._syncer = ThreadPoolExecutor(max_workers=4, thread_name_prefix="fsync")
         return self._syncer
+
+    def _hash_pool(self) -> ThreadPoolExecutor:
+        """Where spools hash the bytes of large messages (SpoolWriter._hash_behind)."""
+        if self._hasher is None:
+            self._hasher = ThreadPoolExecutor(max_workers=2, thread_name_prefix="hasher")
+        return self._hasher
 
     def _make_dirs(self, directory: Path) -> None:
         if directory.is_dir():
