@@ -174,10 +174,7 @@ class Ingest:
             return result
 
         try:
-            # A header that travelled with the staged file was read from its source
-            # (restage); only one read here, from staged.path, may stand for its bytes.
             header = staged.header or read_header(staged.path)
-            whole = header.data if staged.header is None else None
         except InvalidDataset as exc:
             if full is not None:
                 return StoreResult(StoreOutcome.OUT_OF_RESOURCES, str(full))
@@ -187,7 +184,8 @@ class Ingest:
         if full is not None:
             return StoreResult(StoreOutcome.OUT_OF_RESOURCES, str(full), **ids)
 
-        problem = dataset_problem(staged.path, header, whole) or _uid_problem(header, sop_class, sop_instance)
+        # header.data, when there, are staged.path's bytes (restage drops its source's).
+        problem = dataset_problem(staged.path, header, header.data) or _uid_problem(header, sop_class, sop_instance)
         if problem:
             return refused(StoreResult(StoreOutcome.INVALID_DATASET, problem, **ids))
         mismatch = _announced_mismatch(header, sop_class, sop_instance, expected_class,
