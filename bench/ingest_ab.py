@@ -19,17 +19,20 @@ from __future__ import annotations
 
 import os
 import shutil
-import statistics
 import sys
 import tempfile
 from pathlib import Path
 
-from bench.common import WORK, DsmPacs, exit_cleanly_on_sigterm, on_pythonpath, process_cpu, section_parser
+from bench.common import (
+    WORK,
+    DsmPacs,
+    exit_cleanly_on_sigterm,
+    on_pythonpath,
+    process_cpu,
+    section_parser,
+    spread,
+)
 from bench.ingest import FULL, PARALLEL_SENDERS, PROFILE, QUICK, build_corpus, push
-
-
-def spread(values: list[float], fmt: str = "{:.2f}") -> str:
-    return f"{fmt.format(statistics.median(values))} ({fmt.format(min(values))}-{fmt.format(max(values))})"
 
 
 def main(argv: list[str] | None = None) -> int:
