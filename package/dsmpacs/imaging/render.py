@@ -8,7 +8,6 @@ Rendering is for display only: the stored file is never changed.
 from __future__ import annotations
 
 import io
-import os
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -53,8 +52,7 @@ _LAYOUT_CACHE = 128
 
 
 def layout_of(path) -> PixelLayout | None:
-    st = os.stat(path)
-    key = (os.fspath(path), st.st_size, st.st_mtime_ns)
+    key = file_key(path)
     with _layouts_lock:
         if key in _layouts:
             _layouts.move_to_end(key)
@@ -92,10 +90,9 @@ def _decode(path, layout: PixelLayout, index: int) -> np.ndarray:
 def _pixels(path, layout: PixelLayout, index: int) -> np.ndarray:
     """One decoded frame (read-only), from the frame cache when a request had it."""
     try:
-        st = os.stat(path)
+        key = file_key(path) + (index,)
     except OSError as exc:
         raise RenderError(str(exc)) from exc
-    key = (os.fspath(path), st.st_size, st.st_mtime_ns, index)
     return frame_cache.frames.get(key, lambda: _decode(path, layout, index), lambda a: a.nbytes)
 
 
