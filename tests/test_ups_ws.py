@@ -182,6 +182,7 @@ def test_the_channel_s_look_for_changes_uses_an_index_and_the_upgrade_adds_it(ar
     from dsmpacs.archive import database
     from dsmpacs.archive.migrations.m0015_reading_task_updated_index import INDEX
     from dsmpacs.archive.models import ReadingTask, SchemaVersion, utcnow
+    from dsmpacs.web import upsws
 
     db = archive.db
     with archive.index.write():
@@ -199,7 +200,7 @@ def test_the_channel_s_look_for_changes_uses_an_index_and_the_upgrade_adds_it(ar
         ReadingTask.update(updated_at=utcnow() - timedelta(days=400)).where(ReadingTask.id == old.id).execute()
     fresh = archive.reading.create("1.2.826.0.1.3680043.8.498.8412")
     since = utcnow() - timedelta(seconds=2)
-    query = ReadingTask.select().where(ReadingTask.updated_at >= since)        # web/upsws.py _changes
+    query = upsws.tasks_changed_since(since)
     with archive.index.read():
         assert [row.id for row in query] == [fresh.id]
         if not database.is_mysql(db):    # MariaDB may scan a two-row table whatever its indexes
