@@ -108,8 +108,9 @@ def test_another_thread_sees_the_reactor_paused_only_while_it_is_blocked():
 
 
 def test_ready_takes_the_dul_waits_answer_once_then_asks_select_again(monkeypatch):
-    """The DUL's idle wait found the socket readable: the loop's next look
-    (AssociationSocket.ready) needs no second select(); the look after does."""
+    """The association thread's wait found the socket readable (engine/inline.py):
+    the next look (AssociationSocket.ready) needs no second select(); the look
+    after does."""
     import socket
     from types import SimpleNamespace
 

@@ -17,6 +17,10 @@ What each module changes, and the upstream hook it uses or lacks:
                    reactor counts as paused only while blocked at its checkpoint
                    (the 60 s C-MOVE stall, responses taken by the reactor); the
                    "paused" flag race (pynetdicom #820).
+* ``inline``       an idle acceptor's association thread reads its next request
+                   itself (plain TCP, Sta6), under a per-DUL turn that the DUL's
+                   own reactor loop (replaced, same iteration) also takes: one
+                   thread per small C-STORE instead of a hand-over per message.
 * ``transport``    PDU reads into one buffer; bounds on announced PDU lengths and on
                    the time a PDU may take (a fixed deadline until the association is
                    established); non-DICOM bytes answered with A-ABORT and a close,
@@ -81,6 +85,7 @@ def install() -> None:
     from pynetdicom.service_class import QueryRetrieveServiceClass, StorageServiceClass
 
     from dsmpacs.dicom.engine import (
+        inline,
         limits,
         negotiation,
         reactor,
@@ -109,6 +114,7 @@ def install() -> None:
     _config.STORE_RECV_CHUNKED_DATASET = True
     _config.STORE_SEND_CHUNKED_DATASET = True
 
+    inline.install()        # before reactor and spool, which wrap run_reactor
     reactor.install()
     respond.install()
     transport.install()

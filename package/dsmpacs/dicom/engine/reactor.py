@@ -13,10 +13,16 @@ end:
 * the DUL thread waits in ``select()`` on its socket and on a self-pipe that
   ``send_pdu`` writes to, so it wakes as soon as the peer sends data or the
   association has a PDU to send; it still wakes at least every 10 ms for its
-  timers (ARTIM, idle timeout) and for being stopped. When that select() found
-  the socket readable, the loop's next ``AssociationSocket.ready`` takes its
-  answer instead of asking select() again (only this thread reads the socket, so
-  it stays readable until it does), and the pipe is read only when signalled;
+  timers (ARTIM, idle timeout) and for being stopped; the pipe is read only
+  when signalled. While the association thread does the DUL's work
+  (engine/inline.py) it watches only the pipe;
+* when the association thread's own wait (engine/inline.py) found the socket
+  readable, the next ``AssociationSocket.ready`` takes that answer instead of
+  asking select() again: it holds the DUL's turn, so nobody else reads the
+  socket in between. The DUL thread's wait gives no such answer: the association
+  thread may take the turn and read the socket between that wait and the DUL
+  thread's next turn, and a stale "readable" would block the DUL thread in a
+  read, holding the turn, with the response it should send still queued;
 * the association thread waits on its DIMSE message queue's condition for at
   most the same 1 ms, so a complete message is served at once, and release,
   abort and timeouts are noticed exactly as before;
@@ -49,6 +55,8 @@ from pynetdicom import association as _association
 from pynetdicom import dimse as _dimse
 from pynetdicom import dul as _dul
 from pynetdicom import transport as _transport
+
+from dsmpacs.dicom.engine import inline
 
 DUL_IDLE_WAIT = 0.01           # upper bound on how long an idle DUL thread sleeps
 ASSOC_REACTOR_SLEEP = 0.001    # the fixed sleep at the top of Association._run_reactor
@@ -112,22 +120,21 @@ class _DulClock:
             return
         if isinstance(sock, ssl.SSLSocket) and sock.pending():
             return      # decrypted bytes already buffered: select() would not see them
+        # While the association thread does the DUL's work (engine/inline.py), the
+        # socket is its to watch: waking here too would cost a switch per PDU.
+        watched = [waker.read_fd] if inline.held_by_other(dul) else [sock, waker.read_fd]
         try:
-            readable, _, _ = select.select([sock, waker.read_fd], [], [], DUL_IDLE_WAIT)
+            readable, _, _ = select.select(watched, [], [], DUL_IDLE_WAIT)
         except (OSError, ValueError):
             _time.sleep(seconds)    # socket closed under us: let the loop notice
             return
         if waker.read_fd in readable:
             waker.drain()
-        # The loop's next look at the socket (AssociationSocket.ready) would ask
-        # select() again; it may take this answer. Only this thread reads the
-        # socket, so readable stays true until it does.
-        dul._dsmpacs_readable = sock in readable
 
 
 def _ready(self) -> bool:
-    """AssociationSocket.ready, without a second select() right after the DUL's wait
-    found the socket readable (plain sockets; TLS keeps pynetdicom's own look)."""
+    """AssociationSocket.ready, without a second select() right after the association
+    thread's wait found the socket readable (engine/inline.py; plain sockets only)."""
     dul = getattr(self.assoc, "dul", None)
     if (dul is not None and dul.__dict__.pop("_dsmpacs_readable", False) and self._is_connected
             and self.socket is not None and not isinstance(self.socket, ssl.SSLSocket)):
@@ -151,6 +158,8 @@ class _AssociationClock:
                 or not isinstance(assoc, _association.Association)):
             _time.sleep(seconds)
             return
+        if inline.serve_idle(assoc, seconds):
+            return      # read the socket itself until a message came or the wait ended
         with queue.not_empty:
             # qsize() would take the mutex we already hold; _qsize() is the lock-free read.
             if not queue._qsize():

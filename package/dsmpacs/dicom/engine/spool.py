@@ -18,8 +18,9 @@ peer aborts or disconnects mid-dataset, a bound is exceeded (engine/limits.py),
 a C-STORE arrives on a refused presentation context (pynetdicom fails after
 opening the file), or the association ends with a received C-STORE not yet
 served. The file then stays on disk, and open, until the process exits. Here
-the DUL thread abandons its unfinished message when it ends, and the
-association thread abandons queued, unserved C-STORE datasets when it ends.
+the DUL thread abandons its unfinished message when it ends (taking the DUL's
+turn, engine/inline.py), and the association thread abandons queued, unserved
+C-STORE datasets when it ends.
 """
 from __future__ import annotations
 
@@ -35,6 +36,7 @@ from pynetdicom import dul as _dul
 
 from dsmpacs.archive.part10 import encode_file_meta
 from dsmpacs.archive.storage import SpoolWriter, Storage
+from dsmpacs.dicom.engine import inline
 
 log = logging.getLogger(__name__)
 _installed = False
@@ -66,8 +68,10 @@ def _write_file_meta_info(fp, meta, *args, **kwargs):
 
 
 def _spool_factory(*args, **kwargs):
-    # Called on the DUL thread of the association receiving the dataset.
-    assoc = getattr(threading.current_thread(), "assoc", None)
+    # Called on the thread doing the receiving association's DUL work: its DUL
+    # thread, or the association thread itself (engine/inline.py).
+    thread = threading.current_thread()
+    assoc = thread if isinstance(thread, _association.Association) else getattr(thread, "assoc", None)
     storage: Storage | None = getattr(getattr(assoc, "ae", None), _AE_ATTRIBUTE, None)
     if storage is None:
         return NamedTemporaryFile(*args, **kwargs)
@@ -135,8 +139,15 @@ def install() -> None:
         try:
             original_dul_run(self)
         finally:
-            # Only this thread feeds the message, so it can drop it without a race.
-            abandon_message(getattr(self.assoc.dimse, "message", None))
+            # The message is fed only by whoever holds the DUL's turn
+            # (engine/inline.py): take it, so the association thread is not
+            # writing to the file being dropped.
+            lock = inline.turn(self)
+            if lock is None:
+                abandon_message(getattr(self.assoc.dimse, "message", None))
+            else:
+                with lock:
+                    abandon_message(getattr(self.assoc.dimse, "message", None))
 
     def assoc_run_reactor(self) -> None:
         try:
