@@ -158,9 +158,11 @@ def _cli_sets(server) -> list[str]:
 # --- re-authentication before dangerous actions ---------------------------------------
 @pytest.fixture(scope="module")
 def quick_reauth_server(tmp_path_factory, module_database_url):
-    """Password-only admins; a re-authentication lasts about a second."""
+    """Password-only admins; a re-authentication lasts three seconds: short, yet longer
+    than the few requests a test makes inside it take on a loaded machine (at 1.2 s
+    a role change right after confirming once found the window already over)."""
     proc = ServerProcess(tmp_path_factory.mktemp("reauth") / "server",
-                         {"database_url": module_database_url, "web_reauth_minutes": 0.02},
+                         {"database_url": module_database_url, "web_reauth_minutes": 0.05},
                          only="web").start()
     yield proc
     proc.stop()
