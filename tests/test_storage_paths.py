@@ -138,3 +138,43 @@ def test_a_spool_s_hash_is_the_file_s_when_large_messages_are_hashed_behind(tmp_
     assert staged.path.read_bytes() == data
     assert staged.sha256 == hashlib.sha256(data).hexdigest()
     assert len(batches) == total // storage_module.HASH_STEP      # small ones never leave the thread
+
+
+@pytest.mark.parametrize("getter", ["_sync_pool", "_hash_pool"])
+def test_associations_asking_for_a_pool_at_once_share_one(tmp_path, monkeypatch, getter):
+    """The pools are made on first use, and the first use comes from several
+    associations at once: each must get the same pool (a second one's threads
+    would never be shut down). Making a pool is slowed so that every caller
+    looks before any has finished making one."""
+    import threading
+    import time
+
+    from dsmpacs.archive import storage as storage_module
+
+    real = storage_module.ThreadPoolExecutor
+    made = []
+
+    def slow_pool(*args, **kwargs):
+        time.sleep(0.05)
+        made.append(real(*args, **kwargs))
+        return made[-1]
+
+    monkeypatch.setattr(storage_module, "ThreadPoolExecutor", slow_pool)
+    storage = Storage(tmp_path / "storage")
+    start = threading.Barrier(6)
+    got = []
+
+    def ask():
+        start.wait()
+        got.append(getattr(storage, getter)())
+
+    threads = [threading.Thread(target=ask) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(5)
+    try:
+        assert len(got) == 6 and len(made) == 1 and all(pool is made[0] for pool in got)
+    finally:
+        for pool in made:
+            pool.shutdown()

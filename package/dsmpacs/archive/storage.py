@@ -23,6 +23,7 @@ import hashlib
 import logging
 import os
 import shutil
+import threading
 import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -285,6 +286,9 @@ class Storage:
         self.min_free_bytes = min_free_bytes
         self._syncer: ThreadPoolExecutor | None = None
         self._hasher: ThreadPoolExecutor | None = None
+        # Several associations may ask for a pool first at once: one pool each, not
+        # one per caller (the extra ones' threads would never be shut down).
+        self._pools_lock = threading.Lock()
 
     # --- durability of staged files -------------------------------------------
     # Every fsync goes through these two methods, so a test can observe (or slow) them.
@@ -467,13 +471,17 @@ class Storage:
 
     def _sync_pool(self) -> ThreadPoolExecutor:
         if self._syncer is None:
-            self._syncer = ThreadPoolExecutor(max_workers=4, thread_name_prefix="fsync")
+            with self._pools_lock:
+                if self._syncer is None:
+                    self._syncer = ThreadPoolExecutor(max_workers=4, thread_name_prefix="fsync")
         return self._syncer
 
     def _hash_pool(self) -> ThreadPoolExecutor:
         """Where spools hash the bytes of large messages (SpoolWriter._hash_behind)."""
         if self._hasher is None:
-            self._hasher = ThreadPoolExecutor(max_workers=2, thread_name_prefix="hasher")
+            with self._pools_lock:
+                if self._hasher is None:
+                    self._hasher = ThreadPoolExecutor(max_workers=2, thread_name_prefix="hasher")
         return self._hasher
 
     def _make_dirs(self, directory: Path) -> None:
