@@ -25,7 +25,9 @@ end:
   read, holding the turn, with the response it should send still queued;
 * the association thread waits on its DIMSE message queue's condition for at
   most the same 1 ms, so a complete message is served at once, and release,
-  abort and timeouts are noticed exactly as before;
+  abort and timeouts are noticed exactly as before; on an established plain
+  acceptor association it spends that wait reading its socket instead
+  (engine/inline.py);
 * that queue wakes every waiter when a message arrives, not one: an SCU
   request (C-STORE of a C-MOVE sub-operation, C-GET, storage commitment)
   waits for its response in ``msg_queue.get`` on the same condition while the
