@@ -184,8 +184,7 @@ class Ingest:
         if full is not None:
             return StoreResult(StoreOutcome.OUT_OF_RESOURCES, str(full), **ids)
 
-        # header.data, when there, are staged.path's bytes (restage drops its source's).
-        problem = dataset_problem(staged.path, header, header.data) or _uid_problem(header, sop_class, sop_instance)
+        problem = dataset_problem(staged.path, header) or _uid_problem(header, sop_class, sop_instance)
         if problem:
             return refused(StoreResult(StoreOutcome.INVALID_DATASET, problem, **ids))
         mismatch = _announced_mismatch(header, sop_class, sop_instance, expected_class,

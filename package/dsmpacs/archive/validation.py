@@ -48,10 +48,11 @@ _NATIVE_SYNTAXES = frozenset({"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.8
 _READ_OVER = 4096           # values up to this size are read past, larger ones seeked over
 
 
-def dataset_problem(path: Path | str, header: Header, whole: bytes | None = None) -> str:
-    """Why the staged file at ``path`` must be refused; "" when it is sound. ``whole``:
-    the file's bytes, when the caller has just read all of them from ``path``
-    (part10.read_header's ``Header.data``); the walk then reads those, not the file."""
+def dataset_problem(path: Path | str, header: Header) -> str:
+    """Why the staged file at ``path`` must be refused; "" when it is sound. When
+    ``header.data`` holds the file's bytes (part10.read_header read it whole from
+    ``path``; a restaged header drops its source's), the walk reads those, not the file."""
+    whole = header.data
     try:
         if whole is not None:
             walk = _walk(io.BytesIO(whole), len(whole), header)
