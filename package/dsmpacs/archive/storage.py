@@ -470,19 +470,22 @@ class Storage:
         return replace(moved, pending=both), relpath, both
 
     def _sync_pool(self) -> ThreadPoolExecutor:
-        if self._syncer is None:
-            with self._pools_lock:
-                if self._syncer is None:
-                    self._syncer = ThreadPoolExecutor(max_workers=4, thread_name_prefix="fsync")
-        return self._syncer
+        return self._pool("_syncer", 4, "fsync")
 
     def _hash_pool(self) -> ThreadPoolExecutor:
         """Where spools hash the bytes of large messages (SpoolWriter._hash_behind)."""
-        if self._hasher is None:
+        return self._pool("_hasher", 2, "hasher")
+
+    def _pool(self, attribute: str, workers: int, name: str) -> ThreadPoolExecutor:
+        """The pool kept in ``attribute``, made on first use (once, under the lock)."""
+        pool = getattr(self, attribute)
+        if pool is None:
             with self._pools_lock:
-                if self._hasher is None:
-                    self._hasher = ThreadPoolExecutor(max_workers=2, thread_name_prefix="hasher")
-        return self._hasher
+                pool = getattr(self, attribute)
+                if pool is None:
+                    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=name)
+                    setattr(self, attribute, pool)
+        return pool
 
     def _make_dirs(self, directory: Path) -> None:
         if directory.is_dir():
