@@ -63,6 +63,36 @@ def store_unchanged(port: int, path: Path, sop_class: str, transfer_syntax: str,
     return int(rsp.Status), str(rsp.get("ErrorComment", ""))
 
 
+def stores_over_one_association(tmp_path: Path, ae_title: str, handlers: list, count: int):
+    """Send ``count`` small secondary captures over one association to an in-process
+    pynetdicom listener of the engine, bound to ``handlers``; returns the statuses
+    and the SOP Instance UIDs sent, in order."""
+    from pynetdicom import AE
+    from pynetdicom.sop_class import SecondaryCaptureImageStorage
+
+    from tests import factories as f
+
+    ae = AE(ae_title=ae_title)
+    ae.add_supported_context(SecondaryCaptureImageStorage)
+    server = ae.start_server(("127.0.0.1", 0), block=False, evt_handlers=handlers)
+    statuses, sent = [], []
+    try:
+        scu = AE(ae_title="SENDER")
+        scu.add_requested_context(SecondaryCaptureImageStorage)
+        assoc = scu.associate("127.0.0.1", server.server_address[1], ae_title=ae_title)
+        assert assoc.is_established
+        try:
+            for i in range(count):
+                ds = f.secondary_capture(size=16, instance_number=i + 1)
+                sent.append(ds.SOPInstanceUID)
+                statuses.append(assoc.send_c_store(f.write(ds, tmp_path / f"sc{i}.dcm")).Status)
+        finally:
+            assoc.release()
+    finally:
+        server.shutdown()
+    return statuses, sent
+
+
 def tool(name: str) -> str:
     path = shutil.which(name)
     require(path is not None, f"{name} not installed (apt-get install dcmtk)")

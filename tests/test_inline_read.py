@@ -11,11 +11,10 @@ import pytest
 from pynetdicom import AE, evt
 from pynetdicom.association import Association
 from pynetdicom.pdu import P_DATA_TF
-from pynetdicom.sop_class import SecondaryCaptureImageStorage
 
 from dsmpacs.dicom.engine import inline, reactor
 from dsmpacs.dicom.engine.store_service import fast_store_handler
-from tests import factories as f
+from tests.peers import stores_over_one_association
 
 
 def test_a_plain_association_reads_each_next_store_on_its_own_thread(tmp_path):
@@ -33,26 +32,8 @@ def test_a_plain_association_reads_each_next_store_on_its_own_thread(tmp_path):
         stored.append(event.request.AffectedSOPInstanceUID)
         return 0x0000
 
-    ae = AE(ae_title="INLINE")
-    ae.add_supported_context(SecondaryCaptureImageStorage)
-    server = ae.start_server(("127.0.0.1", 0), block=False,
-                             evt_handlers=[(evt.EVT_C_STORE, handle), (evt.EVT_PDU_RECV, on_pdu)])
-    sent = []
-    try:
-        scu = AE(ae_title="SENDER")
-        scu.add_requested_context(SecondaryCaptureImageStorage)
-        assoc = scu.associate("127.0.0.1", server.server_address[1], ae_title="INLINE")
-        assert assoc.is_established
-        try:
-            statuses = []
-            for i in range(6):
-                ds = f.secondary_capture(size=16, instance_number=i + 1)
-                sent.append(ds.SOPInstanceUID)
-                statuses.append(assoc.send_c_store(f.write(ds, tmp_path / f"sc{i}.dcm")).Status)
-        finally:
-            assoc.release()
-    finally:
-        server.shutdown()
+    statuses, sent = stores_over_one_association(
+        tmp_path, "INLINE", [(evt.EVT_C_STORE, handle), (evt.EVT_PDU_RECV, on_pdu)], 6)
     assert statuses == [0x0000] * 6
     assert stored == sent
     later = [on_own for on_own, before in readers if before >= 1]

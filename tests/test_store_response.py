@@ -11,14 +11,13 @@ import time
 from types import SimpleNamespace
 
 import pytest
-from pynetdicom import AE, evt
+from pynetdicom import evt
 from pynetdicom.pdu import P_DATA_TF
 from pynetdicom.pdu_primitives import P_DATA
-from pynetdicom.sop_class import SecondaryCaptureImageStorage
 
 from dsmpacs.dicom.engine import respond
 from dsmpacs.dicom.engine.store_service import encode_store_response, fast_store_handler
-from tests import factories as f
+from tests.peers import stores_over_one_association
 
 VALUE = b"\x03" + encode_store_response(7, "1.2.840.10008.5.1.4.1.1.7", "1.2.3.4", 0x0000)
 
@@ -155,21 +154,6 @@ def test_an_association_answers_every_store_from_its_own_thread(tmp_path, monkey
     def handle(event):
         return 0x0000
 
-    ae = AE(ae_title="RESPOND")
-    ae.add_supported_context(SecondaryCaptureImageStorage)
-    server = ae.start_server(("127.0.0.1", 0), block=False, evt_handlers=[(evt.EVT_C_STORE, handle)])
-    try:
-        scu = AE(ae_title="SENDER")
-        scu.add_requested_context(SecondaryCaptureImageStorage)
-        assoc = scu.associate("127.0.0.1", server.server_address[1], ae_title="RESPOND")
-        assert assoc.is_established
-        try:
-            statuses = [assoc.send_c_store(f.write(f.secondary_capture(size=16, instance_number=i + 1),
-                                                   tmp_path / f"sc{i}.dcm")).Status
-                        for i in range(5)]
-        finally:
-            assoc.release()
-    finally:
-        server.shutdown()
+    statuses, _ = stores_over_one_association(tmp_path, "RESPOND", [(evt.EVT_C_STORE, handle)], 5)
     assert statuses == [0x0000] * 5
     assert written == [(True, True)] * 5
