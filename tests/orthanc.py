@@ -41,6 +41,8 @@ class Orthanc:
         self.ae_title = ae_title
         self.dicom_port = free_port()
         self.http_port = free_port()
+        while self.http_port == self.dicom_port:    # a port just closed may be handed out again
+            self.http_port = free_port()
         self.modalities = modalities or {}
         self.dicomweb = dicomweb
         self.extra = extra or {}
