@@ -4,8 +4,11 @@ No timing is asserted here: benchmarks are run by `make bench`, never by the sui
 """
 from __future__ import annotations
 
+import os
 import re
 import shutil
+import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -45,6 +48,25 @@ def test_quick_sizes_are_smaller_than_full():
     assert find.QUICK.instances < find.FULL.instances
     assert scale.QUICK.instances < scale.FULL.instances and scale.QUICK.add < scale.FULL.add
     assert web.QUICK.studies < web.FULL.studies
+
+
+def test_the_disk_counter_sees_a_file_reach_the_disk():
+    """bench/scale.py's disk KB: the block device's own counter rises by at least what
+    was fsynced (other writers may add to it); a filesystem with no block device says
+    None rather than a number."""
+    common.WORK.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=common.WORK) as tmp:   # the checkout's disk
+        path = Path(tmp)
+        before = common.device_written(path)
+        assert before is not None, "no /proc/diskstats line for the checkout's disk"
+        fd = os.open(path / "data", os.O_CREAT | os.O_WRONLY)
+        try:
+            os.write(fd, os.urandom(4 << 20))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        assert common.device_written(path) - before >= 4 << 20
+    assert common.device_written(Path("/proc")) is None
 
 
 def test_bench_main_parses_sections_and_refuses_unknown_ones():
