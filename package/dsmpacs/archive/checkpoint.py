@@ -2,17 +2,18 @@
 
 By default SQLite checkpoints inside the commit that takes the log past 1,000 pages:
 that store then writes the log's pages back into the database file and fsyncs it
-before it is answered. On an empty index those are the same few hot pages again
-and again; on an index of a million instances the pages an instance touches (the
-SOP Instance UID index above all, whose keys arrive in random order) are scattered,
-and the write-back tripled the bytes written per stored instance (bench/scale.py:
-53 KB on an empty index, 172 KB at 1,000,000). Here:
+before it is answered. On an index of a million instances the pages an instance
+touches (the SOP Instance UID index above all, whose keys arrive in random order)
+are scattered, so that write-back is larger there and lands on whichever store
+crosses the line. Here:
 
 - the DICOM daemon runs a PASSIVE checkpoint every ``INTERVAL`` seconds from this
   thread: it never blocks a writer or a reader, so no store waits for it, and a few
   seconds of log hold several hundred instances whose hot pages (table tails,
   counters, sequential indexes) are written back once instead of once per 1,000
-  pages (95 to 136 KB per instance at 1,000,000 in the same measurement);
+  pages (bench/scale.py, the disk's own counter: 62 KB per instance at 1,000,000
+  with this thread, 64 KB with checkpoints in the commit, 55 and 57 KB on an empty
+  index; docs/architecture.md "The index as it grows");
 - every connection still checkpoints by itself past ``BACKSTOP_PAGES`` (open_database
   sets it), so the log stays bounded when this thread is not running (the CLI, the
   web process alone, a stalled thread).
