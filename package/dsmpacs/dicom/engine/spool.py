@@ -141,13 +141,10 @@ def install() -> None:
         finally:
             # The message is fed only by whoever holds the DUL's turn
             # (engine/inline.py): take it, so the association thread is not
-            # writing to the file being dropped.
-            lock = inline.turn(self)
-            if lock is None:
+            # writing to the file being dropped. (A DUL made before inline's
+            # install has no turn, and only its own thread feeds it.)
+            with inline.turn(self) or contextlib.nullcontext():
                 abandon_message(getattr(self.assoc.dimse, "message", None))
-            else:
-                with lock:
-                    abandon_message(getattr(self.assoc.dimse, "message", None))
 
     def assoc_run_reactor(self) -> None:
         try:
