@@ -65,6 +65,38 @@ def fresh_dir(name: str) -> Path:
     return path
 
 
+class RoundDirs:
+    """Fresh, empty working directories for a benchmark's rounds, all removed together
+    when the benchmark is done with them, never between two rounds::
+
+        with RoundDirs("ingest") as dirs:
+            workdir = dirs.fresh("DsmPacs-small-0")
+
+    Removing a round's files just before the next round starts slowed that round's
+    file creation, for every target: ext4 without a journal (this VM's root
+    filesystem) does not reuse an inode freed within the last minute (six while its
+    inode table block is dirty), and steps past each such inode, one at a time, on
+    every new file. After the 2,000 files of the previous round were removed, each
+    spool file's open() took 0.39 ms of CPU in our daemon against 0.05 ms with none
+    removed, and storescp took 2.2 s for the 2,000 small instances against 0.7 s.
+    When the benchmark fails the directories stay, to read the targets' logs."""
+
+    def __init__(self, name: str):
+        self.root = fresh_dir(name)
+
+    def fresh(self, name: str) -> Path:
+        path = self.root / name
+        path.mkdir()
+        return path
+
+    def __enter__(self) -> "RoundDirs":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            shutil.rmtree(self.root, ignore_errors=True)
+
+
 def stop(proc: subprocess.Popen) -> None:
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
@@ -136,6 +168,11 @@ class StoreScp:
         wait_port(self.port, self.proc)
         return self
 
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
     def stop(self) -> None:
         if self.proc:
             stop(self.proc)
@@ -153,6 +190,11 @@ class OrthancPeer:
     @property
     def port(self) -> int:
         return self.orthanc.dicom_port
+
+    @property
+    def pid(self) -> int:
+        assert self.orthanc.proc is not None
+        return self.orthanc.proc.pid
 
     def start(self) -> "OrthancPeer":
         self.orthanc.start()

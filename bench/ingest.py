@@ -32,6 +32,7 @@ from bench.common import (
     NODELAY_ENV,
     DsmPacs,
     OrthancPeer,
+    RoundDirs,
     StoreScp,
     dcmtk_version,
     exit_cleanly_on_sigterm,
@@ -40,6 +41,7 @@ from bench.common import (
     our_version,
     peak_rss_mb,
     print_versions,
+    process_cpu,
     ratio_cell,
     rotated,
     section_parser,
@@ -158,25 +160,30 @@ def push(target, folder: Path, profile: Path, senders: int = 1) -> float:
     return elapsed
 
 
-def run_rounds(corpus: str, folder: Path, profile: Path, rounds: int, versions: dict[str, str]) -> dict:
-    """Seconds per round, by target name; every target starts empty in every round."""
+def run_rounds(corpus: str, folder: Path, profile: Path, rounds: int, versions: dict[str, str],
+               dirs: RoundDirs) -> tuple[dict, dict]:
+    """Seconds per round, and the receiving process's CPU seconds during the push, by
+    target name; every target starts empty in every round, in a directory of its own that
+    ``dirs`` removes after the last corpus (RoundDirs: why)."""
     times: dict[str, list[float]] = {kind.name: [] for kind in TARGETS}
+    cpu: dict[str, list[float]] = {kind.name: [] for kind in TARGETS}
     for round_no in range(rounds):
         order = rotated(TARGETS, round_no)
         print(f"[ingest] {corpus} round {round_no + 1}/{rounds}: "
               + " -> ".join(kind.name for kind in order), file=sys.stderr, flush=True)
         for kind in order:
-            workdir = fresh_dir(f"{kind.__name__}-{corpus}")
+            workdir = dirs.fresh(f"{kind.__name__}-{corpus}-{round_no}")
             target = kind(workdir).start()
             try:
                 if kind is OrthancPeer and OrthancPeer.name not in versions:
                     versions[OrthancPeer.name] = orthanc_version(target.orthanc.url)
                 senders = PARALLEL_SENDERS if corpus == "parallel" else 1
+                before = process_cpu(target.pid)
                 times[kind.name].append(push(target, folder, profile, senders))
+                cpu[kind.name].append(process_cpu(target.pid) - before)
             finally:
                 target.stop()
-            shutil.rmtree(workdir, ignore_errors=True)      # kept only when the round failed, to read
-    return times
+    return times, cpu
 
 
 def rss_while_receiving_big(profile: Path, sizes: Sizes) -> tuple[float, float, float]:
@@ -216,28 +223,31 @@ def main(argv: list[str] | None = None) -> int:
     versions = {DsmPacs.name: our_version(), "storescu": dcmtk_version("storescu"),
                 StoreScp.name: dcmtk_version("storescp")}
     rows, loads = [], []
-    for corpus in corpora:
-        folder = build_corpus(corpus, sizes)
-        count, megabytes = corpus_stats(folder)
-        print(f"[ingest] {corpus}: {count} instances, {megabytes:.0f} MB", file=sys.stderr, flush=True)
-        before = os.getloadavg()[0]
-        times = run_rounds(corpus, folder, profile, rounds, versions)
-        loads.append(f"{corpus} {before:.1f} -> {os.getloadavg()[0]:.1f}")
-        ours = times[DsmPacs.name]
-        for kind in TARGETS:
-            seconds = times[kind.name]
-            rows.append([corpus, kind.name, spread(seconds),
-                         spread([megabytes / s for s in seconds], "{:.0f}"),
-                         spread([count / s for s in seconds], "{:.0f}"),
-                         "" if kind is DsmPacs else ratio_cell(seconds, ours)])
+    with RoundDirs("ingest-rounds") as dirs:
+        for corpus in corpora:
+            folder = build_corpus(corpus, sizes)
+            count, megabytes = corpus_stats(folder)
+            print(f"[ingest] {corpus}: {count} instances, {megabytes:.0f} MB", file=sys.stderr, flush=True)
+            before = os.getloadavg()[0]
+            times, cpu = run_rounds(corpus, folder, profile, rounds, versions, dirs)
+            loads.append(f"{corpus} {before:.1f} -> {os.getloadavg()[0]:.1f}")
+            ours = times[DsmPacs.name]
+            for kind in TARGETS:
+                seconds = times[kind.name]
+                rows.append([corpus, kind.name, spread(seconds),
+                             spread([megabytes / s for s in seconds], "{:.0f}"),
+                             spread([count / s for s in seconds], "{:.0f}"),
+                             spread([c * 1000 / count for c in cpu[kind.name]]),
+                             "" if kind is DsmPacs else ratio_cell(seconds, ours)])
     print(f"\nIngest (dcmtk storescu, TCP_NODELAY=1), {rounds} rounds{' (--quick)' if args.quick else ''}: "
           "each round sends the corpus to every target, each fresh and empty; the order rotates per round")
     for corpus in corpora:
         print(f"  {corpus}: {describe(corpus, sizes)}")
-    print(table(["corpus", "target", "seconds", "MB/s", "inst/s", "peer / ours"], rows))
+    print(table(["corpus", "target", "seconds", "MB/s", "inst/s", "CPU ms/inst", "peer / ours"], rows))
     print("  every cell: median (min–max) over the rounds. peer / ours: the peer's seconds over ours in the "
           "same round,\n  pair by pair; above 1.00x we are faster. storescp writes files and keeps no index: "
-          "it is the ceiling.")
+          "it is the ceiling.\n  CPU ms/inst: the receiving process's user and system CPU during the push "
+          "(/proc), per instance;\n  it moves less than the wall time with other work on the machine.")
     print(f"  load average (1 min) before -> after each corpus, on {os.cpu_count()} CPUs: " + "; ".join(loads))
     print_versions("ingest", [versions[DsmPacs.name], versions.get(OrthancPeer.name, "Orthanc: not run"),
                               versions[StoreScp.name], versions["storescu"]])

@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
                 if stored != count:
                     raise SystemExit(f"[ingest_ab] {name} stored {stored} of {count} instances")
                 results[name].append((seconds, per_instance))
-                shutil.rmtree(workdir, ignore_errors=True)
+                # Removed with the rest after the last round, not now (common.RoundDirs: why).
             before, after = results["before"][-1], results["after"][-1]
             print(f"  round {round_}: wall before {before[0]:.2f} s, after {after[0]:.2f} s "
                   f"(after/before {after[0] / before[0]:.2f}); CPU {before[1]:.2f} / {after[1]:.2f} ms an "

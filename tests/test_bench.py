@@ -69,6 +69,24 @@ def test_the_disk_counter_sees_a_file_reach_the_disk():
     assert common.device_written(Path("/proc")) is None
 
 
+def test_round_directories_stay_until_the_benchmark_is_done():
+    """A round's files are not removed before the next round starts (that slowed the
+    next round's file creation: common.RoundDirs); all go together at the end, and a
+    benchmark that failed leaves them to read."""
+    with common.RoundDirs("test-round-dirs") as dirs:
+        first = dirs.fresh("DsmPacs-small-0")
+        (first / "stored.dcm").write_bytes(b"x")
+        second = dirs.fresh("DsmPacs-small-1")
+        assert (first / "stored.dcm").is_file(), "the first round's files went before the second round"
+        assert second.is_dir() and not any(second.iterdir())
+    assert not dirs.root.exists()
+    with pytest.raises(RuntimeError), common.RoundDirs("test-round-dirs") as failed:
+        kept = failed.fresh("Orthanc-ct-0")
+        raise RuntimeError("a round failed")
+    assert kept.is_dir()
+    shutil.rmtree(failed.root)
+
+
 def test_bench_main_parses_sections_and_refuses_unknown_ones():
     args = bench_main.build_parser().parse_args(["--quick", "find"])
     assert args.quick and args.sections == ["find"]
