@@ -1,8 +1,9 @@
 """Orthanc (Debian package) as a second archive: interoperability tests and benchmarks.
 
-Started from a JSON config on loopback with temporary storage, TCP_NODELAY=1,
-and the modalities it may talk to; stopped by its PID. See
-../shared/reference/peers.md.
+Started from a JSON config on loopback with temporary storage, TCP_NODELAY=1
+(without it Orthanc's dcmtk sockets keep Nagle's algorithm, and each small DIMSE
+exchange waits for a delayed ACK: bench/common.py), and the modalities it may talk
+to; stopped by its PID.
 """
 from __future__ import annotations
 
