@@ -3,6 +3,7 @@ point, and the transfer-syntax negotiation it changes, against real sockets."""
 from __future__ import annotations
 
 import re
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +12,7 @@ import pynetdicom
 import pytest
 from pydicom import dcmread
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
-from pynetdicom import AE
+from pynetdicom import AE, evt
 from pynetdicom.sop_class import CTImageStorage, Verification
 
 from dsmpacs.dicom import engine
@@ -150,6 +151,72 @@ def test_a_received_c_store_request_becomes_the_primitive_pynetdicom_would_make(
     message.command_set.MoveOriginatorMessageID = [3, 4]
     assert store_request_primitive(message) is None
     assert isinstance(DIMSEMessage.message_to_primitive(message), C_STORE)
+
+
+# --- a received P-DATA-TF (engine/pdata.py) ------------------------------------------
+
+def _p_data_tf(items: list[tuple[int, bytes]]) -> bytes:
+    body = b"".join(struct.pack(">LB", len(value) + 1, context_id) + value for context_id, value in items)
+    return struct.pack(">BBL", 0x04, 0, len(body)) + body
+
+
+def test_a_p_data_tf_is_read_as_pynetdicom_reads_it_into_views_of_one_copy():
+    """The PDV list gives what pynetdicom's own decode gives, each value a view of the
+    one bytes object (no copy per item); every malformed list pynetdicom refuses is
+    refused too (its _read_pdu_data then answers Evt19: A-ABORT)."""
+    from pynetdicom.pdu import P_DATA_TF
+
+    from dsmpacs.dicom.engine.pdata import pdv_items
+
+    values = [(1, b"\x03" + b"C" * 40), (3, b"\x00" + bytes(range(256)) * 300), (3, b"\x02end")]
+    pdu = _p_data_tf(values)
+    theirs = P_DATA_TF()
+    theirs.decode(pdu)
+    ours = pdv_items(pdu)
+    assert [(i.presentation_context_id, bytes(i.presentation_data_value)) for i in ours] == values
+    assert [(i.presentation_context_id, i.presentation_data_value)
+            for i in theirs.presentation_data_value_items] == values
+    assert all(i.presentation_data_value.obj is pdu for i in ours)
+    length = struct.unpack(">L", pdu[6:10])[0]
+    malformed = {
+        "item longer than the PDU": pdu[:6] + struct.pack(">L", length + 8) + pdu[10:],
+        "item of length 0": struct.pack(">BBL", 4, 0, 5) + struct.pack(">LB", 0, 1),
+        "item header cut short": struct.pack(">BBL", 4, 0, 3) + b"\x00\x00\x01",
+    }
+    for bad in malformed.values():
+        with pytest.raises(Exception):      # noqa: B017 - AssertionError or struct.error
+            P_DATA_TF().decode(bad)
+        with pytest.raises(ValueError):
+            pdv_items(bad)
+
+
+def test_raw_pdu_handlers_still_get_their_bytes_and_pdus(server):
+    """With a handler on EVT_DATA_RECV the P-DATA-TF takes pynetdicom's own decode (the
+    handler gets the raw bytes); without one it is read into views, and a handler on
+    EVT_PDU_RECV gets the PDU either way. Our C-ECHO-RSP arrives over a real socket."""
+    def echo(handlers) -> int:
+        ae = AE(ae_title="PDUWATCH")
+        ae.add_requested_context(Verification)
+        assoc = ae.associate("127.0.0.1", server.port, ae_title=server.ae_title, evt_handlers=handlers)
+        try:
+            assert assoc.is_established
+            return assoc.send_c_echo().Status
+        finally:
+            assoc.release()
+
+    raw, pdus = [], []
+    both = [(evt.EVT_DATA_RECV, lambda event: raw.append(event.data)),
+            (evt.EVT_PDU_RECV, lambda event: pdus.append(event.pdu))]
+    assert echo(both) == 0x0000
+    data_tf = [d for d in raw if d[:1] == b"\x04"]
+    assert data_tf and isinstance(data_tf[0], bytes)
+    values = [i.presentation_data_value for p in pdus if p.pdu_type == 0x04 for i in p.presentation_data_value_items]
+    assert values and all(isinstance(v, bytes) for v in values), "pynetdicom's decode when raw bytes are wanted"
+
+    pdus.clear()
+    assert echo([(evt.EVT_PDU_RECV, lambda event: pdus.append(event.pdu))]) == 0x0000
+    values = [i.presentation_data_value for p in pdus if p.pdu_type == 0x04 for i in p.presentation_data_value_items]
+    assert values and all(isinstance(v, memoryview) for v in values), "views when nobody wants raw bytes"
 
 
 def engine_original_primitive(message):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import select
 import socket
+import struct
 import threading
 import time
 
@@ -220,6 +221,28 @@ def test_abort_mid_dataset_removes_the_spool_at_once(server_factory):
                what="the dataset spooled to .tmp")
     sock.sendall(A_ABORT)
     sock.close()
+    wait_until(lambda: spool_gone(srv, pid), timeout=10, what="the spool file removed and closed")
+    assert srv.echoscu().returncode == 0
+
+
+def test_a_pdv_item_longer_than_its_pdu_is_aborted_and_its_spool_removed(server_factory):
+    """engine/pdata.py reads the PDV list of every P-DATA-TF: an item that claims more
+    bytes than its PDU holds is an invalid PDU (Evt19), mid-dataset too: A-ABORT, a log
+    line, the partial dataset removed, and the daemon goes on serving."""
+    srv = server_factory(only="dicom")
+    pid = dicom_pid(srv)
+    tmp = srv.storage / ".tmp"
+    sock, cx = established_storage(srv)
+    sock.sendall(pdata(cx, 0x03, c_store_rq("1.2.826.0.1.3680043.8.498.5")))
+    sock.sendall(pdata(cx, 0x00, b"\0" * 4096))
+    wait_until(lambda: open_fds_under(pid, tmp), timeout=10, what="the dataset spooled to .tmp")
+    good = pdata(cx, 0x00, b"\0" * 4096)
+    item_length = struct.unpack(">L", good[6:10])[0]
+    sock.sendall(good[:6] + struct.pack(">L", item_length + 8) + good[10:])
+    closed, got = closed_by_server(sock, timeout=10)
+    sock.close()
+    assert closed and got[:1] == bytes([A_ABORT_TYPE]), got
+    assert "Unable to decode the received PDU data" in srv.log()
     wait_until(lambda: spool_gone(srv, pid), timeout=10, what="the spool file removed and closed")
     assert srv.echoscu().returncode == 0
 

@@ -140,6 +140,26 @@ def test_a_spool_s_hash_is_the_file_s_when_large_messages_are_hashed_behind(tmp_
     assert len(batches) == total // storage_module.HASH_STEP      # small ones never leave the thread
 
 
+def test_a_spool_keeps_views_of_bytes_for_hashing_without_copying(tmp_path):
+    """A received PDU's values are views of one bytes object (dicom/engine/pdata.py).
+    bytes cannot change, so the spool keeps such a view for hashing rather than a copy
+    (a view of a reusable buffer is copied: the test above); the digest is the file's."""
+    import hashlib
+
+    storage = Storage(tmp_path / "storage")
+    storage.prepare()
+    pdu = os.urandom(64 * 1024)
+    views = [memoryview(pdu)[5:30000], memoryview(pdu)[30005:]]
+    with storage.spool() as spool:
+        for view in views:
+            spool.write(view)
+        assert [id(kept) for kept in spool._unhashed] == [id(view) for view in views]
+        staged = spool.staged()
+    written = b"".join(bytes(view) for view in views)
+    assert staged.path.read_bytes() == written
+    assert staged.sha256 == hashlib.sha256(written).hexdigest()
+
+
 @pytest.mark.parametrize("getter", ["_sync_pool", "_hash_pool"])
 def test_associations_asking_for_a_pool_at_once_share_one(tmp_path, monkeypatch, getter):
     """The pools are made on first use, and the first use comes from several

@@ -134,8 +134,12 @@ class SpoolWriter:
         if self.error is None and self._fh is not None:
             try:
                 self._fh.write(data)
-                # Kept for hashing later: a view of a buffer its owner reuses would change.
-                self._unhashed.append(data if type(data) is bytes else bytes(data))
+                # Kept for hashing later. A buffer its owner reuses would change meanwhile,
+                # so it is copied; bytes, or a view of bytes (received PDUs,
+                # dicom/engine/pdata.py), cannot change and are kept as they are.
+                kept = data if type(data) is bytes or (
+                    type(data) is memoryview and type(data.obj) is bytes) else bytes(data)
+                self._unhashed.append(kept)
                 self._unhashed_size += len(data)
                 self._size += len(data)
                 if self._unhashed_size >= HASH_STEP and self._hasher is not None:

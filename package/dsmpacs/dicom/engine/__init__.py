@@ -25,6 +25,9 @@ What each module changes, and the upstream hook it uses or lacks:
                    the time a PDU may take (a fixed deadline until the association is
                    established); non-DICOM bytes answered with A-ABORT and a close,
                    without waiting in Sta13.
+* ``pdata``        a received P-DATA-TF decoded into views of one copy of the PDU
+                   (``_decode_pdu`` replaced for that type only): three copies of
+                   every received byte fewer.
 * ``listener``     the listener, capped per peer address at accept
                    (``ae.make_server(server_class=...)`` is the hook); one AE may
                    have a plain and a TLS listener.
@@ -88,6 +91,7 @@ def install() -> None:
         inline,
         limits,
         negotiation,
+        pdata,
         reactor,
         respond,
         retrieve_class,
@@ -118,6 +122,7 @@ def install() -> None:
     reactor.install()
     respond.install()
     transport.install()
+    pdata.install()
     spool.install()
     limits.install()
     negotiation.install()
