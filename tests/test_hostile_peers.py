@@ -49,6 +49,17 @@ def spool_gone(srv, pid: int) -> bool:
     return tree_size(tmp) == 0 and not list(tmp.glob("*")) and not open_fds_under(pid, tmp)
 
 
+def aborted_and_cleaned_up(srv, pid: int, sock: socket.socket, logged: str) -> None:
+    """The server answered A-ABORT and closed, said ``logged`` in its log, left no spool
+    file (closed and removed), and still serves an echo."""
+    closed, got = closed_by_server(sock, timeout=10)
+    sock.close()
+    assert closed and got[:1] == bytes([A_ABORT_TYPE]), got
+    assert logged in srv.log()
+    wait_until(lambda: spool_gone(srv, pid), timeout=10, what="no spool file left, none open")
+    assert srv.echoscu().returncode == 0
+
+
 def established_storage(srv, source: str = "127.0.0.1") -> tuple[socket.socket, int]:
     sock, answer = associate(srv.port, source, STORAGE)
     assert answer is not None and answer[0] == A_ASSOCIATE_AC, answer
@@ -239,12 +250,7 @@ def test_a_pdv_item_longer_than_its_pdu_is_aborted_and_its_spool_removed(server_
     good = pdata(cx, 0x00, b"\0" * 4096)
     item_length = struct.unpack(">L", good[6:10])[0]
     sock.sendall(good[:6] + struct.pack(">L", item_length + 8) + good[10:])
-    closed, got = closed_by_server(sock, timeout=10)
-    sock.close()
-    assert closed and got[:1] == bytes([A_ABORT_TYPE]), got
-    assert "Unable to decode the received PDU data" in srv.log()
-    wait_until(lambda: spool_gone(srv, pid), timeout=10, what="the spool file removed and closed")
-    assert srv.echoscu().returncode == 0
+    aborted_and_cleaned_up(srv, pid, sock, logged="Unable to decode the received PDU data")
 
 
 def test_store_on_a_refused_context_leaves_no_spool(server_factory):
@@ -257,12 +263,7 @@ def test_store_on_a_refused_context_leaves_no_spool(server_factory):
     assert context_results(answer[1]) == {1: 0, 3: 4}
     sock.sendall(pdata(3, 0x03, c_store_rq("1.2.826.0.1.3680043.8.498.3")))
     sock.sendall(pdata(3, 0x00, b"\0" * 4096))
-    closed, got = closed_by_server(sock, timeout=10)
-    sock.close()
-    assert closed and got[:1] == bytes([A_ABORT_TYPE]), got
-    assert "presentation context 3, which was not accepted" in srv.log()
-    wait_until(lambda: spool_gone(srv, pid), timeout=10, what="no spool file left")
-    assert srv.echoscu().returncode == 0
+    aborted_and_cleaned_up(srv, pid, sock, logged="presentation context 3, which was not accepted")
 
 
 @pytest.mark.slow
