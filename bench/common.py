@@ -39,13 +39,10 @@ CORPUS = ROOT / "bench" / ".corpus"
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+# The one port picker of the test suite: never the same port twice in one process.
+from tests.peers import free_port  # noqa: E402
+
 NODELAY_ENV = dict(os.environ, TCP_NODELAY="1")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_port(port: int, proc: subprocess.Popen, timeout: float = 60) -> None:

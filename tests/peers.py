@@ -5,6 +5,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -32,6 +33,31 @@ def wait_until(condition, timeout: float = 30, what: str = "condition"):
             return value
         time.sleep(0.05)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+_HANDED_OUT: set[int] = set()
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now, that this test process has not
+    handed out before, and that the other pytest-xdist workers will not hand out.
+
+    The kernel may give back a port it has just given (4 repeats in 300 binds to port 0 on
+    the development VM), so a test that asks for a DICOM, a web and a DICOM-TLS port one
+    after the other could get the same port twice; CI failed once on exactly that. Each
+    worker takes only the ports of its own residue, so two workers never share one either.
+    """
+    index = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw"))
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    for _ in range(10_000):
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        # Linux hands bind() odd ports only, so the residue is taken of port // 2.
+        if port not in _HANDED_OUT and (port // 2) % workers == index:
+            _HANDED_OUT.add(port)
+            return port
+    raise AssertionError(f"no free port left for worker {index} of {workers}")
 
 
 def mariadb_connection(**kw):

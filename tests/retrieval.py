@@ -10,8 +10,7 @@ from pathlib import Path
 from dsmpacs.archive import Archive
 from dsmpacs.archive.peers import Peer, PeerRegistry
 from dsmpacs.settings import Settings
-from tests.orthanc import free_port
-from tests.peers import dcmtk, tool
+from tests.peers import dcmtk, free_port, tool
 
 
 def open_archive_at(data_dir: Path, sets: dict) -> Archive:

@@ -11,12 +11,7 @@ from dsmpacs.archive import Archive, database
 from dsmpacs.archive.models import SchemaVersion
 from dsmpacs.cli import main
 from dsmpacs.settings import Settings
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from tests.peers import free_port
 
 
 def test_free_ports_pass_and_a_taken_port_is_named(tmp_path):

@@ -8,7 +8,7 @@ from dsmpacs.archive import Archive
 from dsmpacs.archive.peers import PeerRegistry
 from dsmpacs.cli import main
 from dsmpacs.settings import Settings
-from tests.orthanc import free_port
+from tests.peers import free_port
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from pynetdicom import AE, evt
 from pynetdicom.sop_class import StorageCommitmentPushModel, StorageCommitmentPushModelInstance
 
 from tests import factories as f
-from tests.orthanc import free_port
+from tests.peers import free_port
 from tests.retrieval import register, stored_path, wait_for_log
 
 REPORT_TIMEOUT = 60

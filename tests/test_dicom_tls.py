@@ -14,8 +14,7 @@ import pytest
 from dsmpacs.archive.audit import AuditTrail
 from dsmpacs.archive.peers import Peer, PeerError, PeerRegistry
 from tests import factories as f
-from tests.orthanc import free_port
-from tests.peers import ROOT, ServerProcess, dcmtk, tool, wait_until
+from tests.peers import ROOT, ServerProcess, dcmtk, free_port, tool, wait_until
 from tests.retrieval import StoreSCP, open_archive_at, open_index, register, run_cli
 
 STUDY = "1.2.826.0.1.3680043.8.498.7001"

@@ -24,7 +24,7 @@ from dsmpacs.archive.orders import Orders, State
 from dsmpacs.archive.peers import Peer, PeerRegistry
 from dsmpacs.archive.visibility import Scope
 from tests.findscu import findscu
-from tests.orthanc import free_port
+from tests.peers import free_port
 from tests.test_worklist import MWL_KEYS
 from tests.webclient import server_archive
 

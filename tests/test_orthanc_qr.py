@@ -12,8 +12,8 @@ from pydicom import dcmread
 
 from dsmpacs.archive.retrieve import RetrieveKeys, select_instances
 from tests import factories as f
-from tests.orthanc import Orthanc, free_port, orthanc_available
-from tests.peers import require
+from tests.orthanc import Orthanc, orthanc_available
+from tests.peers import free_port, require
 from tests.retrieval import open_archive_at, register, run_cli
 
 STUDY = "1.2.826.0.1.3680043.8.498.3001"

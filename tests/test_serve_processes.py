@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import time
 
 import pydicom
@@ -13,14 +12,8 @@ import requests
 from dsmpacs.runfiles import pid_alive
 from tests import factories as f
 from tests.findscu import register
-from tests.peers import dcmtk, wait_until
+from tests.peers import dcmtk, free_port, wait_until
 from tests.webclient import WebSession, add_user
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def children(server) -> tuple[int, int]:

@@ -16,8 +16,7 @@ from dsmpacs.archive.audit import AuditTrail
 from dsmpacs.archive.institutions import Institutions
 from dsmpacs.archive.users import Users
 from tests import factories as f
-from tests.orthanc import free_port
-from tests.peers import wait_until
+from tests.peers import free_port, wait_until
 from tests.test_reading_server import PW, state_body, tasks_of, ups
 from tests.webclient import WebSession, server_archive
 

@@ -20,7 +20,7 @@ from urllib.parse import urlencode
 import pytest
 
 from dsmpacs.archive.audit import AuditTrail
-from tests.peers import ServerProcess, require
+from tests.peers import ServerProcess, free_port, require
 from tests.test_web_https import tls_init
 from tests.webclient import CSRF_RE, add_user, server_archive
 
@@ -69,12 +69,6 @@ http {{
     }}
 }}
 """
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

@@ -34,7 +34,7 @@ import pytest
 from dsmpacs.dsm import wizard as w
 from tests import factories as f
 from tests.dsm.harness import DSMError, FakeDSM, read_info
-from tests.peers import MARIADB, dcmtk, mariadb_connection, require, wait_until
+from tests.peers import MARIADB, dcmtk, free_port, mariadb_connection, require, wait_until
 from tests.webclient import WebSession
 
 ADMIN_PASSWORD = "Angio-suite-2026"
@@ -45,12 +45,6 @@ def normalised(requirement: str) -> str:
     requirements file spell some names with '_' and others with '-')."""
     name, _, version = requirement.partition("==")
     return re.sub(r"[-_.]+", "-", name).lower() + "==" + version
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 # --- finding the stored instance ---------------------------------------------------------

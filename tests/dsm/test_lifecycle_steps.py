@@ -19,6 +19,7 @@ from dsmpacs.cli import main
 from dsmpacs.dsm import admin, configfile, integration, lifecycle
 from dsmpacs.settings import Settings
 from tests.dsm.test_wizard_rules import good_env
+from tests.peers import free_port
 
 
 # --- config.toml ----------------------------------------------------------------------------
@@ -215,12 +216,6 @@ def test_prestart_refreshes_port_files_checks_upgrades_and_lists_services(tmp_pa
 
 LISTENER = "import socket, sys, time\ns = socket.socket(); s.bind(('127.0.0.1', int(sys.argv[1])))\n" \
            "s.listen(); print('up', flush=True); time.sleep(60)\n"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def test_wait_ready_until_listening_then_reports_a_dead_or_silent_service(tmp_path):
