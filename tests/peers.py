@@ -47,13 +47,14 @@ def free_port() -> int:
     after the other could get the same port twice; CI failed once on exactly that. Each
     worker takes only the ports of its own residue, so two workers never share one either.
     """
-    index = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw"))
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    # A worker that replaces a crashed one is numbered on (gw2 with two workers).
+    index = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")) % workers
     for _ in range(10_000):
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
             port = sock.getsockname()[1]
-        # Linux hands bind() odd ports only, so the residue is taken of port // 2.
+        # Linux gives bind() odd ports first (connect() even ones): the residue is of port // 2.
         if port not in _HANDED_OUT and (port // 2) % workers == index:
             _HANDED_OUT.add(port)
             return port
