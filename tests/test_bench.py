@@ -116,3 +116,17 @@ def test_viewer_report_pairs_orthanc_with_ours_and_says_what_it_cannot_measure()
     assert "n/a (no play control)" in text and "n/a (renders in the browser only)" in text
     alone = viewer.report({(viewer.OURS, n): [ours] for n in links}, [viewer.OURS], 1, 60, 2.0, quick=True)
     assert "No peer viewer measured" in alone and "Orthanc / ours" not in alone
+
+
+def test_ingest_inproc_alternates_two_checkouts_and_pairs_their_rounds(capsys):
+    """bench/ingest_inproc.py stores the corpus in a child process per round, the two
+    checkouts taking turns, and pairs the figures round by round (this checkout as both
+    sides here; which is faster is the tool's output, not this test's)."""
+    from bench import ingest_inproc
+
+    assert ingest_inproc.main([str(common.ROOT), str(common.ROOT), "--quick", "--rounds", "2"]) == 0
+    out = capsys.readouterr().out
+    rounds = re.findall(r"round (\d) (before|after): wall [\d.]+, thread user [\d.]+ \+ system [\d.]+, "
+                        r"process [\d.]+ ms an instance", out)
+    assert rounds == [("0", "before"), ("0", "after"), ("1", "after"), ("1", "before")], out
+    assert re.search(r"^after/before, round by round: wall_ms [\d.]+ \(", out, re.M), out
