@@ -120,24 +120,29 @@ def instrumented(archive, recorder: Recorder,
                 inside.busy = False
         return result
 
-    # Every header parse, wherever the code calls it from.
-    parse = part10.read_header
-    holders = [m for m in list(sys.modules.values())
-               if getattr(m, "__name__", "").startswith("dsmpacs") and getattr(m, "read_header", None) is parse]
+    # Every header parse, wherever the code calls it from: from a file (read_header) or
+    # from the bytes a small file's spool kept (parse_header, which read_header itself
+    # calls inside part10: that call is the same parse, not counted again).
+    counted = {name: getattr(part10, name) for name in ("read_header", "parse_header")}
+    holders = [(m, name) for m in list(sys.modules.values()) for name, real in counted.items()
+               if getattr(m, "__name__", "").startswith("dsmpacs") and getattr(m, name, None) is real
+               and not (m is part10 and name == "parse_header")]
 
-    def counted_parse(path):
-        recorder.add("parse", str(path))
-        return parse(path)
+    def counting(real):
+        def counted_parse(source):
+            recorder.add("parse", str(source) if isinstance(source, (str, Path)) else "bytes")
+            return real(source)
+        return counted_parse
 
     db.commit = commit
-    for module in holders:
-        module.read_header = counted_parse
+    for module, name in holders:
+        setattr(module, name, counting(counted[name]))
     try:
         yield storage
     finally:
         db.commit = original
-        for module in holders:
-            module.read_header = parse
+        for module, name in holders:
+            setattr(module, name, counted[name])
 
 
 def state(uid: str) -> tuple[str | None, int]:

@@ -52,6 +52,30 @@ def test_identical_content_in_another_envelope_is_a_duplicate(archive, tmp_path)
     assert list(archive.storage.tmp_dir.iterdir()) == []
 
 
+def test_a_small_staged_file_is_parsed_from_its_spool_s_bytes(archive, tmp_path, monkeypatch):
+    """A spooled file up to part10.READ_WHOLE reaches the ingest with its bytes, and its
+    header is parsed from them (one open, read and close less per small instance); a
+    larger one is read from its file. Both are stored as the bytes that were sent."""
+    from dsmpacs.archive import ingest as ingest_module
+
+    read = []
+    real = ingest_module.read_header
+    monkeypatch.setattr(ingest_module, "read_header", lambda path: read.append(path) or real(path))
+    small = f.write(f.secondary_capture(), tmp_path / "small.dcm").read_bytes()
+    large = f.write(f.ct_slice(), tmp_path / "large.dcm").read_bytes()
+    stored = []
+    for data in (small, large):
+        with archive.storage.spool() as spool:
+            spool.write(data)
+            staged = spool.staged(sync=False)
+        result = archive.ingest.store(staged, ORIGIN)
+        assert result.outcome is StoreOutcome.STORED
+        assert archive.storage.path(result.path).read_bytes() == data
+        stored.append(result.path)
+    assert read == [archive.storage.root / stored[1]]       # the large one only
+    assert list(archive.storage.tmp_dir.iterdir()) == []
+
+
 def test_conflict_keeps_first_and_records_quarantine(archive, tmp_path):
     ds = f.secondary_capture()
     first, a = store(archive, ds, tmp_path, "a.dcm")

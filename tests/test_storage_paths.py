@@ -198,3 +198,34 @@ def test_associations_asking_for_a_pool_at_once_share_one(tmp_path, monkeypatch,
     finally:
         for pool in made:
             pool.shutdown()
+
+
+def test_a_small_spool_hands_its_bytes_on_and_a_large_one_does_not(tmp_path):
+    """Up to part10.READ_WHOLE the staged file carries the bytes its spool wrote, so the
+    ingest parses the header without opening the file again; past it, nothing is kept.
+    Either way the spool is handed over, and its file and digest are the bytes written."""
+    import hashlib
+
+    from dsmpacs.archive.part10 import READ_WHOLE
+
+    storage = Storage(tmp_path / "storage")
+    storage.prepare()
+    for size, kept in ((READ_WHOLE, True), (READ_WHOLE + 1, False)):
+        data = os.urandom(size)
+        with storage.spool() as spool:
+            spool.write(memoryview(data)[:1000])
+            spool.write(data[1000:])
+            assert not spool.handed_over
+            staged = spool.staged()
+        assert spool.handed_over
+        assert staged.path.read_bytes() == data and staged.sha256 == hashlib.sha256(data).hexdigest()
+        assert staged.content == (data if kept else None)
+
+
+def test_an_abandoned_spool_is_gone_and_counts_as_handed_over(tmp_path):
+    storage = Storage(tmp_path / "storage")
+    storage.prepare()
+    spool = storage.spool()
+    spool.write(b"partial")
+    spool.abandon()
+    assert spool.handed_over and list(storage.tmp_dir.iterdir()) == []

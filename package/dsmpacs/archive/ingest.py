@@ -52,7 +52,14 @@ from dsmpacs.archive.database import IndexUnavailable
 from dsmpacs.archive.index import LOOK_UP, Index, InstanceExists, StoredFile, StudyElsewhere
 from dsmpacs.archive.integrity import file_problem
 from dsmpacs.archive.models import Instance
-from dsmpacs.archive.part10 import Header, InvalidDataset, ascii_value, file_meta_bytes, read_header
+from dsmpacs.archive.part10 import (
+    Header,
+    InvalidDataset,
+    ascii_value,
+    file_meta_bytes,
+    parse_header,
+    read_header,
+)
 from dsmpacs.archive.results import StoreOutcome, StoreResult
 from dsmpacs.archive.storage import StagedFile, Storage, StorageError
 from dsmpacs.archive.uids import clean_uid, is_valid_uid
@@ -110,8 +117,6 @@ class Ingest:
         except BaseException:
             self.storage.discard(staged)
             raise
-        if staged.path.exists():        # refused: nothing of it may stay behind
-            self.storage.discard(staged)
         self._log(result, origin)
         return result
 
@@ -164,6 +169,9 @@ class Ingest:
             if relpath:
                 self.storage.discard(staged)
             raise
+        finally:
+            if not relpath:         # still in the tmp dir: refused, nothing of it may stay
+                self.storage.discard(staged)
 
     def _checked(self, staged: StagedFile, origin: Origin, expected_class: str | None,
                  expected_instance: str | None, expected_study: str | None, relpath: str,
@@ -174,7 +182,7 @@ class Ingest:
             return result
 
         try:
-            header = staged.header or read_header(staged.path)
+            header = staged.header or _header_of(staged)
         except InvalidDataset as exc:
             if full is not None:
                 return StoreResult(StoreOutcome.OUT_OF_RESOURCES, str(full))
@@ -343,6 +351,14 @@ class Ingest:
             log.info("%s %s from %s: %s", result.outcome.value, what, origin, result.message)
         else:
             log.warning("%s %s from %s: %s", result.outcome.value, what, origin, result.message)
+
+
+def _header_of(staged: StagedFile) -> Header:
+    """The staged file's header, from the bytes its spool kept when it was small
+    (SpoolWriter.staged), else read from the file."""
+    if staged.content is not None:
+        return parse_header(staged.content)
+    return read_header(staged.path)
 
 
 def _with_path(stored: StoredFile, relpath: str) -> StoredFile:

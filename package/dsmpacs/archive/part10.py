@@ -34,10 +34,10 @@ HEADER_DEFER_SIZE = 4096
 # A file up to this size is parsed from one read() into memory: pydicom asks the
 # file for its position at every element, and BufferedReader.tell() is a system
 # call each time (34 lseeks for a small secondary capture).
-_READ_WHOLE = 256 * 1024
+READ_WHOLE = 256 * 1024
 _PIXEL_TAGS = frozenset({0x7FE00008, 0x7FE00009, 0x7FE00010})
 
-__all__ = ["Header", "InvalidDataset", "read_header", "ascii_value", "raw_us", "read_meta_group",
+__all__ = ["Header", "InvalidDataset", "parse_header", "read_header", "ascii_value", "raw_us", "read_meta_group",
            "file_meta_bytes", "PYDICOM_IMPLEMENTATION_UID"]
 
 
@@ -74,7 +74,7 @@ class Header:
     transfer_syntax_uid: str
     dataset_offset: int         # byte offset of the dataset in the file
     # The whole file as read_header read it, when it was small enough to read whole
-    # (_READ_WHOLE): validation walks these bytes instead of opening the file again.
+    # (READ_WHOLE): validation walks these bytes instead of opening the file again.
     data: bytes | None = field(default=None, compare=False, repr=False)
 
 
@@ -135,13 +135,17 @@ def read_header(path: Path | str) -> Header:
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
         size = os.fstat(fd).st_size
-        if size <= _READ_WHOLE:
-            data = _read_to_end(fd, size)
-            return _parse_header(io.BytesIO(data), data)
+        if size <= READ_WHOLE:
+            return parse_header(_read_to_end(fd, size))
         with open(fd, "rb", closefd=False) as fh:
             return _parse_header(fh, None)
     finally:
         os.close(fd)
+
+
+def parse_header(data: bytes) -> Header:
+    """read_header for a whole file already in memory (a spool that kept its bytes)."""
+    return _parse_header(io.BytesIO(data), data)
 
 
 def _read_to_end(fd: int, size: int) -> bytes:

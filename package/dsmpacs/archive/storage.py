@@ -31,6 +31,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, Callable, Iterator
 
+from dsmpacs.archive.part10 import READ_WHOLE
+
 if TYPE_CHECKING:
     from dsmpacs.archive.part10 import Header
 
@@ -82,7 +84,9 @@ class StagedFile:
     published over an older copy, quarantined) waits for its data to reach the
     disk first: ``synced`` is True once fsynced; otherwise ``pending`` is the
     background fsync started by ``Storage.start_sync``, if any. ``header`` is the
-    parsed header when the stager already read it (import), so nobody parses twice.
+    parsed header when the stager already read it (import), so nobody parses twice;
+    ``content`` is the whole file when its spool still held every byte it wrote (up to
+    part10.READ_WHOLE), so the ingest parses the header without reading the file back.
     """
     path: Path
     size: int
@@ -90,6 +94,7 @@ class StagedFile:
     synced: bool = True
     pending: Future | None = field(default=None, compare=False, repr=False)
     header: Header | None = field(default=None, compare=False, repr=False)
+    content: bytes | None = field(default=None, compare=False, repr=False)
 
 
 class SpoolWriter:
@@ -117,6 +122,9 @@ class SpoolWriter:
         self._hasher = hasher               # the pool's getter; None: always hash here
         self._written_back = 0      # bytes handed to start_writeback so far
         self._fh: BinaryIO | None = None
+        # True once staged() handed the file to its next owner (the ingest consumes it)
+        # or it was removed: nothing left here to clean up.
+        self.handed_over = False
         try:
             # An explicit buffer size: the default asks isatty() (an ioctl) of every new
             # file, and 64 KB holds a small instance's file meta and dataset for one
@@ -191,6 +199,7 @@ class SpoolWriter:
             os.unlink(self.name)
         except OSError:
             pass
+        self.handed_over = True
 
     def close(self, *, sync: bool = True) -> None:
         if self._fh is not None:
@@ -213,7 +222,14 @@ class SpoolWriter:
         self.close(sync=sync)
         if self.error is not None:
             raise StorageError(_describe(self.error)) from self.error
-        return StagedFile(Path(self.name), self._size, self._digest(), synced=sync)
+        content = None
+        if self._hashing is None and self._size <= READ_WHOLE:
+            # Every byte written is still here, unhashed: the file's bytes, for the
+            # ingest's header parse (one open, read and close less per small instance).
+            content = b"".join(self._unhashed)
+            self._unhashed = [content]
+        self.handed_over = True
+        return StagedFile(Path(self.name), self._size, self._digest(), synced=sync, content=content)
 
     def __enter__(self) -> "SpoolWriter":
         return self

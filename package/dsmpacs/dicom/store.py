@@ -93,13 +93,6 @@ def handle_store(event, archive: Archive, policy: AccessPolicy | None) -> Datase
             event.assoc.requestor.address, "C-STORE", reason)
         return store_status(StoreResult(StoreOutcome.REFUSED, "calling AE may not store", **uids))
     try:
-        staged = spool.staged(sync=False)     # ingest fsyncs it while parsing the header
-    except StorageError as exc:
-        result = StoreResult(StoreOutcome.OUT_OF_RESOURCES, str(exc), **uids)
-        log.warning("refused %s from %s: %s", uids["sop_instance_uid"], peer_of(event.assoc), exc)
-        associations.count(event.assoc, "C-STORE", ok=False)
-        return store_status(result)
-    try:
         binding = _binding(event.assoc, archive)
     except IndexUnavailable as exc:
         spool.abandon()
@@ -108,6 +101,14 @@ def handle_store(event, archive: Archive, policy: AccessPolicy | None) -> Datase
         return store_status(StoreResult(StoreOutcome.INDEX_UNAVAILABLE, "index database unreachable",
                                         **uids))
     origin = Origin("dicom", calling, peer_of(event.assoc), binding=binding, binding_known=True)
+    try:
+        # From here the ingest owns the file, whatever the outcome (SpoolWriter.handed_over).
+        staged = spool.staged(sync=False)     # ingest fsyncs it while parsing the header
+    except StorageError as exc:
+        result = StoreResult(StoreOutcome.OUT_OF_RESOURCES, str(exc), **uids)
+        log.warning("refused %s from %s: %s", uids["sop_instance_uid"], peer_of(event.assoc), exc)
+        associations.count(event.assoc, "C-STORE", ok=False)
+        return store_status(result)
     result = archive.ingest.store(staged, origin, expected_sop_class_uid=req.AffectedSOPClassUID,
                                   expected_sop_instance_uid=req.AffectedSOPInstanceUID)
     associations.count(event.assoc, "C-STORE", ok=result.archived, warning=result.outcome.is_warning,

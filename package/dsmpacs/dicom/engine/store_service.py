@@ -100,10 +100,12 @@ class FastStorageServiceClass(StorageServiceClass):
             outcome = PROCESSING_FAILURE
         finally:
             spooled = getattr(req, "_dataset_file", None)
-            if spooled is not None:
+            # Handed to the ingest, which consumes it whatever the outcome, or removed by
+            # the handler: only a spool the handler never got to is removed here.
+            if spooled is not None and not getattr(spooled, "handed_over", False):
                 spooled.close()
                 try:
-                    os.unlink(spooled.name)     # gone already when it was archived
+                    os.unlink(spooled.name)
                 except OSError:
                     pass
         if not self.assoc.is_established:
