@@ -31,9 +31,10 @@ IMPLEMENTATION_VERSION_NAME = ("DSMPACS_" + __version__.replace(".", ""))[:16]
 # Stop the header parse at Pixel Data, and leave big non-pixel values (CSA
 # headers, overlays) on disk; the index never needs them.
 HEADER_DEFER_SIZE = 4096
-# A file up to this size is parsed from one read() into memory: pydicom asks the
-# file for its position at every element, and BufferedReader.tell() is a system
-# call each time (34 lseeks for a small secondary capture).
+# A file up to this size is parsed in memory, from one read() or from the bytes its
+# spool kept (storage.SpoolWriter.staged): pydicom asks the file for its position at
+# every element, and BufferedReader.tell() is a system call each time (34 lseeks for
+# a small secondary capture).
 READ_WHOLE = 256 * 1024
 _PIXEL_TAGS = frozenset({0x7FE00008, 0x7FE00009, 0x7FE00010})
 
