@@ -196,6 +196,27 @@ def test_per_address_cap_refuses_at_accept(server_factory):
         sock.close()
 
 
+def test_a_peer_that_connects_and_closes_frees_its_slot_at_once(server_factory):
+    """A port probe or a health check (connect, close, not a byte sent) and a peer that
+    drops an established association without a release give their slot back at once,
+    not after acse_timeout (60 s here): one slot per address, taken again and again."""
+    srv = server_factory(only="dicom", max_associations_per_address=1, acse_timeout=60)
+
+    def accepted():
+        sock, answer = associate(srv.port, "127.0.0.1")
+        if answer is not None and answer[0] == A_ASSOCIATE_AC:
+            return sock
+        sock.close()
+        return None
+
+    started = time.monotonic()
+    for _ in range(3):
+        connect(srv.port, "127.0.0.1").close()
+        wait_until(accepted, timeout=10, what="the slot the probe held").close()
+    assert time.monotonic() - started < 30
+    assert srv.echoscu().returncode == 0
+
+
 def test_endless_dimse_message_is_aborted_and_its_spool_removed(server_factory):
     srv = server_factory(only="dicom", max_dimse_message_mb=1)
     pid = dicom_pid(srv)

@@ -109,6 +109,14 @@ def _recv(self, nr_bytes: int) -> bytearray:
             return buf[:got]
         if not n:                   # connection closed: return what arrived
             del view
+            # Nothing more will come. pynetdicom queues "connection closed" on every
+            # read of a socket at its end, and reads again on every turn while its
+            # state machine acts on one event per turn: the second such event
+            # reaches Sta1, which has no transition for it, the DUL thread dies and
+            # leaves one queued. Then connection_gone never saw an empty queue, and
+            # a peer that connected and closed without a word (a port probe, a
+            # health check) held its association slot until acse_timeout.
+            self.assoc.dul._dsmpacs_ended = True
             return buf[:got]
         got += n
     if header and nr_bytes == 6:
