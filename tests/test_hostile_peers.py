@@ -105,6 +105,16 @@ class Trickler(threading.Thread):
                     self.closed_after[i] = time.monotonic() - self.start_time
 
 
+def accepted(port: int, source: str = "127.0.0.1") -> socket.socket | None:
+    """The socket of an association accepted from ``source``; None when it was refused
+    or closed (the socket is closed then)."""
+    sock, answer = associate(port, source)
+    if answer is not None and answer[0] == A_ASSOCIATE_AC:
+        return sock
+    sock.close()
+    return None
+
+
 @pytest.mark.slow
 def test_trickling_and_junk_peers_do_not_keep_a_modality_out(server_factory, tmp_path):
     acse = 3.0
@@ -184,14 +194,7 @@ def test_per_address_cap_refuses_at_accept(server_factory):
     # A slot given back is reused: the count follows associations that end.
     held.pop().sendall(A_ABORT)
 
-    def accepted_again():
-        sock, answer = associate(srv.port, "127.0.0.1")
-        if answer is not None and answer[0] == A_ASSOCIATE_AC:
-            return sock
-        sock.close()
-        return None
-
-    held.append(wait_until(accepted_again, timeout=10, what="a freed slot"))
+    held.append(wait_until(lambda: accepted(srv.port), timeout=10, what="a freed slot"))
     for sock in held + [other]:
         sock.close()
 
@@ -201,18 +204,10 @@ def test_a_peer_that_connects_and_closes_frees_its_slot_at_once(server_factory):
     drops an established association without a release give their slot back at once,
     not after acse_timeout (60 s here): one slot per address, taken again and again."""
     srv = server_factory(only="dicom", max_associations_per_address=1, acse_timeout=60)
-
-    def accepted():
-        sock, answer = associate(srv.port, "127.0.0.1")
-        if answer is not None and answer[0] == A_ASSOCIATE_AC:
-            return sock
-        sock.close()
-        return None
-
     started = time.monotonic()
     for _ in range(3):
         connect(srv.port, "127.0.0.1").close()
-        wait_until(accepted, timeout=10, what="the slot the probe held").close()
+        wait_until(lambda: accepted(srv.port), timeout=10, what="the slot the probe held").close()
     assert time.monotonic() - started < 30
     assert srv.echoscu().returncode == 0
 
