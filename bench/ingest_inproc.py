@@ -14,10 +14,10 @@ and the whole process's CPU (the fsync pool included).
 With no checkout, this checkout runs every round. With two, the two take turns (round
 0: before, after; round 1: after, before; ...), each child importing the archive from
 its checkout's package/ (and this bench from here), and the figures are paired round
-by round. In-process the storing thread's CPU moved by about 5% between runs on the
-shared 2-core VM where a push through the daemon moved by 25%, so a change of a few
-percent that bench/ingest_ab.py cannot resolve can be seen here; say which tool
-measured it.
+by round. It removes the noise of the protocol and of the sender, not that of the
+machine: on the shared 2-core VM two rounds on a quiet moment differed by 3%, and
+eight on a busy one ranged over a third, as pushes through the daemon do. Alternate
+rounds, and say which tool measured a change.
 """
 from __future__ import annotations
 
