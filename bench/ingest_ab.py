@@ -18,14 +18,13 @@ alternated rounds, and the CPU per instance moves less than the wall time.
 from __future__ import annotations
 
 import os
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 from bench.common import (
     WORK,
     DsmPacs,
+    RoundDirs,
     exit_cleanly_on_sigterm,
     on_pythonpath,
     process_cpu,
@@ -47,18 +46,16 @@ def main(argv: list[str] | None = None) -> int:
     folder = build_corpus(args.corpus, QUICK if args.quick else FULL)
     count = sum(1 for p in folder.iterdir() if p.suffix == ".dcm")
     senders = PARALLEL_SENDERS if args.corpus == "parallel" else 1
-    tmp = Path(tempfile.mkdtemp(prefix="ingest-ab-", dir=WORK))
-    profile = tmp / "storescu.cfg"
-    profile.write_text(PROFILE)
     checkouts = {"before": args.before.resolve(), "after": args.after.resolve()}
     results: dict[str, list[tuple[float, float]]] = {name: [] for name in checkouts}
     print(f"{args.corpus}: {count} instances, {senders} sender(s); before {checkouts['before']}, "
           f"after {checkouts['after']}")
-    try:
+    with RoundDirs("ingest-ab") as dirs:
+        profile = dirs.root / "storescu.cfg"
+        profile.write_text(PROFILE)
         for round_ in range(args.rounds):
             for name in (("before", "after") if round_ % 2 == 0 else ("after", "before")):
-                workdir = tmp / f"{name}-{round_}"
-                workdir.mkdir()
+                workdir = dirs.fresh(f"{name}-{round_}")
                 with on_pythonpath(checkouts[name]):
                     target = DsmPacs(workdir).start()
                 try:
@@ -71,13 +68,10 @@ def main(argv: list[str] | None = None) -> int:
                 if stored != count:
                     raise SystemExit(f"[ingest_ab] {name} stored {stored} of {count} instances")
                 results[name].append((seconds, per_instance))
-                # Removed with the rest after the last round, not now (common.RoundDirs: why).
             before, after = results["before"][-1], results["after"][-1]
             print(f"  round {round_}: wall before {before[0]:.2f} s, after {after[0]:.2f} s "
                   f"(after/before {after[0] / before[0]:.2f}); CPU {before[1]:.2f} / {after[1]:.2f} ms an "
                   f"instance; load {os.getloadavg()[0]:.1f}", flush=True)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     pairs = list(zip(results["before"], results["after"]))
     print(f"wall after/before, round by round: {spread([a[0] / b[0] for b, a in pairs])}; "
           f"CPU per instance before {spread([b[1] for b, _ in pairs])} ms, "
