@@ -137,7 +137,7 @@ def test_a_received_c_store_request_becomes_the_primitive_pynetdicom_would_make(
     request.DataSet = None
     sent = C_STORE_RQ()
     sent.primitive_to_message(request)
-    # Received as from the wire: the command set decoded from its bytes, elements still raw.
+    # Received as from the wire: the command set decoded from its bytes (engine/command.py).
     message = DIMSEMessage()
     for pdata in sent.encode_msg(5, 16384):
         message.decode_msg(pdata)
@@ -151,6 +151,108 @@ def test_a_received_c_store_request_becomes_the_primitive_pynetdicom_would_make(
     message.command_set.MoveOriginatorMessageID = [3, 4]
     assert store_request_primitive(message) is None
     assert isinstance(DIMSEMessage.message_to_primitive(message), C_STORE)
+
+
+# --- received command sets (engine/command.py) ----------------------------------------
+
+def _command_sets() -> dict[str, bytes]:
+    """Command sets as peers send them, encoded by pynetdicom's own DIMSE messages."""
+    from io import BytesIO
+
+    from pynetdicom.dimse_messages import C_ECHO_RQ, C_FIND_RQ, C_STORE_RQ, C_STORE_RSP
+    from pynetdicom.dimse_primitives import C_ECHO, C_FIND, C_STORE
+
+    def encoded(message_class, primitive) -> bytes:
+        message = message_class()
+        message.primitive_to_message(primitive)
+        return b"".join(bytes(pdata.presentation_data_value_list[0][1][1:])
+                        for pdata in message.encode_msg(1, 0)
+                        if pdata.presentation_data_value_list[0][1][0] & 1)
+
+    store = C_STORE()
+    store.MessageID, store.Priority = 7, 2
+    store.AffectedSOPClassUID, store.AffectedSOPInstanceUID = CTImageStorage, "1.2.3.4.5"
+    moved = C_STORE()
+    moved.MessageID, moved.Priority = 8, 0
+    moved.AffectedSOPClassUID, moved.AffectedSOPInstanceUID = CTImageStorage, "1.2.3.4.6"
+    moved.MoveOriginatorApplicationEntityTitle, moved.MoveOriginatorMessageID = "MOVER", 3
+    answer = C_STORE()
+    answer.MessageIDBeingRespondedTo, answer.Status = 7, 0xB000
+    answer.AffectedSOPClassUID, answer.AffectedSOPInstanceUID = CTImageStorage, "1.2.3.4.5"
+    answer.ErrorComment = "stored with warnings"
+    echo = C_ECHO()
+    echo.MessageID, echo.AffectedSOPClassUID = 1, Verification
+    find = C_FIND()
+    find.MessageID, find.Priority = 9, 0
+    find.AffectedSOPClassUID = "1.2.840.10008.5.1.4.1.2.2.1"
+    find.Identifier = BytesIO(b"\x10\x00\x10\x00\x00\x00\x00\x00")
+    return {"C-STORE-RQ": encoded(C_STORE_RQ, store), "C-STORE-RQ of a C-MOVE": encoded(C_STORE_RQ, moved),
+            "C-STORE-RSP": encoded(C_STORE_RSP, answer), "C-ECHO-RQ": encoded(C_ECHO_RQ, echo),
+            "C-FIND-RQ": encoded(C_FIND_RQ, find)}
+
+
+@pytest.mark.parametrize("kind", ["C-STORE-RQ", "C-STORE-RQ of a C-MOVE", "C-STORE-RSP", "C-ECHO-RQ",
+                                  "C-FIND-RQ"])
+def test_a_command_set_decodes_to_what_pydicom_reads_with_its_numbers_and_uids_converted(kind):
+    """Every element holds the value pydicom's reader and conversion give it, of the same
+    type, at the same offset; the single US, UL and UI elements are converted already."""
+    from io import BytesIO
+
+    from pydicom.dataelem import DataElement
+    from pynetdicom import dimse_messages
+    from pynetdicom.dsutils import decode as pydicom_decode
+
+    from dsmpacs.dicom.engine import command
+
+    data = _command_sets()[kind]
+    assert dimse_messages.decode is command.decode         # installed by the composition root
+    ours, theirs = command.decode(BytesIO(data), True, True), pydicom_decode(BytesIO(data), True, True)
+    assert list(ours.keys()) == list(theirs.keys()) and len(ours) >= 4
+    assert ours.original_encoding == theirs.original_encoding
+    assert ours.original_character_set == theirs.original_character_set
+    converted = 0
+    for tag in theirs.keys():
+        raw = ours._dict[tag]
+        if isinstance(raw, DataElement):
+            converted += 1
+            assert raw.VR in ("US", "UL", "UI")
+        mine, pydicoms = ours[tag], theirs[tag]
+        assert (mine.VR, mine.value, type(mine.value), mine.file_tell) == (
+            pydicoms.VR, pydicoms.value, type(pydicoms.value), pydicoms.file_tell), tag
+    assert converted >= 3
+    assert ours.CommandField == theirs.CommandField
+
+
+def test_anything_but_a_plain_command_set_is_left_to_pynetdicom_s_decode():
+    """Another group, a length past the end, an undefined length, a tag pydicom does not
+    know, a truncated header: command_set declines, and decode gives pydicom's answer."""
+    from io import BytesIO
+
+    from pynetdicom.dsutils import decode as pydicom_decode
+
+    from dsmpacs.dicom.engine import command
+
+    good = _command_sets()["C-STORE-RQ"]
+    assert command.command_set(good) is not None
+    bad = {
+        # (0008,0100) Code Value: its element number is Command Field's.
+        "another group": good + struct.pack("<HHL", 0x0008, 0x0100, 2) + b"AB",
+        "length past the end": good + struct.pack("<HHL", 0x0000, 0x0700, 40) + b"\x00\x00",
+        "undefined length": good + struct.pack("<HHL", 0x0000, 0x0700, 0xFFFFFFFF),
+        "unknown tag": good + struct.pack("<HHL", 0x0000, 0x7777, 2) + b"\x00\x00",
+        "truncated header": good + b"\x00\x00\x00",
+    }
+    for name, data in bad.items():
+        assert command.command_set(data) is None, name
+    # A multi-valued number stays raw, converted by pydicom when read.
+    doubled = good + struct.pack("<HHL", 0x0000, 0x1031, 4) + b"\x01\x00\x02\x00"
+    assert list(command.decode(BytesIO(doubled), True, True).MoveOriginatorMessageID) == [1, 2]
+    # A data set's encoding is pydicom's to read.
+    explicit = command.decode(BytesIO(b"\x10\x00\x10\x00PN\x04\x00Doe^"), False, True)
+    assert explicit.PatientName == "Doe^"
+    ours = command.decode(BytesIO(bad["another group"]), True, True)
+    theirs = pydicom_decode(BytesIO(bad["another group"]), True, True)
+    assert ours.keys() == theirs.keys() and ours.CodeValue == theirs.CodeValue == "AB"
 
 
 # --- a received P-DATA-TF (engine/pdata.py) ------------------------------------------

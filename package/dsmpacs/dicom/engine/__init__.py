@@ -48,6 +48,9 @@ What each module changes, and the upstream hook it uses or lacks:
                    would send it next (Sta6, nothing queued, plain TCP), under a
                    per-DUL lock its state machine holds for every action: no wake-up
                    of the DUL thread per instance.
+* ``command``      received command sets split into elements by hand, their
+                   single numbers and UIDs converted as pydicom converts them
+                   (``dimse_messages.decode`` replaced; anything unusual goes to it).
 * ``store_service`` C-STORE answered without pynetdicom's per-message detour, and a
                    received C-STORE-RQ turned into its primitive from its six
                    parameters (``DIMSEMessage.message_to_primitive`` is wrapped).
@@ -88,6 +91,7 @@ def install() -> None:
     from pynetdicom.service_class import QueryRetrieveServiceClass, StorageServiceClass
 
     from dsmpacs.dicom.engine import (
+        command,
         inline,
         limits,
         negotiation,
@@ -125,6 +129,7 @@ def install() -> None:
     pdata.install()
     spool.install()
     limits.install()
+    command.install()
     negotiation.install()
     store_service.install()
     routing.route(StorageServiceClass, store_service.FastStorageServiceClass)
