@@ -111,17 +111,20 @@ class DsmPacs:
     """This archive's DICOM daemon as its own process, on SQLite, as `make run` starts it."""
     name = "DSM PACS"
 
-    def __init__(self, workdir: Path, extra: tuple[str, ...] = ()):
+    def __init__(self, workdir: Path, extra: tuple[str, ...] = (),
+                 entry: tuple[str, ...] = ("-m", "dsmpacs")):
         self.workdir = workdir
         self.port = free_port()
         self.ae_title = "DSMPACS"
         self.extra = extra
+        # What runs the daemon's command line: bench/ingest_budget.py puts itself first.
+        self.entry = entry
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> "DsmPacs":
         # storescu sends unregistered, as to Orthanc and storescp (one policy look-up per
         # association either way, so registering it would time the same).
-        cmd = [sys.executable, "-m", "dsmpacs", "--data-dir", str(self.workdir),
+        cmd = [sys.executable, *self.entry, "--data-dir", str(self.workdir),
                "--set", "log_level=WARNING", "--set", "unknown_ae_may_store=true", *self.extra,
                "serve", "--host", "127.0.0.1",
                "--port", str(self.port)]

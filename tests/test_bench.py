@@ -130,3 +130,29 @@ def test_ingest_inproc_alternates_two_checkouts_and_pairs_their_rounds(capsys):
                         r"process [\d.]+ ms an instance", out)
     assert rounds == [("0", "before"), ("0", "after"), ("1", "after"), ("1", "before")], out
     assert re.search(r"^after/before, round by round: wall_ms [\d.]+ \(", out, re.M), out
+
+
+def test_ingest_budget_charges_every_stage_of_a_real_push(capsys):
+    """bench/ingest_budget.py wraps each stage in the daemon it starts and prints what a
+    storescu push cost each: every stage was reached, the per-instance ones once an
+    instance, and the nesting adds up (a stage never costs more than the one it is in)."""
+    from bench import ingest_budget
+
+    require(shutil.which("storescu") is not None, "dcmtk storescu not installed")
+    assert ingest_budget.main(["--quick", "--rounds", "1"]) == 0
+    out = capsys.readouterr().out
+    lines = {label: (float(micros), float(calls), depth) for micros, calls, indent, label in
+             re.findall(r"^ *([\d.]+) +([\d.]+)  ( *)(.+?)  \[", out, re.M)
+             for depth in [len(indent) // 2]}
+    assert list(lines) == [label for _d, label, _m, _p in ingest_budget.STAGES], out
+    for label in ("spool file created", "spool staged", "Ingest.store", "header parsed", "index written",
+                  "the instance's statements", "answer sent"):
+        assert lines[label][1] == 1.0, (label, out)
+    assert all(micros > 0 for micros, _calls, _depth in lines.values()), out
+    parents: list[tuple[float, int]] = []
+    for micros, _calls, depth in lines.values():
+        parents = [p for p in parents if p[1] < depth]
+        if parents:
+            assert micros <= parents[-1][0], out
+        parents.append((micros, depth))
+    assert re.search(r"^daemon CPU, every thread: \d+ µs an instance", out, re.M), out
