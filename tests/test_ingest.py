@@ -41,6 +41,61 @@ def test_store_indexes_levels_and_counts(archive, tmp_path):
         assert Instance.select().count() == 9
 
 
+def _spooled(archive, ds, tmp_path: Path):
+    """``ds`` staged as the DICOM receiver stages it: spooled, its bytes kept when small."""
+    data = f.write(ds, tmp_path / "spooled.dcm").read_bytes()
+    with archive.storage.spool(suffix=".dcm") as spool:
+        spool.write(data)
+        return spool.staged(sync=False)
+
+
+def test_an_indexed_value_over_the_header_s_defer_size_is_read_and_indexed(archive, tmp_path):
+    """The header parse leaves values over part10.HEADER_DEFER_SIZE unread. An indexed
+    attribute's value that long (no conformant file has one, a modality's may) is read
+    back when the index values are extracted: from a small spool's bytes, from a large
+    file, behind a restaged File Meta, and by reindex. A SOP Instance UID that long is
+    refused as invalid, with a reason."""
+    from dsmpacs.archive.maintenance import reindex
+    from dsmpacs.archive.part10 import HEADER_DEFER_SIZE, READ_WHOLE
+
+    long_text = ("Angio " * (HEADER_DEFER_SIZE // 5))[: HEADER_DEFER_SIZE + 10]
+    expected = long_text[:128].strip()
+
+    def described(study_uid: str, size: int = 64):
+        ds = f.secondary_capture(size, study_uid=study_uid)
+        ds.StudyDescription = long_text
+        return ds
+
+    def indexed(study_uid: str) -> str:
+        with archive.index.read():
+            return Study.get(Study.study_instance_uid == study_uid).study_description
+
+    spooled = archive.ingest.store(_spooled(archive, described("1.2.826.0.1.3680043.10.9.6"), tmp_path),
+                                   Origin("dicom", "MODALITY"))
+    assert spooled.outcome is StoreOutcome.STORED, spooled.message
+    assert indexed("1.2.826.0.1.3680043.10.9.6") == expected
+    for study_uid, size in (("1.2.826.0.1.3680043.10.9.7", 64), ("1.2.826.0.1.3680043.10.9.8", 600)):
+        result, path = store(archive, described(study_uid, size), tmp_path)
+        assert result.outcome is StoreOutcome.STORED, result.message
+        assert indexed(study_uid) == expected
+    assert path.stat().st_size > READ_WHOLE
+
+    with archive.index.write():
+        Instance.delete().execute()
+        Series.delete().execute()
+        Study.delete().execute()
+    assert reindex(archive).indexed == 3
+    assert indexed("1.2.826.0.1.3680043.10.9.8") == expected
+
+    hostile = f.secondary_capture()
+    hostile.SOPInstanceUID = "1." * (HEADER_DEFER_SIZE // 2 + 4)
+    refused = archive.ingest.store(_spooled(archive, hostile, tmp_path), Origin("dicom", "MODALITY"))
+    assert refused.outcome is StoreOutcome.INVALID_DATASET
+    assert f"(a value of {HEADER_DEFER_SIZE + 8} bytes)" in refused.message and "not a valid UID" in refused.message
+    assert list(archive.storage.tmp_dir.iterdir()) == []
+
+
+
 def test_identical_content_in_another_envelope_is_a_duplicate(archive, tmp_path):
     ds = f.secondary_capture()
     first, path = store(archive, ds, tmp_path, "a.dcm")

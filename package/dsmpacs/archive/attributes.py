@@ -11,8 +11,10 @@ import re
 from dataclasses import dataclass
 from enum import Enum
 from functools import cached_property
+from typing import Callable
 
 from pydicom.datadict import tag_for_keyword
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 
@@ -171,8 +173,18 @@ class Extracted:
     problems: list[str]
 
 
-def extract(ds: Dataset) -> Extracted:
-    """Index values from a header read with pydicom (raw elements are decoded here)."""
+# The longest value extract() reads back when the header parse left it unread: every
+# index column holds at most 256 characters of it.
+LONGEST_READ = 64 * 1024
+# What extract() reads, in the table's order: (attribute, tag).
+_EXTRACTED = tuple((attr, attr.tag) for attr in ATTRIBUTES if not attr.derived)
+
+
+def extract(ds: Dataset, deferred: Callable[[RawDataElement], bytes | None] | None = None) -> Extracted:
+    """Index values from a header read with pydicom (raw elements are decoded here).
+    ``deferred`` reads a value the header parse left unread (``Header.deferred_value``);
+    without it, or over LONGEST_READ bytes, such a value is not indexed and is named
+    among the problems."""
     raw_cs = ds.get_item(0x00080005)
     charset_value = raw_cs.value if raw_cs is not None else None
     # A multi-valued Specific Character Set (``\ISO 2022 IR 58``) is already a
@@ -182,13 +194,26 @@ def extract(ds: Dataset) -> Extracted:
     charsets = parse_charset(charset_value)
     problems: list[str] = []
     values: dict[Level, dict[str, object]] = {lvl: {} for lvl in Level}
+    # The header's elements by plain int: a look-up by pydicom's BaseTag calls its
+    # Python __eq__, and get_item builds a Tag from the key first; one dict of the
+    # 20-60 elements a header has costs less than that for the 50 attributes asked.
+    present = {int(tag): elem for tag, elem in ds._dict.items()}
 
-    for attr in ATTRIBUTES:
-        if attr.derived:
+    for attr, tag in _EXTRACTED:
+        elem = present.get(tag)
+        if elem is None:
             continue
-        elem = ds.get_item(attr.tag)
-        if elem is None or elem.value is None:
-            continue
+        if elem.value is None:
+            if not isinstance(elem, RawDataElement) or not elem.length:
+                continue                    # empty (implicit VR reads an empty value as None)
+            # Left unread by the header parse (part10.HEADER_DEFER_SIZE): no indexed
+            # attribute is that long in a conformant file, but a modality's may be.
+            value = (deferred(elem) if deferred is not None and elem.length <= LONGEST_READ
+                     and attr.vr in TEXT_VRS | ASCII_VRS else None)
+            if value is None:
+                problems.append(f"{attr.keyword}: a value of {elem.length} bytes was not indexed")
+                continue
+            elem = elem._replace(value=value)
         if attr.vr in TEXT_VRS and isinstance(elem.value, bytes):
             decoded = decode_text(elem.value, charsets)
             if not decoded.ok:

@@ -150,7 +150,8 @@ class Ingest:
             staged = self.storage.stage_stream(head, fh, sync=False)
         # Without the source's bytes: they are not the staged file's, and a STOW-RS
         # upload stages all its instances before storing them.
-        return replace(staged, header=replace(header, dataset_offset=len(head), data=None))
+        return replace(staged, header=replace(header, dataset_offset=len(head), data=None,
+                                              value_shift=len(head) - header.dataset_offset))
 
     # --- the store path --------------------------------------------------------
     def _store(self, staged: StagedFile, origin: Origin, expected_class: str | None,
@@ -200,7 +201,7 @@ class Ingest:
         if mismatch:
             return refused(StoreResult(StoreOutcome.UID_MISMATCH, mismatch, **ids))
 
-        extracted = extract(header.dataset)
+        extracted = extract(header.dataset, lambda elem: header.deferred_value(elem, staged.path))
         ids.update(study_instance_uid=str(extracted.values[Level.STUDY]["study_instance_uid"]),
                    series_instance_uid=str(extracted.values[Level.SERIES]["series_instance_uid"]))
         stored = StoredFile("", staged.size, staged.sha256, header.dataset_offset,

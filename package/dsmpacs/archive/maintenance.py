@@ -9,7 +9,7 @@ from dsmpacs.archive.attributes import extract
 from dsmpacs.archive.index import InstanceExists, StoredFile
 from dsmpacs.archive.integrity import Finding, Recorder, hash_check
 from dsmpacs.archive.models import Instance, Patient, Series, Study
-from dsmpacs.archive.part10 import InvalidDataset, read_header
+from dsmpacs.archive.part10 import InvalidDataset, ascii_value, read_header
 from dsmpacs.archive.storage import StagedFile
 from dsmpacs.archive.uids import is_valid_uid
 
@@ -84,18 +84,20 @@ class ReindexReport:
 
 def _index_file(archive, relpath: str, origin: str) -> str:
     """Index one published file; returns "indexed", "unreadable" or "duplicate"."""
+    path = archive.storage.path(relpath)
     try:
-        header = read_header(archive.storage.path(relpath))
+        header = read_header(path)
     except InvalidDataset:
         return "unreadable"
     ds = header.dataset
-    if not all(is_valid_uid(str(ds.get(k, "")).rstrip("\x00 ")) for k in
-               ("SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID")):
+    # SOP Instance, Study Instance and Series Instance UIDs
+    if not all(is_valid_uid(ascii_value(ds, tag)) for tag in (0x00080018, 0x0020000D, 0x0020000E)):
         return "unreadable"
     size, digest = archive.storage.hash_file(relpath)
     stored = StoredFile(relpath, size, digest, header.dataset_offset, header.transfer_syntax_uid)
+    extracted = extract(ds, lambda elem: header.deferred_value(elem, path))
     try:
-        archive.index.add_instance(extract(ds), stored, origin=origin,
+        archive.index.add_instance(extracted, stored, origin=origin,
                                    calling_ae=str(header.meta.get("SourceApplicationEntityTitle", "")))
     except InstanceExists:
         return "duplicate"

@@ -51,8 +51,14 @@ def ascii_value(ds: Dataset, tag: int) -> str:
     A value still raw is decoded here rather than by pydicom's conversion (which
     builds an object per value and keeps it): on the store path every instance's
     UIDs are read this way."""
-    elem = ds.get_item(tag)
-    return "" if elem is None else clean_uid(elem.value)
+    elem = ds.get_item(tag, keep_deferred=True)
+    if elem is None:
+        return ""
+    if elem.value is None and elem.length:
+        # Left unread by the parse (over HEADER_DEFER_SIZE): never a UID or a code
+        # string, and pydicom's own read of it needs a file name the header lacks.
+        return f"(a value of {elem.length} bytes)"
+    return clean_uid(elem.value)
 
 
 _US = {True: struct.Struct("<H"), False: struct.Struct(">H")}
@@ -77,6 +83,26 @@ class Header:
     # The whole file as read_header read it, when it was small enough to read whole
     # (READ_WHOLE): validation walks these bytes instead of opening the file again.
     data: bytes | None = field(default=None, compare=False, repr=False)
+    # Added to an element's offset for its offset in the file the header is now about:
+    # a restaged dataset keeps the header parsed from its source, behind a new File Meta.
+    value_shift: int = 0
+
+    def deferred_value(self, elem, path: Path | str) -> bytes | None:
+        """The bytes of a value the parse left unread (over HEADER_DEFER_SIZE), from
+        ``data`` or else from the file at ``path``; None for a deflated dataset, whose
+        offsets are the inflated stream's."""
+        if self.transfer_syntax_uid == DEFLATED:
+            return None
+        start = elem.value_tell + self.value_shift
+        if self.data is not None and not self.value_shift:
+            value = self.data[start:start + elem.length]
+        else:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                value = os.pread(fd, elem.length, start)
+            finally:
+                os.close(fd)
+        return value if len(value) == elem.length else None
 
 
 _META_KEYWORDS = {0x0002: "MediaStorageSOPClassUID", 0x0003: "MediaStorageSOPInstanceUID",
