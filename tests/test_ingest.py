@@ -54,7 +54,7 @@ def test_an_indexed_value_over_the_header_s_defer_size_is_read_and_indexed(archi
     attribute's value that long (no conformant file has one, a modality's may) is read
     back when the index values are extracted: from a small spool's bytes, from a large
     file, behind a restaged File Meta, and by reindex. A SOP Instance UID that long is
-    refused as invalid, with a reason."""
+    refused as invalid, with a reason; a number that long is left out, with a warning."""
     from dsmpacs.archive.maintenance import reindex
     from dsmpacs.archive.part10 import HEADER_DEFER_SIZE, READ_WHOLE
 
@@ -94,6 +94,12 @@ def test_an_indexed_value_over_the_header_s_defer_size_is_read_and_indexed(archi
     assert f"(a value of {HEADER_DEFER_SIZE + 8} bytes)" in refused.message and "not a valid UID" in refused.message
     assert list(archive.storage.tmp_dir.iterdir()) == []
 
+    # A number the pixel check reads, with 2,500 values: stored, the index without it.
+    rows = f.secondary_capture(study_uid="1.2.826.0.1.3680043.10.9.9")
+    rows.Rows = [64] * 2500
+    warned = archive.ingest.store(_spooled(archive, rows, tmp_path), Origin("dicom", "MODALITY"))
+    assert warned.outcome is StoreOutcome.STORED_WITH_WARNINGS
+    assert "Rows: a value of 5000 bytes was not indexed" in warned.message
 
 
 def test_identical_content_in_another_envelope_is_a_duplicate(archive, tmp_path):

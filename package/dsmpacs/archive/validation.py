@@ -258,8 +258,10 @@ _US_TAGS = frozenset({_SAMPLES_PER_PIXEL, _ROWS, _COLUMNS, _BITS_ALLOCATED})
 
 
 def _int(ds, tag: int) -> int | None:
-    elem = ds.get_item(tag)
-    if elem is None:
+    elem = ds.get_item(tag, keep_deferred=True)
+    if elem is None or elem.value is None:
+        # Absent, empty, or over part10.HEADER_DEFER_SIZE: thousands of values, none of
+        # them a single number (and pydicom's deferred read would fail: no file name).
         return None
     if tag in _US_TAGS and (number := raw_us(ds, elem)) is not None:
         return number
