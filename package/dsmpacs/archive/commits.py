@@ -9,8 +9,9 @@ other's disk waits and four senders together go no faster than one.
 Here stores hand their work to whichever of them is committing (leader and
 followers, no thread of its own): the first store finding no commit under way
 becomes the leader; it takes every store queued so far (itself included) into
-one transaction, runs each store's inserts in a savepoint of its own, then waits
-for every store's fsyncs (``before_commit``), then commits once. Stores that
+one transaction, runs each store's inserts in a savepoint of its own (a batch of
+one needs none: the transaction is its savepoint), then waits for every store's
+fsyncs (``before_commit``), then commits once. Stores that
 arrive meanwhile queue for the next batch, whose leader is one of them. A lone
 sender is its own leader, on its own thread, exactly as before.
 
@@ -53,6 +54,14 @@ class RetryLater(Exception):
 
 class _Abandon(Exception):
     """Roll the batch back: some store's file did not reach the disk."""
+
+
+class _Rollback(Exception):
+    """Roll a batch of one back: its inserts failed (see ``_alone``)."""
+
+    def __init__(self, retry: bool):
+        super().__init__()
+        self.retry = retry
 
 
 class _Job:
@@ -138,6 +147,11 @@ class GroupCommit:
             try:
                 with self._write(wait):
                     later = self._transaction(todo)
+            except _Rollback as rollback:
+                if not rollback.retry:
+                    self._finish(todo[0], todo[0].error)
+                    return
+                continue                    # its rows met another process's: again
             except _Abandon:
                 # Those whose fsync failed are answered; the others run again.
                 for job in todo:
@@ -164,6 +178,8 @@ class GroupCommit:
     def _transaction(self, todo: list[_Job]) -> list[_Job]:
         """Inside the write transaction: each job's inserts in its savepoint, then
         every fsync. Returns the jobs to run again in the next transaction."""
+        if len(todo) == 1:
+            return self._alone(todo[0])
         inserted, later = [], []
         for job in todo:
             try:
@@ -188,6 +204,28 @@ class GroupCommit:
         if failed:
             raise _Abandon()
         return later
+
+    def _alone(self, job: _Job) -> list[_Job]:
+        """``_transaction`` for a batch of one, as every store of a lone sender is: no
+        savepoint, since no other store's rows share the transaction. When the inserts
+        fail, the whole transaction is rolled back instead (``_Rollback``). A SAVEPOINT
+        and its RELEASE were about 40 µs of the storing thread per instance."""
+        try:
+            job.work()
+        except RetryLater:
+            raise _Rollback(retry=True) from None
+        except _DB_ERRORS:
+            raise
+        except Exception as exc:
+            job.error = exc
+            raise _Rollback(retry=False) from None
+        if job.before_commit is not None:
+            try:
+                job.before_commit()
+            except Exception as exc:
+                job.error = exc
+                raise _Abandon() from None
+        return []
 
     def _finish(self, job: _Job, error: BaseException | None) -> None:
         with self._cond:
