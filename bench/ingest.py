@@ -134,6 +134,14 @@ def build_corpus(name: str, sizes: Sizes) -> Path:
     return folder
 
 
+def chosen_corpus(args) -> tuple[Path, int, int]:
+    """The corpus the ingest tools' ``--corpus`` names, at ``--quick`` size when asked:
+    its folder, its number of instances, and how many storescu processes send it."""
+    folder = build_corpus(args.corpus, QUICK if args.quick else FULL)
+    count = sum(1 for p in folder.iterdir() if p.suffix == ".dcm")
+    return folder, count, PARALLEL_SENDERS if args.corpus == "parallel" else 1
+
+
 def corpus_stats(folder: Path) -> tuple[int, float]:
     files = [p for p in folder.iterdir() if p.suffix == ".dcm"]
     return len(files), sum(p.stat().st_size for p in files) / 1e6

@@ -22,7 +22,6 @@ import sys
 from pathlib import Path
 
 from bench.common import (
-    WORK,
     DsmPacs,
     RoundDirs,
     exit_cleanly_on_sigterm,
@@ -31,7 +30,7 @@ from bench.common import (
     section_parser,
     spread,
 )
-from bench.ingest import FULL, PARALLEL_SENDERS, PROFILE, QUICK, build_corpus, push
+from bench.ingest import PROFILE, chosen_corpus, push
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -42,10 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--corpus", default="small", choices=("small", "ct", "dsa", "parallel"))
     args = parser.parse_args(argv)
     exit_cleanly_on_sigterm()
-    WORK.mkdir(parents=True, exist_ok=True)
-    folder = build_corpus(args.corpus, QUICK if args.quick else FULL)
-    count = sum(1 for p in folder.iterdir() if p.suffix == ".dcm")
-    senders = PARALLEL_SENDERS if args.corpus == "parallel" else 1
+    folder, count, senders = chosen_corpus(args)
     checkouts = {"before": args.before.resolve(), "after": args.after.resolve()}
     results: dict[str, list[tuple[float, float]]] = {name: [] for name in checkouts}
     print(f"{args.corpus}: {count} instances, {senders} sender(s); before {checkouts['before']}, "

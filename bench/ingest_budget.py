@@ -141,18 +141,15 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["--serve"]:
         serve(Path(argv[1]), argv[3:] if argv[2:3] == ["--"] else argv[2:])
         return 0
-    from bench.common import WORK, RoundDirs, exit_cleanly_on_sigterm, section_parser
-    from bench.ingest import FULL, PARALLEL_SENDERS, PROFILE, QUICK, build_corpus
+    from bench.common import RoundDirs, exit_cleanly_on_sigterm, section_parser
+    from bench.ingest import PROFILE, chosen_corpus
 
     parser = section_parser(__doc__)
     parser.add_argument("--corpus", default="small", choices=("small", "ct", "dsa", "parallel"))
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args(argv)
     exit_cleanly_on_sigterm()
-    WORK.mkdir(parents=True, exist_ok=True)
-    folder = build_corpus(args.corpus, QUICK if args.quick else FULL)
-    count = sum(1 for p in folder.iterdir() if p.suffix == ".dcm")
-    senders = PARALLEL_SENDERS if args.corpus == "parallel" else 1
+    folder, count, senders = chosen_corpus(args)
     rounds: list[tuple[dict, float]] = []
     with RoundDirs("ingest-budget") as dirs:
         profile = dirs.root / "storescu.cfg"
