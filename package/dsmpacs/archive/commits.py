@@ -192,17 +192,7 @@ class GroupCommit:
                 raise                       # the connection or the transaction is gone
             except Exception as exc:        # this store's own outcome (InstanceExists...)
                 job.error = exc
-        failed = False
-        for job in inserted:
-            if job.before_commit is None:
-                continue
-            try:
-                job.before_commit()
-            except Exception as exc:
-                job.error = exc
-                failed = True
-        if failed:
-            raise _Abandon()
+        self._make_durable(inserted)
         return later
 
     def _alone(self, job: _Job) -> list[_Job]:
@@ -219,13 +209,24 @@ class GroupCommit:
         except Exception as exc:
             job.error = exc
             raise _Rollback(retry=False) from None
-        if job.before_commit is not None:
+        self._make_durable([job])
+        return []
+
+    @staticmethod
+    def _make_durable(inserted: list[_Job]) -> None:
+        """Every inserted store's ``before_commit`` (its fsyncs), still inside the
+        transaction; _Abandon, rolling it back, when any of them failed."""
+        failed = False
+        for job in inserted:
+            if job.before_commit is None:
+                continue
             try:
                 job.before_commit()
             except Exception as exc:
                 job.error = exc
-                raise _Abandon() from None
-        return []
+                failed = True
+        if failed:
+            raise _Abandon()
 
     def _finish(self, job: _Job, error: BaseException | None) -> None:
         with self._cond:
