@@ -138,7 +138,7 @@ def _parameter(command_set, tag: int, vr: str) -> object:
     if element is None:
         return None
     raw = element.value
-    if not isinstance(raw, bytes):          # converted already (decode_msg reads the UIDs)
+    if not isinstance(raw, bytes):          # converted already (engine/command.py, or a read)
         return _UNUSUAL if isinstance(raw, MultiValue) else raw
     if vr == "US":
         return int.from_bytes(raw, "little") if len(raw) == 2 else _UNUSUAL
