@@ -7,6 +7,7 @@ from typing import Callable
 
 from dsmpacs.archive.attributes import extract
 from dsmpacs.archive.index import InstanceExists, StoredFile
+from dsmpacs.archive.ingest import SERIES_INSTANCE_UID, SOP_INSTANCE_UID, STUDY_INSTANCE_UID
 from dsmpacs.archive.integrity import Finding, Recorder, hash_check
 from dsmpacs.archive.models import Instance, Patient, Series, Study
 from dsmpacs.archive.part10 import InvalidDataset, ascii_value, read_header
@@ -90,8 +91,8 @@ def _index_file(archive, relpath: str, origin: str) -> str:
     except InvalidDataset:
         return "unreadable"
     ds = header.dataset
-    # SOP Instance, Study Instance and Series Instance UIDs
-    if not all(is_valid_uid(ascii_value(ds, tag)) for tag in (0x00080018, 0x0020000D, 0x0020000E)):
+    if not all(is_valid_uid(ascii_value(ds, tag))
+               for tag in (SOP_INSTANCE_UID, STUDY_INSTANCE_UID, SERIES_INSTANCE_UID)):
         return "unreadable"
     size, digest = archive.storage.hash_file(relpath)
     stored = StoredFile(relpath, size, digest, header.dataset_offset, header.transfer_syntax_uid)
