@@ -337,10 +337,16 @@ def device_written(path: Path) -> int | None:
     return None
 
 
-def process_cpu(pid: int) -> float:
+def process_times(pid: int) -> tuple[float, float]:
     """User and system CPU seconds of one process so far (/proc), all its threads."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
+
+
+def process_cpu(pid: int) -> float:
+    """User and system CPU seconds of one process so far (/proc), all its threads."""
+    return sum(process_times(pid))
 
 
 @contextlib.contextmanager

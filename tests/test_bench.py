@@ -132,6 +132,24 @@ def test_ingest_inproc_alternates_two_checkouts_and_pairs_their_rounds(capsys):
     assert re.search(r"^after/before, round by round: wall_ms [\d.]+ \(", out, re.M), out
 
 
+def test_ingest_ab_pairs_two_daemons_rounds_with_their_user_time_apart(capsys):
+    """bench/ingest_ab.py pushes the corpus into a daemon of each checkout in turn
+    (this checkout as both sides here) and prints, per round and over the rounds, the
+    wall times, the CPU per instance and the user CPU alone, which a change to our
+    Python moves while the kernel's share moves with the disk."""
+    from bench import ingest_ab
+
+    require(shutil.which("storescu") is not None, "dcmtk storescu not installed")
+    assert ingest_ab.main([str(common.ROOT), str(common.ROOT), "--quick", "--rounds", "2"]) == 0
+    out = capsys.readouterr().out
+    rounds = re.findall(r"round (\d): wall before [\d.]+ s, after [\d.]+ s \(after/before [\d.]+\); "
+                        r"CPU ([\d.]+) / ([\d.]+) ms an instance, user ([\d.]+) / ([\d.]+)", out)
+    assert [r[0] for r in rounds] == ["0", "1"], out
+    for _round, cpu_before, cpu_after, user_before, user_after in rounds:
+        assert 0 < float(user_before) <= float(cpu_before) and 0 < float(user_after) <= float(cpu_after), out
+    assert re.search(r"; user CPU after/before [\d.]+ \(", out), out
+
+
 def test_ingest_budget_charges_every_stage_of_a_real_push(capsys):
     """bench/ingest_budget.py wraps each stage in the daemon it starts and prints what a
     storescu push cost each: every stage was reached, the per-instance ones once an
