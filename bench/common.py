@@ -97,11 +97,11 @@ class RoundDirs:
             shutil.rmtree(self.root, ignore_errors=True)
 
 
-def stop(proc: subprocess.Popen) -> None:
+def stop(proc: subprocess.Popen, patience: float = 30) -> None:
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
         try:
-            proc.wait(30)
+            proc.wait(patience)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
@@ -112,19 +112,24 @@ class DsmPacs:
     name = "DSM PACS"
 
     def __init__(self, workdir: Path, extra: tuple[str, ...] = (),
-                 entry: tuple[str, ...] = ("-m", "dsmpacs")):
+                 entry: tuple[str, ...] = ("-m", "dsmpacs"), wrapper: tuple[str, ...] = (),
+                 patience: float = 60):
         self.workdir = workdir
         self.port = free_port()
         self.ae_title = "DSMPACS"
         self.extra = extra
-        # What runs the daemon's command line: bench/ingest_budget.py puts itself first.
+        # What runs the daemon's command line: bench/ingest_budget.py puts itself first,
+        # bench/ingest_ir.py puts valgrind before the interpreter.
         self.entry = entry
+        self.wrapper = wrapper
+        # Seconds the daemon may take to listen, and to exit once told to stop.
+        self.patience = patience
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> "DsmPacs":
         # storescu sends unregistered, as to Orthanc and storescp (one policy look-up per
         # association either way, so registering it would time the same).
-        cmd = [sys.executable, *self.entry, "--data-dir", str(self.workdir),
+        cmd = [*self.wrapper, sys.executable, *self.entry, "--data-dir", str(self.workdir),
                "--set", "log_level=WARNING", "--set", "unknown_ae_may_store=true", *self.extra,
                "serve", "--host", "127.0.0.1",
                "--port", str(self.port)]
@@ -132,7 +137,7 @@ class DsmPacs:
             cmd += ["--only", "dicom"]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=open(self.workdir / "stderr", "wb"),
                                      cwd=ROOT)
-        wait_port(self.port, self.proc)
+        wait_port(self.port, self.proc, self.patience)
         return self
 
     @property
@@ -142,7 +147,7 @@ class DsmPacs:
 
     def stop(self) -> None:
         if self.proc:
-            stop(self.proc)
+            stop(self.proc, max(30, self.patience))
 
 
 @functools.cache

@@ -150,6 +150,23 @@ def test_ingest_ab_pairs_two_daemons_rounds_with_their_user_time_apart(capsys):
     assert re.search(r"; user CPU after/before [\d.]+ \(", out), out
 
 
+def test_ingest_ir_counts_a_daemon_s_instructions_per_instance(capsys):
+    """bench/ingest_ir.py runs two daemons of this checkout under callgrind, one
+    receiving three files from storescu and one nine, and prints their difference per
+    instance: millions of instructions for a small instance, where a start-up that did
+    not cancel out would leave hundreds (a daemon's start-up is billions) and a
+    difference taken the wrong way round a negative count."""
+    from bench import ingest_ir
+
+    require(shutil.which("storescu") is not None, "dcmtk storescu not installed")
+    require(shutil.which("valgrind") is not None, "valgrind not installed")
+    assert ingest_ir.main(["--quick"]) == 0
+    out = capsys.readouterr().out
+    found = re.search(r"^this checkout: ([\d.]+) \(", out, re.M)
+    assert found, out
+    assert 1.0 < float(found.group(1)) < 50.0, out
+
+
 def test_ingest_budget_charges_every_stage_of_a_real_push(capsys):
     """bench/ingest_budget.py wraps each stage in the daemon it starts and prints what a
     storescu push cost each: every stage was reached, the per-instance ones once an
