@@ -321,6 +321,153 @@ def test_raw_pdu_handlers_still_get_their_bytes_and_pdus(server):
     assert values and all(isinstance(v, memoryview) for v in values), "views when nobody wants raw bytes"
 
 
+def _dataset_bytes(part10: bytes) -> bytes:
+    """What follows a Part 10 file's File Meta group (its length is at byte 140)."""
+    return part10[144 + struct.unpack_from("<I", part10, 140)[0]:]
+
+
+def test_a_received_store_s_pdus_are_views_of_one_buffer_each_and_every_byte_arrives(tmp_path):
+    """Over a real association into the engine: each P-DATA-TF's values are read-only
+    views of the one ReceivedBuffer its body was read into (engine/pdata.py), an
+    EVT_PDU_RECV handler gets each PDU and the state machine a DT-2 for each, and each
+    stored dataset is the one sent, byte for byte (a 32-frame run over many 16 KB PDUs,
+    and a small one in one)."""
+    from pynetdicom.pdu import P_DATA_TF
+    from pynetdicom.sop_class import SecondaryCaptureImageStorage, XRayAngiographicImageStorage
+
+    from dsmpacs.archive.storage import ReceivedBuffer, Storage
+    from dsmpacs.dicom.engine import spool as engine_spool
+    from dsmpacs.dicom.engine.store_service import fast_store_handler
+
+    storage = Storage(tmp_path / "storage")
+    storage.prepare()
+    received, pdus, transitions = [], [], []
+
+    @fast_store_handler
+    def handle(call):
+        received.append(call.request._dataset_file.staged().path.read_bytes())
+        return 0x0000
+
+    handlers = [(evt.EVT_C_STORE, handle),
+                (evt.EVT_PDU_RECV, lambda event: pdus.append(event.pdu)),
+                (evt.EVT_FSM_TRANSITION, lambda event: transitions.append((event.action, event.fsm_event)))]
+    ae = AE(ae_title="PDATA")
+    ae.maximum_pdu_size = 16384
+    ae.add_supported_context(XRayAngiographicImageStorage)
+    ae.add_supported_context(SecondaryCaptureImageStorage)
+    engine_spool.bind_storage(ae, storage)
+    server = ae.start_server(("127.0.0.1", 0), block=False, evt_handlers=handlers)
+    sent = [f.write(f.xa_run(frames=32, size=64), tmp_path / "run.dcm"),
+            f.write(f.secondary_capture(size=16), tmp_path / "small.dcm")]
+    try:
+        scu = AE(ae_title="SENDER")
+        scu.add_requested_context(XRayAngiographicImageStorage, ExplicitVRLittleEndian)
+        scu.add_requested_context(SecondaryCaptureImageStorage, ExplicitVRLittleEndian)
+        assoc = scu.associate("127.0.0.1", server.server_address[1], ae_title="PDATA")
+        assert assoc.is_established
+        try:
+            assert [assoc.send_c_store(path).Status for path in sent] == [0x0000, 0x0000]
+        finally:
+            assoc.release()
+    finally:
+        server.shutdown()
+
+    assert [_dataset_bytes(raw) for raw in received] == [_dataset_bytes(p.read_bytes()) for p in sent]
+    data_pdus = [pdu for pdu in pdus if isinstance(pdu, P_DATA_TF)]
+    assert len(data_pdus) > 8, "the run should have come in many PDUs"
+    values = [item.presentation_data_value for pdu in data_pdus for item in pdu.presentation_data_value_items]
+    assert all(type(v) is memoryview and v.readonly and type(v.obj) is ReceivedBuffer for v in values)
+    buffers = {id(v.obj) for v in values}
+    assert len(buffers) == len(data_pdus), "one buffer per PDU, every value a view of its PDU's"
+    assert transitions.count(("DT-2", "Evt10")) == len(data_pdus)
+
+
+class _Reading:
+    """What pdata's _read_pdu_data touches of a DUL, reading a real socket."""
+
+    def __init__(self, sock, queued=()):
+        import queue
+        from types import SimpleNamespace
+
+        from dsmpacs.archive.storage import ReceivedBuffer
+
+        def recv(count):
+            buf = ReceivedBuffer(count)
+            view, got = memoryview(buf), 0
+            while got < count:
+                n = sock.recv_into(view[got:])
+                if not n:
+                    return bytes(buf[:got])
+                got += n
+            return buf
+
+        self.socket = SimpleNamespace(recv=recv)
+        self.event_queue, self._recv_pdu = queue.Queue(), queue.Queue()
+        for event in queued:
+            self.event_queue.put(event)
+        self.assoc = SimpleNamespace(get_handlers=lambda event: [])
+
+    def events(self) -> list[str]:
+        return list(self.event_queue.queue)
+
+
+@pytest.fixture
+def socket_pair():
+    import socket
+
+    ours, peer = socket.socketpair()
+    yield ours, peer
+    ours.close()
+    peer.close()
+
+
+def test_a_read_p_data_tf_is_queued_as_pynetdicom_queues_it(socket_pair):
+    """Evt10 behind what is queued already, and a PDU whose items are pynetdicom's
+    decode of the same bytes, each value a read-only view of the body's buffer."""
+    from pynetdicom.pdu import P_DATA_TF
+
+    from dsmpacs.archive.storage import ReceivedBuffer
+    from dsmpacs.dicom.engine import pdata
+
+    ours, peer = socket_pair
+    values = [(1, b"\x02" + b"D" * 300), (3, b"\x03" + b"C" * 20)]
+    pdu = _p_data_tf(values)
+    theirs = P_DATA_TF()
+    theirs.decode(pdu)
+    expected = [(i.presentation_context_id, i.presentation_data_value) for i in theirs.presentation_data_value_items]
+    for queued in ((), ("Evt12",)):
+        dul = _Reading(ours, queued=queued)
+        peer.sendall(pdu)
+        pdata._read_pdu_data(dul)
+        assert dul.events() == [*queued, "Evt10"]
+        items = dul._recv_pdu.get_nowait().presentation_data_value_items
+        assert [(i.presentation_context_id, bytes(i.presentation_data_value)) for i in items] == expected
+        assert all(i.presentation_data_value.readonly and type(i.presentation_data_value.obj) is ReceivedBuffer
+                   for i in items)
+
+
+def test_a_bad_pdu_is_answered_with_pynetdicom_s_events(socket_pair):
+    """An undecodable PDV list or an unknown PDU type: Evt19 (A-ABORT); a body that
+    ends early: Evt17 (connection closed). No PDU is queued."""
+    import socket
+
+    from dsmpacs.dicom.engine import pdata
+
+    ours, peer = socket_pair
+    cases = [(struct.pack(">BBL", 4, 0, 5) + struct.pack(">LB", 0, 1), "Evt19"),
+             (struct.pack(">BBL", 9, 0, 0), "Evt19")]
+    for raw, event in cases:
+        dul = _Reading(ours)
+        peer.sendall(raw)
+        pdata._read_pdu_data(dul)
+        assert dul.events() == [event] and dul._recv_pdu.empty()
+    dul = _Reading(ours)
+    peer.sendall(_p_data_tf([(1, b"\x02" + b"x" * 100)])[:50])
+    peer.shutdown(socket.SHUT_WR)
+    pdata._read_pdu_data(dul)
+    assert dul.events() == ["Evt17"] and dul._recv_pdu.empty()
+
+
 def engine_original_primitive(message):
     """pynetdicom's own conversion, from the function the engine wrapped."""
     from pynetdicom.dimse_messages import DIMSEMessage

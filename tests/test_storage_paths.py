@@ -140,22 +140,30 @@ def test_a_spool_s_hash_is_the_file_s_when_large_messages_are_hashed_behind(tmp_
     assert len(batches) == total // storage_module.HASH_STEP      # small ones never leave the thread
 
 
-def test_a_spool_keeps_views_of_bytes_for_hashing_without_copying(tmp_path):
-    """A received PDU's values are views of one bytes object (dicom/engine/pdata.py).
-    bytes cannot change, so the spool keeps such a view for hashing rather than a copy
-    (a view of a reusable buffer is copied: the test above); the digest is the file's."""
+@pytest.mark.parametrize("kind", [bytes, "received"])
+def test_a_spool_keeps_views_of_unchanging_buffers_for_hashing_without_copying(tmp_path, kind):
+    """A received PDU's values are read-only views of the one ReceivedBuffer it was
+    read into (dicom/engine/pdata.py), which nobody writes again; bytes cannot change
+    at all. The spool keeps views of either for hashing rather than a copy (a view of
+    a reusable bytearray is copied: the test above); the digest is the file's."""
     import hashlib
+
+    from dsmpacs.archive.storage import ReceivedBuffer
 
     storage = Storage(tmp_path / "storage")
     storage.prepare()
     pdu = os.urandom(64 * 1024)
-    views = [memoryview(pdu)[5:30000], memoryview(pdu)[30005:]]
+    if kind == "received":
+        pdu = ReceivedBuffer(pdu)
+    views = [memoryview(pdu).toreadonly()[5:30000], memoryview(pdu)[30005:]]
     with storage.spool() as spool:
         for view in views:
             spool.write(view)
         assert [id(kept) for kept in spool._unhashed] == [id(view) for view in views]
+        spool.write(memoryview(bytearray(b"reused")))
+        assert type(spool._unhashed[-1]) is bytes, "a view of a plain bytearray is copied"
         staged = spool.staged()
-    written = b"".join(bytes(view) for view in views)
+    written = b"".join(bytes(view) for view in views) + b"reused"
     assert staged.path.read_bytes() == written
     assert staged.sha256 == hashlib.sha256(written).hexdigest()
 

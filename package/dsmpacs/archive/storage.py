@@ -76,6 +76,15 @@ def start_writeback(fd: int, offset: int, length: int) -> None:
         _sync_file_range(fd, offset, length, _SYNC_FILE_RANGE_WRITE)
 
 
+class ReceivedBuffer(bytearray):
+    """Bytes read from a peer into a buffer that its reader fills once and never
+    writes again (dicom/engine/pdata.py reads each P-DATA-TF into one). Like
+    ``bytes``, a view of one may be kept without a copy (``SpoolWriter.write``);
+    unlike ``bytes``, the socket can read straight into it."""
+
+    __slots__ = ()
+
+
 @dataclass(frozen=True)
 class StagedFile:
     """A complete Part 10 file in the tmp dir, hashed while it was written.
@@ -95,6 +104,9 @@ class StagedFile:
     pending: Future | None = field(default=None, compare=False, repr=False)
     header: Header | None = field(default=None, compare=False, repr=False)
     content: bytes | None = field(default=None, compare=False, repr=False)
+
+
+_UNCHANGING = (bytes, ReceivedBuffer)
 
 
 class SpoolWriter:
@@ -143,10 +155,10 @@ class SpoolWriter:
             try:
                 self._fh.write(data)
                 # Kept for hashing later. A buffer its owner reuses would change meanwhile,
-                # so it is copied; bytes, or a view of bytes (received PDUs,
-                # dicom/engine/pdata.py), cannot change and are kept as they are.
+                # so it is copied; bytes, or a view of bytes or of a ReceivedBuffer
+                # (received PDUs, dicom/engine/pdata.py), do not change and are kept.
                 kept = data if type(data) is bytes or (
-                    type(data) is memoryview and type(data.obj) is bytes) else bytes(data)
+                    type(data) is memoryview and type(data.obj) in _UNCHANGING) else bytes(data)
                 self._unhashed.append(kept)
                 self._unhashed_size += len(data)
                 self._size += len(data)

@@ -25,9 +25,10 @@ What each module changes, and the upstream hook it uses or lacks:
                    the time a PDU may take (a fixed deadline until the association is
                    established); non-DICOM bytes answered with A-ABORT and a close,
                    without waiting in Sta13.
-* ``pdata``        a received P-DATA-TF decoded into views of one copy of the PDU
-                   (``_decode_pdu`` replaced for that type only): three copies of
-                   every received byte fewer.
+* ``pdata``        a received PDU's body read into one buffer, a P-DATA-TF's values
+                   views of it (``_read_pdu_data`` replaced; other PDU types still
+                   decoded by ``_decode_pdu``): none of pynetdicom's five copies of
+                   every received byte.
 * ``listener``     the listener, capped per peer address at accept
                    (``ae.make_server(server_class=...)`` is the hook); one AE may
                    have a plain and a TLS listener.

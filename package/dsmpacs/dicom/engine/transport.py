@@ -44,6 +44,7 @@ from pynetdicom import dul as _dul
 from pynetdicom import transport as _transport
 from pynetdicom.pdu import A_ABORT_RQ
 
+from dsmpacs.archive.storage import ReceivedBuffer
 from dsmpacs.dicom.engine import respond, tls
 
 log = logging.getLogger(__name__)
@@ -98,7 +99,7 @@ def _recv(self, nr_bytes: int) -> bytearray:
             return bytearray()      # pynetdicom treats a short read as a closed connection
     deadline, late = _deadline(self, header)
     read = _read_tls if isinstance(sock, ssl.SSLSocket) else _read_plain
-    buf = bytearray(nr_bytes)
+    buf = ReceivedBuffer(nr_bytes)      # filled here once; engine/pdata.py keeps views of it
     view = memoryview(buf)
     got = 0
     while got < nr_bytes:
