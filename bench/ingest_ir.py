@@ -12,8 +12,9 @@ CPU over 10 rounds of ingest_ab on small instances, 0.96x over the next 10, and 
 (0.96-1.00) here. This tool counts instructions instead.
 
 Each daemon runs under valgrind's callgrind (instructions only), started fresh on an
-empty data directory as bench/ingest.py starts ours. Once it listens its counters are
-zeroed (``callgrind_control -z``); it receives the first files of the corpus from
+empty data directory as bench/ingest.py starts ours, with callgrind's instrumentation
+off. Once it listens the instrumentation is switched on and the counters zeroed
+(``callgrind_control --instr=on``, ``-z``); it receives the first files of the corpus from
 storescu over one association; its counters are dumped (``callgrind_control -d``: the
 instructions every thread retired meanwhile) and it is killed, since a daemon under
 valgrind does not always wake from its wait for SIGTERM. Two daemons per checkout,
@@ -46,6 +47,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from bench.common import (
+    ROOT,
     DsmPacs,
     RoundDirs,
     exit_cleanly_on_sigterm,
@@ -76,11 +78,14 @@ def first_files(folder: Path, count: int, into: Path) -> Path:
 
 
 def instructions(checkout: Path | None, files: Path, count: int, profile: Path, workdir: Path) -> int:
-    """Instructions retired by a daemon of ``checkout`` (this one when None), started on
-    an empty ``workdir``, that received every file of ``files`` and was stopped."""
+    """Instructions every thread of a daemon of ``checkout`` (this one when None),
+    started on an empty ``workdir``, retired between listening and having received
+    every file of ``files``."""
     dumps = workdir.parent / f"{workdir.name}.callgrind"
+    # Instrumentation off until the daemon listens: its start-up then runs several
+    # times faster under valgrind, and is not counted anyway.
     target = DsmPacs(workdir, patience=PATIENCE, wrapper=(
-        "valgrind", "--tool=callgrind", f"--callgrind-out-file={dumps}.%p",
+        "valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={dumps}.%p",
         f"--log-file={workdir.parent / workdir.name}.valgrind"))
     if checkout is None:
         target.start()
@@ -88,6 +93,7 @@ def instructions(checkout: Path | None, files: Path, count: int, profile: Path, 
         with on_pythonpath(checkout):
             target.start()
     try:
+        _control(target.pid, "--instr=on")
         _control(target.pid, "-z")
         push(target, files, profile)
         _control(target.pid, "-d")
@@ -143,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.checkouts else {"this checkout": None})
     results: dict[str, list[float]] = {name: [] for name in names}
     print(f"{args.corpus}: daemons under callgrind receiving {few} and {many} files; "
-          + ", ".join(f"{name} {path or Path.cwd()}" for name, path in names.items()))
+          + ", ".join(f"{name} {path or ROOT}" for name, path in names.items()))
     with RoundDirs("ingest-ir") as dirs:
         profile = dirs.root / "storescu.cfg"
         profile.write_text(PROFILE)
