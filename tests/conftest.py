@@ -7,6 +7,7 @@ whatever raised it: the two hooks at the end of this file own that rule.
 from __future__ import annotations
 
 import os
+import socket
 import uuid
 from pathlib import Path
 
@@ -126,6 +127,15 @@ def server_factory(tmp_path):
 @pytest.fixture
 def server(server_factory, database_url):
     return server_factory(database_url=database_url)
+
+
+@pytest.fixture
+def socket_pair():
+    """Two connected sockets (``socket.socketpair``), closed at teardown."""
+    ours, peer = socket.socketpair()
+    yield ours, peer
+    ours.close()
+    peer.close()
 
 
 def pytest_report_header(config):

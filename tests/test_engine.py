@@ -411,16 +411,6 @@ class _Reading:
         return list(self.event_queue.queue)
 
 
-@pytest.fixture
-def socket_pair():
-    import socket
-
-    ours, peer = socket.socketpair()
-    yield ours, peer
-    ours.close()
-    peer.close()
-
-
 def test_a_read_p_data_tf_is_queued_as_pynetdicom_queues_it(socket_pair):
     """Evt10 behind what is queued already, and a PDU whose items are pynetdicom's
     decode of the same bytes, each value a read-only view of the body's buffer."""

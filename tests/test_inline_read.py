@@ -7,7 +7,6 @@ import ssl
 import threading
 from types import SimpleNamespace
 
-import pytest
 from pynetdicom import AE, evt
 from pynetdicom.association import Association
 from pynetdicom.pdu import P_DATA_TF
@@ -49,16 +48,8 @@ def _assoc(state="Sta6", acceptor=True, sock=None, ended=False):
     return SimpleNamespace(dul=dul, is_acceptor=acceptor)
 
 
-@pytest.fixture
-def pair():
-    ours, peer = socket.socketpair()
-    yield ours, peer
-    ours.close()
-    peer.close()
-
-
-def test_only_an_established_plain_acceptor_reads_inline(pair):
-    ours, _ = pair
+def test_only_an_established_plain_acceptor_reads_inline(socket_pair):
+    ours, _ = socket_pair
     assert inline._socket_if_eligible(_assoc(sock=ours)) is ours
     assert inline._socket_if_eligible(_assoc(state="Sta8", sock=ours)) is None      # release asked
     assert inline._socket_if_eligible(_assoc(state="Sta13", sock=ours)) is None
@@ -101,7 +92,7 @@ def _dul_wait(assoc, sock, monkeypatch) -> tuple[list, object]:
     return watched, seen["readable"]
 
 
-def test_the_dul_thread_leaves_the_socket_alone_while_the_association_thread_reads(pair, monkeypatch):
+def test_the_dul_thread_leaves_the_socket_alone_while_the_association_thread_reads(socket_pair, monkeypatch):
     """With the turn taken, the DUL thread's wait watches only its wake-up pipe; with
     the turn free it watches the socket too, as before. Either way it leaves no
     "readable" answer for AssociationSocket.ready: the association thread may take
@@ -112,7 +103,7 @@ def test_the_dul_thread_leaves_the_socket_alone_while_the_association_thread_rea
     runs of test_audit_coverage's C-FIND step, before this was fixed)."""
     inline.install()
     reactor.install()
-    ours, peer = pair
+    ours, peer = socket_pair
     peer.sendall(b"\x04")                       # the peer's next PDU has begun
     held = Association(AE(), "acceptor")
     with inline.turn(held.dul):
