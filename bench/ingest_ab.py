@@ -14,10 +14,11 @@ milliseconds per instance (user and system time from /proc), and the user time a
 Both must have stored every instance. On a shared 2-core VM one push of 2,000 small
 instances varied from 3.5 to 6.5 s within minutes; a change of a few percent shows
 only in many alternated rounds, and the CPU per instance moves less than the wall
-time. The system time moves most: on this VM's disk (ext4 mounted with ``discard``)
-the kernel's cost of writing a DSA push's 210 MB doubled from one round to the next
-after earlier rounds' files were removed, while the user time, where a change to
-our Python shows, stayed within a few percent.
+time. The system time moves most: in one run of 16 DSA rounds on this VM the
+kernel's share of a push went from about 25 ms an instance to 60-90 ms from the third
+round on (why is not established: the disk is ext4 mounted with ``discard``, and the
+rounds' files stay until the run ends), while the user time, where a change to our
+Python shows, stayed near 30 ms.
 """
 from __future__ import annotations
 
