@@ -44,8 +44,8 @@ from pynetdicom import evt
 from pynetdicom.pdu import P_DATA_TF
 from pynetdicom.pdu_items import PresentationDataValueItem
 
-P_DATA_TF_TYPE = 0x04
-DICOM_PDU_TYPES = range(0x01, 0x08)
+from dsmpacs.dicom.engine import transport
+
 _HEADER = struct.Struct(">BBL")
 _ITEM_LENGTH = struct.Struct(">L")
 # pynetdicom's own logger: what an operator already filters on says the same things.
@@ -74,30 +74,32 @@ def pdv_items(data, start: int = 6) -> list[PresentationDataValueItem]:
     return items
 
 
+def _closed(self, exc: BaseException) -> None:
+    _DUL_LOG.error("Connection closed before the entire PDU was received")
+    _DUL_LOG.exception(exc)
+    self.event_queue.put("Evt17")
+
+
 def _read_pdu_data(self) -> None:
     """DULServiceProvider._read_pdu_data: the same events for the same bytes."""
     sock = self.socket
     try:
         head = sock.recv(6)
     except (OSError, TimeoutError) as exc:
-        _DUL_LOG.error("Connection closed before the entire PDU was received")
-        _DUL_LOG.exception(exc)
-        self.event_queue.put("Evt17")
+        _closed(self, exc)
         return
     if len(head) != 6:
         self.event_queue.put("Evt17")
         return
     pdu_type, _, length = _HEADER.unpack(head)
-    if pdu_type not in DICOM_PDU_TYPES:
+    if pdu_type not in transport.DICOM_PDU_TYPES:
         _DUL_LOG.error(f"Unknown PDU type received '0x{pdu_type:02X}'")
         self.event_queue.put("Evt19")
         return
     try:
         body = sock.recv(length)
     except (OSError, TimeoutError) as exc:
-        _DUL_LOG.error("Connection closed before the entire PDU was received")
-        _DUL_LOG.exception(exc)
-        self.event_queue.put("Evt17")
+        _closed(self, exc)
         return
     if len(body) != length:
         _DUL_LOG.error(f"The received PDU is shorter than expected ({6 + len(body)} of "
@@ -105,7 +107,7 @@ def _read_pdu_data(self) -> None:
         self.event_queue.put("Evt17")
         return
     assoc = self.assoc
-    if pdu_type == P_DATA_TF_TYPE and not assoc.get_handlers(evt.EVT_DATA_RECV):
+    if pdu_type == transport.P_DATA_TF and not assoc.get_handlers(evt.EVT_DATA_RECV):
         pdu = P_DATA_TF()
         try:
             pdu.presentation_data_value_items = pdv_items(body, 0)
