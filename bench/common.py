@@ -97,11 +97,11 @@ class RoundDirs:
             shutil.rmtree(self.root, ignore_errors=True)
 
 
-def stop(proc: subprocess.Popen, patience: float = 30) -> None:
+def stop(proc: subprocess.Popen) -> None:
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
         try:
-            proc.wait(patience)
+            proc.wait(30)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
@@ -122,7 +122,7 @@ class DsmPacs:
         # bench/ingest_ir.py puts valgrind before the interpreter.
         self.entry = entry
         self.wrapper = wrapper
-        # Seconds the daemon may take to listen, and to exit once told to stop.
+        # Seconds the daemon may take to start listening.
         self.patience = patience
         self.proc: subprocess.Popen | None = None
 
@@ -147,7 +147,12 @@ class DsmPacs:
 
     def stop(self) -> None:
         if self.proc:
-            stop(self.proc, max(30, self.patience))
+            stop(self.proc)
+
+
+def stored_instances(workdir: Path) -> int:
+    """How many instance files our daemon's data directory ``workdir`` holds."""
+    return sum(1 for _ in (workdir / "storage").glob("[0-9]*/*/*/*.dcm"))
 
 
 @functools.cache

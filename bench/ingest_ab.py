@@ -34,6 +34,7 @@ from bench.common import (
     process_times,
     section_parser,
     spread,
+    stored_instances,
 )
 from bench.ingest import PROFILE, chosen_corpus, push
 
@@ -67,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
                     user_per_instance = (user_after - user) * 1000 / count
                 finally:
                     target.stop()
-                stored = sum(1 for _ in (workdir / "storage").glob("[0-9]*/*/*/*.dcm"))
+                stored = stored_instances(workdir)
                 if stored != count:
                     raise SystemExit(f"[ingest_ab] {name} stored {stored} of {count} instances")
                 results[name].append((seconds, per_instance, user_per_instance))

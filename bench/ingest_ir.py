@@ -54,6 +54,7 @@ from bench.common import (
     on_pythonpath,
     section_parser,
     spread,
+    stored_instances,
 )
 from bench.ingest import FULL, PROFILE, QUICK, build_corpus, push
 
@@ -101,7 +102,7 @@ def instructions(checkout: Path | None, files: Path, count: int, profile: Path, 
         if target.proc is not None:
             target.proc.kill()
             target.proc.wait()
-    stored = sum(1 for _ in (workdir / "storage").glob("[0-9]*/*/*/*.dcm"))
+    stored = stored_instances(workdir)
     if stored != count:
         raise SystemExit(f"[ingest_ir] stored {stored} of {count} instances; see {workdir / 'stderr'}")
     # The first dump holds what was counted between the zeroing and the dump.
