@@ -18,6 +18,7 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.uid import ImplicitVRLittleEndian, JPEGBaseline8Bit
 
+from dsmpacs.archive.part10 import read_meta_group
 from dsmpacs.cli import main
 from tests import factories as f
 from tests.peers import ServerProcess, dcmtk, store_unchanged, wait_until
@@ -98,6 +99,21 @@ def no_fragments(path: Path) -> Path:
     return f.write(ds, path, JPEGBaseline8Bit)
 
 
+def sequence_cut_short(path: Path) -> Path:
+    """The file ends inside an item of an undefined-length sequence: pydicom's parse
+    fails with an OSError of its own, no longer a processing failure (0xC211)."""
+    ds = f.secondary_capture(size=16)
+    item = Dataset()
+    item.CodeValue, item.CodingSchemeDesignator, item.CodeMeaning = "121070", "DCM", "Findings"
+    ds.ProcedureCodeSequence = [item]
+    ds["ProcedureCodeSequence"].is_undefined_length = True
+    item.is_undefined_length_sequence_item = True
+    raw = f.write(ds, path).read_bytes()
+    at = raw.index(struct.pack("<HH2sH", 0x0008, 0x1032, b"SQ", 0))
+    path.write_bytes(raw[:at + 12 + 8 + 4])        # the element, its first item's header, 4 bytes
+    return path
+
+
 def deflate_bomb(path: Path) -> Path:
     """Twice the bound, from a file of about 130 KB; built once per directory (it takes
     a second or two to compress), so the tests that send it share it."""
@@ -114,6 +130,7 @@ BROKEN = {
     "short-pixel-data": (short_pixel_data, "Pixel Data has 4000 bytes, attributes need 8192", True),
     "no-fragments": (no_fragments, "holds no fragment data", True),
     "deflate-bomb": (deflate_bomb, f"more than max_inflated_mb ({MAX_INFLATED_MB} MiB)", False),
+    "sequence-cut-short": (sequence_cut_short, "not a readable DICOM dataset: No tag to read", False),
 }
 
 
@@ -180,11 +197,18 @@ def storescu(server, path: Path) -> tuple[int, str]:
     return int(status.group(1), 16), comment.group(1) if comment else ""
 
 
+def file_meta(path: Path) -> dict[str, str]:
+    """The File Meta values, without parsing the dataset (some of these cannot be)."""
+    with open(path, "rb") as fh:
+        fh.seek(132)
+        return read_meta_group(fh)
+
+
 def pynetdicom_store(server, path: Path) -> tuple[int, str]:
     """C-STORE a file's dataset bytes unchanged (dcmtk will not load these files)."""
-    meta = dcmread(path, stop_before_pixels=True).file_meta
-    return store_unchanged(server.port, path, str(meta.MediaStorageSOPClassUID),
-                           str(meta.TransferSyntaxUID), called=server.ae_title)
+    meta = file_meta(path)
+    return store_unchanged(server.port, path, meta["MediaStorageSOPClassUID"],
+                           meta["TransferSyntaxUID"], called=server.ae_title)
 
 
 def stow(server, auth, path: Path) -> requests.Response:
@@ -197,7 +221,7 @@ def stow(server, auth, path: Path) -> requests.Response:
 
 
 def sop_uid(path: Path) -> str:
-    return str(dcmread(path, stop_before_pixels=True).file_meta.MediaStorageSOPInstanceUID)
+    return file_meta(path)["MediaStorageSOPInstanceUID"]
 
 
 def stored(server, uid: str):

@@ -201,6 +201,12 @@ def _parse_header(fp: BinaryIO, data: bytes | None) -> Header:
             NotImplementedError, AttributeError, IndexError, struct.error, RecursionError) as exc:
         # RecursionError: sequences nested thousands deep, a cheap way to crash a parser.
         raise InvalidDataset(f"not a readable DICOM dataset: {exc}") from exc
+    except OSError as exc:
+        if exc.errno is not None:
+            raise                       # the disk's error, not the data's
+        # pydicom's own complaint, an OSError without errno: "No tag to read at file
+        # position ..." from a file that ends inside a sequence item.
+        raise InvalidDataset(f"not a readable DICOM dataset: {exc}") from exc
     ts = str(meta.get("TransferSyntaxUID", "") or "")
     if not ts:
         ts = _guess_transfer_syntax(ds)
