@@ -344,14 +344,15 @@ def test_undefined_length_un_is_walked_as_implicit_vr(tmp_path):
 
 def test_the_walk_over_the_bytes_read_judges_as_the_walk_over_the_file(tmp_path):
     """C-STORE validates the bytes read_header read (Header.data, a file up to 256 KB),
-    STOW-RS and import the staged file: every broken and sound case gets the same
-    answer both ways, and a larger file is not held in memory."""
+    mostly in the parse's own pass (Header.walked, archive/scan.py), STOW-RS and
+    import the staged file: every broken and sound case gets the same answer both
+    ways, and a larger file is not held in memory."""
     from dataclasses import replace
 
     from dsmpacs.archive.part10 import InvalidDataset, read_header
     from dsmpacs.archive.validation import dataset_problem
 
-    compared = refused = 0
+    compared = refused = in_one_pass = 0
     for name, build in [*((n, b[0]) for n, b in BROKEN.items()), *SOUND.items()]:
         path = build(tmp_path / f"{name}.dcm")
         try:
@@ -364,7 +365,9 @@ def test_the_walk_over_the_bytes_read_judges_as_the_walk_over_the_file(tmp_path)
         assert answer == "" or name in BROKEN, (name, answer)    # (the bomb's bound is the daemon's setting)
         compared += 1
         refused += answer != ""
+        in_one_pass += header.walked is not None
     assert compared >= len(SOUND) + 5 and refused >= 5, (compared, refused)
+    assert in_one_pass >= len(SOUND) + 2, in_one_pass
     big = f.write(f.xa_run(frames=2, size=512), tmp_path / "big.dcm")
     assert big.stat().st_size > 256 * 1024
     header = read_header(big)

@@ -22,6 +22,7 @@ from pydicom.uid import (
 
 from dsmpacs import __version__
 from dsmpacs.archive.inflate import InflateError, InflatingReader
+from dsmpacs.archive.scan import LONG_VRS, PIXEL_TAGS, Pixels, scan
 from dsmpacs.archive.uids import clean_uid
 
 # A fixed implementation identity for files this archive writes (import, STOW-RS,
@@ -36,7 +37,6 @@ HEADER_DEFER_SIZE = 4096
 # every element, and BufferedReader.tell() is a system call each time (34 lseeks for
 # a small secondary capture).
 READ_WHOLE = 256 * 1024
-_PIXEL_TAGS = frozenset({0x7FE00008, 0x7FE00009, 0x7FE00010})
 
 __all__ = ["Header", "InvalidDataset", "parse_header", "read_header", "ascii_value", "raw_us", "read_meta_group",
            "file_meta_bytes", "PYDICOM_IMPLEMENTATION_UID"]
@@ -86,6 +86,10 @@ class Header:
     # Added to an element's offset for its offset in the file the header is now about:
     # a restaged dataset keeps the header parsed from its source, behind a new File Meta.
     value_shift: int = 0
+    # The top-level pixel elements found when ``data`` was walked whole in the same pass
+    # as the parse (archive/scan.py), so validation need not walk it again; None when
+    # it was not. It describes ``data`` and is used only with it.
+    walked: dict[int, Pixels] | None = field(default=None, compare=False, repr=False)
 
     def deferred_value(self, elem, path: Path | str) -> bytes | None:
         """The bytes of a value the parse left unread (over HEADER_DEFER_SIZE), from
@@ -171,8 +175,72 @@ def read_header(path: Path | str) -> Header:
 
 
 def parse_header(data: bytes) -> Header:
-    """read_header for a whole file already in memory (a spool that kept its bytes)."""
-    return _parse_header(io.BytesIO(data), data)
+    """read_header for a whole file already in memory (a spool that kept its bytes).
+    A file with a File Meta group in Implicit or Explicit VR Little Endian is parsed
+    and walked in one pass (archive/scan.py); anything that pass does not take, sound
+    or not, is parsed as any other file."""
+    return _scanned_header(data) or _parse_header(io.BytesIO(data), data)
+
+
+def _scanned_header(data: bytes) -> Header | None:
+    if data[128:132] != b"DICM":
+        return None
+    found = _meta_in(data, 132)
+    if found is None:
+        return None
+    meta, offset = found
+    ts = meta.get("TransferSyntaxUID", "")
+    implicit = _scanned_syntax(ts)
+    if implicit is None:
+        return None
+    scanned = scan(data, offset, implicit, HEADER_DEFER_SIZE)
+    if scanned is None:
+        return None
+    ds = scanned.dataset
+    ds.set_original_encoding(implicit, True, ds._character_set)     # as _read_dataset does
+    return Header(ds, meta, ts, offset, data, walked=scanned.pixels)
+
+
+_SYNTAXES: dict[str, bool | None] = {}
+
+
+def _scanned_syntax(ts: str) -> bool | None:
+    """Whether a transfer syntax is Implicit VR, for the ones scan.py reads (a Little
+    Endian syntax pydicom knows, not deflated); None for the others."""
+    if ts not in _SYNTAXES:
+        uid = UID(ts)
+        _SYNTAXES[ts] = (uid.is_implicit_VR if uid.is_transfer_syntax and uid.is_little_endian
+                         and not uid.is_deflated else None)
+    return _SYNTAXES[ts]
+
+
+_META_HEAD = struct.Struct("<HH2sH").unpack_from
+
+
+def _meta_in(data: bytes, pos: int) -> tuple[dict[str, str], int] | None:
+    """``_read_meta`` over bytes in memory: the values and the dataset's offset, or
+    None where ``_read_meta`` would hand over to pydicom's reader."""
+    out: dict[str, str] = {}
+    size = len(data)
+    while True:
+        if size - pos < 8:
+            return None
+        group, element, vr, length = _META_HEAD(data, pos)
+        if group != 0x0002:
+            return out, pos
+        pos += 8
+        if vr in LONG_VRS:
+            if size - pos < 4:
+                return None
+            length = struct.unpack_from("<L", data, pos)[0]
+            pos += 4
+        elif not (vr.isalpha() and vr.isupper()):
+            return None
+        if size - pos < length:
+            return None
+        if element in _META_KEYWORDS and vr in _META_TEXT_VRS:
+            out[_META_KEYWORDS[element]] = data[pos:pos + length].decode("ascii", "replace").rstrip("\x00 ")
+        pos += length
 
 
 def _read_to_end(fd: int, size: int) -> bytes:
@@ -214,12 +282,10 @@ def _parse_header(fp: BinaryIO, data: bytes | None) -> Header:
 
 
 DEFLATED = "1.2.840.10008.1.2.1.99"
-LONG_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR",
-                      b"UT", b"UV"})   # explicit VRs with a 4-byte length (PS3.5 7.1.2)
 
 
 def _stop_at_pixel_data(tag, vr, length) -> bool:
-    return tag in _PIXEL_TAGS
+    return tag in PIXEL_TAGS
 
 
 def _read_dataset(fp: BinaryIO, meta: dict[str, str], has_meta: bool) -> Dataset:

@@ -24,14 +24,14 @@ from __future__ import annotations
 import io
 import os
 import struct
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
 from pydicom.datadict import dictionary_VR
 
 from dsmpacs.archive.inflate import InflateError, InflatingReader
-from dsmpacs.archive.part10 import DEFLATED, LONG_VRS, Header, InvalidDataset, ascii_value, raw_us
+from dsmpacs.archive.part10 import DEFLATED, Header, InvalidDataset, ascii_value, raw_us
+from dsmpacs.archive.scan import LONG_VRS, MAX_DEPTH, Pixels
 
 __all__ = ["dataset_problem", "skip_encapsulated"]
 
@@ -40,9 +40,6 @@ _UNDEFINED = 0xFFFFFFFF
 _PIXEL_DATA, _FLOAT_PIXEL_DATA, _DOUBLE_PIXEL_DATA = 0x7FE00010, 0x7FE00008, 0x7FE00009
 _PIXEL_TAGS = {_PIXEL_DATA: "Pixel Data", _FLOAT_PIXEL_DATA: "Float Pixel Data",
                _DOUBLE_PIXEL_DATA: "Double Float Pixel Data"}
-# A hostile dataset can nest sequences until the walk's recursion fails; no
-# real object comes close to this depth.
-_MAX_DEPTH = 64
 _NATIVE_SYNTAXES = frozenset({"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2",
                               DEFLATED})
 _READ_OVER = 4096           # values up to this size are read past, larger ones seeked over
@@ -51,8 +48,11 @@ _READ_OVER = 4096           # values up to this size are read past, larger ones 
 def dataset_problem(path: Path | str, header: Header) -> str:
     """Why the staged file at ``path`` must be refused; "" when it is sound. When
     ``header.data`` holds the file's bytes (part10.read_header read it whole from
-    ``path``; a restaged header drops its source's), the walk reads those, not the file."""
+    ``path``; a restaged header drops its source's), the walk reads those, not the file;
+    when the parse walked them already (``header.walked``), not at all."""
     whole = header.data
+    if whole is not None and header.walked is not None:
+        return _pixel_problem(header, header.walked)
     try:
         if whole is not None:
             walk = _walk(io.BytesIO(whole), len(whole), header)
@@ -120,12 +120,6 @@ class _FileSource:
         return self._pos >= self._end
 
 
-@dataclass
-class _Pixels:
-    length: int | None          # None: encapsulated (undefined length)
-    fragments: list[int] = field(default_factory=list)  # fragment lengths, Basic Offset Table excluded
-
-
 def _tag_text(tag: int) -> str:
     return f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
 
@@ -135,7 +129,7 @@ class _Walk:
         self.src = source
         self.implicit = implicit
         self.order = "<" if little else ">"
-        self.pixels: dict[int, _Pixels] = {}       # top-level pixel elements found
+        self.pixels: dict[int, Pixels] = {}       # top-level pixel elements found
 
     def _header(self, what: str) -> tuple[int, int]:
         head = self.src.read(8)
@@ -186,7 +180,7 @@ class _Walk:
                 if tag in _PIXEL_TAGS or vr in (b"OB", b"OW"):
                     fragments = self._fragments(tag)
                     if top and tag in _PIXEL_TAGS:
-                        self.pixels[tag] = _Pixels(None, fragments)
+                        self.pixels[tag] = Pixels(None, fragments)
                 else:
                     # An undefined-length UN holds an Implicit VR sequence (PS3.5 6.2.2).
                     self._sequence(None, depth + 1, True if vr == b"UN" else implicit)
@@ -200,7 +194,7 @@ class _Walk:
             if not src.skip(length):
                 raise InvalidDataset(f"element {_tag_text(tag)} length {length} runs past end of data")
             if top and tag in _PIXEL_TAGS:
-                self.pixels[tag] = _Pixels(length)
+                self.pixels[tag] = Pixels(length)
 
     def _is_sequence(self, tag: int, vr: bytes, implicit: bool) -> bool:
         if not implicit:
@@ -213,8 +207,8 @@ class _Walk:
             return False
 
     def _sequence(self, end: int | None, depth: int, implicit: bool) -> None:
-        if depth > _MAX_DEPTH:
-            raise InvalidDataset(f"sequences nested deeper than {_MAX_DEPTH}")
+        if depth > MAX_DEPTH:
+            raise InvalidDataset(f"sequences nested deeper than {MAX_DEPTH}")
         src = self.src
         while True:
             if end is not None and src.tell() >= end:
@@ -272,7 +266,7 @@ def _int(ds, tag: int) -> int | None:
         return None
 
 
-def _pixel_problem(header: Header, found: dict[int, _Pixels]) -> str:
+def _pixel_problem(header: Header, found: dict[int, Pixels]) -> str:
     ds = header.dataset
     for tag, pixels in found.items():
         name = _PIXEL_TAGS[tag]
