@@ -139,16 +139,20 @@ def extracted_columns(level: Level) -> tuple[str, ...]:
 
 # --- value normalisation ----------------------------------------------------
 
+_DATE = re.compile(r"\d{8}")
+_TIME = re.compile(r"(\d{2})(\d{2})?(\d{2})?(\.\d{1,6})?")
+
+
 def normalise_date(value: str) -> str:
     """YYYYMMDD, accepting the old ACR-NEMA ``YYYY.MM.DD``; anything else becomes empty."""
     value = value.strip().replace(".", "").replace("-", "")
-    return value if re.fullmatch(r"\d{8}", value) else ""
+    return value if _DATE.fullmatch(value) else ""
 
 
 def normalise_time(value: str) -> str:
     """HHMMSS[.ffffff] padded, so that times compare as strings; ``1230`` is ``123000``."""
     value = value.strip().replace(":", "")
-    m = re.fullmatch(r"(\d{2})(\d{2})?(\d{2})?(\.\d{1,6})?", value)
+    m = _TIME.fullmatch(value)
     if not m:
         return ""
     hh, mm, ss, frac = m.groups()
@@ -176,8 +180,30 @@ class Extracted:
 # The longest value extract() reads back when the header parse left it unread: every
 # index column holds at most 256 characters of it.
 LONGEST_READ = 64 * 1024
-# What extract() reads, in the table's order: (attribute, tag).
-_EXTRACTED = tuple((attr, attr.tag) for attr in ATTRIBUTES if not attr.derived)
+_TEXT, _ASCII, _US, _OTHER = range(4)     # how extract() turns an attribute's raw bytes into text
+
+
+def _kind(vr: str) -> int:
+    return (_TEXT if vr in TEXT_VRS else _ASCII if vr in ASCII_VRS else _US if vr == "US"
+            else _OTHER)
+
+
+def _normaliser(attr: Attribute) -> Callable[[str], object]:
+    if attr.vr == "DA":
+        return normalise_date
+    if attr.vr == "TM":
+        return normalise_time
+    if attr.vr in INTEGER_VRS:
+        return _to_int
+    if attr.vr == "UI":
+        return clean_uid
+    return lambda text, longest=attr.max_length: text.strip()[:longest]
+
+
+# What extract() reads, in the table's order, each with what it needs decided once
+# rather than per instance (its level, column, kind of value and normaliser).
+_EXTRACTED = tuple((attr, attr.tag, attr.level, attr.column, _kind(attr.vr), _normaliser(attr))
+                   for attr in ATTRIBUTES if not attr.derived)
 
 
 def extract(ds: Dataset, deferred: Callable[[RawDataElement], bytes | None] | None = None) -> Extracted:
@@ -199,38 +225,39 @@ def extract(ds: Dataset, deferred: Callable[[RawDataElement], bytes | None] | No
     # 20-60 elements a header has costs less than that for the 50 attributes asked.
     present = {int(tag): elem for tag, elem in ds._dict.items()}
 
-    for attr, tag in _EXTRACTED:
+    for attr, tag, level, column, kind, normalised in _EXTRACTED:
         elem = present.get(tag)
         if elem is None:
             continue
-        if elem.value is None:
+        value = elem.value
+        if value is None:
             if not isinstance(elem, RawDataElement) or not elem.length:
                 continue                    # empty (implicit VR reads an empty value as None)
             # Left unread by the header parse (part10.HEADER_DEFER_SIZE): no indexed
             # attribute is that long in a conformant file, but a modality's may be.
             value = (deferred(elem) if deferred is not None and elem.length <= LONGEST_READ
-                     and attr.vr in TEXT_VRS | ASCII_VRS else None)
+                     and kind in (_TEXT, _ASCII) else None)
             if value is None:
                 problems.append(f"{attr.keyword}: a value of {elem.length} bytes was not indexed")
                 continue
             elem = elem._replace(value=value)
-        if attr.vr in TEXT_VRS and isinstance(elem.value, bytes):
-            decoded = decode_text(elem.value, charsets)
+        if kind == _TEXT and isinstance(value, bytes):
+            decoded = decode_text(value, charsets)
             if not decoded.ok:
                 problems.append(f"{attr.keyword}: {decoded.reason}")
             text = decoded.text.rstrip("\x00 ")
-        elif attr.vr in ASCII_VRS and isinstance(elem.value, bytes):
+        elif kind == _ASCII and isinstance(value, bytes):
             # Raw bytes of a default-repertoire value: no need for pydicom's conversion.
-            text = elem.value.decode("ascii", "replace").rstrip("\x00 ")
-        elif attr.vr == "US" and (number := raw_us(ds, elem)) is not None:
+            text = value.decode("ascii", "replace").rstrip("\x00 ")
+        elif kind == _US and (number := raw_us(ds, elem)) is not None:
             text = str(number)
         else:
             try:
-                text = _as_text(ds[attr.tag].value)
+                text = _as_text(ds[tag].value)
             except Exception as exc:  # a malformed value must not stop the store
                 problems.append(f"{attr.keyword}: unreadable value ({exc})")
                 continue
-        values[attr.level][attr.column] = _normalised(attr, text)
+        values[level][column] = normalised(text)
 
     for lvl in Level:
         values[lvl]["specific_character_set"] = "\\".join(charsets)[:64]
@@ -254,13 +281,3 @@ def _as_text(value) -> str:
     return str(value).rstrip("\x00 ")
 
 
-def _normalised(attr: Attribute, text: str) -> object:
-    if attr.vr == "DA":
-        return normalise_date(text)
-    if attr.vr == "TM":
-        return normalise_time(text)
-    if attr.vr in INTEGER_VRS:
-        return _to_int(text)
-    if attr.vr == "UI":
-        return clean_uid(text)
-    return text.strip()[: attr.max_length]
