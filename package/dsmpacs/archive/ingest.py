@@ -150,7 +150,7 @@ class Ingest:
             staged = self.storage.stage_stream(head, fh, sync=False)
         # Without the source's bytes: they are not the staged file's, and a STOW-RS
         # upload stages all its instances before storing them.
-        return replace(staged, header=replace(header, dataset_offset=len(head), data=None,
+        return replace(staged, header=replace(header, dataset_offset=len(head), data=None, walked=None,
                                               value_shift=len(head) - header.dataset_offset))
 
     # --- the store path --------------------------------------------------------
