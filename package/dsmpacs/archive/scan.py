@@ -203,20 +203,26 @@ def _is_sequence(tag: int, vr: str | bytes | None, implicit: bool) -> bool:
     return _dictionary_sequence(tag)
 
 
+def _next(data: bytes, pos: int, end: int | None) -> tuple[int, int] | None:
+    """The tag at ``pos`` and the four bytes after it as a length, or None at ``end``;
+    gives up past ``end`` or with fewer than 8 bytes left."""
+    if end is not None and pos >= end:
+        if pos != end:
+            raise _GiveUp
+        return None
+    if len(data) - pos < 8:
+        raise _GiveUp
+    group, element, length = _TAG_LENGTH(data, pos)
+    return group << 16 | element, length
+
+
 def _items(data: bytes, pos: int, end: int | None, depth: int, implicit: bool) -> int:
     """A sequence's items, to ``end`` or to its delimiter: the position after it."""
     if depth > MAX_DEPTH:
         raise _GiveUp
     size = len(data)
-    while True:
-        if end is not None and pos >= end:
-            if pos != end:
-                raise _GiveUp
-            return pos
-        if size - pos < 8:
-            raise _GiveUp
-        group, element, length = _TAG_LENGTH(data, pos)
-        tag = group << 16 | element
+    while (found := _next(data, pos, end)) is not None:
+        tag, length = found
         pos += 8
         if end is None and tag == _SEQ_END:
             return pos
@@ -229,22 +235,16 @@ def _items(data: bytes, pos: int, end: int | None, depth: int, implicit: bool) -
             if item_end > (size if end is None else end):
                 raise _GiveUp
             pos = _nested(data, pos, item_end, depth, implicit)
+    return pos
 
 
 def _nested(data: bytes, pos: int, end: int | None, depth: int, implicit: bool) -> int:
     """An item's elements, to ``end`` or (``end`` None) to its delimiter: the position
     after them. Walked only: pydicom reads a sequence's items when it is converted."""
     size = len(data)
-    while True:
-        if end is not None and pos >= end:
-            if pos != end:
-                raise _GiveUp
-            return pos
-        if size - pos < 8:
-            raise _GiveUp
-        group, element, length = _TAG_LENGTH(data, pos)
-        tag = group << 16 | element
-        if group == 0xFFFE:
+    while (found := _next(data, pos, end)) is not None:
+        tag, length = found
+        if tag >> 16 == 0xFFFE:
             if tag == _ITEM_END and end is None:
                 return pos + 8
             raise _GiveUp
@@ -271,6 +271,7 @@ def _nested(data: bytes, pos: int, end: int | None, depth: int, implicit: bool) 
         if _is_sequence(tag, vr, implicit):
             _items(data, value_at, value_end, depth + 1, implicit)
         pos = value_end
+    return pos
 
 
 def _fragments(data: bytes, pos: int) -> tuple[list[int], int]:
