@@ -205,3 +205,17 @@ def test_a_dataset_cut_anywhere_is_judged_as_the_general_path_judges_it(tmp_path
             assert header.dataset._dict == general.dataset._dict, at
             assert dataset_problem("", header) == dataset_problem("", general), at
     assert 0 < taken < 40, taken
+
+
+def test_a_transfer_syntax_the_sender_made_up_is_not_remembered(tmp_path):
+    """The transfer syntax comes from the sender (an upload's File Meta may name any):
+    only syntaxes pydicom knows are kept in the one pass's table, which stays bounded."""
+    data = SHAPES["secondary-capture"](tmp_path / "sc.dcm").read_bytes()
+    parse_header(data)
+    known = dict(part10._SYNTAXES)
+    for n in range(50):
+        made_up = f"1.2.840.10008.9.{n:03d}".encode()        # as long as Explicit VR LE's UID
+        assert len(made_up) == len(b"1.2.840.10008.1.2.1")
+        with pytest.raises(part10.InvalidDataset, match="not a transfer syntax"):     # the general path's
+            parse_header(data.replace(b"1.2.840.10008.1.2.1\0", made_up + b"\0", 1))
+    assert part10._SYNTAXES == known

@@ -201,16 +201,20 @@ def _scanned_header(data: bytes) -> Header | None:
     return Header(ds, meta, ts, offset, data, walked=scanned.pixels)
 
 
+# Only the syntaxes pydicom knows are remembered: the string comes from the sender,
+# and an upload may name any.
 _SYNTAXES: dict[str, bool | None] = {}
 
 
 def _scanned_syntax(ts: str) -> bool | None:
     """Whether a transfer syntax is Implicit VR, for the ones scan.py reads (a Little
     Endian syntax pydicom knows, not deflated); None for the others."""
-    if ts not in _SYNTAXES:
-        uid = UID(ts)
-        _SYNTAXES[ts] = (uid.is_implicit_VR if uid.is_transfer_syntax and uid.is_little_endian
-                         and not uid.is_deflated else None)
+    if ts in _SYNTAXES:
+        return _SYNTAXES[ts]
+    uid = UID(ts)
+    if not uid.is_transfer_syntax:
+        return None
+    _SYNTAXES[ts] = uid.is_implicit_VR if uid.is_little_endian and not uid.is_deflated else None
     return _SYNTAXES[ts]
 
 
