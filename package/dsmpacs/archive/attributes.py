@@ -279,5 +279,3 @@ def _as_text(value) -> str:
     if isinstance(value, (list, tuple, MultiValue)):
         return "\\".join(str(v) for v in value)
     return str(value).rstrip("\x00 ")
-
-
