@@ -213,9 +213,7 @@ def _scanned_header(data: bytes) -> Header | None:
     scanned = scan(data, offset, implicit, HEADER_DEFER_SIZE)
     if scanned is None:
         return None
-    ds = scanned.dataset
-    ds.set_original_encoding(implicit, True, ds._character_set)     # as _read_dataset does
-    return Header(ds, meta, ts, offset, data, walked=scanned.pixels)
+    return Header(scanned.dataset, meta, ts, offset, data, walked=scanned.pixels)
 
 
 # Only the syntaxes pydicom knows are remembered: the string comes from the sender,

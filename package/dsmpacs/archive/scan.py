@@ -31,7 +31,7 @@ from io import BytesIO
 
 from pydicom.charset import convert_encodings, default_encoding
 from pydicom.datadict import dictionary_VR
-from pydicom.dataelem import RawDataElement, convert_raw_data_element, empty_value_for_VR
+from pydicom.dataelem import RawDataElement, empty_value_for_VR
 from pydicom.dataset import Dataset
 from pydicom.filereader import data_element_generator
 from pydicom.tag import BaseTag
@@ -136,7 +136,7 @@ def _top(data: bytes, pos: int, implicit: bool, defer_size: int) -> Scanned:
         value_end = value_at + length
         if value_end > size:
             raise _GiveUp
-        if (vr == "SQ") if not implicit else _is_sequence(tag, vr, implicit):
+        if _implicit_sequence(tag) if implicit else vr == "SQ":
             _items(data, value_at, value_end, 1, implicit)
         if collecting:
             if length > defer_size and tag != _CHARSET:
@@ -178,29 +178,21 @@ def _undefined_length(data: bytes, pos: int, end: int, implicit: bool, defer_siz
 
 def _dataset(elements: dict, implicit: bool) -> Dataset:
     ds = Dataset(elements)
-    # read_dataset's own encoding step: the dataset's character set, or the default.
-    if _CHARSET in elements:
-        encoding = convert_encodings(convert_raw_data_element(elements[_CHARSET]).value)
-    else:
-        encoding = default_encoding
-    ds.set_original_encoding(implicit, True, encoding)
+    # The encoding a header parsed by read_dataset ends with: part10 sets it again from
+    # the dataset's own character set (or the default), over read_dataset's setting.
+    ds.set_original_encoding(implicit, True, ds._character_set)
     return ds
 
 
 @lru_cache(maxsize=4096)
-def _dictionary_sequence(tag: int) -> bool:
+def _implicit_sequence(tag: int) -> bool:
+    """Whether an Implicit VR element holds a sequence, as the walk decides it."""
+    if tag >> 16 & 1:           # private: its VR is unknown in Implicit VR; skipped whole
+        return False
     try:
         return dictionary_VR(tag) == "SQ"
     except KeyError:
         return False
-
-
-def _is_sequence(tag: int, vr: str | bytes | None, implicit: bool) -> bool:
-    if not implicit:
-        return vr == "SQ" or vr == b"SQ"
-    if tag >> 16 & 1:           # private: its VR is unknown in Implicit VR; skipped whole
-        return False
-    return _dictionary_sequence(tag)
 
 
 def _next(data: bytes, pos: int, end: int | None) -> tuple[int, int] | None:
@@ -268,7 +260,7 @@ def _nested(data: bytes, pos: int, end: int | None, depth: int, implicit: bool) 
         value_end = value_at + length
         if value_end > (size if end is None else end):
             raise _GiveUp
-        if _is_sequence(tag, vr, implicit):
+        if _implicit_sequence(tag) if implicit else vr == b"SQ":
             _items(data, value_at, value_end, depth + 1, implicit)
         pos = value_end
     return pos
