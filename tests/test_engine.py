@@ -274,11 +274,12 @@ def test_a_p_data_tf_is_read_as_pynetdicom_reads_it_into_views_of_one_copy():
     pdu = _p_data_tf(values)
     theirs = P_DATA_TF()
     theirs.decode(pdu)
-    ours = pdv_items(pdu)
+    body = pdu[6:]
+    ours = pdv_items(body)
     assert [(i.presentation_context_id, bytes(i.presentation_data_value)) for i in ours] == values
     assert [(i.presentation_context_id, i.presentation_data_value)
             for i in theirs.presentation_data_value_items] == values
-    assert all(i.presentation_data_value.obj is pdu for i in ours)
+    assert all(i.presentation_data_value.obj is body for i in ours)
     length = struct.unpack(">L", pdu[6:10])[0]
     malformed = {
         "item longer than the PDU": pdu[:6] + struct.pack(">L", length + 8) + pdu[10:],
@@ -289,7 +290,7 @@ def test_a_p_data_tf_is_read_as_pynetdicom_reads_it_into_views_of_one_copy():
         with pytest.raises(Exception):      # noqa: B017 - AssertionError or struct.error
             P_DATA_TF().decode(bad)
         with pytest.raises(ValueError):
-            pdv_items(bad)
+            pdv_items(bad[6:])
 
 
 def test_raw_pdu_handlers_still_get_their_bytes_and_pdus(server):

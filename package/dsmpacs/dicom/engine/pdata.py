@@ -53,21 +53,20 @@ _DUL_LOG = logging.getLogger("pynetdicom.dul")
 _installed = False
 
 
-def pdv_items(data, start: int = 6) -> list[PresentationDataValueItem]:
-    """The PDV items of a P-DATA-TF, each value a read-only view of ``data``: the whole
-    PDU (``start`` 6, after its header) or its body alone (``start`` 0). ValueError
-    when an item's length does not fit."""
-    view = memoryview(data).toreadonly()
+def pdv_items(body) -> list[PresentationDataValueItem]:
+    """The PDV items of a P-DATA-TF's body (the PDU after its 6-byte header), each value
+    a read-only view of ``body``. ValueError when an item's length does not fit."""
+    view = memoryview(body).toreadonly()
     items = []
-    offset, end = start, len(data)
+    offset, end = 0, len(body)
     while offset < end:
         if end - offset < 5:
             raise ValueError(f"a PDV item header of {end - offset} bytes at offset {offset}")
-        length = _ITEM_LENGTH.unpack_from(data, offset)[0]
+        length = _ITEM_LENGTH.unpack_from(body, offset)[0]
         if length < 1 or offset + 4 + length > end:
-            raise ValueError(f"a PDV item of {length} bytes at offset {offset} in a PDU of {end}")
+            raise ValueError(f"a PDV item of {length} bytes at offset {offset} in a body of {end}")
         item = PresentationDataValueItem()
-        item.presentation_context_id = data[offset + 4]
+        item.presentation_context_id = body[offset + 4]
         item.presentation_data_value = view[offset + 5:offset + 4 + length]
         items.append(item)
         offset += 4 + length
@@ -110,7 +109,7 @@ def _read_pdu_data(self) -> None:
     if pdu_type == transport.P_DATA_TF and not assoc.get_handlers(evt.EVT_DATA_RECV):
         pdu = P_DATA_TF()
         try:
-            pdu.presentation_data_value_items = pdv_items(body, 0)
+            pdu.presentation_data_value_items = pdv_items(body)
         except ValueError as exc:
             _DUL_LOG.error("Unable to decode the received PDU data")
             _DUL_LOG.exception(exc)
