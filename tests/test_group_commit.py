@@ -59,3 +59,64 @@ def test_a_lone_store_whose_fsync_failed_commits_nothing_and_is_told(archive):
     with pytest.raises(OSError):
         _run(archive, lambda: Patient.create(patient_key="not-durable", patient_name="G^H"), disk_failed)
     assert _rows(archive, "not-durable") == 0
+
+
+# --- waiting for SQLite's write lock, which another connection holds --------------
+class _Holder:
+    """Another connection (as another process's would be) holding SQLite's write lock
+    from ``hold()`` until ``release()``, which notes when it let go."""
+
+    def __init__(self, archive):
+        import sqlite3
+
+        from dsmpacs.archive.database import sqlite_path
+
+        self.conn = sqlite3.connect(sqlite_path(archive.settings.effective_database_url),
+                                    isolation_level=None, check_same_thread=False)
+        self.held = False
+        self.released_at = 0.0
+
+    def hold(self) -> None:
+        self.conn.execute("BEGIN IMMEDIATE")
+        self.held = True
+
+    def release(self) -> None:
+        self.conn.execute("COMMIT")
+        self.released_at = time.monotonic()
+        self.held = False
+
+    def release_after(self, seconds: float):
+        import threading
+
+        timer = threading.Timer(seconds, self.release)
+        timer.start()
+        return timer
+
+
+@pytest.fixture
+def sqlite_archive(tmp_path):
+    """An archive on SQLite only: the write lock below is SQLite's (MariaDB locks rows)."""
+    from dsmpacs.archive import Archive
+    from dsmpacs.settings import Settings
+
+    arc = Archive(Settings.load(data_dir=tmp_path / "data", env={}, overrides={
+        "database_url": f"sqlite:///{tmp_path / 'index.sqlite3'}", "min_free_mb": 0}))
+    arc.open(upgrade=True)
+    yield arc
+    arc.close()
+
+
+def test_a_store_takes_the_write_lock_within_milliseconds_of_its_release(sqlite_archive):
+    archive = sqlite_archive
+    """SQLite's own busy handler sleeps 1, 2, 5 ... 25 ms between tries, and tried again
+    up to 20 ms after the lock was free (index.BEGIN_PAUSE: at most 2 ms here)."""
+    holder, lags = _Holder(archive), []
+    for n, hold in enumerate((0.06, 0.16) * 3):
+        holder.hold()
+        timer = holder.release_after(hold)
+        _run(archive, lambda n=n: Patient.create(patient_key=f"lag-{n}", patient_name="L^M"))
+        lags.append(time.monotonic() - holder.released_at)
+        timer.join()
+    lags.sort()
+    assert lags[len(lags) // 2] < 0.008, f"lags after the release: {lags}"
+    assert _rows(archive, "lag-5") == 1

@@ -136,8 +136,9 @@ def lock_timeout(db: peewee.Database, seconds: float, default: float) -> Iterato
 
 
 def set_busy_timeout(db: peewee.Database, seconds: float) -> None:
-    """How long this thread's SQLite connection waits for a lock (at least 1 ms)."""
-    db.execute_sql(f"PRAGMA busy_timeout = {max(1, int(seconds * 1000))}")
+    """How long this thread's SQLite connection waits for a lock (at least 1 ms); 0: it
+    does not wait at all (the caller tries again itself)."""
+    db.execute_sql(f"PRAGMA busy_timeout = {max(1, int(seconds * 1000)) if seconds else 0}")
 
 
 def is_mysql(db: peewee.Database) -> bool:

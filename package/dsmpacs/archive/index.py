@@ -106,8 +106,9 @@ def patient_key(values: dict[str, object]) -> str:
     return hashlib.sha256(basis.encode("utf-8")).hexdigest()
 
 
-# Seconds one BEGIN IMMEDIATE waits for the write lock before trying again (_sqlite_begin).
-BEGIN_SLICE = 0.1
+# Seconds between two tries for the write lock: the first pause, and the longest
+# (_sqlite_begin).
+BEGIN_PAUSE = (0.0001, 0.002)
 
 
 class Index:
@@ -129,9 +130,12 @@ class Index:
             raise IndexUnavailable(f"index database error: {exc}") from exc
 
     @contextmanager
-    def write(self, wait: float | None = None) -> Iterator[None]:
+    def write(self, wait: float | None = None,
+              on_busy: Callable[[], None] | None = None) -> Iterator[None]:
         """One write transaction; ``wait``: seconds it may wait for locks, when less
-        than the connection's default (a retry spending the rest of a budget)."""
+        than the connection's default (a retry spending the rest of a budget).
+        ``on_busy``: called once, before waiting, when another connection holds
+        SQLite's write lock (the group commit waits for its fsyncs then)."""
         try:
             with session(self.db):
                 if self._mysql:
@@ -145,36 +149,47 @@ class Index:
                     with self.db.atomic():
                         yield
                 else:
-                    with self._sqlite_begin(self.lock_timeout if wait is None else wait):
+                    with self._sqlite_begin(self.lock_timeout if wait is None else wait, on_busy):
                         yield
         except _DB_ERRORS as exc:
             kind = TransientConflict if is_transient(exc) else IndexUnavailable
             raise kind(f"index database error: {exc}") from exc
 
     @contextmanager
-    def _sqlite_begin(self, budget: float) -> Iterator[None]:
-        """BEGIN IMMEDIATE, waiting for the write lock up to ``budget`` seconds in short
-        busy waits rather than one long one. SQLite keeps a connection's mutex while
-        its busy handler sleeps; a thread that finalizes one of that connection's
-        statements meanwhile (the cyclic garbage collector runs in any thread, and a
-        pooled connection serves many threads) blocks on that mutex. Were that thread
-        the one holding the write lock, both would wait out the whole busy timeout and
-        the store or audit record would fail (seen under load with concurrent STOW-RS)."""
+    def _sqlite_begin(self, budget: float, on_busy: Callable[[], None] | None) -> Iterator[None]:
+        """BEGIN IMMEDIATE, trying again after a short sleep while another connection
+        (in this process or another) holds the write lock, for up to ``budget`` seconds.
+
+        Not SQLite's busy handler: it sleeps 1, 2, 5, 10 ms... between tries, however
+        soon the lock is free, and a write transaction here lasts about a millisecond;
+        with the DICOM daemon's receiving processes (dicom/receivers.py) each storing
+        at once, those sleeps were a third of the time. Here the first sleep is a tenth
+        of a millisecond, doubling to BEGIN_PAUSE[1]. Nor does anything sleep inside
+        SQLite holding the connection's mutex: a thread that finalizes one of that
+        connection's statements meanwhile (the cyclic garbage collector runs in any
+        thread, and a pooled connection serves many threads) would block on it, and
+        were that thread the one holding the write lock, both would wait out the whole
+        busy timeout (seen under load with concurrent STOW-RS)."""
         deadline = time.monotonic() + budget
-        while True:
-            slice_ = min(BEGIN_SLICE, max(0.001, deadline - time.monotonic()))
-            set_busy_timeout(self.db, slice_)
-            transaction = self.db.atomic("IMMEDIATE")
-            try:
-                transaction.__enter__()
-            except _DB_ERRORS as exc:
-                if not is_transient(exc) or time.monotonic() >= deadline:
-                    self._restore_busy_timeout()
-                    raise
-                time.sleep(0.002)
-                continue
-            break
-        self._restore_busy_timeout()
+        pause = BEGIN_PAUSE[0]
+        set_busy_timeout(self.db, 0)
+        try:
+            while True:
+                transaction = self.db.atomic("IMMEDIATE")
+                try:
+                    transaction.__enter__()
+                    break
+                except _DB_ERRORS as exc:
+                    if not is_transient(exc) or time.monotonic() + pause >= deadline:
+                        raise
+                if on_busy is not None:
+                    on_busy()
+                    on_busy = None
+                    continue
+                time.sleep(pause)
+                pause = min(pause * 2, BEGIN_PAUSE[1])
+        finally:
+            self._restore_busy_timeout()
         try:
             yield
         except BaseException as exc:
