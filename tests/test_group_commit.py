@@ -120,3 +120,41 @@ def test_a_store_takes_the_write_lock_within_milliseconds_of_its_release(sqlite_
     lags.sort()
     assert lags[len(lags) // 2] < 0.008, f"lags after the release: {lags}"
     assert _rows(archive, "lag-5") == 1
+
+
+def test_stores_that_queue_while_the_lock_is_held_share_one_transaction(sqlite_archive):
+    archive = sqlite_archive
+    """The leader waiting for the lock takes those who queued meanwhile into its
+    transaction once it has the lock, instead of committing them in a second one."""
+    import threading
+
+    holder = _Holder(archive)
+    holder.hold()
+    before = archive.index.commits.batches
+    threads = [threading.Thread(target=_run, args=(archive, lambda k=k: Patient.create(
+        patient_key=f"queued-{k}", patient_name="Q^R"))) for k in range(3)]
+    threads[0].start()
+    time.sleep(0.05)                # the first is the leader, waiting for the lock
+    for thread in threads[1:]:
+        thread.start()
+    time.sleep(0.05)                # the others are queued behind it
+    holder.release()
+    for thread in threads:
+        thread.join(10)
+    assert [_rows(archive, f"queued-{k}") for k in range(3)] == [1, 1, 1]
+    assert archive.index.commits.batches - before == 1
+
+
+def test_a_store_waiting_for_the_lock_waits_for_its_fsyncs_first(sqlite_archive):
+    archive = sqlite_archive
+    """The fsyncs are waited for while the lock is someone else's, not inside the
+    transaction; they are still asked for again before the commit (and a failed one
+    fails the store, as above)."""
+    holder, seen = _Holder(archive), []
+    holder.hold()
+    timer = holder.release_after(0.2)
+    _run(archive, lambda: Patient.create(patient_key="synced-early", patient_name="S^T"),
+         lambda: seen.append(holder.held))
+    timer.join()
+    assert seen == [True, False]         # once while the lock was held, once inside ours
+    assert _rows(archive, "synced-early") == 1

@@ -123,7 +123,7 @@ class GroupCommit:
 
     # --- the leader's part ------------------------------------------------------
     def _commit(self, batch: list[_Job]) -> None:
-        todo = batch
+        todo = list(batch)
         while todo:
             now = time.monotonic()
             for job in todo:
@@ -145,7 +145,8 @@ class GroupCommit:
             later: list[_Job] = []
             self.attempts += 1
             try:
-                with self._write(wait):
+                with self._write(wait, on_busy=lambda: self._sync_early(todo)):
+                    self._join_late(todo, batch)
                     later = self._transaction(todo)
             except _Rollback as rollback:
                 if not rollback.retry:
@@ -174,6 +175,31 @@ class GroupCommit:
                 if job not in later:
                     self._finish(job, job.error)
             todo = later
+
+    @staticmethod
+    def _sync_early(todo: list[_Job]) -> None:
+        """Another connection holds the write lock: wait for this batch's fsyncs now,
+        before taking it, so the transaction that follows holds the lock for its
+        statements and its commit only. (``_make_durable`` calls ``before_commit``
+        again inside it, where a failed fsync is answered; these only wait.)"""
+        for job in todo:
+            if job.before_commit is not None:
+                try:
+                    job.before_commit()
+                except Exception:
+                    pass
+
+    def _join_late(self, todo: list[_Job], batch: list[_Job]) -> None:
+        """Stores queued while the leader waited for the write lock join the transaction
+        now rather than wait for the next one: the wait is long exactly when another
+        process (dicom/receivers.py) or connection is committing, and a batch that
+        grows meanwhile holds the lock once for all of them."""
+        with self._cond:
+            while self._queue and len(todo) < self.max_batch:
+                job = self._queue.popleft()
+                job.tries += 1
+                todo.append(job)
+                batch.append(job)
 
     def _transaction(self, todo: list[_Job]) -> list[_Job]:
         """Inside the write transaction: each job's inserts in its savepoint, then
