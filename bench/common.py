@@ -113,7 +113,7 @@ class DsmPacs:
 
     def __init__(self, workdir: Path, extra: tuple[str, ...] = (),
                  entry: tuple[str, ...] = ("-m", "dsmpacs"), wrapper: tuple[str, ...] = (),
-                 patience: float = 60):
+                 patience: float = 60, one_process: bool = False):
         self.workdir = workdir
         self.port = free_port()
         self.ae_title = "DSMPACS"
@@ -124,6 +124,10 @@ class DsmPacs:
         self.wrapper = wrapper
         # Seconds the daemon may take to start listening.
         self.patience = patience
+        # No receiving processes (dicom_processes=1, where the checkout has them): the
+        # tools that look inside the daemon's process (ingest_budget, ingest_ir) see
+        # only that one.
+        self.one_process = one_process
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> "DsmPacs":
@@ -135,6 +139,8 @@ class DsmPacs:
                "--port", str(self.port)]
         if "--only" in _serve_options():
             cmd += ["--only", "dicom"]
+        if self.one_process and "dicom_processes" in _settings_names():
+            cmd[cmd.index("serve"):cmd.index("serve")] = ["--set", "dicom_processes=1"]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=open(self.workdir / "stderr", "wb"),
                                      cwd=ROOT)
         wait_port(self.port, self.proc, self.patience)
@@ -155,11 +161,21 @@ def stored_instances(workdir: Path) -> int:
     return sum(1 for _ in (workdir / "storage").glob("[0-9]*/*/*/*.dcm"))
 
 
-@functools.cache
+def _settings_names() -> str:
+    """What ``dsmpacs settings`` prints for the checkout on PYTHONPATH."""
+    return _ask(os.environ.get("PYTHONPATH", ""), "settings")
+
+
 def _serve_options() -> str:
-    done = subprocess.run([sys.executable, "-m", "dsmpacs", "serve", "--help"], capture_output=True,
-                          text=True, cwd=ROOT)
-    return done.stdout
+    return _ask(os.environ.get("PYTHONPATH", ""), "serve", "--help")
+
+
+@functools.cache
+def _ask(pythonpath: str, *args: str) -> str:
+    """What ``dsmpacs ARGS`` prints, once per checkout (the A/B tools put two on
+    PYTHONPATH in turn, and they may differ)."""
+    return subprocess.run([sys.executable, "-m", "dsmpacs", *args], capture_output=True,
+                          text=True, cwd=ROOT).stdout
 
 
 class StoreScp:
@@ -348,14 +364,25 @@ def device_written(path: Path) -> int | None:
 
 
 def process_times(pid: int) -> tuple[float, float]:
-    """User and system CPU seconds of one process so far (/proc), all its threads."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    """User and system CPU seconds so far (/proc) of one process, all its threads, and of
+    its children, living (our DICOM daemon's receiving processes) or ended and waited for."""
+    user = system = 0.0
     tick = os.sysconf("SC_CLK_TCK")
-    return int(fields[11]) / tick, int(fields[12]) / tick
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except FileNotFoundError:           # a child that ended meanwhile: its parent counts it
+        return 0.0, 0.0
+    user += (int(fields[11]) + int(fields[13])) / tick
+    system += (int(fields[12]) + int(fields[14])) / tick
+    for children in Path(f"/proc/{pid}/task").glob("*/children"):
+        for child in children.read_text().split():
+            child_user, child_system = process_times(int(child))
+            user, system = user + child_user, system + child_system
+    return user, system
 
 
 def process_cpu(pid: int) -> float:
-    """User and system CPU seconds of one process so far (/proc), all its threads."""
+    """User and system CPU seconds so far of one process and its children (process_times)."""
     return sum(process_times(pid))
 
 

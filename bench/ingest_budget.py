@@ -124,7 +124,8 @@ def budget_round(folder: Path, profile: Path, senders: int, workdir: Path) -> tu
     from bench.ingest import push
 
     out = workdir / "budget.json"
-    target = DsmPacs(workdir, entry=("-m", "bench.ingest_budget", "--serve", str(out), "--")).start()
+    target = DsmPacs(workdir, entry=("-m", "bench.ingest_budget", "--serve", str(out), "--"),
+                     one_process=True).start()
     try:
         before = process_cpu(target.pid)
         push(target, folder, profile, senders)

@@ -85,7 +85,7 @@ def instructions(checkout: Path | None, files: Path, count: int, profile: Path, 
     dumps = workdir.parent / f"{workdir.name}.callgrind"
     # Instrumentation off until the daemon listens: its start-up then runs several
     # times faster under valgrind, and is not counted anyway.
-    target = DsmPacs(workdir, patience=PATIENCE, wrapper=(
+    target = DsmPacs(workdir, patience=PATIENCE, one_process=True, wrapper=(
         "valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={dumps}.%p",
         f"--log-file={workdir.parent / workdir.name}.valgrind"))
     if checkout is None:

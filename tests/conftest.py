@@ -78,7 +78,10 @@ def settings(tmp_path, database_url) -> Settings:
         # Password-only admins unless a test asks for TOTP (tests/test_web_totp.py), and
         # dcmtk's storescu stores without being registered first, unless a test is about
         # that (tests/test_strict_defaults.py, tests/test_access_policy.py).
-        "require_totp_roles": "", "unknown_ae_may_store": True})
+        "require_totp_roles": "", "unknown_ae_may_store": True,
+        # One DICOM process: a server started in the test process has no receiving
+        # processes (tests/test_receivers.py and every `serve` test have them).
+        "dicom_processes": 1})
 
 
 @pytest.fixture

@@ -151,6 +151,31 @@ def test_a_silent_client_does_not_hold_up_other_clients(server, pki):
         half.close()
 
 
+def test_tls_connections_are_handed_to_the_receiving_process_too(server, pki, tmp_path):
+    """The daemon accepts, the receiving process (dicom/receivers.py) does the handshake
+    on a connection handed to it, and stores."""
+    import ssl
+
+    from tests.processes import held_association, receiver_pid, served_where
+
+    receiver = receiver_pid(server)
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(pki / "modality" / "ca.pem"))
+    context.load_cert_chain(str(pki / "modality" / "modality.pem"), str(pki / "modality" / "modality.key"))
+    held = [held_association(server.tls_port, tls_args=(context, "127.0.0.1"), ae_title="TLSWS")
+            for _ in range(2)]
+    try:
+        # Two at once: one of them lands in the receiving process (the most room).
+        where = [served_where(server, receiver, port, server.tls_port) for _, port in held]
+        assert "receiver" in where, where
+        for n, (assoc, _) in enumerate(held):
+            sent = new_file(tmp_path, f"handed{n}")
+            assert assoc.send_c_store(sent).Status == 0x0000
+            assert stored(server, sent)
+    finally:
+        for assoc, _ in held:
+            assoc.release()
+
+
 @pytest.fixture
 def tls_workstation(pki, tmp_path):
     """dcmtk storescp +tls with the certificate our CA issued for it; it requires our

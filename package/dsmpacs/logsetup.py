@@ -22,6 +22,20 @@ def log_file_for(settings: Settings, process: str) -> Path:
     return path
 
 
+class _ProcessLabel(logging.Filter):
+    """Which process a line of the log file is from: this one's role, unless the record
+    came from another (a receiving process of the DICOM daemon, dicom/receivers.py)."""
+
+    def __init__(self, process: str):
+        super().__init__()
+        self.process = process
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not hasattr(record, "dsmpacs_process"):
+            record.dsmpacs_process = self.process
+        return True
+
+
 def configure(settings: Settings, *, to_file: bool = True, process: str = "dsmpacs") -> None:
     root = logging.getLogger()
     for handler in list(root.handlers):
@@ -35,7 +49,8 @@ def configure(settings: Settings, *, to_file: bool = True, process: str = "dsmpa
         path.parent.mkdir(parents=True, exist_ok=True)
         handler = logging.handlers.RotatingFileHandler(path, maxBytes=10 * 2**20, backupCount=5,
                                                        encoding="utf-8")
-        handler.setFormatter(logging.Formatter(f"%(asctime)s %(levelname)s {process} %(name)s: %(message)s"))
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(dsmpacs_process)s %(name)s: %(message)s"))
+        handler.addFilter(_ProcessLabel(process))
         root.addHandler(handler)
     # peewee logs every SQL statement at DEBUG: far too much even for debugging.
     logging.getLogger("peewee").setLevel(logging.INFO)

@@ -89,6 +89,14 @@ class Settings:
     max_associations: int = setting(
         16, "Concurrent DICOM associations accepted; further requests are rejected as "
         "transient (local limit exceeded).", minimum=1, maximum=1000)
+    dicom_processes: int = setting(
+        2, "Processes that receive DICOM associations. The DICOM daemon accepts every "
+        "connection and applies max_associations and max_associations_per_address to all of "
+        "them; with 2 or more it hands each new connection to whichever process has the most "
+        "of its share of max_associations free, so several modalities sending at once use "
+        "several cores (one Python process runs on one). Each further process takes about "
+        "60 MB of memory; 1 on a single-core NAS or one short of memory.",
+        minimum=1, maximum=16)
     max_associations_per_address: int = setting(
         8, "Concurrent connections accepted from one IP address, counted from the TCP accept "
         "until the association ends; a further connection from that address is closed at once, "
@@ -541,6 +549,21 @@ class Settings:
 
     def with_overrides(self, **changes: Any) -> "Settings":
         return replace(self, **changes)
+
+    def as_values(self) -> dict[str, Any]:
+        """Every setting as JSON takes it (paths as text): what the DICOM daemon sends
+        its receiving processes (dicom/handover.py); ``from_values`` reads it back."""
+        return {f.name: str(value) if isinstance(value, Path) else value
+                for f in fields(self) for value in [getattr(self, f.name)]}
+
+    @classmethod
+    def from_values(cls, values: Mapping[str, Any]) -> "Settings":
+        known = {f.name: f for f in fields(cls)}
+        unknown = set(values) - set(known)
+        if unknown:
+            raise SettingsError(f"unknown settings: {', '.join(sorted(unknown))}")
+        return cls(**{name: None if raw is None else _coerce(known[name], raw, "the DICOM daemon")
+                      for name, raw in values.items()})
 
     # --- presentation ------------------------------------------------------
     def redacted(self) -> dict[str, str]:

@@ -83,3 +83,12 @@ def settings_cmd(ctx: Context, markdown: bool) -> None:
         return
     for name, value in ctx.settings().redacted().items():
         click.echo(f"{name} = {value}")
+
+
+@main.command("dicom-receiver", hidden=True)
+@click.option("--channel-fd", type=int, required=True)
+def dicom_receiver(channel_fd: int) -> None:
+    """A receiving process of the DICOM daemon, which alone starts it (dicom/receiver.py)."""
+    from dsmpacs.dicom import receiver
+
+    sys.exit(receiver.run(channel_fd))

@@ -18,6 +18,7 @@ from dsmpacs.dicom import (
     commitment,
     find,
     mpps,
+    receivers,
     retrieve_service,
     worklist,
 )
@@ -76,10 +77,24 @@ class Listeners(list):
 
     plain = None
     tls = None
+    receivers = None        # the receiving processes (dicom/receivers.py), when any
 
     def shutdown(self) -> None:
         for server in self:
             server.shutdown()
+        if self.receivers is not None:
+            self.receivers.stop()
+
+
+def tls_refusal_recorder(settings: Settings, archive: Archive):
+    """What a TLS listener does with a connection that did not become a TLS session:
+    an audit record (engine/listener.py logs it)."""
+    audit = auditing.for_archive(archive)
+
+    def refused(address: str, reason: str) -> None:
+        audit.refused(AuditAction.ASSOCIATION_REJECTED, "", settings.ae_title, address,
+                      "TLS connection", reason)
+    return refused
 
 
 def start(settings: Settings, archive: Archive) -> Listeners:
@@ -97,17 +112,13 @@ def start(settings: Settings, archive: Archive) -> Listeners:
                 per_address=settings.max_associations_per_address)
             started.append(started.plain)
         if tls_context is not None:
-            audit = auditing.for_archive(archive)
-
-            def refused(address: str, reason: str) -> None:
-                audit.refused(AuditAction.ASSOCIATION_REJECTED, "", settings.ae_title, address,
-                              "TLS connection", reason)
-
             started.tls = listener.start_listener(
                 ae, (settings.dicom_host, settings.dicom_tls_port), handlers,
                 per_address=settings.max_associations_per_address,
-                tls_context=tls_context, on_tls_refused=refused)
+                tls_context=tls_context, on_tls_refused=tls_refusal_recorder(settings, archive))
             started.append(started.tls)
+        # More processes to serve associations, when dicom_processes asks for them.
+        started.receivers = receivers.start(settings, ae, {"plain": started.plain, "tls": started.tls})
     except BaseException:
         started.shutdown()
         raise

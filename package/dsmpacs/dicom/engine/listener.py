@@ -36,9 +36,9 @@ class _CountedRequestHandler(RequestHandler):
 
     def handle(self) -> None:
         server: CappedAssociationServer = self.server     # type: ignore[assignment]
-        host = self.client_address[0]
+        address = self.client_address
         try:
-            opened = time.monotonic()
+            opened = server.opened_at(address)
             if server.tls_context is not None:
                 # On this connection's own thread, never the accept loop's (engine/tls.py).
                 seconds = float(server.ae.acse_timeout or 30)
@@ -46,8 +46,8 @@ class _CountedRequestHandler(RequestHandler):
                     self.request = tls.handshake(self.request, server.tls_context,
                                                  opened + seconds, seconds)
                 except tls.HandshakeRefused as exc:
-                    server.refuse_tls(self.client_address, str(exc))
-                    server.release(host)
+                    server.refuse_tls(address, str(exc))
+                    server.ended(address)
                     return
             assoc = self._create_association()
             # The A-ASSOCIATE-RQ deadline (engine/transport.py) counts from the accept,
@@ -59,13 +59,13 @@ class _CountedRequestHandler(RequestHandler):
                 try:
                     run()
                 finally:
-                    server.release(host)
+                    server.ended(address)
 
             assoc.run = run_then_release      # Thread.start() calls self.run
-            evt.trigger(assoc, evt.EVT_CONN_OPEN, {"address": self.client_address})
+            evt.trigger(assoc, evt.EVT_CONN_OPEN, {"address": address})
             assoc.start()
         except BaseException:
-            server.release(host)
+            server.ended(address)
             raise
 
 
@@ -77,6 +77,11 @@ class CappedAssociationServer(ThreadedAssociationServer):
     # starting their queues, or a flood) beyond it has SYNs dropped and retried by
     # the clients after 1 s, 3 s, 7 s... before we even see them.
     request_queue_size = 128
+
+    # The DICOM daemon's receiving processes (dicom/receivers.py), when it has any:
+    # ``hand(server, request, client_address)`` passes an accepted connection to one
+    # of them and says whether it did; ``local_ended()`` hears that one served here ended.
+    dispatcher = None
 
     def __init__(self, *args, per_address: int, tls_context=None, on_tls_refused=None, **kwargs):
         self.per_address = per_address
@@ -106,11 +111,26 @@ class CappedAssociationServer(ThreadedAssociationServer):
         return False        # socketserver closes the socket
 
     def process_request(self, request, client_address) -> None:
+        dispatcher = self.dispatcher
         try:
+            if dispatcher is not None and dispatcher.hand(self, request, client_address):
+                return
             super().process_request(request, client_address)
         except BaseException:
-            self.release(client_address[0])   # no thread was started for it
+            self.ended(client_address)        # no thread was started for it
             raise
+
+    def opened_at(self, client_address) -> float:
+        """When the connection was accepted (monotonic clock): the A-ASSOCIATE-RQ's
+        deadline counts from then (engine/transport.py)."""
+        return time.monotonic()
+
+    def ended(self, client_address) -> None:
+        """A connection served by this process ended (or was never served)."""
+        self.release(client_address[0])
+        dispatcher = self.dispatcher
+        if dispatcher is not None:
+            dispatcher.local_ended()
 
     def refuse_tls(self, client_address, reason: str) -> None:
         log.warning("refusing the connection from %s:%s on the TLS port: %s",
@@ -126,6 +146,40 @@ class CappedAssociationServer(ThreadedAssociationServer):
             self._counts[host] -= 1
             if self._counts[host] <= 0:
                 del self._counts[host]
+
+
+class HandedAssociationServer(CappedAssociationServer):
+    """The same listener in a receiving process (dicom/receiver.py): no socket of its
+    own (nothing more listens), served only connections the DICOM daemon accepted,
+    counted and handed over (``hand_in``). The daemon counts them against its caps;
+    ``on_ended(connection)`` tells it when one ended."""
+
+    def __init__(self, *args, on_ended, **kwargs):
+        self._on_ended = on_ended
+        self._handed: dict[tuple, tuple[int, float]] = {}
+        super().__init__(*args, **kwargs)
+
+    def server_bind(self) -> None:
+        pass                # server_address stays the daemon's listening address
+
+    def server_activate(self) -> None:
+        pass
+
+    def hand_in(self, request, client_address: tuple, connection: int, opened: float) -> None:
+        with self._count_lock:
+            self._handed[client_address] = (connection, opened)
+        self.process_request(request, client_address)
+
+    def opened_at(self, client_address) -> float:
+        with self._count_lock:
+            entry = self._handed.get(client_address)
+        return entry[1] if entry is not None else time.monotonic()
+
+    def ended(self, client_address) -> None:
+        with self._count_lock:
+            entry = self._handed.pop(client_address, None)
+        if entry is not None:
+            self._on_ended(entry[0])
 
 
 def start_listener(ae, address: tuple[str, int], evt_handlers: list, *, per_address: int,
