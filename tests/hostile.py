@@ -148,28 +148,49 @@ def closed_by_server(sock: socket.socket, timeout: float) -> tuple[bool, bytes]:
     return False, got
 
 
-def open_fds_under(pid: int, directory: Path) -> list[str]:
-    """The files under ``directory`` that process ``pid`` holds open."""
-    found = []
-    prefix = str(directory)
-    fd_dir = Path(f"/proc/{pid}/fd")
-    for fd in fd_dir.iterdir():
+def with_children(pid: int) -> list[int]:
+    """``pid`` and its living children: the DICOM daemon and its receiving processes
+    (dicom/receivers.py), which serve some of its connections."""
+    pids = [pid]
+    for children in Path(f"/proc/{pid}/task").glob("*/children"):
         try:
-            target = str(fd.readlink())
+            pids += [int(child) for child in children.read_text().split()]
         except OSError:
             continue
-        if target.startswith(prefix):
-            found.append(target)
+    return pids
+
+
+def open_fds_under(pid: int, directory: Path) -> list[str]:
+    """The files under ``directory`` that process ``pid`` or its children hold open."""
+    found = []
+    prefix = str(directory)
+    for process in with_children(pid):
+        try:
+            fds = list(Path(f"/proc/{process}/fd").iterdir())
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                target = str(fd.readlink())
+            except OSError:
+                continue
+            if target.startswith(prefix):
+                found.append(target)
     return found
 
 
 def memory_kb(pid: int) -> dict[str, int]:
-    """VmRSS and VmHWM of a process, in kB."""
-    values = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        key, _, rest = line.partition(":")
-        if key in ("VmRSS", "VmHWM"):
-            values[key] = int(rest.split()[0])
+    """VmRSS and VmHWM of a process and its children together, in kB."""
+    values = {"VmRSS": 0, "VmHWM": 0}
+    for process in with_children(pid):
+        try:
+            status = Path(f"/proc/{process}/status").read_text()
+        except OSError:
+            continue
+        for line in status.splitlines():
+            key, _, rest = line.partition(":")
+            if key in values:
+                values[key] += int(rest.split()[0])
     return values
 
 

@@ -208,6 +208,13 @@ class ServerProcess:
         except FileNotFoundError:
             return ""
 
+    def logged(self, text: str, timeout: float = 10) -> bool:
+        """``text`` is in the log, now or within ``timeout`` seconds: a line logged by a
+        receiving process of the DICOM daemon (dicom/receivers.py) is written by the
+        daemon a moment after the event the test saw (a connection closed, an answer)."""
+        wait_until(lambda: text in self.log(), timeout=timeout, what=f"{text!r} in the log")
+        return True
+
     @property
     def storage(self) -> Path:
         return Path(str(self.sets.get("storage_root", self.data_dir / "storage")))

@@ -169,7 +169,7 @@ def test_unregistered_modality_is_refused(server, stored):
     stranger = Modality("STRANGER")
     status, _ = stranger.request(server, stored, release_at_once=True)
     assert status == 0x0124
-    assert "storage commitment refused for STRANGER" in server.log()
+    assert server.logged("storage commitment refused for STRANGER")
 
 
 def test_request_without_references_is_invalid(server, stored, modality):

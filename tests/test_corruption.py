@@ -241,7 +241,7 @@ def test_background_job_finds_it_without_verify(server_factory, database_url, tm
     altered = f.read_uid(files[1])
     flip_last_byte(stored_path(server, altered))
     wait_until(lambda: corrupt_uids(server) == {altered}, timeout=120, what="the job to mark the instance")
-    assert f"instance {altered} is corrupt and will not be served" in server.log()
+    assert server.logged(f"instance {altered} is corrupt and will not be served")
 
     register(server, "getter", "GETTER", 104, may_retrieve=True, is_move_destination=False)
     out = tmp_path / "got"

@@ -120,7 +120,7 @@ def test_no_space_left_gives_a700_and_leaves_nothing(server_factory, tmp_path):
         assert published_files(srv.storage) == before
         assert staged_files(srv.storage) == []
         assert not index_has(srv, f.read_uid(big))
-        assert "no space left" in srv.log()
+        assert srv.logged("no space left")
         assert srv.alive() and srv.storescu(f.write(f.secondary_capture(), tmp_path / "s2.dcm")).returncode == 0
 
 
@@ -144,7 +144,7 @@ def test_stow_on_a_full_disk_names_a700_in_the_body(server_factory, tmp_path):
         assert [item["00081197"]["Value"] for item in failed] == [[0xA700]]
         assert failed[0]["00081155"]["Value"] == [f.read_uid(big)]
         assert published_files(root / "pacs") == [] and staged_files(root / "pacs") == []
-        assert "no space left" in srv.log()
+        assert srv.logged("no space left")
 
 
 def test_free_space_reserve_refuses_with_a700(server_factory, tmp_path):
@@ -153,7 +153,7 @@ def test_free_space_reserve_refuses_with_a700(server_factory, tmp_path):
     done = srv.storescu(path)
     assert refused_out_of_resources(done), done.stderr
     assert published_files(srv.storage) == [] and staged_files(srv.storage) == []
-    assert "below the reserve" in srv.log()
+    assert srv.logged("below the reserve")
 
 
 def test_read_only_storage_gives_a700(server_factory, tmp_path):
@@ -201,7 +201,7 @@ def test_index_unreachable_gives_failure_and_no_orphan(server_factory, tmp_path,
         assert "rejected transient" in (later.stdout + later.stderr).lower(), later.stderr
         assert published_files(srv.storage) == before, "no orphan file may stay behind"
         assert staged_files(srv.storage) == []
-        assert "index database" in srv.log()
+        assert srv.logged("index database")
         assert srv.alive()
 
         proxy = TcpProxy((MARIADB["host"], MARIADB["port"]), port=proxy.port).start()
@@ -234,7 +234,7 @@ def test_dataset_uid_differs_from_command_gives_a900(server, tmp_path):
     status, comment = send_raw(server.port, path)
     assert status == 0xA900 and "differs" in comment
     assert published_files(server.storage) == []
-    assert "uid-mismatch" in server.log()
+    assert server.logged("uid-mismatch")
 
 
 @pytest.mark.parametrize("bad_uid", ["1.2.3/../../etc/passwd", "..", "1.2.3\x00/x", "1.2.3/4"])
@@ -247,7 +247,7 @@ def test_path_like_uid_gives_c000(server, tmp_path, bad_uid):
     assert status == 0xC000 and "not a valid UID" in comment
     assert published_files(server.storage) == [] and staged_files(server.storage) == []
     assert not any(p.name in ("passwd", "etc") for p in server.data_dir.rglob("*"))
-    assert "invalid-dataset" in server.log()
+    assert server.logged("invalid-dataset")
 
 
 # --- crash ------------------------------------------------------------------------------
@@ -278,7 +278,7 @@ def test_kill_9_during_large_transfer_leaves_nothing_and_restart_cleans(server_f
 
     again = server_factory(data_dir=data_dir, database_url=database_url)
     assert staged_files(again.storage) == []
-    assert "left by an interrupted transfer" in again.log()
+    assert again.logged("left by an interrupted transfer")
     assert not index_has(again, f.read_uid(big))
     small = f.write(f.secondary_capture(), tmp_path / "after.dcm")
     assert again.storescu(small).returncode == 0
@@ -302,7 +302,7 @@ def test_oversized_pdu_is_refused_without_buffering_it(server, tmp_path):
         time.sleep(0.05)
     assert not assoc.is_established, "the server should have dropped the association"
     assert server.alive() and server.echoscu().returncode == 0
-    assert "refusing PDU type 0x04" in server.log()
+    assert server.logged("refusing PDU type 0x04")
     rss_kb = int(next(line for line in open(f"/proc/{server.proc.pid}/status")
                       if line.startswith("VmHWM:")).split()[1])
     assert rss_kb < 300_000, f"peak RSS {rss_kb} kB after a 3 GB PDU announcement"

@@ -65,7 +65,7 @@ def test_no_match_leaves_before_the_query_is_recorded(server_factory, database_u
     assert refused.responses == [] and refused.pending == [], refused.output[-2000:]
     assert refused.final == "Refused: OutOfResources"       # 0xA700
     assert searches_recorded(server, database_url, "PAT-AUDIT-ORDER") == 0
-    assert "cannot be audited" in server.log()
+    assert server.logged("cannot be audited")
 
     found = findscu(server.port, keys, tmp_path / "found")
     assert found.final == "Success"

@@ -55,7 +55,7 @@ def aborted_and_cleaned_up(srv, pid: int, sock: socket.socket, logged: str) -> N
     closed, got = closed_by_server(sock, timeout=10)
     sock.close()
     assert closed and got[:1] == bytes([A_ABORT_TYPE]), got
-    assert logged in srv.log()
+    assert srv.logged(logged)
     wait_until(lambda: spool_gone(srv, pid), timeout=10, what="no spool file left, none open")
     assert srv.echoscu().returncode == 0
 
@@ -190,7 +190,7 @@ def test_per_address_cap_refuses_at_accept(server_factory):
     over.close()
     other, answer = associate(srv.port, "127.0.0.2")
     assert answer is not None and answer[0] == A_ASSOCIATE_AC, "another address was refused"
-    assert "refusing a connection from 127.0.0.1" in srv.log()
+    assert srv.logged("refusing a connection from 127.0.0.1")
     # A slot given back is reused: the count follows associations that end.
     held.pop().sendall(A_ABORT)
 
@@ -231,7 +231,7 @@ def test_endless_dimse_message_is_aborted_and_its_spool_removed(server_factory):
     assert answer[:1] == bytes([A_ABORT_TYPE]), f"no A-ABORT after {sent} bytes: {answer!r}"
     assert closed
     assert sent < 32 * 2**20
-    assert "max_dimse_message_mb" in srv.log()
+    assert srv.logged("max_dimse_message_mb")
     wait_until(lambda: spool_gone(srv, pid), timeout=10, what="the spool file removed")
     assert srv.echoscu().returncode == 0
 
@@ -292,5 +292,5 @@ def test_stalled_pdu_after_establishment_is_cut(server_factory):
     closed, got = closed_by_server(sock, timeout=20)
     sock.close()
     assert closed and got[:1] == bytes([A_ABORT_TYPE]), got
-    assert "(network_timeout)" in srv.log()
+    assert srv.logged("(network_timeout)")
 

@@ -67,6 +67,6 @@ def test_locked_index_gives_a701_within_dimse_timeout_and_no_orphan(server_facto
         assert staged_files(srv.storage) == []
 
     assert not index_has(srv, f.read_uid(second)), "no half row may stay behind"
-    assert "index database" in srv.log()
+    assert srv.logged("index database")
     assert srv.storescu(second).returncode == 0          # fine once the lock is gone
     assert len(published_files(srv.storage)) == len(before) + 1

@@ -64,7 +64,7 @@ def test_orthanc_pulls_a_study_by_c_move(server, study_files, tmp_path):
             same_instance(by_uid[f.read_uid(original)], original)
     finally:
         orthanc.stop()
-    assert f"C-MOVE from {orthanc.ae_title}" in server.log()
+    assert server.logged(f"C-MOVE from {orthanc.ae_title}")
 
 
 def diagnostics(server, orthanc: Orthanc) -> str:

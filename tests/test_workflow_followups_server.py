@@ -89,7 +89,7 @@ def test_dicom_arrivals_notify_overdue_is_periodic_and_bound_destinations_refuse
         refused = move()
         out = refused.stdout + refused.stderr
         assert "Final Move Response (Unknown Status: 0x124)" in out, out[-2000:]
-        assert "destination WS_EAST is bound to institution east" in live.log() and ws.files() == []
+        assert live.logged("destination WS_EAST is bound to institution east") and ws.files() == []
         admin = WebSession(live)
         assert admin.login("adm1", PW).status_code == 302
         admin.get(f"/studies/{STUDY}")
