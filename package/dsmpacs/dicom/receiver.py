@@ -23,10 +23,6 @@ log = logging.getLogger(__name__)
 MAX_LOGGED = 64 * 1024          # characters of one forwarded message (a traceback fits)
 
 
-class _Stop(Exception):
-    """SIGTERM or SIGINT: end the receive loop."""
-
-
 class _Forward(logging.Handler):
     """Log records to the daemon over the channel; to stderr when it is gone."""
 
@@ -81,7 +77,12 @@ def run(channel_fd: int) -> int:
             pass                # the daemon is gone; so will this process be
 
     def stop(*_):
-        raise _Stop()
+        # The receive loop's read then ends as when the daemon closes the channel (no
+        # exception raised wherever the signal happens to land).
+        try:
+            channel.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, stop)
@@ -116,8 +117,6 @@ def run(channel_fd: int) -> int:
                 continue
             server.hand_in(sock, tuple(message["address"]), int(message["connection"]),
                            float(message["opened"]))
-    except _Stop:
-        pass
     finally:
         for server in servers.values():
             server.server_close()

@@ -32,6 +32,7 @@ from __future__ import annotations
 import itertools
 import logging
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -43,6 +44,7 @@ from dsmpacs.supervisor import Watchdog, _death_signal_setter, _exit_status
 
 log = logging.getLogger(__name__)
 STOP_SECONDS = 10.0         # a receiving process's time to end once told
+READY_SECONDS = 30.0        # the daemon's longest wait for them at start (Receivers.wait_ready)
 
 
 def shares(total: int, processes: int) -> list[int]:
@@ -59,6 +61,7 @@ class _Receiver:
         self.proc: subprocess.Popen | None = None
         self.channel = None
         self.ready = False
+        self.started = threading.Event()     # ready once, or given up on
         self.live: dict[int, tuple[object, tuple]] = {}     # connection -> (server, client address)
 
 
@@ -70,8 +73,8 @@ class Receivers:
         self.settings, self.ae = settings, ae
         self.servers = {name: server for name, server in servers.items() if server is not None}
         self._names = {id(server): name for name, server in self.servers.items()}
-        first, *others = shares(settings.max_associations, settings.dicom_processes)
-        self._own_share, self._local_live = first, 0
+        _, *others = shares(settings.max_associations, settings.dicom_processes)
+        self._local_live = 0
         self._receivers = [_Receiver(number, share) for number, share in enumerate(others, start=2)]
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
@@ -98,7 +101,7 @@ class Receivers:
             channel, proc = receiver.channel, receiver.proc
             if channel is not None:
                 try:
-                    channel.shutdown(2)         # SHUT_RDWR: its read ends, and so does ours
+                    channel.shutdown(socket.SHUT_RDWR)      # its read ends, and so does ours
                 except OSError:
                     pass
             if proc is not None:
@@ -110,10 +113,14 @@ class Receivers:
                     proc.kill()
                     proc.wait()
 
-    def pids(self) -> list[int]:
-        """The receiving processes that are up (for the tests and the logs)."""
-        with self._lock:
-            return [r.proc.pid for r in self._receivers if r.ready and r.proc is not None]
+    def wait_ready(self, seconds: float) -> None:
+        """Wait until every receiving process is up (or was given up on), at most ``seconds``."""
+        deadline = time.monotonic() + seconds
+        for receiver in self._receivers:
+            if not receiver.started.wait(max(0.0, deadline - time.monotonic())):
+                log.warning("DICOM receiving process %d is not up after %.0f s; accepting "
+                            "meanwhile", receiver.number, seconds)
+                return
 
     def _keep(self, receiver: _Receiver) -> None:
         """Run one receiving process, and again after it ended, until ``stop``: on one
@@ -122,11 +129,14 @@ class Receivers:
         while not self._stopping.is_set():
             started = self._spawn(receiver)
             if started is not None:
+                if self._stopping.is_set():        # stop() ran while it was starting
+                    started[1].shutdown(socket.SHUT_RDWR)
                 self._listen(receiver, *started)
             if self._stopping.is_set():
                 return
             delay = self._watchdog.crashed(f"receiver-{receiver.number}", time.monotonic())
             if delay is None:
+                receiver.started.set()
                 log.error("DICOM receiving process %d keeps ending; not started again: this "
                           "process serves its share too (watchdog_max_crashes)", receiver.number)
                 return
@@ -173,6 +183,7 @@ class Receivers:
                     with self._lock:
                         receiver.ready = True
                         self._rebalance()
+                    receiver.started.set()
                     log.info("DICOM receiving process %d up (pid %d), serving up to %d associations",
                              receiver.number, proc.pid, receiver.share)
         except (OSError, ValueError, TypeError) as exc:

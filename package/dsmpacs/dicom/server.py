@@ -105,21 +105,33 @@ def start(settings: Settings, archive: Archive) -> Listeners:
     ae = build_ae(settings, archive)
     handlers = event_handlers(archive)
     started = Listeners()
+    made = []
     try:
         if settings.dicom_plain:
-            started.plain = listener.start_listener(
+            started.plain = listener.make_listener(
                 ae, (settings.dicom_host, settings.dicom_port), handlers,
                 per_address=settings.max_associations_per_address)
-            started.append(started.plain)
+            made.append(started.plain)
         if tls_context is not None:
-            started.tls = listener.start_listener(
+            started.tls = listener.make_listener(
                 ae, (settings.dicom_host, settings.dicom_tls_port), handlers,
                 per_address=settings.max_associations_per_address,
                 tls_context=tls_context, on_tls_refused=tls_refusal_recorder(settings, archive))
-            started.append(started.tls)
-        # More processes to serve associations, when dicom_processes asks for them.
+            made.append(started.tls)
+        # More processes to serve associations, when dicom_processes asks for them. They
+        # are up before the first connection is accepted (connections meanwhile wait in
+        # the listen queue): an association stays in the process that took it, and the
+        # four associations of modalities that were waiting for the archive to come back
+        # would otherwise all stay in this one.
         started.receivers = receivers.start(settings, ae, {"plain": started.plain, "tls": started.tls})
+        if started.receivers is not None:
+            started.receivers.wait_ready(receivers.READY_SECONDS)
+        for server in made:
+            started.append(listener.serve(ae, server))
     except BaseException:
+        for server in made:
+            if server not in started:
+                server.server_close()
         started.shutdown()
         raise
     return started

@@ -31,7 +31,10 @@ What each module changes, and the upstream hook it uses or lacks:
                    every received byte.
 * ``listener``     the listener, capped per peer address at accept
                    (``ae.make_server(server_class=...)`` is the hook); one AE may
-                   have a plain and a TLS listener.
+                   have a plain and a TLS listener. It hands an accepted connection
+                   to a receiving process when the daemon has them
+                   (dicom/receivers.py), and ``HandedAssociationServer`` is the same
+                   listener in such a process, serving handed connections only.
 * ``tls``          DICOM TLS: the acceptor's handshake on the connection's own
                    thread with a fixed deadline (pynetdicom's ``ssl_context`` would
                    handshake on the accept thread), and the requestor's handshake

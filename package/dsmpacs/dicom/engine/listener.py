@@ -182,17 +182,23 @@ class HandedAssociationServer(CappedAssociationServer):
             self._on_ended(entry[0])
 
 
-def start_listener(ae, address: tuple[str, int], evt_handlers: list, *, per_address: int,
-                   tls_context=None, on_tls_refused=None):
-    """Start ``ae`` listening on ``address`` in a background thread, as
-    ``ae.start_server(block=False)`` does, with the per-address cap; with
-    ``tls_context``, every connection is a TLS session first (engine/tls.py) and
-    ``on_tls_refused(address, reason)`` hears of those that did not become one.
-    One AE may have several listeners: they share its handlers and its
-    ``maximum_associations`` (pynetdicom counts the AE's associations)."""
-    server = ae.make_server(address, evt_handlers=evt_handlers,
-                            server_class=CappedAssociationServer, per_address=per_address,
-                            tls_context=tls_context, on_tls_refused=on_tls_refused)
+def make_listener(ae, address: tuple[str, int], evt_handlers: list, *, per_address: int,
+                  tls_context=None, on_tls_refused=None) -> CappedAssociationServer:
+    """A listener for ``ae`` on ``address``, bound and listening (the kernel queues
+    connections from now on) but accepting none until ``serve``; with the per-address
+    cap, and with ``tls_context`` every connection is a TLS session first
+    (engine/tls.py) and ``on_tls_refused(address, reason)`` hears of those that did
+    not become one. One AE may have several listeners: they share its handlers and
+    its ``maximum_associations`` (pynetdicom counts the AE's associations)."""
+    return ae.make_server(address, evt_handlers=evt_handlers,
+                          server_class=CappedAssociationServer, per_address=per_address,
+                          tls_context=tls_context, on_tls_refused=on_tls_refused)
+
+
+def serve(ae, server: CappedAssociationServer) -> CappedAssociationServer:
+    """Accept on ``server`` in a background thread, as ``ae.start_server(block=False)``
+    does. Only a served listener may be ``shutdown()`` (socketserver waits for its loop
+    to end); one never served is only closed (``server_close()``)."""
     timestamp = datetime.now().strftime("%Y%m%d%H%M%S")
     thread = threading.Thread(target=make_target(server.serve_forever), name=f"AcceptorServer@{timestamp}",
                               daemon=True)
