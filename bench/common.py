@@ -234,11 +234,19 @@ class OrthancPeer:
 
 
 def peak_rss_mb(pid: int) -> float:
-    """VmHWM: the process's peak resident set size so far."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+    """VmHWM, the peak resident set size so far, of the process or of the largest of its
+    children: our DICOM daemon hands connections to its receiving processes, and the
+    one that received the instance is the one whose memory it took."""
+    peaks = []
+    pids = [pid] + [int(child) for children in Path(f"/proc/{pid}/task").glob("*/children")
+                    for child in children.read_text().split()]
+    for process in pids:
+        try:
+            status = Path(f"/proc/{process}/status").read_text()
+        except OSError:
+            continue
+        peaks += [int(line.split()[1]) / 1024 for line in status.splitlines() if line.startswith("VmHWM:")]
+    return max(peaks, default=float("nan"))
 
 
 def table(headers: list[str], rows: list[list[str]]) -> str:

@@ -255,7 +255,8 @@ def main(argv: list[str] | None = None) -> int:
     print("  every cell: median (min–max) over the rounds. peer / ours: the peer's seconds over ours in the "
           "same round,\n  pair by pair; above 1.00x we are faster. storescp writes files and keeps no index: "
           "it is the ceiling.\n  CPU ms/inst: the receiving process's user and system CPU during the push "
-          "(/proc), per instance;\n  it moves less than the wall time with other work on the machine.")
+          "(/proc), with its children's\n  (our receiving processes), per instance; it moves less than "
+          "the wall time with other work on the machine.")
     print(f"  load average (1 min) before -> after each corpus, on {os.cpu_count()} CPUs: " + "; ".join(loads))
     print_versions("ingest", [versions[DsmPacs.name], versions.get(OrthancPeer.name, "Orthanc: not run"),
                               versions[StoreScp.name], versions["storescu"]])
