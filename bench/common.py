@@ -144,6 +144,15 @@ class DsmPacs:
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=open(self.workdir / "stderr", "wb"),
                                      cwd=ROOT)
         wait_port(self.port, self.proc, self.patience)
+        # The port is open once it is bound, but the daemon accepts only once it is up
+        # (its receiving processes first, dicom/server.py): it says so with its run
+        # file. Timing starts then, as for the peers, which serve once their port is open.
+        run_file = self.workdir / "run" / "dicom.json"
+        deadline = time.monotonic() + self.patience
+        while not run_file.exists():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"our DICOM daemon did not write {run_file}")
+            time.sleep(0.05)
         return self
 
     @property
