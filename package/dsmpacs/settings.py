@@ -95,7 +95,7 @@ class Settings:
         "them; with 2 or more it hands each new connection to whichever process has the most "
         "of its share of max_associations free, so several modalities sending at once use "
         "several cores (one Python process runs on one). Each further process takes about "
-        "60 MB of memory; 1 on a single-core NAS or one short of memory.",
+        "100 MB of memory; 1 on a single-core NAS or one short of memory.",
         minimum=1, maximum=16)
     max_associations_per_address: int = setting(
         8, "Concurrent connections accepted from one IP address, counted from the TCP accept "

@@ -7,7 +7,9 @@ carry one file descriptor (``SCM_RIGHTS``): an accepted connection.
 
 From the daemon (dicom/receivers.py):
 
-* ``{"settings": {...}, "number": n}``: the first message, the daemon's Settings;
+* ``{"settings": {...}, "share": n, "listeners": {"plain": [host, port], ...}}``: the
+  first message: the daemon's Settings, how many associations this process may
+  serve at once, and the address of each listener whose connections it may be handed;
 * ``{"connection": id, "listener": "plain"|"tls", "address": [host, port],
   "opened": t}`` with the connection's socket; ``opened`` is when it was accepted,
   on the monotonic clock, which every process of the machine shares.

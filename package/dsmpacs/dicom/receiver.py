@@ -67,7 +67,6 @@ def run(channel_fd: int) -> int:
         return 1
     first, _ = got
     settings = Settings.from_values(first["settings"])
-    number = int(first["number"])
     _log_to(channel, settings)
 
     def ended(connection: int) -> None:
@@ -101,7 +100,6 @@ def run(channel_fd: int) -> int:
                 per_address=settings.max_associations_per_address, tls_context=tls_context,
                 on_tls_refused=refused if tls_context is not None else None, on_ended=ended)
         handover.send(channel, {"ready": os.getpid()})
-        log.debug("DICOM receiving process %d ready", number)
         while True:
             got = handover.receive(channel)
             if got is None:
