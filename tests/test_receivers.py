@@ -177,6 +177,16 @@ def test_stopping_the_daemon_stops_its_receiving_process(server_factory):
                timeout=15, what="the receiving process gone")
 
 
+def test_a_receiving_process_ends_when_its_daemon_is_killed(server_factory):
+    """However the daemon dies, the kernel closes its end of the channel."""
+    srv = server_factory(only="dicom")
+    receiver = receiver_pid(srv)
+    os.kill(srv.child_pid("dicom"), signal.SIGKILL)
+    wait_until(lambda: not Path(f"/proc/{receiver}").exists()
+               or "Z" in Path(f"/proc/{receiver}/stat").read_text().rsplit(")", 1)[1].split()[0],
+               timeout=15, what="the receiving process gone")
+
+
 def test_one_process_when_asked(server_factory):
     srv = server_factory(only="dicom", dicom_processes=1)
     assert srv.echoscu().returncode == 0

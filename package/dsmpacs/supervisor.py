@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 _PR_SET_PDEATHSIG = 1
 
 
-def _death_signal_setter() -> Callable[[], None]:
+def death_signal_setter() -> Callable[[], None]:
     """A function, safe to run between fork and exec, that makes the child get
     SIGTERM when this process dies (Linux; a no-op elsewhere)."""
     parent = os.getpid()
@@ -74,7 +74,7 @@ class Watchdog:
         return min(self.first_delay * 2 ** (len(recent) - 1), self.max_delay)
 
 
-def _exit_status(rc: int) -> str:
+def exit_status(rc: int) -> str:
     """As an administrator reads it: a number, or the signal that ended the process."""
     if rc is not None and rc < 0:
         try:
@@ -106,7 +106,7 @@ def supervise(commands: dict[str, list[str]], *, stop_timeout: float = 30.0,
     was_up: set[str] = set()          # got up at least once: its death is a crash
     restart_at: dict[str, float] = {}
     records: dict[str, dict] = {}
-    setter = _death_signal_setter()
+    setter = death_signal_setter()
 
     def launch(role: str) -> None:
         children[role] = subprocess.Popen(commands[role], preexec_fn=setter)
@@ -138,7 +138,7 @@ def supervise(commands: dict[str, list[str]], *, stop_timeout: float = 30.0,
             for role, rc in dead.items():
                 delay = watchdog.crashed(role, now)
                 rec = records.setdefault(role, {"restarts": 0, "since": time.time()})
-                rec.update(last_crash=time.time(), last_status=_exit_status(rc),
+                rec.update(last_crash=time.time(), last_status=exit_status(rc),
                            crashes_in_window=len(watchdog.crashes[role]), window=watchdog.window,
                            gave_up=delay is None)
                 if delay is None:

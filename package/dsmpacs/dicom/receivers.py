@@ -25,7 +25,8 @@ they would be in a crash of the daemon), their counts are released, its share
 goes back to the daemon, and it is started again after 1 s, 2 s, ... as the
 supervisor restarts its children (supervisor.Watchdog); after
 ``watchdog_max_crashes`` in ``watchdog_window_minutes`` the daemon receives alone.
-It dies with the daemon (PR_SET_PDEATHSIG) and stops when the daemon stops.
+It ends when its end of the channel does: when the daemon stops, and when the daemon
+dies, however, since the kernel then closes the daemon's end.
 """
 from __future__ import annotations
 
@@ -40,7 +41,7 @@ import time
 
 from dsmpacs.dicom import handover
 from dsmpacs.settings import Settings
-from dsmpacs.supervisor import Watchdog, _death_signal_setter, _exit_status
+from dsmpacs.supervisor import Watchdog, exit_status
 
 log = logging.getLogger(__name__)
 STOP_SECONDS = 10.0         # a receiving process's time to end once told
@@ -123,9 +124,7 @@ class Receivers:
                 return
 
     def _keep(self, receiver: _Receiver) -> None:
-        """Run one receiving process, and again after it ended, until ``stop``: on one
-        thread for its whole life, because the kernel sends PR_SET_PDEATHSIG's signal
-        when the *thread* that started a process ends, not only the process."""
+        """Run one receiving process, and again after it ended, until ``stop``."""
         while not self._stopping.is_set():
             started = self._spawn(receiver)
             if started is not None:
@@ -147,8 +146,10 @@ class Receivers:
         ours, theirs = handover.pair()
         try:
             command = [sys.executable, "-m", "dsmpacs", "dicom-receiver", "--channel-fd", str(theirs.fileno())]
-            proc = subprocess.Popen(command, pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL,
-                                    preexec_fn=_death_signal_setter())
+            # No preexec_fn (PR_SET_PDEATHSIG, as the supervisor sets): unsafe to run
+            # between fork and exec with this process's threads; the channel's end tells
+            # the receiving process that the daemon died.
+            proc = subprocess.Popen(command, pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL)
         except OSError as exc:
             ours.close()
             log.error("cannot start DICOM receiving process %d: %s", receiver.number, exc)
@@ -208,7 +209,7 @@ class Receivers:
             proc.kill()
             proc.wait()
         log.error("DICOM receiving process %d (pid %d) ended (%s); %d association(s) it served are "
-                  "lost", receiver.number, proc.pid, _exit_status(proc.returncode), len(live))
+                  "lost", receiver.number, proc.pid, exit_status(proc.returncode), len(live))
 
     def _rebalance(self) -> None:
         """The daemon's own AE serves what the receiving processes that are up do not
