@@ -227,6 +227,13 @@ def test_wait_ready_until_listening_then_reports_a_dead_or_silent_service(tmp_pa
     proc = subprocess.Popen([sys.executable, "-c", LISTENER, str(port)], stdout=subprocess.PIPE)
     try:
         (run_dir / "dicom.pid").write_text(f"{proc.pid}\n")
+        # Its port takes connections, but the run file is a power loss's leftover (written
+        # before the PID file): not up yet. The DICOM daemon binds before it serves.
+        stale = {"role": "dicom", "pid": proc.pid, "started": time.time() - 3600}
+        (run_dir / "dicom.json").write_text(json.dumps(stale))
+        problems = lifecycle.wait_ready(settings, run_dir, log_dir, timeout=1)
+        assert "did not listen within" in problems[0]
+        (run_dir / "dicom.json").write_text(json.dumps({**stale, "started": time.time()}))
         assert lifecycle.wait_ready(settings, run_dir, log_dir, timeout=30) == []
     finally:
         proc.kill()

@@ -229,11 +229,25 @@ def _tail(path: Path, lines: int = 15) -> str:
         return "(no output)"
 
 
+def _serving(settings: Settings, role: str, since: float) -> bool:
+    """The process of ``role`` wrote its run file (runfiles.py) since ``since``: it
+    serves. A port that takes connections is not enough: the DICOM daemon binds its
+    port before its receiving processes are up and accepts only after (dicom/server.py),
+    and a power loss leaves the run files of the processes it killed."""
+    from dsmpacs import runfiles
+
+    info = runfiles.read(settings, role)
+    return (bool(info) and float(info.get("started", 0)) >= since
+            and runfiles.pid_alive(int(info.get("pid", 0) or 0)))
+
+
 def wait_ready(settings: Settings, run_dir: Path, log_dir: Path, timeout: float) -> list[str]:
-    """Wait until every service with a PID file in run_dir listens on its port."""
+    """Wait until every service with a PID file in run_dir listens on its port and
+    says it serves (its run file, written since its PID file)."""
     dicom_port = settings.dicom_port if settings.dicom_plain else settings.dicom_tls_port
     dicom, web = (settings.dicom_host, dicom_port), (settings.web_host, settings.web_port)
     endpoints = {"dicom": [dicom], "web": [web], "serve": [dicom, web]}
+    roles = {"dicom": ["dicom"], "web": ["web"], "serve": ["dicom", "web"]}
     pending = {p.stem: p for p in run_dir.glob("*.pid")}
     if not pending:
         return [f"No service was started (no PID file in {run_dir})."]
@@ -245,7 +259,10 @@ def wait_ready(settings: Settings, run_dir: Path, log_dir: Path, timeout: float)
             if not pid or not _alive(pid):
                 return [f"The {name} service stopped while starting. Its last output "
                         f"({log}):\n{_tail(log)}"]
-            if all(_listening(*endpoint) for endpoint in endpoints.get(name, [])):
+            # A second of slack: the PID file's time and time.time() may round apart.
+            since = pid_file.stat().st_mtime - 1
+            if (all(_listening(*endpoint) for endpoint in endpoints.get(name, []))
+                    and all(_serving(settings, role, since) for role in roles.get(name, []))):
                 del pending[name]
         if not pending:
             return []
