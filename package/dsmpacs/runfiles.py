@@ -3,7 +3,9 @@ scripts) that they are up, and where.
 
 Each process writes ``<data_dir>/run/<role>.json`` (pid, address, port) once it
 listens, refreshes its modification time from a heartbeat thread, and removes
-it when it stops cleanly. The web process's health check reads the DICOM one:
+it when it stops cleanly. The DICOM daemon's receiving processes write
+``dicom-2.json``... (pid only, no heartbeat) once they serve: DSM's stop waits for
+every process a run file names. The web process's health check reads the DICOM one:
 a file whose process is gone, or whose heartbeat is stale, means the DICOM
 listener is down. The processes share nothing else.
 """

@@ -7,9 +7,10 @@ carry one file descriptor (``SCM_RIGHTS``): an accepted connection.
 
 From the daemon (dicom/receivers.py):
 
-* ``{"settings": {...}, "share": n, "listeners": {"plain": [host, port], ...}}``: the
-  first message: the daemon's Settings, how many associations this process may
-  serve at once, and the address of each listener whose connections it may be handed;
+* ``{"settings": {...}, "number": n, "share": n, "listeners": {"plain": [host, port],
+  ...}}``: the first message: the daemon's Settings, the process's number (2, 3...:
+  its run file is ``run/dicom-<number>.json``), how many associations it may serve at
+  once, and the address of each listener whose connections it may be handed;
 * ``{"connection": id, "listener": "plain"|"tls", "address": [host, port],
   "opened": t}`` with the connection's socket; ``opened`` is when it was accepted,
   on the monotonic clock, which every process of the machine shares.

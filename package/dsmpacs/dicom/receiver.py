@@ -6,8 +6,10 @@ archive, AE and handlers as the daemon, from the daemon's own settings (the
 channel's first message), listens nowhere, and serves each connection handed over
 the channel on a thread of its own, as the daemon's listener would
 (engine/listener.py, ``HandedAssociationServer``). It runs no crash recovery and no
-background job: those are the daemon's. Its log records go to the daemon, which
-writes them with its own. It ends when the channel does, or on SIGTERM.
+background job: those are the daemon's. It writes ``run/dicom-<number>.json`` once it
+serves (runfiles.py), for DSM's stop, and removes it when it ends. Its log records go
+to the daemon, which writes them with its own. It ends when the channel does, or on
+SIGTERM.
 """
 from __future__ import annotations
 
@@ -56,7 +58,7 @@ def _log_to(channel: socket.socket, settings) -> None:
 
 
 def run(channel_fd: int) -> int:
-    from dsmpacs import app, tls
+    from dsmpacs import app, runfiles, tls
     from dsmpacs.dicom import server as dicom_server
     from dsmpacs.dicom.engine.listener import HandedAssociationServer
     from dsmpacs.settings import Settings
@@ -67,6 +69,7 @@ def run(channel_fd: int) -> int:
         return 1
     first, _ = got
     settings = Settings.from_values(first["settings"])
+    role = f"dicom-{int(first['number'])}"
     _log_to(channel, settings)
 
     def ended(connection: int) -> None:
@@ -99,6 +102,9 @@ def run(channel_fd: int) -> int:
                 tuple(address), evt_handlers=handlers, server_class=HandedAssociationServer,
                 per_address=settings.max_associations_per_address, tls_context=tls_context,
                 on_tls_refused=refused if tls_context is not None else None, on_ended=ended)
+        # Its run file (runfiles.py) names it to DSM's stop, which waits for, and if need
+        # be kills, every process a run file names: this one has no PID file of its own.
+        runfiles.write(settings, role)
         handover.send(channel, {"ready": os.getpid()})
         while True:
             got = handover.receive(channel)
@@ -119,4 +125,5 @@ def run(channel_fd: int) -> int:
         for server in servers.values():
             server.server_close()
         archive.close()
+        runfiles.remove(settings, role)
     return 0

@@ -159,7 +159,7 @@ class Receivers:
         receiver.proc, receiver.channel = proc, ours
         try:
             handover.send(ours, {
-                "settings": self.settings.as_values(), "share": receiver.share,
+                "settings": self.settings.as_values(), "number": receiver.number, "share": receiver.share,
                 "listeners": {name: list(server.server_address[:2]) for name, server in self.servers.items()},
             })
         except OSError as exc:
