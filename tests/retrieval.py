@@ -44,17 +44,6 @@ def stored_path(server, sop_instance_uid: str) -> Path:
         arc.close()
 
 
-def wait_for_log(server, text: str, timeout: float = 30) -> str:
-    """The server's log once it contains ``text`` (log lines may follow the reply)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        log = server.log()
-        if text in log:
-            return log
-        time.sleep(0.05)
-    raise AssertionError(f"{text!r} not in the server log")
-
-
 class StoreSCP:
     """dcmtk storescp on a free port, writing what it receives bit-preserved."""
 

@@ -13,7 +13,7 @@ from pynetdicom.sop_class import StorageCommitmentPushModel, StorageCommitmentPu
 
 from tests import factories as f
 from tests.peers import free_port
-from tests.retrieval import register, stored_path, wait_for_log
+from tests.retrieval import register, stored_path
 
 REPORT_TIMEOUT = 60
 
@@ -139,8 +139,8 @@ def test_unknown_altered_missing_and_wrong_class_are_failures(server, stored, mo
                for i in info.FailedSOPSequence]
     assert reasons == [(f.CT, altered, 0x0110), (f.CT, gone, 0x0110), (f.CT, unknown, 0x0112),
                        (f.SC, good, 0x0119)]
-    log = wait_for_log(server, "no longer matches its checksum")
-    assert "is missing" in log
+    assert server.logged("no longer matches its checksum", timeout=30)
+    assert "is missing" in server.log()
 
 
 def test_report_goes_to_a_new_association_after_release(server, stored, modality):
@@ -151,7 +151,8 @@ def test_report_goes_to_a_new_association_after_release(server, stored, modality
     assert how == "new association"
     assert event_type == 1 and info.TransactionUID == transaction
     assert outcome(info) == ({stored[0][1]: f.CT}, {})
-    assert "on a new association" in wait_for_log(server, f"storage commitment {transaction} reported to")
+    assert server.logged(f"storage commitment {transaction} reported to", timeout=30)
+    assert "on a new association" in server.log()
 
 
 def test_quarantined_conflict_is_not_committed(server, stored, modality, tmp_path):

@@ -109,10 +109,10 @@ def test_getscu_does_not_receive_the_corrupt_instance(env, tmp_path):
     final = dimse_responses(output)[-1]
     assert final["Status"].startswith("0xb000") and (final["Completed"], final["Failed"]) == ("2", "1")
     # getscu prints no identifier of the final response; the server log names the failure.
-    log = server.log()
-    assert f"not sending {xa}: instance {xa} is corrupt in storage" in log
-    assert re.search(r"C-GET from GETTER \(127\.0\.0\.1:\d+\): failed to send " + re.escape(xa)
-                     + r": status not sent instance .* is corrupt in storage", log)
+    assert server.logged(f"not sending {xa}: instance {xa} is corrupt in storage")
+    failure = (r"C-GET from GETTER \(127\.0\.0\.1:\d+\): failed to send " + re.escape(xa)
+               + r": status not sent instance .* is corrupt in storage")
+    wait_until(lambda: re.search(failure, server.log()), timeout=10, what="the failed sub-operation logged")
 
 
 def test_movescu_to_storescp_does_not_deliver_it(env, tmp_path):

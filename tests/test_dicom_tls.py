@@ -14,7 +14,7 @@ import pytest
 from dsmpacs.archive.audit import AuditTrail
 from dsmpacs.archive.peers import Peer, PeerError, PeerRegistry
 from tests import factories as f
-from tests.peers import ROOT, ServerProcess, dcmtk, free_port, tool, wait_until
+from tests.peers import ROOT, ServerProcess, dcmtk, free_port, tool
 from tests.retrieval import StoreSCP, open_archive_at, open_index, register, run_cli
 
 STUDY = "1.2.826.0.1.3680043.8.498.7001"
@@ -99,9 +99,8 @@ def test_plaintext_and_tls_1_1_are_refused_on_the_tls_port(server, pki, tmp_path
     old = subprocess.run([tool("openssl"), "s_client", "-tls1_1", "-connect", f"127.0.0.1:{server.tls_port}"],
                          input="", capture_output=True, text=True, timeout=30)
     assert old.returncode != 0 and "BEGIN CERTIFICATE" not in old.stdout
-    log = wait_until(lambda: server.log() if "UNSUPPORTED_PROTOCOL" in server.log() else None,
-                     what="the TLS 1.1 refusal in the log")
-    assert "plaintext DICOM (an A-ASSOCIATE-RQ) on the TLS port" in log
+    assert server.logged("UNSUPPORTED_PROTOCOL", timeout=30)
+    assert server.logged("plaintext DICOM (an A-ASSOCIATE-RQ) on the TLS port")
     assert not stored(server, sent)
 
 

@@ -156,9 +156,8 @@ def test_trickling_and_junk_peers_do_not_keep_a_modality_out(server_factory, tmp
     assert max(trickler.closed_after.values()) < acse + 15
     assert after["VmHWM"] - before["VmRSS"] < 150_000
     wait_until(lambda: spool_gone(srv, pid), timeout=10, what=".tmp empty")
-    log = srv.log()
-    assert "closing the connection from 127.0.0.1" in log and "(acse_timeout)" in log
-    assert "not DICOM from 127.0.0.4" in log and "TLS handshake" in log and "HTTP request" in log
+    assert srv.logged("closing the connection from 127.0.0.1") and srv.logged("(acse_timeout)")
+    assert srv.logged("not DICOM from 127.0.0.4") and srv.logged("TLS handshake") and srv.logged("HTTP request")
     for sock in trickling + junk:
         sock.close()
 
@@ -173,8 +172,7 @@ def test_junk_is_aborted_and_closed_at_once(server_factory):
         sock.close()
         assert closed, f"the server kept a peer that sent {payload[:8]!r} connected"
         assert got[:1] == bytes([A_ABORT_TYPE]), got
-    log = srv.log()
-    assert "not DICOM from 127.0.0.1" in log and "TLS handshake" in log and "HTTP request" in log
+    assert srv.logged("not DICOM from 127.0.0.1") and srv.logged("TLS handshake") and srv.logged("HTTP request")
     assert srv.echoscu().returncode == 0
 
 
