@@ -247,9 +247,7 @@ def peak_rss_mb(pid: int) -> float:
     children: our DICOM daemon hands connections to its receiving processes, and the
     one that received the instance is the one whose memory it took."""
     peaks = []
-    pids = [pid] + [int(child) for children in Path(f"/proc/{pid}/task").glob("*/children")
-                    for child in children.read_text().split()]
-    for process in pids:
+    for process in [pid, *children_of(pid)]:
         try:
             status = Path(f"/proc/{process}/status").read_text()
         except OSError:
@@ -391,11 +389,19 @@ def process_times(pid: int) -> tuple[float, float]:
         return 0.0, 0.0
     user += (int(fields[11]) + int(fields[13])) / tick
     system += (int(fields[12]) + int(fields[14])) / tick
-    for children in Path(f"/proc/{pid}/task").glob("*/children"):
-        for child in children.read_text().split():
-            child_user, child_system = process_times(int(child))
-            user, system = user + child_user, system + child_system
+    for child in children_of(pid):
+        child_user, child_system = process_times(child)
+        user, system = user + child_user, system + child_system
     return user, system
+
+
+def children_of(pid: int) -> list[int]:
+    """The living children of process ``pid`` (/proc, every thread's); none once it ended."""
+    try:
+        return [int(child) for children in Path(f"/proc/{pid}/task").glob("*/children")
+                for child in children.read_text().split()]
+    except OSError:
+        return []
 
 
 def process_cpu(pid: int) -> float:

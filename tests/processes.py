@@ -23,8 +23,21 @@ def receiver_pid(srv, after: int = 0) -> int:
     return wait_until(found, what="the receiving process up")
 
 
+def _stat_fields(pid: int) -> list[str]:
+    """/proc/<pid>/stat after the command name: state, parent..."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
 def parent_of(pid: int) -> int:
-    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    return int(_stat_fields(pid)[1])
+
+
+def gone(pid: int) -> bool:
+    """The process ended (a zombie not yet waited for counts as ended)."""
+    try:
+        return _stat_fields(pid)[0] == "Z"
+    except FileNotFoundError:
+        return True
 
 
 def socket_inodes(pid: int) -> set[str]:

@@ -35,6 +35,7 @@ from dsmpacs.dsm import wizard as w
 from tests import factories as f
 from tests.dsm.harness import DSMError, FakeDSM, read_info
 from tests.peers import MARIADB, dcmtk, free_port, mariadb_connection, require, wait_until
+from tests.processes import parent_of
 from tests.webclient import WebSession
 
 ADMIN_PASSWORD = "Angio-suite-2026"
@@ -188,7 +189,7 @@ def assert_running_unprivileged(dsm: FakeDSM) -> None:
     # The watchdog, its two children, and the DICOM daemon's receiving process
     # (dicom_processes = 2), the daemon's child.
     assert set(pids) == {"serve", "dicom", "web", "dicom-2"}
-    assert Path(f"/proc/{pids['dicom-2']}/stat").read_text().rsplit(")", 1)[1].split()[1] == str(pids["dicom"])
+    assert parent_of(pids["dicom-2"]) == pids["dicom"]
     processes = dsm.processes_of_root_path()
     assert {pid for pid, _, _ in processes} == set(pids.values()), processes
     assert all(uid == dsm.uid != 0 for _, uid, _ in processes), processes

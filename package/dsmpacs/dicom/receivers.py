@@ -126,11 +126,10 @@ class Receivers:
     def _keep(self, receiver: _Receiver) -> None:
         """Run one receiving process, and again after it ended, until ``stop``."""
         while not self._stopping.is_set():
-            started = self._spawn(receiver)
-            if started is not None:
+            if self._spawn(receiver):
                 if self._stopping.is_set():        # stop() ran while it was starting
-                    started[1].shutdown(socket.SHUT_RDWR)
-                self._listen(receiver, *started)
+                    receiver.channel.shutdown(socket.SHUT_RDWR)
+                self._listen(receiver)
             if self._stopping.is_set():
                 return
             delay = self._watchdog.crashed(f"receiver-{receiver.number}", time.monotonic())
@@ -142,7 +141,8 @@ class Receivers:
             if self._stopping.wait(delay):
                 return
 
-    def _spawn(self, receiver: _Receiver) -> tuple[subprocess.Popen, object] | None:
+    def _spawn(self, receiver: _Receiver) -> bool:
+        """Start the process, its channel in ``receiver``; False when it could not be."""
         ours, theirs = handover.pair()
         try:
             command = [sys.executable, "-m", "dsmpacs", "dicom-receiver", "--channel-fd", str(theirs.fileno())]
@@ -153,7 +153,7 @@ class Receivers:
         except OSError as exc:
             ours.close()
             log.error("cannot start DICOM receiving process %d: %s", receiver.number, exc)
-            return None
+            return False
         finally:
             theirs.close()
         receiver.proc, receiver.channel = proc, ours
@@ -164,10 +164,12 @@ class Receivers:
             })
         except OSError as exc:
             log.error("cannot reach DICOM receiving process %d: %s", receiver.number, exc)
-        return proc, ours
+        return True
 
-    def _listen(self, receiver: _Receiver, proc: subprocess.Popen, channel) -> None:
-        """What the receiving process says, until its channel ends."""
+    def _listen(self, receiver: _Receiver) -> None:
+        """What the receiving process says, until its channel ends (on the thread that
+        started it, which alone changes ``proc`` and ``channel``)."""
+        proc, channel = receiver.proc, receiver.channel
         try:
             while True:
                 got = handover.receive(channel)

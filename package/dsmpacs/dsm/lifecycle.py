@@ -237,8 +237,7 @@ def _serving(settings: Settings, role: str, since: float) -> bool:
     from dsmpacs import runfiles
 
     info = runfiles.read(settings, role)
-    return (bool(info) and float(info.get("started", 0)) >= since
-            and runfiles.pid_alive(int(info.get("pid", 0) or 0)))
+    return runfiles.is_up(info) and float(info.get("started", 0)) >= since
 
 
 def wait_ready(settings: Settings, run_dir: Path, log_dir: Path, timeout: float) -> list[str]:
