@@ -12,8 +12,8 @@ its sync state, so no outcome can forget to wait for it.
 
 Order of work for one instance, and why:
 
-1. The staged file is renamed to a generated path, then its fsync starts in
-   the background, and its directory's as soon as the file's own is done
+1. The staged file, whose data the kernel has been writing back since its spool
+   closed (SpoolWriter.close), is renamed to a generated path
    (Storage.publish_first: the name mostly goes to the disk in the file's own
    journal commit, so the directory's fsync is nearly free). A crash before
    the commit may leave the name with incomplete data, never indexed nor
@@ -24,9 +24,11 @@ Order of work for one instance, and why:
    deflated dataset inflates within its bound), UIDs present and syntactically
    valid, and equal to what the sender announced (C-STORE command, part meta,
    STOW-RS study in the URL). A refused file is unlinked.
-3. The index rows are inserted meanwhile, in a transaction shared with the
-   stores arriving at the same moment (archive/commits.py, group commit); it
-   commits only once every one of their fsyncs has finished. A duplicate SOP
+3. The storing thread fsyncs the file, then its directory (SyncOnWait, on
+   this thread: no hand-over per instance). Then the index rows are inserted, in
+   a transaction shared with the stores arriving at the same moment
+   (archive/commits.py, group commit); it commits only once every one of their
+   fsyncs has finished. A duplicate SOP
    Instance UID shows here, by the unique key, and is settled against the
    archived copy: an identical resend
    (nothing committed), a replacement under ``duplicate_policy=overwrite``
@@ -156,7 +158,8 @@ class Ingest:
     # --- the store path --------------------------------------------------------
     def _store(self, staged: StagedFile, origin: Origin, expected_class: str | None,
                expected_instance: str | None, expected_study: str | None) -> StoreResult:
-        # Published first, so that its fsyncs run while it is checked (see publish_first).
+        # Published first, so that its data goes to the disk while it is checked (see
+        # publish_first).
         relpath, dir_sync, full = "", None, None
         try:
             self.storage.check_writable()
@@ -214,6 +217,9 @@ class Ingest:
         # No look-up first: the unique key on SOP Instance UID finds duplicates, which
         # are rare, for the price of one query less on every new instance.
         try:
+            # The fsyncs on this thread, before the index's write lock is asked for:
+            # the transaction then waits for none of them (``durable`` only checks).
+            durable()
             self.index.add_instance(extracted, _with_path(stored, relpath), origin=origin.kind,
                                     calling_ae=origin.calling_ae, before_commit=durable,
                                     institution=origin.institution,

@@ -92,7 +92,8 @@ class StagedFile:
     It carries its own sync state, so that whatever becomes of it (published,
     published over an older copy, quarantined) waits for its data to reach the
     disk first: ``synced`` is True once fsynced; otherwise ``pending`` is the
-    background fsync started by ``Storage.start_sync``, if any. ``header`` is the
+    background fsync started by ``Storage.start_sync``, or the ``SyncOnWait`` that
+    ``Storage.publish_first`` leaves to the ingest, if any. ``header`` is the
     parsed header when the stager already read it (import), so nobody parses twice;
     ``content`` is the whole file when its spool still held every byte it wrote (up to
     part10.READ_WHOLE), so the ingest parses the header without reading the file back.
@@ -101,7 +102,7 @@ class StagedFile:
     size: int
     sha256: str
     synced: bool = True
-    pending: Future | None = field(default=None, compare=False, repr=False)
+    pending: "Future | SyncOnWait | None" = field(default=None, compare=False, repr=False)
     header: Header | None = field(default=None, compare=False, repr=False)
     content: bytes | None = field(default=None, compare=False, repr=False)
 
@@ -219,6 +220,11 @@ class SpoolWriter:
                 self._fh.flush()
                 if sync:
                     os.fsync(self._fh.fileno())
+                elif self._size > self._written_back:
+                    # The rest of the file is on its way to the disk while the ingest
+                    # checks it; its fsync then waits for little more than the flush.
+                    start_writeback(self._fh.fileno(), self._written_back, self._size - self._written_back)
+                    self._written_back = self._size
                 self._fh.close()
             except OSError as exc:
                 self._fail(exc)
@@ -230,7 +236,8 @@ class SpoolWriter:
 
     def staged(self, *, sync: bool = True) -> StagedFile:
         """Close and describe the staged file, or raise StorageError. With
-        ``sync=False`` the fsync is left to the ingest, which overlaps it with work."""
+        ``sync=False`` the fsync is left to the ingest, and the file's write-back to the
+        disk begins now (``start_writeback``), so it overlaps the ingest's checks."""
         self.close(sync=sync)
         if self.error is not None:
             raise StorageError(_describe(self.error)) from self.error
@@ -249,6 +256,39 @@ class SpoolWriter:
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is not None:
             self.abandon()
+
+
+class SyncOnWait:
+    """The fsyncs of a published file, then of its directory, made by the first
+    thread that waits for them (``result``, as a ``Future``'s) on that thread, and
+    once: a later call waits for that one and raises what it raised (OSError).
+
+    Not a pool's task: a hand-over to another thread for every instance cost more CPU
+    than it saved (docs/architecture.md, "Two ways of taking work off the storing
+    thread"). The
+    ingest calls it on its storing thread once the file is checked, while the kernel
+    has been writing the data back since the spool closed (``SpoolWriter.close``)."""
+
+    def __init__(self, storage: "Storage", path: Path):
+        self._storage, self._path = storage, path
+        self._lock = threading.Lock()
+        self._done = False
+        self._error: OSError | None = None
+
+    def result(self) -> None:
+        with self._lock:
+            if not self._done:
+                try:
+                    # Opened by its name now: nothing renames a published file before
+                    # its fsync (the ingest takes a duplicate back only after it).
+                    fd = os.open(self._path, os.O_RDONLY)
+                    self._storage._fsync_file(fd)
+                    self._storage._fsync_dir(self._path.parent)
+                except OSError as exc:
+                    self._error = exc
+                self._done = True
+        if self._error is not None:
+            raise self._error
 
 
 def _update(digest, chunks: list[bytes]) -> None:
@@ -352,8 +392,9 @@ class Storage:
         self.finish_sync(self.start_sync(staged).pending)
 
     @staticmethod
-    def finish_sync(pending: Future | None) -> None:
-        """Wait for a background fsync; raises StorageError if the data did not reach the disk."""
+    def finish_sync(pending: "Future | SyncOnWait | None") -> None:
+        """Wait for a file's pending fsyncs (a pool's, or made now by a ``SyncOnWait``);
+        raises StorageError if the data did not reach the disk."""
         if pending is None:
             return
         try:
@@ -463,42 +504,31 @@ class Storage:
         return relpath, self._sync_dir_after(staged, target.parent)
 
     def publish_first(self, staged: StagedFile, when: datetime | None = None
-                      ) -> tuple[StagedFile, str, Future]:
-        """Rename a staged file to a new generated path, then start its fsync and, in
-        the same background task, its directory's: the ingest's order, which checks the
-        file while both run.
-        Renamed before the file's fsync begins, the new name goes to the disk with the
+                      ) -> tuple[StagedFile, str, "Future | SyncOnWait"]:
+        """Rename a staged file to a new generated path; its fsync and then its
+        directory's are left to the caller (``finish_sync``), which checks the file
+        first: the ingest's order. An unsynced file's are made by the thread that
+        waits for them (``SyncOnWait``); one whose fsync already began finishes on
+        the pool, its directory's after it.
+        Renamed before the file's fsync, the new name goes to the disk with the
         file's data in one journal commit on ext4 and XFS, and the directory's fsync
         then finds (almost) nothing left to write; it is still called, so the order
-        does not rely on the filesystem. Returns the file at its new path (carrying its pending fsync),
-        its relative path and the future of both fsyncs (``finish_sync``). A refused
-        file is unlinked by the caller; after a crash an unindexed file here is an
-        orphan, which start-up recovery quarantines (never an acknowledged instance)."""
+        does not rely on the filesystem. Returns the file at its new path (carrying its
+        pending fsyncs), its relative path and those fsyncs. A refused file is unlinked
+        by the caller, unsynced; after a crash an unindexed file here is an orphan,
+        which start-up recovery quarantines (never an acknowledged instance)."""
         when = when or datetime.now(timezone.utc)
         relpath = self._new_relpath(when)
         target = self.root / relpath
-        unsynced = not staged.synced and staged.pending is None
-        fd = -1
         try:
-            if unsynced:
-                fd = os.open(staged.path, os.O_RDONLY)      # the inode, whatever its name
             self._make_dirs(target.parent)
             os.rename(staged.path, target)
-        except (OSError, StorageError) as exc:
-            if fd >= 0:
-                os.close(fd)
-            if isinstance(exc, StorageError):
-                raise
+        except OSError as exc:
             raise StorageError(_describe(exc)) from exc
         moved = replace(staged, path=target)
-        if not unsynced:
+        if staged.synced or staged.pending is not None:
             return moved, relpath, self._sync_dir_after(moved, target.parent)
-
-        def file_then_directory() -> None:
-            # One task for both (one hand-over to the pool per instance, not two).
-            self._fsync_file(fd)
-            self._fsync_dir(target.parent)
-        both = self._sync_pool().submit(file_then_directory)
+        both = SyncOnWait(self, target)
         return replace(moved, pending=both), relpath, both
 
     def _sync_pool(self) -> ThreadPoolExecutor:
