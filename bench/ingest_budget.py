@@ -74,10 +74,11 @@ STAGES = (
     (4, "BEGIN", "peewee", "SqliteDatabase.begin"),
     (4, "inside the transaction", "dsmpacs.archive.commits", "GroupCommit._transaction"),
     (5, "the instance's statements", "dsmpacs.archive.index", "Index._add"),
-    (5, "waiting for its fsyncs", "dsmpacs.archive.storage", "Storage.finish_sync"),
     (4, "COMMIT", "peewee", "Database.commit"),
     (2, "answer sent", "dsmpacs.dicom.engine.respond", "send_response"),
-    (0, "pool tasks (fsyncs, hashing)", "concurrent.futures.thread", "_WorkItem.run"),
+    # A small instance wakes no pool thread: its fsyncs are the storing thread's
+    # (archive/storage.py SyncOnWait) and its bytes are hashed there too.
+    (0, "pool tasks (a large file's hashing, rare fsyncs)", "concurrent.futures.thread", "_WorkItem.run"),
 )
 
 
