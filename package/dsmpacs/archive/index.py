@@ -237,9 +237,10 @@ class Index:
                      binding: object = LOOK_UP) -> None:
         """Insert the instance and create or update its patient, study and series.
 
-        ``before_commit`` runs inside the transaction after the inserts: the ingest
-        waits there for the file to be durable, so the inserts overlap the fsyncs
-        and an exception from it rolls the instance back. Concurrent stores share
+        ``before_commit`` runs inside the transaction after the inserts: the file must
+        be durable by then (the ingest fsyncs it before, so this only checks, and a
+        pool's fsync may still be under way), and an exception from it rolls the
+        instance back. Concurrent stores share
         the transaction and its commit (archive/commits.py). Retries (lock waits,
         races with concurrent stores) stop at ``lock_timeout`` in total:
         IndexUnavailable. ``binding``: the institution the calling AE is bound to

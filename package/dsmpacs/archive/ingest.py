@@ -141,7 +141,7 @@ class Ingest:
         """Stage ``source`` with a fresh zero preamble and file meta around its
         unchanged dataset bytes (an upload's preamble may be anything). The header
         parsed here travels with the staged file, so the store does not parse again;
-        the fsync is left to the store, which overlaps it with the index work."""
+        the fsync is left to the store, once it has checked the file."""
         header = read_header(source)
         sop_class, sop_instance = _sop_uids(header)
         if not sop_class or not sop_instance:

@@ -103,7 +103,7 @@ def handle_store(event, archive: Archive, policy: AccessPolicy | None) -> Datase
     origin = Origin("dicom", calling, peer_of(event.assoc), binding=binding, binding_known=True)
     try:
         # From here the ingest owns the file, whatever the outcome (SpoolWriter.handed_over).
-        staged = spool.staged(sync=False)     # ingest fsyncs it while parsing the header
+        staged = spool.staged(sync=False)     # written back while the ingest checks it
     except StorageError as exc:
         result = StoreResult(StoreOutcome.OUT_OF_RESOURCES, str(exc), **uids)
         log.warning("refused %s from %s: %s", uids["sop_instance_uid"], peer_of(event.assoc), exc)

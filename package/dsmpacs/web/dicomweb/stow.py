@@ -84,7 +84,7 @@ def _spool_body(boundary: str) -> list[Part10Stager]:
         if count == 0:
             fail(400, "the multipart body holds no parts")
         for sink in sinks:
-            sink.close(sync=False)      # the ingest fsyncs each, overlapped with its own work
+            sink.close(sync=False)      # written back now; the ingest fsyncs each once checked
     except multipart.TooLarge:
         _abandon(sinks)
         fail(413, f"request body larger than stow_max_mb ({services().settings.stow_max_mb} MiB)")
