@@ -265,9 +265,9 @@ class SyncOnWait:
 
     Not a pool's task: a hand-over to another thread for every instance cost more CPU
     than it saved (docs/architecture.md, "Two ways of taking work off the storing
-    thread"). The
-    ingest calls it on its storing thread once the file is checked, while the kernel
-    has been writing the data back since the spool closed (``SpoolWriter.close``)."""
+    thread"). The ingest calls it on its storing thread once the file is checked,
+    while the kernel has been writing the data back since the spool closed
+    (``SpoolWriter.close``)."""
 
     def __init__(self, storage: "Storage", path: Path):
         self._storage, self._path = storage, path
