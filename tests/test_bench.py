@@ -188,10 +188,15 @@ def test_ingest_budget_charges_every_stage_of_a_real_push(capsys):
     pool = ingest_budget.STAGES[-1][1]
     assert lines.pop(pool)[:2] == (0.0, 0.0), out
     assert all(micros > 0 for micros, _calls, _depth in lines.values()), out
-    parents: list[tuple[float, int]] = []
-    for micros, _calls, depth in lines.values():
+    # A stage costs no more than the one it is in, except directly under the idle
+    # association thread's reading (inline.serve_idle): the DUL thread reads and runs
+    # the state machine too (association set-up, a request that arrives while the
+    # association thread is still answering the last), and no line counts that thread.
+    reading = next(label for _d, label, _m, path in ingest_budget.STAGES if path.endswith("serve_idle"))
+    parents: list[tuple[float, int, str]] = []
+    for label, (micros, _calls, depth) in lines.items():
         parents = [p for p in parents if p[1] < depth]
-        if parents:
-            assert micros <= parents[-1][0], out
-        parents.append((micros, depth))
+        if parents and parents[-1][2] != reading:
+            assert micros <= parents[-1][0], (label, out)
+        parents.append((micros, depth, label))
     assert re.search(r"^daemon CPU, every thread: \d+ µs an instance", out, re.M), out
