@@ -264,9 +264,9 @@ class SyncOnWait:
     once: a later call waits for that one and raises what it raised (OSError).
 
     Not a pool's task: a hand-over to another thread for every instance cost more CPU
-    than it saved (docs/architecture.md, "Two ways of taking work off the storing
-    thread"). The ingest calls it on its storing thread once the file is checked,
-    while the kernel has been writing the data back since the spool closed
+    than it saved (docs/architecture.md, "Two hand-overs to other threads"). The
+    ingest calls it on its storing thread once the file is checked, while the
+    kernel has been writing the data back since the spool closed
     (``SpoolWriter.close``)."""
 
     def __init__(self, storage: "Storage", path: Path):
