@@ -13,7 +13,11 @@ one transaction, runs each store's inserts in a savepoint of its own (a batch of
 one needs none: the transaction is its savepoint), then waits for every store's
 fsyncs (``before_commit``), then commits once. Stores that
 arrive meanwhile queue for the next batch, whose leader is one of them. A lone
-sender is its own leader, on its own thread, exactly as before.
+sender is its own leader, on its own thread, exactly as before. The ingest makes
+each store's fsyncs on its own thread before handing its work over
+(archive/ingest.py, ``SyncOnWait``), so there ``before_commit`` and ``_sync_early``
+find them done and only check; the waits stay for a caller whose fsyncs run
+elsewhere.
 
 What each store is told, only once the batch's transaction has ended:
 
