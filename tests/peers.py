@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -208,11 +209,16 @@ class ServerProcess:
         except FileNotFoundError:
             return ""
 
-    def logged(self, text: str, timeout: float = 10) -> bool:
-        """``text`` is in the log, now or within ``timeout`` seconds: a line logged by a
-        receiving process of the DICOM daemon (dicom/receivers.py) is written by the
-        daemon a moment after the event the test saw (a connection closed, an answer)."""
-        wait_until(lambda: text in self.log(), timeout=timeout, what=f"{text!r} in the log")
+    def logged(self, text: str | re.Pattern, timeout: float = 10) -> bool:
+        """``text`` (or a match of the pattern) is in the log, now or within ``timeout``
+        seconds: a line logged by a receiving process of the DICOM daemon
+        (dicom/receivers.py) is written by the daemon a moment after the event the test
+        saw (a connection closed, an answer). Returns as soon as the line is there."""
+        if isinstance(text, re.Pattern):
+            wait_until(lambda: text.search(self.log()), timeout=timeout,
+                       what=f"{text.pattern!r} matched in the log")
+        else:
+            wait_until(lambda: text in self.log(), timeout=timeout, what=f"{text!r} in the log")
         return True
 
     @property

@@ -44,7 +44,7 @@ def test_unknown_ae_may_store_but_not_find(server, tmp_path):
     refused = findscu(server.port, STUDY_QUERY, tmp_path / "rsp", calling_ae="STRANGER")
     assert refused.responses == []
     assert "0x124" in refused.final                    # Refused: Not authorized
-    assert re.search(r"C-FIND refused for STRANGER \(127\.0\.0\.1:\d+\)", server.log())
+    assert server.logged(re.compile(r"C-FIND refused for STRANGER \(127\.0\.0\.1:\d+\)"))
 
     # registered while the server runs: the next query is allowed
     register(server, "stranger", "STRANGER")
@@ -58,7 +58,7 @@ def test_registered_ae_permissions_are_read_at_request_time(server, tmp_path):
     done = store_as(server, path, "VIEWER")
     assert store_status(done) == "Unknown Status: 0x124"        # 0x0124 Refused: Not authorized
     assert not stored(server, f.read_uid(path))
-    assert re.search(r"refused \S+ from VIEWER \(127\.0\.0\.1:\d+\)", server.log())
+    assert server.logged(re.compile(r"refused \S+ from VIEWER \(127\.0\.0\.1:\d+\)"))
     assert "0x124" in findscu(server.port, STUDY_QUERY, tmp_path / "rsp", calling_ae="VIEWER").final
 
     unregister(server, "viewer")
@@ -82,8 +82,8 @@ def test_strict_mode_rejects_unknown_calling_ae_at_association(server_factory, d
     done = dcmtk("echoscu", "-aet", "STRANGER", "-aec", server.ae_title, "127.0.0.1", str(server.port))
     assert done.returncode != 0
     assert "Calling AE Title Not Recognized" in done.stdout + done.stderr
-    assert re.search(r"association from STRANGER \(127\.0\.0\.1:\d+\) to DSMPACS rejected: .*not registered",
-                     server.log())
+    assert server.logged(re.compile(
+        r"association from STRANGER \(127\.0\.0\.1:\d+\) to DSMPACS rejected: .*not registered"))
     register(server, "modality", "MODALITY")
     assert dcmtk("echoscu", "-aet", "MODALITY", "-aec", server.ae_title, "127.0.0.1",
                  str(server.port)).returncode == 0
@@ -95,7 +95,7 @@ def test_called_ae_title_check(server_factory, database_url):
     done = dcmtk("echoscu", "-aec", "NOTME", "127.0.0.1", str(server.port))
     assert done.returncode != 0
     assert "Called AE Title Not Recognized" in done.stdout + done.stderr
-    assert re.search(r"association from ECHOSCU \(127\.0\.0\.1:\d+\) to NOTME rejected", server.log())
+    assert server.logged(re.compile(r"association from ECHOSCU \(127\.0\.0\.1:\d+\) to NOTME rejected"))
     assert server.echoscu().returncode == 0
 
 
