@@ -237,3 +237,36 @@ def test_dsa_controls_preview_and_cine_on_lan_and_slow_link(live, page, tmp_path
         assert errors == []
     finally:
         phone.close()
+
+
+def test_cine_waits_for_a_late_frame_and_shows_it_the_moment_it_arrives(live, page, tmp_path):
+    """A frame the server has not answered yet holds the cine on the frame before (never a
+    blank, never a skip). Once it arrives it is shown at once, not at the timer's next
+    tick, and the frames after it keep the run's interval (no burst to catch up)."""
+    run = dsa_runs.bolus_run(frames=20, size=64, peak=17, study_uid=STUDY, series_number=1)
+    assert live.storescu(dsa_runs.write(run, tmp_path / "run.dcm")).returncode == 0
+    sign_in(page, live, "rad1", add_user(live, "rad1", "radiologist"))
+    held: list = []
+    page.route("**/render/**/5.png*", lambda route: held.append(route))
+    page.goto(live.url(f"/viewer?study={STUDY}&series={run.SeriesInstanceUID}"))
+    shown_src(page, contains="/17.")
+    # 2 frames a second: the timer's ticks are 500 ms apart, so a frame shown at the next
+    # tick instead of on arrival would come hundreds of ms late.
+    page.evaluate("""() => { const vp = window.DSMViewer.viewports[0]; vp.pause(); vp.fps = 2; vp.go(0, false);
+        const el = document.querySelector('[data-viewport]'); window.__shown = [];
+        new MutationObserver(() => window.__shown.push([performance.now(), +el.getAttribute('data-index')]))
+          .observe(el, {attributes: true, attributeFilter: ['data-index']}); }""")
+    shown_src(page, contains="/0.")
+    page.click("[data-action=play]")
+    page.wait_for_function("() => window.__shown.some(s => s[1] === 4)", timeout=10_000)
+    # Hold frame 5 for 1.1 ticks past its due time: the cine stays on frame 4.
+    page.wait_for_function("() => performance.now() > window.__shown.find(s => s[1] === 4)[0] + 550")
+    assert [s[1] for s in page.evaluate("() => window.__shown")][-1] == 4 and len(held) == 1
+    released = page.evaluate("() => performance.now()")
+    held[0].continue_()
+    page.wait_for_function("() => window.__shown.some(s => s[1] === 7)", timeout=10_000)
+    page.click("[data-action=play]")
+    times = dict((index, at) for at, index in page.evaluate("() => window.__shown"))
+    assert [i for _, i in page.evaluate("() => window.__shown")][:7] == list(range(1, 8))
+    assert times[5] - released < 250, "the late frame waited for the timer's next tick"
+    assert min(times[6] - times[5], times[7] - times[6]) >= 400, "frames after it came in a burst"
