@@ -259,7 +259,7 @@ def test_cine_waits_for_a_late_frame_and_shows_it_the_moment_it_arrives(live, pa
     shown_src(page, contains="/0.")
     page.click("[data-action=play]")
     page.wait_for_function("() => window.__shown.some(s => s[1] === 4)", timeout=10_000)
-    # Hold frame 5 for 1.1 ticks past its due time: the cine stays on frame 4.
+    # Hold frame 5 until a tenth of a tick past its due time: the cine stays on frame 4.
     page.wait_for_function("() => performance.now() > window.__shown.find(s => s[1] === 4)[0] + 550")
     assert [s[1] for s in page.evaluate("() => window.__shown")][-1] == 4 and len(held) == 1
     released = page.evaluate("() => performance.now()")

@@ -8,6 +8,7 @@
 import { base, enc, emit, getJSON, t } from "./util.js";
 
 const PREFETCH = 12;           // frames requested ahead while cine plays
+const TIMER_SLACK_MS = 20;     // how late a browser timer may fire under load
 const CACHE_LIMIT = 160;       // Image objects kept per viewport
 
 export class Viewport {
@@ -437,8 +438,8 @@ export class Viewport {
         this.go(next, true);
         const now = performance.now();
         // A timer's few ms of lateness stay on the grid; a frame that kept us waiting
-        // restarts it.
-        due = (now - due > interval / 2 ? now : due) + interval;
+        // restarts it, so the frames after it do not come in a burst to catch up.
+        due = (now - due > Math.min(TIMER_SLACK_MS, interval / 4) ? now : due) + interval;
         this.timer = window.setTimeout(tick, Math.max(0, due - now));
       };
       // complete without a size is a frame that failed: shown as such, the cine goes on.
