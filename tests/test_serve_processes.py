@@ -5,6 +5,7 @@ import json
 import os
 import signal
 import time
+from pathlib import Path
 
 import pydicom
 import requests
@@ -26,6 +27,9 @@ def test_two_processes_serve_dicom_and_web_and_stop_cleanly_on_sigterm(server_fa
     server = server_factory()
     dicom, web = children(server)
     assert len({dicom, web, server.proc.pid}) == 3
+    # Forked from serve, not started as new interpreters: the parent's command line.
+    parent = (Path("/proc") / str(server.proc.pid) / "cmdline").read_bytes()
+    assert {(Path("/proc") / str(pid) / "cmdline").read_bytes() for pid in (dicom, web)} == {parent}
     assert server.echoscu().returncode == 0
     health = requests.get(server.url("/-/health"), timeout=10)
     assert health.status_code == 200, health.text

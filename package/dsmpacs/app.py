@@ -10,6 +10,7 @@ import logging
 import os
 import signal
 import threading
+from typing import Callable
 
 from dsmpacs import runfiles
 from dsmpacs.archive import Archive
@@ -87,9 +88,9 @@ def prepare(settings: Settings) -> None:
         archive.close()
 
 
-def serve(settings: Settings, commands: dict[str, list[str]]) -> int:
-    """Prepare, then run the child processes (role -> command line) until stopped, with
-    the watchdog restarting a child that dies (supervisor.py)."""
+def serve(settings: Settings, roles: dict[str, Callable[[], int]]) -> int:
+    """Prepare, then run the child processes (role -> what its forked child runs) until
+    stopped, with the watchdog restarting a child that dies (supervisor.py)."""
     from dsmpacs import notices
     from dsmpacs.supervisor import Watchdog, supervise
 
@@ -111,7 +112,7 @@ def serve(settings: Settings, commands: dict[str, list[str]]) -> int:
 
     watchdog = Watchdog(max_crashes=settings.watchdog_max_crashes,
                         window=settings.watchdog_window_minutes * 60)
-    return supervise(commands, watchdog=watchdog, is_up=is_up, on_crash=on_crash)
+    return supervise(roles, watchdog=watchdog, is_up=is_up, on_crash=on_crash)
 
 
 AUDIT_HOUSEKEEPING_SECONDS = 24 * 3600

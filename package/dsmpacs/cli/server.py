@@ -1,6 +1,7 @@
 """`dsmpacs serve` and `dsmpacs settings`."""
 from __future__ import annotations
 
+import functools
 import sys
 
 import click
@@ -10,21 +11,30 @@ from dsmpacs.cli import Context, main, pass_ctx
 from dsmpacs.settings import settings_markdown
 
 
-def child_command(ctx: Context, role: str, flags: dict) -> list[str]:
-    """The command line of one child process: the same data directory, settings
-    overrides and flags as this one (the environment is inherited), one role."""
-    cmd = [sys.executable, "-m", "dsmpacs"]
-    if ctx.data_dir is not None:
-        cmd += ["--data-dir", str(ctx.data_dir)]
-    for item in ctx.sets:
-        cmd += ["--set", item]
-    for name, value in flags.items():
-        if value is not None:
-            cmd += ["--set", f"{name}={value}"]
-    cmd += ["serve", "--only", role]
-    if role == "dicom":
-        cmd.append("--no-recovery")       # the parent recovered before starting the children
-    return cmd
+def run_role(settings, role: str) -> int:
+    """One child of ``serve``, in the process forked for it (supervisor.py): what
+    ``serve --only ROLE`` runs, with its own log file, and its errors shown as that
+    command shows them. The DICOM daemon does no crash recovery: the parent did it
+    before starting the children."""
+    from dsmpacs import app
+    from dsmpacs.archive.database import IndexProblem
+    from dsmpacs.archive.storage import StorageError
+    from dsmpacs.logsetup import configure
+
+    configure(settings, process=role)
+    try:
+        if role == "dicom":
+            _listen(settings, "DICOM", settings.dicom_host, settings.dicom_port,
+                    lambda: app.serve_dicom(settings, recover=False))
+        else:
+            _listen(settings, "web", settings.web_host, settings.web_port, lambda: app.serve_web(settings))
+    except (IndexProblem, StorageError) as exc:
+        click.ClickException(str(exc)).show()
+        return 1
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    return 0
 
 
 @main.command()
@@ -59,8 +69,8 @@ def serve(ctx: Context, only: str | None, no_recovery: bool, **flags) -> None:
         elif only == "web":
             _listen(settings, "web", settings.web_host, settings.web_port, lambda: app.serve_web(settings))
         else:
-            commands = {role: child_command(ctx, role, flags) for role in ("dicom", "web")}
-            sys.exit(app.serve(settings, commands))
+            roles = {role: functools.partial(run_role, settings, role) for role in ("dicom", "web")}
+            sys.exit(app.serve(settings, roles))
     except (IndexProblem, StorageError) as exc:
         raise click.ClickException(str(exc)) from None
 
