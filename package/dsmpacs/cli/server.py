@@ -11,11 +11,12 @@ from dsmpacs.cli import Context, main, pass_ctx
 from dsmpacs.settings import settings_markdown
 
 
-def run_role(settings, role: str) -> int:
-    """One child of ``serve``, in the process forked for it (supervisor.py): what
-    ``serve --only ROLE`` runs, with its own log file, and its errors shown as that
-    command shows them. The DICOM daemon does no crash recovery: the parent did it
-    before starting the children."""
+def run_role(settings, role: str, *, recover: bool = False) -> int:
+    """``serve --only ROLE``, and each child of ``serve`` in the process forked for it
+    (supervisor.py): one role, with its own log file; returns the exit status, with
+    errors shown as click shows them. A child does no crash recovery (``recover``):
+    its parent did it before starting the children, and a restarted DICOM process
+    would take the web process's staged files for leftovers."""
     from dsmpacs import app
     from dsmpacs.archive.database import IndexProblem
     from dsmpacs.archive.storage import StorageError
@@ -25,7 +26,7 @@ def run_role(settings, role: str) -> int:
     try:
         if role == "dicom":
             _listen(settings, "DICOM", settings.dicom_host, settings.dicom_port,
-                    lambda: app.serve_dicom(settings, recover=False))
+                    lambda: app.serve_dicom(settings, recover=recover))
         else:
             _listen(settings, "web", settings.web_host, settings.web_port, lambda: app.serve_web(settings))
     except (IndexProblem, StorageError) as exc:
@@ -46,10 +47,8 @@ def run_role(settings, role: str) -> int:
 @click.option("--web-host", help="Address the web server binds to.")
 @click.option("--web-port", type=int, help="Web port (0 picks a free one).")
 @click.option("--database-url", help="Index database URL (sqlite:///... or mysql://...).")
-@click.option("--no-recovery", is_flag=True, hidden=True,
-              help="Skip crash recovery at start (the supervising parent did it).")
 @pass_ctx
-def serve(ctx: Context, only: str | None, no_recovery: bool, **flags) -> None:
+def serve(ctx: Context, only: str | None, **flags) -> None:
     """Run the archive: the DICOM daemon and the web server, until stopped."""
     from dsmpacs import app
     from dsmpacs.archive.database import IndexProblem
@@ -57,20 +56,18 @@ def serve(ctx: Context, only: str | None, no_recovery: bool, **flags) -> None:
     from dsmpacs.logsetup import configure
 
     settings = ctx.settings(**flags)
-    configure(settings, process=only or "serve")
     for problem in (tls_problem(settings) if only != "web" else None,
                     web_tls_problem(settings) if only != "dicom" else None):
         if problem:
             raise click.ClickException(problem)
+    if only is not None:
+        # Alone, the DICOM daemon recovers from a crash; the web process never does:
+        # the DICOM daemon may be receiving at that moment.
+        sys.exit(run_role(settings, only, recover=only == "dicom"))
+    configure(settings, process="serve")
+    roles = {role: functools.partial(run_role, settings, role) for role in ("dicom", "web")}
     try:
-        if only == "dicom":
-            _listen(settings, "DICOM", settings.dicom_host, settings.dicom_port,
-                    lambda: app.serve_dicom(settings, recover=not no_recovery))
-        elif only == "web":
-            _listen(settings, "web", settings.web_host, settings.web_port, lambda: app.serve_web(settings))
-        else:
-            roles = {role: functools.partial(run_role, settings, role) for role in ("dicom", "web")}
-            sys.exit(app.serve(settings, roles))
+        sys.exit(app.serve(settings, roles))
     except (IndexProblem, StorageError) as exc:
         raise click.ClickException(str(exc)) from None
 
