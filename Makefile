@@ -31,8 +31,8 @@ run: $(STAMP)
 ## Lint, then run the test suite (real dcmtk peers, real MariaDB when reachable)
 # ruff first: a lint finding fails in seconds, before fifteen minutes of tests.
 # Three workers on two cores: with three, a 100-test part of the suite kept both
-# cores 96% busy (a fourth would not help), and the whole took 15 minutes in a
-# clean-clone CI rehearsal on the 2-core development VM. Each test module stays on
+# cores 96% busy (a fourth would not help), and the whole took 15 to 17 minutes in
+# clean-clone CI rehearsals on the 2-core development VM. Each test module stays on
 # one worker, and the fake-NAS tests, which share one system user, run one at a
 # time on one worker beside the rest (tests/scheduling.py).
 # The slowest tests are listed at the end.
