@@ -9,7 +9,7 @@ imported the archive (it migrated the index and recovered before starting them),
 new interpreter would import it all again, about 0.8 s of CPU per child on the 2-core
 development VM, on every start and every restart. The parent starts no thread, so
 forking it is safe; ``gc.freeze`` keeps its objects out of the children's collections,
-so their pages stay shared. A role can still be a command line (the tests' sleepers).
+so their pages stay shared.
 
 The watchdog: a child that dies after it was up (its run file written, see
 runfiles.py) is restarted, after 1 s, then 2, 4 ... up to a minute when it keeps
@@ -43,7 +43,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Union
+from typing import Callable
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ _PR_SET_PDEATHSIG = 1
 
 
 def death_signal_setter() -> Callable[[], None]:
-    """A function, safe to run between fork and exec, that makes the child get
+    """A function, run in a forked child before its role, that makes the child get
     SIGTERM when this process dies (Linux; a no-op elsewhere)."""
     parent = os.getpid()
     try:
@@ -129,9 +129,6 @@ def _run_child(target: Callable[[], int | None], before: Callable[[], None]) -> 
     sys.exit(target() or 0)
 
 
-Role = Union[list[str], Callable[[], Union[int, None]]]
-
-
 def exit_status(rc: int) -> str:
     """As an administrator reads it: a number, or the signal that ended the process."""
     if rc is not None and rc < 0:
@@ -142,13 +139,13 @@ def exit_status(rc: int) -> str:
     return str(rc)
 
 
-def supervise(commands: dict[str, Role], *, stop_timeout: float = 30.0,
+def supervise(roles: dict[str, Callable[[], int | None]], *, stop_timeout: float = 30.0,
               watchdog: Watchdog | None = None, is_up: Callable[[str, int], bool] | None = None,
               on_crash: Callable[[str, dict], None] | None = None) -> int:
     """Run each role as a child until a signal or the watchdog gives up; returns the
-    exit code. A role is a function, run in a forked child (its return value is the
-    exit status), or a command line. Without ``watchdog`` (or ``is_up``) any child's
-    death stops everything.
+    exit code. A role is a function, run in a forked child; its return value is the
+    exit status. Without ``watchdog`` (or ``is_up``) any child's death stops
+    everything.
     ``is_up(role, pid)`` says whether a child got up; ``on_crash(role, record)`` records
     and tells each crash."""
     wake = threading.Event()
@@ -162,7 +159,7 @@ def supervise(commands: dict[str, Role], *, stop_timeout: float = 30.0,
         signal.signal(sig, on_signal)
     signal.signal(signal.SIGCHLD, lambda *_: wake.set())
 
-    children: dict[str, subprocess.Popen | Forked] = {}
+    children: dict[str, Forked] = {}
     was_up: set[str] = set()          # got up at least once: its death is a crash
     restart_at: dict[str, float] = {}
     records: dict[str, dict] = {}
@@ -170,13 +167,11 @@ def supervise(commands: dict[str, Role], *, stop_timeout: float = 30.0,
     gc.freeze()
 
     def launch(role: str) -> None:
-        run = commands[role]
-        children[role] = (Forked(run, setter) if callable(run)
-                          else subprocess.Popen(run, preexec_fn=setter))
+        children[role] = Forked(roles[role], setter)
         log.info("started the %s process (pid %d)", role, children[role].pid)
 
     try:
-        for role in commands:
+        for role in roles:
             launch(role)
         code = 0
         while True:
@@ -238,7 +233,7 @@ def supervise(commands: dict[str, Role], *, stop_timeout: float = 30.0,
     return code
 
 
-def _stop_all(children: dict[str, subprocess.Popen | Forked], timeout: float) -> dict[str, int]:
+def _stop_all(children: dict[str, Forked], timeout: float) -> dict[str, int]:
     for proc in children.values():
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
