@@ -25,17 +25,19 @@ def run_role(settings, role: str, *, recover: bool = False) -> int:
     configure(settings, process=role)
     try:
         if role == "dicom":
-            _listen(settings, "DICOM", settings.dicom_host, settings.dicom_port,
-                    lambda: app.serve_dicom(settings, recover=recover))
+            app.serve_dicom(settings, recover=recover)
         else:
-            _listen(settings, "web", settings.web_host, settings.web_port, lambda: app.serve_web(settings))
+            app.serve_web(settings)
+    except OSError as exc:
+        what, host, port = (("DICOM", settings.dicom_host, settings.dicom_port) if role == "dicom"
+                            else ("web", settings.web_host, settings.web_port))
+        problem = f"cannot listen for {what} on {host}:{port}: {exc.strerror or exc}"
     except (IndexProblem, StorageError) as exc:
-        click.ClickException(str(exc)).show()
-        return 1
-    except click.ClickException as exc:
-        exc.show()
-        return exc.exit_code
-    return 0
+        problem = str(exc)
+    else:
+        return 0
+    click.ClickException(problem).show()
+    return 1
 
 
 @main.command()
@@ -70,14 +72,6 @@ def serve(ctx: Context, only: str | None, **flags) -> None:
         sys.exit(app.serve(settings, roles))
     except (IndexProblem, StorageError) as exc:
         raise click.ClickException(str(exc)) from None
-
-
-def _listen(settings, what: str, host: str, port: int, run) -> None:
-    try:
-        run()
-    except OSError as exc:
-        raise click.ClickException(f"cannot listen for {what} on {host}:{port}: "
-                                   f"{exc.strerror or exc}") from None
 
 
 @main.command("settings")
