@@ -214,11 +214,9 @@ class ServerProcess:
         seconds: a line logged by a receiving process of the DICOM daemon
         (dicom/receivers.py) is written by the daemon a moment after the event the test
         saw (a connection closed, an answer). Returns as soon as the line is there."""
-        if isinstance(text, re.Pattern):
-            wait_until(lambda: text.search(self.log()), timeout=timeout,
-                       what=f"{text.pattern!r} matched in the log")
-        else:
-            wait_until(lambda: text in self.log(), timeout=timeout, what=f"{text!r} in the log")
+        pattern = text if isinstance(text, re.Pattern) else re.compile(re.escape(text))
+        wait_until(lambda: pattern.search(self.log()), timeout=timeout,
+                   what=f"{pattern.pattern!r} in the log")
         return True
 
     @property
