@@ -60,7 +60,7 @@ from bench.ingest import FULL, PROFILE, QUICK, build_corpus, push
 
 # (few, many) files received by the two daemons of a checkout.
 COUNTS = {"small": (100, 300), "dsa": (1, 4)}
-QUICK_COUNTS = {"small": (3, 9), "dsa": (1, 2)}
+QUICK_COUNTS = {"small": (3, 15), "dsa": (1, 2)}
 # Seconds a daemon under valgrind may take to start listening, and a callgrind_control
 # command to be answered.
 PATIENCE = 600

@@ -152,7 +152,7 @@ def test_ingest_ab_pairs_two_daemons_rounds_with_their_user_time_apart(capsys):
 
 def test_ingest_ir_counts_a_daemon_s_instructions_per_instance(capsys):
     """bench/ingest_ir.py runs two daemons of this checkout under callgrind, one
-    receiving three files from storescu and one nine, and prints their difference per
+    receiving three files from storescu and one fifteen, and prints their difference per
     instance: millions of instructions for a small instance, where a start-up that did
     not cancel out would leave hundreds (a daemon's start-up is billions) and a
     difference taken the wrong way round a negative count."""
